@@ -1,0 +1,78 @@
+"""Stage evaluate: test-set metrics of every run, statistics over seeds, transferability."""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transferlab import analysis, tables  # noqa: E402
+from transferlab.compute import compute_summary  # noqa: E402
+from transferlab.evaluation import discover_runs, evaluate_runs, transferability_scores  # noqa: E402
+from transferlab.params import load_params, to_dict  # noqa: E402
+from transferlab.prepared import PreparedDataset  # noqa: E402
+from transferlab.runtime import (  # noqa: E402
+    dumps_json,
+    resolve_device,
+    run_stage,
+    seed_everything,
+    staged_outputs,
+)
+from transferlab.tracking import Tracker, tracked  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--data", required=True, help="prepared data directory")
+    parser.add_argument("--models", required=True, help="directory of source models")
+    parser.add_argument("--runs", required=True, help="directory of transfer runs")
+    parser.add_argument("--metrics", required=True, help="output metrics JSON")
+    parser.add_argument("--runs-table", required=True, help="output per-run CSV")
+    parser.add_argument("--compute", required=True, help="output wall-time JSON")
+    parser.add_argument("--plots", required=True, help="output directory of plot CSVs")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    p = params.evaluate
+    seed_everything(0, params.common.num_threads)
+    device = resolve_device(params.common.device)
+    data = Path(args.data)
+    target = PreparedDataset.open(data / "target")
+    names = sorted(params.prepare.sources)
+    sources = {n: Path(args.models) / n / "model.pt" for n in names}
+    source_data = {n: PreparedDataset.open(data / "sources" / n) for n in names}
+    budgets = [str(b) for b in params.prepare.budgets]
+    all_lpc = sum(target.manifest["counts"]["train"].values()) / len(target.class_names)
+    runs = discover_runs(Path(args.runs))
+    tracker = Tracker(params.tracking, "evaluate", {}, {"evaluate": to_dict(p)})
+    outputs = (args.metrics, args.runs_table, args.compute, args.plots)
+    with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, compute_path,
+                                                       plots):
+        results, extra = evaluate_runs(runs, target, sources, source_data, p, device)
+        summary = analysis.summarize(results, budgets, all_lpc, p)
+        scores, score_timing = transferability_scores(sources, target, device)
+        transfer = analysis.transferability_summary(scores, summary, budgets)
+        report = {
+            "summary": summary,
+            "label_efficiency": analysis.label_efficiency(summary, budgets, all_lpc,
+                                                          p.reach_fraction),
+            "transferability": transfer,
+            "recommendations": analysis.recommend(summary, results, budgets, transfer, p),
+            **extra,
+        }
+        metrics_path.write_text(dumps_json(report))
+        tables.runs_table(results).to_csv(table_path, index=False, float_format="%.6g")
+        compute_path.write_text(dumps_json(compute_summary(Path(args.runs), Path(args.models),
+                                                           score_timing)))
+        test_labels = target.load("test").labels
+        tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_labels,
+                           target.class_names, p.calibration_bins)
+        tracker.log_summary(summary)
+    best = report["recommendations"][budgets[-1]]
+    print(f"evaluate: {len(results)} runs; best at {budgets[-1]} labels/class: {best['best']} "
+          f"({best['accuracy']['mean']:.3f})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

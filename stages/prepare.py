@@ -1,0 +1,30 @@
+"""Stage prepare: build the target and every candidate source dataset from params."""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transferlab.params import load_params  # noqa: E402
+from transferlab.prepared import prepare_all  # noqa: E402
+from transferlab.runtime import run_stage, seed_everything, staged_outputs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--out", required=True, help="output directory (e.g. data/prepared)")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    seed_everything(params.prepare.seed, params.common.num_threads)
+    with staged_outputs(args.out) as (out,):
+        manifests = prepare_all(params, out)
+    for name, manifest in manifests.items():
+        sizes = {split: sum(c.values()) for split, c in manifest.get("counts", {}).items()}
+        print(f"prepared {name}: {len(manifest['class_names'])} classes, {sizes}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,59 @@
+"""Stage pretrain-source: train one candidate source model on its prepared source data."""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transferlab.models import save_checkpoint  # noqa: E402
+from transferlab.params import load_params, to_dict  # noqa: E402
+from transferlab.prepared import PreparedDataset  # noqa: E402
+from transferlab.runtime import (  # noqa: E402
+    dumps_json,
+    resolve_device,
+    run_stage,
+    seed_everything,
+    sha256_file,
+    staged_outputs,
+)
+from transferlab.source import pretrain_source  # noqa: E402
+from transferlab.tracking import Tracker, tracked  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--source", required=True, help="source name (a key of prepare.sources)")
+    parser.add_argument("--data", required=True, help="prepared source directory")
+    parser.add_argument("--model", required=True, help="output checkpoint (.pt)")
+    parser.add_argument("--metrics", required=True, help="output metrics JSON")
+    parser.add_argument("--timing", required=True, help="output timing and history JSON")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    if args.source not in params.prepare.sources:
+        raise SystemExit(f"error: --source {args.source!r} is not in prepare.sources "
+                         f"({', '.join(params.prepare.sources)})")
+    seed_everything(params.pretrain.seed, params.common.num_threads)
+    device = resolve_device(params.common.device)
+    data = PreparedDataset.open(args.data)
+    used = {"pretrain": to_dict(params.pretrain),
+            "source": to_dict(params.prepare.sources[args.source])}
+    tracker = Tracker(params.tracking, "pretrain", {"transferlab.source": args.source}, used)
+    outputs = (args.model, args.metrics, args.timing)
+    with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, timing_path):
+        model, config, metrics, timing = pretrain_source(params.pretrain, data, device,
+                                                         args.source)
+        save_checkpoint(model, model_path, config)
+        metrics_path.write_text(dumps_json(metrics))
+        timing_path.write_text(dumps_json(timing))
+        tracker.set_tags({"transferlab.checkpoint_sha256": sha256_file(model_path)})
+        tracker.log_history(tracker.run_id, timing.get("history", []))
+        tracker.log_metrics(tracker.run_id, metrics)
+        tracker.log_model(tracker.run_id, model, data.example_input(), "source_model")
+    print(f"pretrain {args.source}: {dumps_json(metrics.get('test', metrics)).strip()}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

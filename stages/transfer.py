@@ -1,0 +1,69 @@
+"""Stage transfer: adapt one source with one strategy at every label budget and seed."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transferlab.params import STRATEGIES, load_params, to_dict  # noqa: E402
+from transferlab.runtime import (  # noqa: E402
+    dumps_json,
+    resolve_device,
+    run_stage,
+    seed_everything,
+    staged_outputs,
+)
+from transferlab.strategies import load_target, run_replicates  # noqa: E402
+from transferlab.tracking import Tracker, tracked  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--strategy", required=True, choices=STRATEGIES)
+    parser.add_argument("--source", default=None, help="source name (omit for scratch)")
+    parser.add_argument("--source-model", default=None, help="source checkpoint")
+    parser.add_argument("--source-data", default=None, help="prepared source directory")
+    parser.add_argument("--target", required=True, help="prepared target directory")
+    parser.add_argument("--out", required=True, help="output directory of this strategy")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    cfg = getattr(params.transfer, args.strategy)
+    seed_everything(params.pretrain.seed, params.common.num_threads)
+    device = resolve_device(params.common.device)
+    target = load_target(args.target)
+    mapping = None
+    if args.source_data:
+        mapping = json.loads((Path(args.source_data) / "manifest.json").read_text())
+    source_name = args.source or "none"
+    tags = {"transferlab.source": source_name, "transferlab.strategy": args.strategy}
+    tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)})
+
+    def on_result(record: dict, model: object) -> None:
+        run_id = tracker.child(f"{source_name}/{args.strategy} b={record['budget']} "
+                               f"s={record['seed']}",
+                               {**tags, "transferlab.budget": record["budget"]},
+                               {"budget": record["budget"], "seed": record["seed"]},
+                               {k: v for k, v in record.items() if k != "history"})
+        tracker.log_history(run_id, record["history"])
+
+    arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
+    with tracked(tracker), staged_outputs(args.out) as (out,):
+        out.mkdir(parents=True)
+        result = run_replicates(args.strategy, None if args.strategy == "source_only" else cfg,
+                                Path(args.source_model) if args.source_model else None,
+                                target, device, out, arch, on_result, mapping)
+        timing = result.pop("timing")
+        (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
+        (out / "timing.json").write_text(dumps_json(timing))
+        if result["skipped"]:
+            tracker.set_tags({"transferlab.skipped": result["skipped"]})
+    status = f"skipped: {result['skipped']}" if result["skipped"] else f"{len(result['runs'])} runs"
+    print(f"transfer {source_name}/{args.strategy}: {status}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,1 @@
+"""transferlab: transfer-learning measurement pipeline."""

@@ -1,0 +1,58 @@
+"""What each strategy costs in wall time and memory, read from the stages' timing files.
+
+Wall time is not reproducible, so it lives apart from the metrics (``metrics/compute.json``);
+trainable parameters and FLOPs, which are reproducible, are in the metrics themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.analysis import curve_name
+
+
+def compute_summary(runs_root: Path, models_root: Path, score_timing: list[dict]) -> dict:
+    """Mean wall time and peak memory per run of every curve, pretraining time per source, and
+    the transferability scores' time as a fraction of the finetune run each stands in for.
+
+    Args:
+        runs_root: the transfer stages' output root (``<source>/<strategy>/timing.json``).
+        models_root: the pretrain stages' output root (``<source>/timing.json``).
+        score_timing: rows {source, budget, seed, seconds} from the evaluate stage.
+    Returns:
+        {"curves": {curve: {"seconds_per_run", "peak_bytes"}}, "pretrain": {source: seconds},
+         "transferability_fraction_of_finetune": {source: {budget: fraction}}}.
+    """
+    curves, finetune = {}, defaultdict(dict)
+    for path in sorted(runs_root.rglob("timing.json")):
+        timing = json.loads(path.read_text())
+        info = json.loads((path.parent / "runs.json").read_text())
+        per_run = {k: v for k, v in timing.items() if isinstance(v, dict)}
+        if not per_run:
+            continue
+        curve = curve_name(info["source"], info["strategy"])
+        curves[curve] = {
+            "seconds_per_run": float(np.mean([v["seconds"] for v in per_run.values()])),
+            "peak_bytes": int(max(v["peak_bytes"] for v in per_run.values())),
+            "feature_extraction_seconds": timing.get("feature_extraction_seconds"),
+        }
+        if info["strategy"] == "finetune":
+            finetune[info["source"]] = {k: v["seconds"] for k, v in per_run.items()}
+    pretrain = {}
+    for path in sorted(models_root.glob("*/timing.json")):
+        pretrain[path.parent.name] = json.loads(path.read_text()).get("seconds")
+    fractions: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in score_timing:
+        ft = finetune.get(row["source"], {}).get(f"{row['seed']}_{row['budget']}")
+        if ft:
+            fractions[row["source"]][row["budget"]].append(row["seconds"] / ft)
+    return {
+        "curves": curves,
+        "pretrain": pretrain,
+        "transferability_fraction_of_finetune": {
+            s: {b: float(np.mean(v)) for b, v in by_b.items()} for s, by_b in fractions.items()},
+    }

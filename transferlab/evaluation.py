@@ -1,0 +1,163 @@
+"""Per-run evaluation: test predictions, a shifted test copy, forgetting, transferability.
+
+This is the only module that reads the target test set. Aggregation over seeds lives in
+:mod:`transferlab.analysis`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
+from tqdm.auto import tqdm
+
+from transferlab.metrics import classification_metrics
+from transferlab.models import load_checkpoint
+from transferlab.params import EvaluateParams
+from transferlab.prepared import PreparedDataset
+from transferlab.training import extract_features, predict_proba, to_tensor
+from transferlab.transferability import score_all
+
+
+def shifted_copy(x: torch.Tensor, p: EvaluateParams, seed: int) -> torch.Tensor:
+    """A distribution-shifted copy of (N, 1, H, W) inputs in [0, 1]: rotation, blur, noise.
+
+    Every image gets its own rotation in [-max, max] degrees and its own noise, drawn from
+    ``seed``; the blur is the same Gaussian for all.
+    """
+    g = torch.Generator().manual_seed(seed)
+    angle = (torch.rand(len(x), generator=g) * 2 - 1) * math.radians(p.shift_rotation_deg)
+    zeros = torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([angle.cos(), -angle.sin(), zeros], 1),
+                         torch.stack([angle.sin(), angle.cos(), zeros], 1)], 1)  # (N, 2, 3)
+    out = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False),
+                        align_corners=False)
+    if p.shift_blur_sigma > 0:
+        k = 2 * math.ceil(3 * p.shift_blur_sigma) + 1
+        out = gaussian_blur(out, [k, k], [p.shift_blur_sigma, p.shift_blur_sigma])
+    out = out + p.shift_noise_std * torch.randn(out.shape, generator=g)
+    return out.clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What evaluate keeps of one (source, strategy, budget, seed) run."""
+
+    key: dict  # source, strategy, budget, seed
+    metrics: dict  # test metrics (flat), shifted accuracy, forgetting
+    correct: np.ndarray  # (N,) bool: test example classified correctly
+    proba: np.ndarray  # (N, C) test probabilities
+
+
+def discover_runs(runs_root: Path) -> list[dict]:
+    """Every ``runs.json`` under ``runs_root`` (``<source>/<strategy>/`` and ``scratch/``)."""
+    found = []
+    for path in sorted(runs_root.rglob("runs.json")):
+        info = json.loads(path.read_text())
+        info["folder"] = path.parent
+        found.append(info)
+    if not any(i["strategy"] == "scratch" for i in found):
+        raise FileNotFoundError(f"{runs_root}: no scratch runs found; scratch is the baseline "
+                                "of every transfer gain")
+    return found
+
+
+def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, Path],
+                  source_data: dict[str, PreparedDataset], p: EvaluateParams,
+                  device: torch.device) -> tuple[list[RunResult], dict]:
+    """Evaluate every checkpoint on the test set, its shifted copy and (forgetting) the source.
+
+    Args:
+        runs: from :func:`discover_runs`.
+        target: the prepared target (its test split is read here).
+        sources: source name -> source checkpoint path.
+        source_data: source name -> prepared source dataset (for forgetting).
+        p: the evaluate block.
+        device: where to run inference.
+    Returns:
+        (one RunResult per run, {"skipped": {"<source>/<strategy>": reason}}).
+    """
+    test = target.load("test")
+    x_test = to_tensor(test.images)
+    x_shift = shifted_copy(x_test, p, seed=0)
+    source_tests = {}
+    results, skipped, cache = [], {}, {}
+    todo = [(info, r) for info in runs for r in info["runs"]]
+    for info in runs:
+        if info["skipped"]:
+            skipped[f"{info['source']}/{info['strategy']}"] = info["skipped"]
+    for info, run in tqdm(todo, desc="evaluate", unit="run", disable=None):
+        ckpt = info["folder"] / run["checkpoint"]
+        if ckpt not in cache:
+            model, _ = load_checkpoint(ckpt)
+            proba = predict_proba(model, x_test, device)
+            shifted = predict_proba(model, x_shift, device)
+            forget = _forgetting(model, info, sources, source_data, source_tests, device)
+            cache[ckpt] = (proba, shifted, forget)
+        proba, shifted, forget = cache[ckpt]
+        metrics = classification_metrics(test.labels, proba, p.calibration_bins)
+        metrics["shifted_accuracy"] = float((shifted.argmax(1) == test.labels).mean())
+        metrics["shift_gap"] = metrics["accuracy"] - metrics["shifted_accuracy"]
+        metrics.update(forget)
+        metrics.update(trainable_params=run["trainable_params"], train_flops=run["train_flops"])
+        key = {"source": info["source"], "strategy": info["strategy"], "budget": run["budget"],
+               "seed": run["seed"]}
+        results.append(RunResult(key, metrics, proba.argmax(1) == test.labels, proba))
+    return results, {"skipped": skipped}
+
+
+def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
+                source_data: dict[str, PreparedDataset], cache: dict,
+                device: torch.device) -> dict:
+    """Source-test accuracy of the adapted backbone under the original source head."""
+    name = info["source"]
+    if info["strategy"] in ("scratch", "source_only") or name not in source_data \
+            or not source_data[name].has_data:
+        return {}
+    if name not in cache:
+        source_model, _ = load_checkpoint(sources[name])
+        test = source_data[name].load("test")
+        x = to_tensor(test.images)
+        before = float((predict_proba(source_model, x, device).argmax(1) == test.labels).mean())
+        cache[name] = (source_model, x, test.labels, before)
+    source_model, x, labels, before = cache[name]
+    source_model.backbone.load_state_dict(model.backbone.state_dict())
+    after = float((predict_proba(source_model, x, device).argmax(1) == labels).mean())
+    return {"source_accuracy_before": before, "source_accuracy_after": after,
+            "forgetting": before - after}
+
+
+def transferability_scores(sources: dict[str, Path], target: PreparedDataset,
+                           device: torch.device) -> tuple[list[dict], list[dict]]:
+    """LogME, LEEP, NCE and H-score of every source at every budget and seed.
+
+    Uses only the target training subset of each budget (never the test set). Returns
+    (score rows {source, budget, seed, logme, leep, nce, hscore}, timing rows {source, budget,
+    seed, seconds}); timing is kept apart because wall time is not reproducible.
+    """
+    pool = target.load("train")
+    x_pool = to_tensor(pool.images)
+    rows, timing = [], []
+    for name, path in sorted(sources.items()):
+        model, config = load_checkpoint(path)
+        start = time.perf_counter()
+        feats = extract_features(model, x_pool, device).double().numpy()
+        probs = predict_proba(model, x_pool, device) if config.get("source_classes") else None
+        shared = time.perf_counter() - start
+        for seed, budgets in sorted(target.budgets().items(), key=lambda kv: int(kv[0])):
+            for budget, idx in budgets.items():
+                start = time.perf_counter()
+                scores = score_all(feats[idx], None if probs is None else probs[idx],
+                                   pool.labels[idx])
+                seconds = time.perf_counter() - start + shared * len(idx) / len(x_pool)
+                rows.append({"source": name, "budget": budget, "seed": int(seed), **scores})
+                timing.append({"source": name, "budget": budget, "seed": int(seed),
+                               "seconds": seconds})
+    return rows, timing

@@ -1,0 +1,206 @@
+"""Networks and the surgery transfer needs, in the spirit of timm.
+
+Every model is a :class:`TransferNet`: ``normalize`` (fixed data statistics) -> ``backbone``
+(an ``nn.Sequential`` of named blocks ending in a pooled feature vector) -> ``head``
+(``nn.Linear``). Surgery is explicit: :func:`reset_head` swaps the head for N classes,
+:func:`freeze` freezes blocks by name, with or without their BatchNorm statistics.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferlab.params import SMALL_ARCHS, TORCHVISION_ARCHS
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std on (B, 1, H, W) inputs in [0, 1]; repeats to 3 channels if asked."""
+
+    def __init__(self, mean: float, std: float, channels: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return x.expand(-1, self.channels, -1, -1) if self.channels != 1 else x
+
+
+class TransferNet(nn.Module):
+    """normalize -> backbone blocks -> linear head, with BatchNorm statistics freezable."""
+
+    def __init__(self, normalize: Normalize, backbone: nn.Sequential, feature_dim: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.frozen_bn: tuple[str, ...] = ()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) -> (B, feature_dim)."""
+        return self.backbone(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) -> (B, num_classes) logits."""
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True) -> TransferNet:
+        super().train(mode)
+        for name in self.frozen_bn:  # frozen BatchNorm keeps its running statistics
+            self.get_submodule(name).eval()
+        return self
+
+
+def _small_cnn(width: int) -> tuple[nn.Sequential, int]:
+    def block(c_in: int, c_out: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+    w = width
+    blocks = OrderedDict(block1=block(1, w), block2=block(w, 2 * w), block3=block(2 * w, 4 * w),
+                         pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    return nn.Sequential(blocks), 4 * w
+
+
+def _torchvision_backbone(arch: str) -> tuple[nn.Sequential, int, nn.Module]:
+    import torchvision
+
+    net = torchvision.models.get_model(arch, weights=None)
+    if arch.startswith("resnet"):
+        blocks = OrderedDict(stem=nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+                             layer1=net.layer1, layer2=net.layer2, layer3=net.layer3,
+                             layer4=net.layer4,
+                             pool=nn.Sequential(net.avgpool, nn.Flatten()))
+        return nn.Sequential(blocks), net.fc.in_features, net
+    # mobilenet / efficientnet: features is a Sequential of stages, classifier ends in Linear
+    blocks = OrderedDict((f"stage{i}", m) for i, m in enumerate(net.features))
+    blocks["pool"] = nn.Sequential(net.avgpool, nn.Flatten())
+    last = [m for m in net.classifier.modules() if isinstance(m, nn.Linear)][0]
+    return nn.Sequential(blocks), last.in_features, net
+
+
+def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
+                width: int = 32) -> TransferNet:
+    """Build a randomly initialised network, the initialisation drawn from ``seed`` alone.
+
+    Args:
+        arch: ``small_cnn`` or a torchvision classification architecture name.
+        num_classes: outputs of the head (at least 1).
+        mean, std: normalisation statistics of the data the model is trained on.
+        seed: initialisation seed (global RNG state is left untouched).
+        width: small_cnn channels of the first block.
+    Returns:
+        The :class:`TransferNet`.
+    """
+    valid = SMALL_ARCHS + TORCHVISION_ARCHS
+    if arch not in valid:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(valid)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if arch == "small_cnn":
+            backbone, dim = _small_cnn(width)
+            channels = 1
+        else:
+            backbone, dim, _ = _torchvision_backbone(arch)
+            channels = 3
+        return TransferNet(Normalize(mean, std, channels), backbone, dim, max(num_classes, 1))
+
+
+def load_torchvision_init(model: TransferNet, init: str) -> list[str]:
+    """Load ``torchvision:<arch>:<weights>`` into the backbone of ``model``.
+
+    ``<weights>`` is either a weights enum name of that architecture (e.g. ``IMAGENET1K_V1``,
+    fetched through torchvision's cache under ``$TORCH_HOME``; downloads if not cached) or the
+    path of a local state-dict file. The classifier is dropped: the head stays new.
+
+    Returns:
+        The names of the backbone entries that were loaded.
+    """
+    import torchvision
+
+    _, arch, weights = init.split(":", 2)
+    if Path(weights).is_file():
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    else:
+        enum = torchvision.models.get_model_weights(arch)
+        names = [w.name for w in enum]
+        if weights not in names:
+            raise ValueError(f"pretrain.init: unknown weights {weights!r} for {arch} and no such "
+                             f"file; expected a path or one of {', '.join(names)}")
+        state = enum[weights].get_state_dict(progress=True)
+    # Our backbone wraps the very module objects of a torchvision model, so loading the full
+    # torchvision state dict (strict: the file must match `arch`) fills the backbone too.
+    backbone, _, net = _torchvision_backbone(arch)
+    net.load_state_dict(state)
+    model.backbone.load_state_dict(backbone.state_dict())
+    return list(backbone.state_dict())
+
+
+def reset_head(model: TransferNet, num_classes: int, seed: int) -> TransferNet:
+    """Replace the head with a new ``nn.Linear`` for ``num_classes``, initialised from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.head = nn.Linear(model.feature_dim, num_classes)
+    return model
+
+
+def block_names(model: TransferNet) -> list[str]:
+    """Names of the backbone blocks that hold parameters, in forward order."""
+    return [name for name, m in model.backbone.named_children()
+            if any(True for _ in m.parameters())]
+
+
+def freeze(model: TransferNet, blocks: list[str], bn_stats: bool = True) -> list[str]:
+    """Freeze backbone blocks by name.
+
+    Args:
+        model: the network.
+        blocks: names from :func:`block_names`.
+        bn_stats: also keep BatchNorm running statistics fixed in those blocks.
+    Returns:
+        The names of the frozen parameters.
+    """
+    valid = block_names(model)
+    frozen = []
+    bn = []
+    for block in blocks:
+        if block not in valid:
+            raise ValueError(f"unknown block {block!r}; expected one of {', '.join(valid)}")
+        for name, p in model.backbone.get_submodule(block).named_parameters():
+            p.requires_grad_(False)
+            frozen.append(f"backbone.{block}.{name}")
+        if bn_stats:
+            bn += [f"backbone.{block}.{n}" for n, m in
+                   model.backbone.get_submodule(block).named_modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.frozen_bn = tuple(bn)
+    model.train(model.training)
+    return frozen
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def save_checkpoint(model: TransferNet, path: str | Path, config: dict[str, Any]) -> None:
+    """Save the state dict with what :func:`load_checkpoint` needs to rebuild the model."""
+    torch.save({"config": config, "state_dict": model.state_dict()}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[TransferNet, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_checkpoint`. Returns (model in eval mode, config)."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    cfg = ckpt["config"]
+    model = build_model(cfg["arch"], cfg["num_classes"], cfg["mean"], cfg["std"], seed=0,
+                        width=cfg.get("width", 32))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), cfg

@@ -1,0 +1,67 @@
+"""Pretraining a candidate source model on its prepared source dataset."""
+
+from __future__ import annotations
+
+import torch
+
+from transferlab.metrics import classification_metrics
+from transferlab.models import (
+    TransferNet,
+    build_model,
+    count_trainable,
+    load_torchvision_init,
+)
+from transferlab.params import PretrainParams
+from transferlab.prepared import PreparedDataset
+from transferlab.training import Stopwatch, fit, predict_proba, to_tensor
+
+
+def model_config(p: PretrainParams, num_classes: int, norm: dict, extra: dict) -> dict:
+    """What :func:`~transferlab.models.load_checkpoint` needs to rebuild a model."""
+    return {"arch": p.arch, "width": p.width, "num_classes": num_classes,
+            "mean": norm["mean"], "std": norm["std"], **extra}
+
+
+def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.device,
+                    name: str) -> tuple[TransferNet, dict, dict, dict]:
+    """Pretrain (or, for the null source, only initialise) one source model.
+
+    Args:
+        p: the ``pretrain`` block.
+        data: the source's prepared dataset.
+        device: where to train.
+        name: the source name, for the progress bar.
+    Returns:
+        (model on CPU, checkpoint config, metrics: source test metrics and training summary,
+        timing: wall time, peak memory and per-epoch history). The null source reports
+        ``trained: false`` and no test metrics.
+    """
+    norm = data.manifest["normalization"]
+    classes = data.class_names
+    model = build_model(p.arch, len(classes), norm["mean"], norm["std"], p.seed, p.width)
+    config = model_config(p, max(len(classes), 1), norm,
+                          {"source_classes": list(classes), "init": p.init})
+    if p.init != "random":
+        load_torchvision_init(model, p.init)
+    if not data.has_data:
+        return model.cpu().eval(), config, {"trained": False, "num_classes": 0}, {}
+    train, val, test = (data.load(s) for s in ("train", "val", "test"))
+    generator = torch.Generator().manual_seed(p.seed)
+    with Stopwatch() as watch:
+        summary = fit(model, (to_tensor(train.images), torch.from_numpy(train.labels)),
+                      (to_tensor(val.images), torch.from_numpy(val.labels)), p,
+                      [{"params": [q for q in model.parameters() if q.requires_grad]}],
+                      generator, device, desc=f"pretrain {name}")
+    proba = predict_proba(model, to_tensor(test.images), device)
+    metrics = {
+        "trained": True,
+        "num_classes": len(classes),
+        "trainable_params": count_trainable(model),
+        "best_epoch": summary["best_epoch"],
+        "epochs_run": summary["epochs_run"],
+        "best_val_accuracy": summary["best_val_accuracy"],
+        "test": classification_metrics(test.labels, proba),
+    }
+    timing = {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
+              "history": summary["history"]}
+    return model.cpu().eval(), config, metrics, timing

@@ -1,0 +1,241 @@
+"""Transfer strategies: how a source model becomes a target model at one label budget and seed.
+
+- ``source_only``: the source model as it is, its head rows re-ordered to the target classes.
+- ``linear_probe``: frozen backbone, new linear head trained on features cached once.
+- ``partial_finetune``: the first N backbone blocks frozen; the rest and a new head train.
+- ``finetune``: everything trains, the backbone at ``lr * backbone_lr_mult``.
+- ``scratch``: same architecture, random init, target data only (the baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from transferlab.models import (
+    TransferNet,
+    block_names,
+    build_model,
+    count_trainable,
+    freeze,
+    load_checkpoint,
+    reset_head,
+    save_checkpoint,
+)
+from transferlab.params import STRATEGIES, TrainParams
+from transferlab.prepared import PreparedDataset
+from transferlab.training import Stopwatch, extract_features, fit, flops_per_example, to_tensor
+
+
+@dataclass(frozen=True)
+class TargetData:
+    """The target's train pool and validation set as tensors, with the drawn budgets."""
+
+    pool_x: torch.Tensor  # (P, 1, H, W)
+    pool_y: torch.Tensor  # (P,)
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    budgets: dict[str, dict[str, list[int]]]  # {seed: {budget: pool indices}}
+    normalization: dict[str, float]
+
+    def replicates(self) -> Iterator[tuple[str, str]]:
+        """(seed, budget) of every drawn replicate, in a fixed order."""
+        for seed in sorted(self.budgets, key=int):
+            for budget in self.budgets[seed]:
+                yield seed, budget
+
+
+def replicate_seed(seed: str, budget: str) -> int:
+    """One integer seed per (seed, budget) replicate, stable across runs and machines."""
+    b = 10**6 if budget == "all" else int(budget)
+    return int(seed) * 10**7 + b
+
+
+def skip_reason(strategy: str, source_config: dict | None, mapping: dict | None) -> str | None:
+    """Why a strategy cannot run for this source, or None if it can."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if strategy != "source_only":
+        return None
+    if not source_config or not source_config.get("source_classes"):
+        return "the source has no trained classifier (null source)"
+    if not mapping or not mapping.get("aligned"):
+        missing = (mapping or {}).get("unmapped_target_classes", [])
+        return ("label spaces differ: the source has no class for target classes "
+                + ", ".join(map(str, missing)))
+    return None
+
+
+def source_only_model(source: TransferNet, source_classes: list[str], mapping: dict,
+                      num_classes: int) -> TransferNet:
+    """The source model with its head rows picked and ordered by the source->target mapping."""
+    rows = [0] * num_classes
+    for s_name, t_idx in mapping["source_to_target"].items():
+        rows[t_idx] = source_classes.index(s_name)
+    head = nn.Linear(source.feature_dim, num_classes)
+    with torch.no_grad():
+        head.weight.copy_(source.head.weight[rows])
+        head.bias.copy_(source.head.bias[rows])
+    source.head = head
+    return source.eval()
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def adapt(strategy: str, source: TransferNet | None, target: TargetData, cfg: TrainParams,
+          seed: str, budget: str, device: torch.device, arch: dict,
+          features: tuple[torch.Tensor, torch.Tensor] | None = None,
+          desc: str = "") -> tuple[TransferNet, dict]:
+    """Train one target model for a (strategy, budget, seed) replicate.
+
+    Args:
+        strategy: one of linear_probe, partial_finetune, finetune, scratch.
+        source: a fresh copy of the source model (None for scratch).
+        target: pool, validation set and class count.
+        cfg: the strategy's params block.
+        seed: the replicate seed (as a string, as in budgets.json).
+        budget: labels per class (as in budgets.json, e.g. "10" or "all").
+        device: where to train.
+        arch: {"arch", "width"} for scratch.
+        features: cached (pool features, val features) for linear_probe.
+        desc: progress-bar label.
+    Returns:
+        (trained model on CPU, record: best epoch, steps, trainable params, FLOPs, ...).
+    """
+    idx = torch.tensor(target.budgets[seed][budget], dtype=torch.long)
+    gen_seed = replicate_seed(seed, budget)
+    generator = torch.Generator().manual_seed(gen_seed)
+    train = (target.pool_x[idx], target.pool_y[idx])
+    val = (target.val_x, target.val_y)
+    example = target.val_x[:1]
+    if strategy == "scratch":
+        norm = target.normalization
+        model = build_model(arch["arch"], target.num_classes, norm["mean"], norm["std"],
+                            gen_seed, arch["width"])
+    else:
+        model = reset_head(source, target.num_classes, gen_seed)
+    if strategy == "linear_probe":
+        freeze(model, block_names(model), bn_stats=True)
+        feats_pool, feats_val = features
+        summary = fit(model.head, (feats_pool[idx], train[1]), (feats_val, val[1]), cfg,
+                      [{"params": list(model.head.parameters())}], generator, device, desc,
+                      augment=False)
+        # (the one backbone forward per pool example is the shared feature-extraction cost)
+        per_example = flops_per_example(model.head, feats_val[:1], train=True)
+    else:
+        groups = _param_groups(strategy, model, cfg)
+        summary = fit(model, train, val, cfg, groups, generator, device, desc)
+        per_example = flops_per_example(model.cpu(), example, train=True)
+    flops = per_example * len(idx) * summary["epochs_run"]
+    record = {k: summary[k] for k in ("best_epoch", "epochs_run", "steps", "best_val_accuracy",
+                                      "best_val_loss")}
+    record.update(trainable_params=count_trainable(model), train_flops=int(flops),
+                  history=summary["history"])
+    return model.cpu().eval(), record
+
+
+def _param_groups(strategy: str, model: TransferNet, cfg: TrainParams) -> list[dict]:
+    if strategy == "partial_finetune":
+        names = block_names(model)
+        if cfg.frozen_blocks >= len(names):
+            raise ValueError(f"transfer.partial_finetune.frozen_blocks: {cfg.frozen_blocks} "
+                             f"would freeze every block; the backbone has {len(names)}: "
+                             + ", ".join(names))
+        freeze(model, names[:cfg.frozen_blocks], bn_stats=cfg.freeze_bn_stats)
+        return [{"params": _trainable(model)}]
+    if strategy == "finetune":
+        head = set(map(id, model.head.parameters()))
+        backbone = [p for p in model.parameters() if id(p) not in head]
+        return [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
+                {"params": list(model.head.parameters()), "lr": cfg.lr}]
+    return [{"params": _trainable(model)}]  # scratch
+
+
+def cached_features(source: TransferNet, target: TargetData,
+                    device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], float]:
+    """Backbone features of the whole pool and the validation set, computed once per source.
+
+    Every budget and seed of ``linear_probe`` reuses them. Returns ((pool, val), seconds).
+    """
+    with Stopwatch() as watch:
+        # clone(): inference-mode tensors cannot enter autograd when the head trains on them
+        feats = (extract_features(source, target.pool_x, device).clone(),
+                 extract_features(source, target.val_x, device).clone())
+    return feats, watch.seconds
+
+
+def load_target(folder: str | Path) -> TargetData:
+    """The prepared target's pool, validation set and budgets (sha256-verified)."""
+    data = PreparedDataset.open(folder)
+    pool, val = data.load("train"), data.load("val")
+    return TargetData(to_tensor(pool.images), torch.from_numpy(pool.labels),
+                      to_tensor(val.images), torch.from_numpy(val.labels),
+                      len(data.class_names), data.budgets(), data.manifest["normalization"])
+
+
+def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | None,
+                   target: TargetData, device: torch.device, out_dir: Path,
+                   arch: dict, on_result: Callable[[dict, TransferNet], None] | None = None,
+                   mapping: dict | None = None) -> dict:
+    """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
+
+    Args:
+        strategy: the strategy name.
+        cfg: its params block (None for source_only).
+        source_path: the source checkpoint (None for scratch).
+        target: the prepared target.
+        device: where to train.
+        out_dir: receives ``<seed>_<budget>.pt`` checkpoints.
+        arch: {"arch", "width"} used by scratch.
+        on_result: called with (record, model) after each replicate (e.g. tracking).
+        mapping: the source->target label mapping from the source manifest (source_only).
+    Returns:
+        {"strategy", "skipped": reason or None, "runs": [record...], "timing": {...}}.
+    """
+    source, config = (None, None)
+    if source_path is not None:
+        source, config = load_checkpoint(source_path)
+    reason = skip_reason(strategy, config, mapping)
+    result = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
+    if reason:
+        return result
+    features = None
+    if strategy == "linear_probe":
+        features, seconds = cached_features(source, target, device)
+        result["timing"]["feature_extraction_seconds"] = seconds
+    if strategy == "source_only":
+        model = source_only_model(source, config["source_classes"], mapping, target.num_classes)
+        save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})
+    replicates = list(target.replicates())
+    bar = tqdm(replicates, desc=strategy, unit="run", disable=None)
+    for seed, budget in bar:
+        bar.set_postfix(seed=seed, budget=budget)
+        name = f"{seed}_{budget}.pt" if strategy != "source_only" else "model.pt"
+        record = {"seed": int(seed), "budget": budget, "checkpoint": name}
+        if strategy != "source_only":
+            base = copy.deepcopy(source) if source is not None else None
+            with Stopwatch() as watch:
+                model, info = adapt(strategy, base, target, cfg, seed, budget, device, arch,
+                                    features, desc=f"{strategy} b={budget} s={seed}")
+            save_checkpoint(model, out_dir / name, {
+                "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
+                "mean": float(model.normalize.mean), "std": float(model.normalize.std),
+                "strategy": strategy})
+            record.update(info)
+            result["timing"][f"{seed}_{budget}"] = {"seconds": watch.seconds,
+                                                    "peak_bytes": watch.peak_bytes}
+        else:
+            record.update(trainable_params=0, train_flops=0, steps=0, history=[])
+        result["runs"].append(record)
+        if on_result is not None:
+            on_result(record, model)
+    return result

@@ -1,0 +1,282 @@
+"""MLflow mirror of the DVC outputs. Tracking never changes what a stage computes or writes.
+
+One pipeline execution (one ``dvc repro``) reads as one tree in the MLflow UI: a parent run per
+execution, a child run per stage, and grandchildren per strategy x budget x seed where that helps
+comparison. With ``tracking.enabled: false`` every call here is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from transferlab.params import TrackingParams
+
+EXECUTION_ENV = "TRANSFERLAB_EXECUTION"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used."""
+
+
+def repo_root() -> Path:
+    """The project root: the nearest directory holding dvc.yaml (stages run from there)."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else an absolute ``sqlite:///<root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def execution_id() -> str:
+    """An id shared by every stage of one ``dvc repro`` / ``dvc exp run``.
+
+    ``$TRANSFERLAB_EXECUTION`` wins; otherwise the nearest ancestor ``dvc`` process (its pid and
+    start time) identifies the execution; a stage run by hand gets its own id.
+    """
+    if os.environ.get(EXECUTION_ENV):
+        return os.environ[EXECUTION_ENV]
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            break
+        fields = stat.rsplit(")", 1)[1].split()
+        if "dvc" in Path(cmdline.split(" ")[0]).name or " dvc " in f" {cmdline} ":
+            return hashlib.sha1(f"{pid}-{fields[19]}".encode()).hexdigest()[:12]
+        pid = int(fields[1])
+        if pid <= 1:
+            break
+    return hashlib.sha1(f"{os.getpid()}-{time.time_ns()}".encode()).hexdigest()[:12]
+
+
+def git_commit() -> tuple[str, bool]:
+    """(commit sha or 'unknown', dirty flag)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return sha, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """{"test": {"accuracy": 0.9}} -> {"test.accuracy": 0.9}; non-numbers are dropped."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class Tracker:
+    """Mirror one stage into MLflow; a no-op when tracking is disabled."""
+
+    def __init__(self, params: TrackingParams, stage: str, tags: Mapping[str, str] | None = None,
+                 params_used: Mapping[str, Any] | None = None) -> None:
+        self.enabled = params.enabled
+        self.params = params
+        self.stage = stage
+        self.tags = dict(tags or {})
+        self.params_used = params_used or {}
+        self.client = None
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Tracker:
+        if not self.enabled:
+            return self
+        try:
+            self._connect()
+        except TrackingError as err:
+            if self.params.on_unreachable == "error":
+                raise
+            warnings.warn(f"{err}; continuing with tracking off", stacklevel=2)
+            self.enabled = False
+            return self
+        commit, dirty = git_commit()
+        execution = execution_id()
+        base = {"transferlab.stage": self.stage, "transferlab.execution": execution,
+                "git.commit": commit, "git.dirty": str(dirty).lower(), **self.tags}
+        parent = self._execution_run(execution, commit)
+        self.run_id = self._create(f"{self.stage}", base, parent)
+        params_json = json.dumps(self.params_used, sort_keys=True, default=str)
+        self.client.set_tag(self.run_id, "transferlab.params_sha256",
+                            hashlib.sha256(params_json.encode()).hexdigest())
+        self.log_params(self.run_id, flatten_params(self.params_used))
+        return self
+
+    def _connect(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri()
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        elif uri.startswith("http"):
+            import urllib.request
+
+            try:
+                urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+            except OSError as err:
+                raise TrackingError(f"MLflow tracking server {uri} is unreachable ({err}); "
+                                    "start it, unset MLFLOW_TRACKING_URI, or set "
+                                    "tracking.on_unreachable: warn") from None
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(self.params.experiment)
+        self.experiment_id = (exp.experiment_id if exp else
+                              self.client.create_experiment(self.params.experiment))
+
+    def _execution_run(self, execution: str, commit: str) -> str:
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`transferlab.execution` = '{execution}' "
+                          "and tags.`transferlab.kind` = 'pipeline'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        return self._create(f"pipeline {execution}", {
+            "transferlab.kind": "pipeline", "transferlab.execution": execution,
+            "git.commit": commit}, None)
+
+    def _create(self, name: str, tags: Mapping[str, str], parent: str | None) -> str:
+        tags = dict(tags)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
+              metrics: Mapping[str, Any]) -> str | None:
+        """A finished child run of this stage's run, with its params and metrics in one batch."""
+        if not self.enabled:
+            return None
+        run_id = self._create(name, {"transferlab.stage": self.stage, **self.tags, **tags},
+                              self.run_id)
+        self.log_params(run_id, params)
+        self.log_metrics(run_id, metrics)
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def set_tags(self, tags: Mapping[str, str], run_id: str | None = None) -> None:
+        if self.enabled:
+            for key, value in tags.items():
+                self.client.set_tag(run_id or self.run_id, key, str(value))
+
+    def log_summary(self, summary: Mapping[str, Mapping[str, Mapping]]) -> None:
+        """One child run per curve x budget, all under identical metric names, so the UI can
+        compare strategies side by side."""
+        if not self.enabled:
+            return
+        for curve, by_budget in summary.items():
+            source, _, strategy = curve.rpartition("/")
+            for budget, entry in by_budget.items():
+                tags = {"transferlab.source": source or "none",
+                        "transferlab.strategy": strategy, "transferlab.budget": budget}
+                self.child(f"{curve} b={budget}", tags,
+                           {"curve": curve, "budget": budget}, entry)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.enabled and self.run_id:
+            self.client.set_terminated(self.run_id, status)
+
+    # -- logging -----------------------------------------------------------------------------
+    def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        if not self.enabled or not params:
+            return
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, Any],
+                    step: int = 0) -> None:
+        """All metrics of one step in batched calls (never one call per metric)."""
+        from mlflow.entities import Metric
+
+        if not self.enabled:
+            return
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, step) for k, v in sorted(flatten(metrics).items())]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+
+    def log_history(self, run_id: str | None, history: list[dict]) -> None:
+        """Per-epoch curves, one batch for the whole history."""
+        from mlflow.entities import Metric
+
+        if not self.enabled or not history:
+            return
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(row["epoch"])) for row in history
+                 for k, v in row.items() if k != "epoch"]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+
+    def log_artifact(self, run_id: str | None, path: str | Path) -> None:
+        if self.enabled:
+            self.client.log_artifact(run_id, str(path))
+
+    def log_model(self, run_id: str | None, model: Any, example: Any, name: str) -> None:
+        """``mlflow.pytorch.log_model`` with an input example and inferred signature."""
+        if not (self.enabled and self.params.log_models):
+            return
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(tracking_uri())
+        with torch.inference_mode():
+            output = model(torch.from_numpy(example)).numpy()
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pytorch.log_model(
+                model, name=name, input_example=example,
+                signature=infer_signature(example, output),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return out
+
+
+@contextmanager
+def tracked(tracker: Tracker) -> Iterator[Tracker]:
+    """Start a tracker; end its run FINISHED, FAILED (exception) or KILLED (signal / Ctrl-C)."""
+    tracker.start()
+    try:
+        yield tracker
+    except (KeyboardInterrupt, SystemExit):
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")

@@ -1,0 +1,185 @@
+"""Training and inference loops. They return values (dicts, arrays) and never print.
+
+All randomness (batch order, augmentation) comes from an explicit ``torch.Generator``; on CUDA
+the forward pass runs under bfloat16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from transferlab.params import TrainParams
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) uint8 -> (N, 1, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
+                  max_scale: float = 0.1, max_shift: float = 0.1) -> torch.Tensor:
+    """Random affine jitter of a (B, C, H, W) batch, parameters drawn from ``generator``."""
+    b = x.shape[0]
+    u = torch.rand(b, 4, generator=generator) * 2 - 1  # (B, 4) in [-1, 1]
+    angle = u[:, 0] * math.radians(max_rotation_deg)
+    scale = 1 + u[:, 1] * max_scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * max_shift], 1),
+                         torch.stack([sin, cos, u[:, 3] * max_shift], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(groups: list[dict], cfg: TrainParams) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over parameter groups (each may carry its own ``lr``)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, C) of ``model`` on inputs (N, ...), computed in eval mode, returned on CPU."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with _autocast(device):
+            out.append(model(x[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Softmax probabilities (N, C) as float64 numpy."""
+    return torch.softmax(predict_logits(model, x, device).double(), dim=1).numpy()
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
+                     batch_size: int = 1024) -> torch.Tensor:
+    """Backbone features (N, D) of a :class:`~transferlab.models.TransferNet`, on CPU."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with _autocast(device):
+            out.append(model.features(x[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor], cfg: TrainParams, groups: list[dict],
+        generator: torch.Generator, device: torch.device, desc: str = "train",
+        augment: bool | None = None) -> dict:
+    """Train with early stopping on validation accuracy; restore the best epoch's weights.
+
+    Model selection uses ``val`` only (never a test set). Ties in validation accuracy go to the
+    lower validation loss.
+
+    Args:
+        model: the network (moved to ``device`` here).
+        train: (inputs (N, ...), labels (N,)) on CPU.
+        val: validation inputs and labels.
+        cfg: epochs, batch size, optimizer, lr, weight decay, augmentation, patience.
+        groups: optimizer parameter groups (only parameters that should train).
+        generator: drives batch order and augmentation.
+        device: where to train.
+        desc: progress-bar label.
+        augment: overrides ``cfg.augment`` (e.g. False for feature-space heads).
+    Returns:
+        {"best_epoch", "epochs_run", "steps", "best_val_accuracy", "best_val_loss", "history"}.
+    """
+    augment = cfg.augment if augment is None else augment
+    model.to(device)
+    x_train, y_train = train
+    optimizer = make_optimizer(groups, cfg)
+    best = {"epoch": 0, "acc": -1.0, "loss": math.inf, "state": None}
+    history, steps, since_best = [], 0, 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total, seen = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            xb = x_train[idx]
+            if augment:
+                xb = augment_batch(xb, generator)
+            xb, yb = xb.to(device), y_train[idx].to(device)
+            with _autocast(device):
+                loss = F.cross_entropy(model(xb).float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            steps += 1
+        logits = predict_logits(model, val[0], device)
+        val_loss = float(F.cross_entropy(logits, val[1]))
+        val_acc = float((logits.argmax(1) == val[1]).double().mean())
+        history.append({"epoch": epoch, "train_loss": total / max(seen, 1),
+                        "val_loss": val_loss, "val_accuracy": val_acc})
+        bar.set_postfix(val_acc=f"{val_acc:.3f}")
+        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
+            best = {"epoch": epoch, "acc": val_acc, "loss": val_loss,
+                    "state": copy.deepcopy(model.state_dict())}
+            since_best = 0
+        else:
+            since_best += 1
+            if since_best >= cfg.patience:
+                break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return {"best_epoch": best["epoch"], "epochs_run": len(history), "steps": steps,
+            "best_val_accuracy": best["acc"], "best_val_loss": best["loss"], "history": history}
+
+
+class Stopwatch:
+    """Wall time and peak memory of a block (peak CUDA memory on GPU, max RSS growth on CPU)."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        if torch.cuda.is_available():
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+        else:
+            import resource
+
+            self.peak_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def flops_per_example(model: nn.Module, example: torch.Tensor, train: bool) -> int:
+    """FLOPs of one forward (and, if ``train``, backward) pass on one example (1, ...).
+
+    Counted with ``torch.utils.flop_counter`` on the model as configured, so frozen blocks
+    contribute no weight-gradient FLOPs.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).cpu().train(train)  # a copy: BatchNorm statistics stay put
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(example)
+        if train and out.requires_grad:
+            out.sum().backward()
+    return int(counter.get_total_flops())

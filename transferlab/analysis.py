@@ -165,7 +165,7 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
                     for c in summary if c.endswith("/finetune") and budget in summary[c]}
         right = max(realised, key=lambda s: (realised[s], s)) if realised else None
         entry["best_source_by_finetune"] = right
-        entry["score_picks"] = {s: {"source": pick, "correct": pick == right}
+        entry["score_picks"] = {s: {"source": pick, "correct": pick is not None and pick == right}
                                 for s, pick in transfer["picks"].get(budget, {}).items()}
         out[budget] = entry
     return out

@@ -253,14 +253,16 @@ def score_all(
         labels: (N,) integer target labels in [0, C), at least 2 classes.
 
     Returns:
-        {"logme", "leep", "nce", "hscore"} as floats.
+        {"logme", "leep", "nce", "hscore"} as floats. ``hscore`` is the shrinkage (Ledoit-Wolf)
+        H-score of Ibrahim et al. (2022): with fewer examples than feature dimensions the plain
+        H-score saturates at C - 1 for every source and cannot rank them.
     """
     out = {"logme": logme(features, labels), "leep": _NAN, "nce": _NAN}
     if source_probs is not None:
         probs = _check_probs(source_probs)
         out["leep"] = leep(probs, labels)
         out["nce"] = nce(probs.argmax(axis=1), labels)
-    out["hscore"] = h_score(features, labels)
+    out["hscore"] = h_score(features, labels, shrinkage=True)
     return out
 
 

@@ -1,0 +1,38 @@
+"""Stage report: one Markdown and one self-contained HTML report of the whole pipeline."""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transferlab import report  # noqa: E402
+from transferlab.params import load_params  # noqa: E402
+from transferlab.provenance import collect_provenance  # noqa: E402
+from transferlab.runtime import run_stage, staged_outputs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
+    parser.add_argument("--runs-table", required=True, help="evaluate's per-run CSV")
+    parser.add_argument("--compute", required=True, help="evaluate's wall-time JSON")
+    parser.add_argument("--plots", required=True, help="evaluate's directory of plot CSVs")
+    parser.add_argument("--models", required=True, help="directory of source models")
+    parser.add_argument("--data", required=True, help="prepared data directory")
+    parser.add_argument("--out", required=True, help="output report directory")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    inputs = report.load_inputs(args.metrics, args.runs_table, args.compute, args.plots,
+                                args.models, args.data, sorted(params.prepare.sources))
+    provenance = collect_provenance(args.params, args.data)
+    with staged_outputs(args.out) as (out,):
+        written = report.write_report(out, inputs, params, provenance)
+        n_figures = len(list(written["figures"].glob("*.png")))
+    print(f"report: wrote {args.out}/report.md, report.html and {n_figures} figures")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,347 @@
+"""Tests for transferlab.report, transferlab.figures and transferlab.provenance.
+
+The inputs are a small, hand-written set of evaluate outputs (two sources, two budgets, three
+curves) with NaN and null in known places, so every expected string below can be traced to one
+input value.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferlab.datasets import DataError
+from transferlab.params import load_params
+from transferlab.provenance import PACKAGES, collect_provenance
+from transferlab.report import SECTIONS, ReportInputError, load_inputs, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+NAN = math.nan
+PARAMS = """\
+common: {seeds: [0, 1]}
+tracking: {enabled: false}
+prepare:
+  budgets: [2, all]
+  target: {kind: sklearn_digits, classes: [0, 1]}
+  sources:
+    glyphs: {kind: fonts, chars: "01", n_per_class: 4}
+    blank: {kind: none}
+pretrain: {}
+transfer: {}
+evaluate: {}
+"""
+
+
+def _acc(mean: float, std: float, low: float, high: float) -> dict:
+    return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": 2, "method": "t"}
+
+
+def _gain(diff, low, high, p, t_p, verdict) -> dict:
+    return {"diff": diff, "ci_low": low, "ci_high": high, "p_value": p, "t_p_value": t_p,
+            "verdict": verdict}
+
+
+EVALUATE = {
+    "summary": {
+        "scratch": {"2": {"accuracy": _acc(0.4201, 0.0312, 0.1401, 0.7001)},
+                    "all": {"accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531)}},
+        "glyphs/finetune": {
+            "2": {"accuracy": _acc(0.6543, 0.0211, 0.6001, 0.7101),
+                  "gain": _gain(0.2346, 0.1004, 0.3004, 0.004, 0.0102, "positive transfer")},
+            "all": {"accuracy": _acc(0.8432, 0.0151, 0.7071, 0.9791),
+                    "gain": _gain(-0.0121, -0.0502, 0.0201, 0.5104, NAN,
+                                  "no detectable effect")}},
+        "glyphs/linear_probe": {
+            "2": {"accuracy": _acc(0.3012, 0.0413, 0.2301, 0.3701),
+                  "gain": _gain(-0.1189, -0.2102, -0.0301, 0.001, 0.0404, "negative transfer")},
+            "all": {"accuracy": _acc(0.5012, 0.0614, 0.3901, 0.6101),
+                    "gain": _gain(-0.3539, -0.4402, -0.2701, 0.001, 0.0209,
+                                  "negative transfer")}},
+    },
+    "label_efficiency": {"target_accuracy": 0.8123, "curves": {
+        "scratch": {"labels_to_reach": 5.6789, "reached": True, "aulc": 0.6312},
+        "glyphs/finetune": {"labels_to_reach": 3.2101, "reached": True, "aulc": 0.7411},
+        "glyphs/linear_probe": {"labels_to_reach": None, "reached": False, "aulc": 0.4012}}},
+    "transferability": {
+        "scores": {
+            "glyphs": {"2": {"logme": 1.2346, "leep": -0.5012, "nce": NAN, "hscore": 1.5101},
+                       "all": {"logme": 1.4012, "leep": -0.4013, "nce": -0.3014,
+                               "hscore": 1.6015}},
+            "blank": {"2": {"logme": 0.9016, "leep": None, "nce": None, "hscore": 1.1017},
+                      "all": {"logme": 1.0018, "leep": None, "nce": None, "hscore": 1.2019}}},
+        "agreement": {b: {s: {"finetune": {"kendall_tau": 1.0, "weighted_tau": 1.0,
+                                           "pearson_r": NAN},
+                              "linear_probe": {"kendall_tau": None, "weighted_tau": None,
+                                               "pearson_r": None}}
+                          for s in ("logme", "leep", "nce", "hscore")} for b in ("2", "all")},
+        "picks": {},
+    },
+    "recommendations": {
+        "2": {"best": "glyphs/finetune", "accuracy": _acc(0.6543, 0.0211, 0.6001, 0.7101),
+              "runner_up": "scratch",
+              "vs_runner_up": {"diff": 0.2346, "ci_low": 0.1004, "ci_high": 0.3004,
+                               "p_value": 0.004},
+              "significantly_better": True, "negative_transfer": ["glyphs/linear_probe"],
+              "best_source_by_finetune": "glyphs",
+              "score_picks": {"logme": {"source": "glyphs", "correct": True},
+                              "hscore": {"source": "blank", "correct": False}}},
+        "all": {"best": "scratch", "accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531),
+                "runner_up": "glyphs/finetune",
+                "vs_runner_up": {"diff": 0.0121, "ci_low": -0.0201, "ci_high": 0.0502,
+                                 "p_value": 0.5104},
+                "significantly_better": False, "negative_transfer": ["glyphs/linear_probe"],
+                "best_source_by_finetune": "glyphs",
+                "score_picks": {"logme": {"source": "glyphs", "correct": True}}},
+    },
+    "skipped": {"blank/source_only": "the source has no trained classifier (null source)"},
+}
+COMPUTE = {
+    "curves": {"scratch": {"seconds_per_run": 1.5004, "peak_bytes": 1},
+               "glyphs/finetune": {"seconds_per_run": 2.2504, "peak_bytes": 1}},
+    "pretrain": {"glyphs": 3.0004, "blank": None},
+    "transferability_fraction_of_finetune": {"glyphs": {"2": 0.1254, "all": NAN}},
+}
+CURVES = ("scratch", "glyphs/finetune", "glyphs/linear_probe")
+
+
+def _write_arrays(folder: Path, seed: int) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    digests = {}
+    for name in ("train_x.npy", "train_y.npy"):
+        np.save(folder / name, rng.integers(0, 255, size=(4, 8, 8), dtype=np.uint8))
+        digests[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    return digests
+
+
+def _plots(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    lpc = {"2": 2.0, "all": 6.0}
+    summary = EVALUATE["summary"]
+    pd.DataFrame([{"curve": c, "budget": b, "labels_per_class": lpc[b],
+                   "accuracy": e["accuracy"]["mean"], "ci_low": e["accuracy"]["ci_low"],
+                   "ci_high": e["accuracy"]["ci_high"]}
+                  for c, by_b in summary.items() for b, e in by_b.items()]
+                 ).to_csv(folder / "learning_curves.csv", index=False)
+    pd.DataFrame([{"curve": c, "budget": b, "labels_per_class": lpc[b], "gain": e["gain"]["diff"],
+                   "ci_low": e["gain"]["ci_low"], "ci_high": e["gain"]["ci_high"],
+                   "p_value": e["gain"]["p_value"], "verdict": e["gain"]["verdict"]}
+                  for c, by_b in summary.items() for b, e in by_b.items() if "gain" in e]
+                 ).to_csv(folder / "gain.csv", index=False)
+    pd.DataFrame({"actual": ["0", "0", "1", "1", "1"], "predicted": ["0", "1", "1", "1", "0"]}
+                 ).to_csv(folder / "confusion.csv", index=False)
+    pd.DataFrame([{"curve": c, "lower": lo, "upper": lo + 0.5, "count": 3,
+                   "confidence": lo + 0.3, "accuracy": 0.6} for c in CURVES for lo in (0.0, 0.5)]
+                 ).to_csv(folder / "reliability.csv", index=False)
+    pd.DataFrame([
+        {"curve": "glyphs/finetune", "accuracy": 0.8432, "shifted_accuracy": 0.7013,
+         "shift_gap": 0.1419, "ece": 0.0514, "brier": 0.2017, "log_loss": 0.4016,
+         "forgetting": 0.0717, "trainable_params": 94186, "train_flops": 1.2345e9},
+        {"curve": "glyphs/linear_probe", "accuracy": 0.5012, "shifted_accuracy": 0.4413,
+         "shift_gap": 0.0599, "ece": 0.1214, "brier": 0.6015, "log_loss": 1.1016,
+         "forgetting": 0.0, "trainable_params": 1290, "train_flops": 0.0},
+        {"curve": "scratch", "accuracy": 0.8551, "shifted_accuracy": 0.6012,
+         "shift_gap": 0.2539, "ece": 0.0313, "brier": 0.1514, "log_loss": 0.3515,
+         "forgetting": NAN, "trainable_params": 94186, "train_flops": 1.2345e9},
+    ]).to_csv(folder / "per_curve.csv", index=False)
+    scores = EVALUATE["transferability"]["scores"]
+    pd.DataFrame([{"source": src, "budget": b, "score": s, "value": v,
+                   "finetune_accuracy": summary.get(f"{src}/finetune", {}).get(b, {})
+                   .get("accuracy", {}).get("mean", NAN), "linear_probe_accuracy": NAN}
+                  for src, by_b in scores.items() for b, vals in by_b.items()
+                  for s, v in vals.items()]).to_csv(folder / "transferability.csv", index=False)
+
+
+def make_inputs(root: Path) -> dict[str, Path]:
+    """Write every file the report stage reads under ``root``; returns the stage's paths."""
+    paths = {"params": root / "params.yaml", "metrics": root / "metrics" / "evaluate.json",
+             "runs_table": root / "metrics" / "runs.csv",
+             "compute": root / "metrics" / "compute.json", "plots": root / "plots",
+             "models": root / "models", "data": root / "data"}
+    paths["params"].write_text(PARAMS)
+    paths["metrics"].parent.mkdir(parents=True)
+    paths["metrics"].write_text(json.dumps(EVALUATE, indent=1))  # NaN as NaN, None as null
+    paths["compute"].write_text(json.dumps(COMPUTE, indent=1))
+    pd.DataFrame([{"source": c.split("/")[0] if c != "scratch" else "none",
+                   "strategy": c.split("/")[-1], "budget": b, "seed": s, "curve": c,
+                   "accuracy": 0.5} for c in CURVES for b in ("2", "all") for s in (0, 1)]
+                 ).to_csv(paths["runs_table"], index=False)
+    _plots(paths["plots"])
+    for name, metrics in {"glyphs": {"trained": True, "num_classes": 2,
+                                     "test": {"accuracy": 0.8137}},
+                          "blank": {"trained": False, "num_classes": 0}}.items():
+        (paths["models"] / name).mkdir(parents=True)
+        (paths["models"] / name / "metrics.json").write_text(json.dumps(metrics))
+    data = paths["data"]
+    target = {"class_names": ["0", "1"], "image_shape": [8, 8],
+              "counts": {"train": {"0": 5, "1": 7}, "test": {"0": 3, "1": 3}},
+              "sha256": _write_arrays(data / "target", 0)}
+    (data / "target" / "manifest.json").write_text(json.dumps(target))
+    glyphs = {"class_names": ["0", "1"], "aligned": True,
+              "sha256": _write_arrays(data / "sources" / "glyphs", 1)}
+    (data / "sources" / "glyphs" / "manifest.json").write_text(json.dumps(glyphs))
+    (data / "sources" / "blank").mkdir(parents=True)
+    (data / "sources" / "blank" / "manifest.json").write_text(
+        json.dumps({"class_names": [], "sha256": {}}))
+    return paths
+
+
+def build(paths: dict[str, Path], out: Path) -> dict[str, Path]:
+    params = load_params(paths["params"])
+    inputs = load_inputs(paths["metrics"], paths["runs_table"], paths["compute"], paths["plots"],
+                         paths["models"], paths["data"], sorted(params.prepare.sources))
+    provenance = collect_provenance(paths["params"], paths["data"], repo=paths["params"].parent)
+    return write_report(out, inputs, params, provenance)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, str, str]:
+    root = tmp_path_factory.mktemp("inputs")
+    paths = make_inputs(root)
+    written = build(paths, root / "reports")
+    md = written["markdown"].read_text(encoding="utf-8")
+    page = written["html"].read_text(encoding="utf-8")
+    return paths, written, md, page
+
+
+def test_every_section_is_in_markdown_and_html(built) -> None:
+    _, _, md, page = built
+    for title in SECTIONS:
+        assert f"\n## {title}\n" in md
+        assert f">{html.escape(title)}</h2>" in page
+    positions = [md.index(f"\n## {title}\n") for title in SECTIONS]
+    assert positions == sorted(positions)
+
+
+def test_html_is_self_contained(built) -> None:
+    _, written, _, page = built
+    assert 'src="http' not in page and "<script" not in page and "<link" not in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(list(written["figures"].glob("*.png"))) == 7
+    assert all(base64.b64decode(b).startswith(b"\x89PNG\r\n\x1a\n") for b in images)
+
+
+def test_numbers_come_from_the_inputs(built) -> None:
+    _, _, md, _ = built
+    expected = [
+        "Best: `glyphs/finetune` with accuracy **0.654**, CI [0.600, 0.710] (n = 2 seeds).",
+        "difference +0.235, CI [0.100, 0.300], bootstrap p = 0.004: significantly better.",
+        "bootstrap p = 0.510: not significantly better.",
+        "Negative transfer: `glyphs/linear_probe`.",
+        "LogME → `glyphs` (right), H-score → `blank` (wrong)",
+        "| glyphs/finetune | 0.654 ± 0.021 ▲ | 0.843 ± 0.015 ○ |",
+        "| glyphs/linear_probe | 0.301 ± 0.041 ▼ | 0.501 ± 0.061 ▼ |",
+        "| glyphs/finetune | 2 | +0.235 | [0.100, 0.300] | 0.004 | 0.010 | positive transfer |",
+        "reach accuracy **0.812**",
+        "| glyphs/finetune | 3.2 | 0.741 |",
+        "| glyphs | 2 | 1.235 | -0.501 | n/a | 1.510 |",
+        "| glyphs | 0.125 | n/a |",
+        "| glyphs/finetune | 0.843 | 0.701 | 0.142 | 0.072 | 0.051 | 0.202 | 0.402 | 94,186 | "
+        "1.23e+09 | 2.250 |",
+        "| glyphs | fonts | 2 | 0.814 | 3.000 |",
+        "| blank | none | 0 | untrained | n/a |",
+        "- `blank/source_only`: the source has no trained classifier (null source)",
+        "all labels (6.0 per class on average)",
+    ]
+    for text in expected:
+        assert text in md, text
+
+
+def test_unreached_curve_says_more_than_the_largest_budget(built) -> None:
+    _, _, md, _ = built
+    assert "| glyphs/linear_probe | more than the largest budget | 0.401 |" in md
+
+
+def test_nan_and_null_print_as_na(built) -> None:
+    _, _, md, page = built
+    # NaN (t p-value, forgetting, Pearson r) and null (LEEP of the null source) alike
+    assert "| glyphs/finetune | all | -0.012 | [-0.050, 0.020] | 0.510 | n/a |" in md
+    assert "| blank | 2 | 0.902 | n/a | n/a | 1.102 |" in md
+    assert "| 2 | LogME | 1.000 | 1.000 | n/a | n/a | n/a | n/a |" in md
+    assert "| scratch | 0.855 | 0.601 | 0.254 | n/a |" in md
+    for text in (md, page):  # "null" may only appear in the skipped run's own reason
+        assert not re.search(r"\b(nan|NaN|None|inf)\b", text)
+        assert not re.search(r"\bnull\b", text.replace("(null source)", ""))
+
+
+def test_report_is_byte_identical_when_rerun(built, tmp_path: Path) -> None:
+    paths, first, _, _ = built
+    second = build(paths, tmp_path / "reports")
+    assert second["markdown"].read_bytes() == first["markdown"].read_bytes()
+    assert second["html"].read_bytes() == first["html"].read_bytes()
+    for png in first["figures"].glob("*.png"):
+        assert (second["figures"] / png.name).read_bytes() == png.read_bytes(), png.name
+
+
+@pytest.mark.parametrize("relative", ["metrics/evaluate.json", "metrics/runs.csv",
+                                      "metrics/compute.json", "plots/gain.csv",
+                                      "models/glyphs/metrics.json",
+                                      "data/target/manifest.json"])
+def test_missing_input_names_its_path(tmp_path: Path, relative: str) -> None:
+    paths = make_inputs(tmp_path)
+    (tmp_path / relative).unlink()
+    with pytest.raises(ReportInputError, match=re.escape(str(tmp_path / relative))) as err:
+        build(paths, tmp_path / "reports")
+    assert isinstance(err.value, DataError)  # so run_stage prints one line and exits 1
+
+
+def test_malformed_inputs_are_named(tmp_path: Path) -> None:
+    paths = make_inputs(tmp_path)
+    paths["compute"].write_text("{not json")
+    with pytest.raises(ReportInputError, match="compute.json: not valid JSON"):
+        build(paths, tmp_path / "reports")
+    (tmp_path / "again").mkdir()
+    paths = make_inputs(tmp_path / "again")
+    paths["metrics"].write_text(json.dumps({"summary": {}}))
+    with pytest.raises(ReportInputError, match="missing key.*label_efficiency"):
+        build(paths, tmp_path / "again" / "reports")
+
+
+def test_provenance_records_params_data_and_software(tmp_path: Path) -> None:
+    paths = make_inputs(tmp_path)
+    prov = collect_provenance(paths["params"], paths["data"], repo=tmp_path)
+    assert prov["params"]["text"] == PARAMS
+    assert prov["git"]["commit"] is None and "not a git work tree" in prov["git"]["note"]
+    assert set(prov["packages"]) == set(PACKAGES)
+    assert prov["device"]
+    rows = {(d["dataset"], d["file"]): d for d in prov["data"]}
+    assert set(rows) == {(ds, f) for ds in ("target", "sources/glyphs")
+                         for f in ("train_x.npy", "train_y.npy")}
+    assert all(d["matches_file"] for d in rows.values())
+    np.save(paths["data"] / "target" / "train_y.npy", np.zeros(3))  # the array changed
+    changed = collect_provenance(paths["params"], paths["data"], repo=tmp_path)["data"]
+    assert [(d["dataset"], d["file"]) for d in changed if not d["matches_file"]] == [
+        ("target", "train_y.npy")]
+
+
+def _stage(paths: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
+    args = ["--params", paths["params"], "--metrics", paths["metrics"], "--runs-table",
+            paths["runs_table"], "--compute", paths["compute"], "--plots", paths["plots"],
+            "--models", paths["models"], "--data", paths["data"], "--out", out]
+    return subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"),
+                           *map(str, args)], capture_output=True, text=True, check=False)
+
+
+def test_stage_writes_the_report_directory_or_nothing(tmp_path: Path) -> None:
+    paths = make_inputs(tmp_path)
+    done = _stage(paths, tmp_path / "reports")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "reports"
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "figures"}
+    assert len(list((out / "figures").glob("*.png"))) == 7
+    paths["compute"].unlink()
+    failed = _stage(paths, tmp_path / "reports2")
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == f"error: {paths['compute']}: report input not found"
+    assert not (tmp_path / "reports2").exists()

@@ -1,0 +1,308 @@
+"""The report's figures, drawn from evaluate's plot tables with matplotlib's Agg canvas.
+
+Every function takes tables (pandas) or dicts and an output path, writes one PNG and returns the
+path. Nothing touches pyplot's global state, and the PNG bytes are a function of the inputs only
+(no software tag or date in the file; fixed fonts, sizes and hash salt).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCRATCH = "scratch"
+STRATEGY_STYLE = {  # strategy -> (line style, marker)
+    "source_only": (":", "x"),
+    "linear_probe": ("-.", "s"),
+    "partial_finetune": ("--", "^"),
+    "finetune": ("-", "o"),
+}
+SCORE_LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
+_RC = {
+    "svg.hashsalt": "transferlab",
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 7,
+    "figure.dpi": 100,
+}
+
+
+def curve_styles(curves: Iterable[str]) -> dict[str, dict]:
+    """Line style per curve: colour by source, dash and marker by strategy, scratch in black.
+
+    Call it once with every curve so that all figures of a report agree on the colours.
+    """
+    curves = sorted(set(curves))
+    sources = sorted({c.split("/")[0] for c in curves if c != SCRATCH})
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+               "#17becf", "#bcbd22", "#7f7f7f"]
+    colour = {s: palette[i % len(palette)] for i, s in enumerate(sources)}
+    styles = {}
+    for c in curves:
+        if c == SCRATCH:
+            styles[c] = {"color": "black", "linestyle": "-", "marker": "D"}
+        else:
+            source, strategy = c.split("/", 1)
+            ls, marker = STRATEGY_STYLE.get(strategy, ("-", "v"))
+            styles[c] = {"color": colour[source], "linestyle": ls, "marker": marker}
+    return styles
+
+
+def _styled(draw: Callable[..., Path]) -> Callable[..., Path]:
+    """Run a drawing function under the report's fixed rc settings (fonts, sizes, hash salt)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> Path:
+        import matplotlib
+
+        with matplotlib.rc_context(_RC):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure(width: float, height: float):
+    # Import here: the library must have no side effects at import time, and the Agg canvas
+    # (not pyplot) keeps figures out of any global registry.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
+    return path
+
+
+def _grid(n: int, cols: int, panel: tuple[float, float] = (3.2, 2.6)):
+    cols = max(1, min(cols, n))
+    rows = max(1, math.ceil(n / cols))
+    fig = _figure(panel[0] * cols, panel[1] * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _empty(path: str | Path, message: str) -> Path:
+    fig, (ax,) = _grid(1, 1, (5, 2))
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    return _save(fig, path)
+
+
+def _by_source(curves: Sequence[str]) -> dict[str, list[str]]:
+    """Panels of curves: one per source, each with scratch as its reference line."""
+    sources = sorted({c.split("/")[0] for c in curves if c != SCRATCH})
+    panels = {s: [c for c in curves if c.startswith(f"{s}/")] for s in sources}
+    for s in panels:
+        panels[s] += [SCRATCH] if SCRATCH in curves else []
+    return panels or {SCRATCH: [SCRATCH]}
+
+
+def _budget_ticks(ax, values: pd.Series) -> None:
+    """Ticks at the budgets themselves (labels per class), not at powers of ten."""
+    ticks = sorted(set(values.dropna()))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
+def _outside_legend(ax) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+@_styled
+def learning_curves(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> Path:
+    """Accuracy against labels per class (log x), one panel per source, CI bands clipped to
+    [0, 1]. ``df`` has columns curve, labels_per_class, accuracy, ci_low, ci_high."""
+    if df.empty:
+        return _empty(path, "no learning-curve data")
+    styles = styles or curve_styles(df["curve"])
+    panels = _by_source(sorted(df["curve"].unique()))
+    fig, axes = _grid(len(panels), 2, (5.2, 3.2))
+    for ax, (source, curves) in zip(axes, panels.items(), strict=True):
+        for curve in curves:
+            d = df[df["curve"] == curve].sort_values("labels_per_class")
+            st = styles[curve]
+            ax.plot(d["labels_per_class"], d["accuracy"], label=curve.split("/")[-1], **st)
+            low = d["ci_low"].clip(0, 1).fillna(d["accuracy"])
+            high = d["ci_high"].clip(0, 1).fillna(d["accuracy"])
+            ax.fill_between(d["labels_per_class"], low, high, color=st["color"], alpha=0.07,
+                            linewidth=0)
+        ax.set(xscale="log", ylim=(0, 1.02), title=source, xlabel="labels per class",
+               ylabel="test accuracy")
+        _budget_ticks(ax, df["labels_per_class"])
+        _outside_legend(ax)
+    return _save(fig, path)
+
+
+@_styled
+def transfer_gain(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> Path:
+    """Gain over scratch with its CI as error bars, per curve and budget, one panel per source.
+    ``df`` has columns curve, labels_per_class, gain, ci_low, ci_high."""
+    if df.empty:
+        return _empty(path, "no transfer-gain data (no transfer runs beside scratch)")
+    styles = styles or curve_styles(df["curve"])
+    panels = _by_source(sorted(df["curve"].unique()))
+    fig, axes = _grid(len(panels), 2, (5.2, 3.2))
+    for ax, (source, curves) in zip(axes, panels.items(), strict=True):
+        curves = [c for c in curves if c != SCRATCH]
+        for i, curve in enumerate(curves):
+            d = df[df["curve"] == curve].sort_values("labels_per_class")
+            dodge = 1.2 ** (i - (len(curves) - 1) / 2)  # spread the bars on the log axis
+            err = np.vstack([(d["gain"] - d["ci_low"]).clip(lower=0),
+                             (d["ci_high"] - d["gain"]).clip(lower=0)])
+            st = styles[curve]
+            ax.errorbar(d["labels_per_class"] * dodge, d["gain"], yerr=err, capsize=3,
+                        label=curve.split("/")[-1], color=st["color"], marker=st["marker"],
+                        linestyle="none")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(xscale="log", title=source, xlabel="labels per class",
+               ylabel="accuracy gain over scratch")
+        _budget_ticks(ax, df["labels_per_class"])
+        _outside_legend(ax)
+    return _save(fig, path)
+
+
+@_styled
+def confusion_matrix(df: pd.DataFrame, path: str | Path, title: str,
+                     class_names: Sequence[str] | None = None) -> Path:
+    """Heatmap of counts (rows actual, columns predicted), colour normalised per row.
+    ``df`` has one row per test example with columns actual, predicted (class names)."""
+    if df.empty:
+        return _empty(path, "no confusion data")
+    names = [str(c) for c in class_names] if class_names else sorted(
+        set(df["actual"].astype(str)) | set(df["predicted"].astype(str)))
+    counts = pd.crosstab(df["actual"].astype(str), df["predicted"].astype(str))
+    counts = counts.reindex(index=names, columns=names, fill_value=0).to_numpy()
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(3.5, 0.42 * len(names) + 1.5)
+    fig, (ax,) = _grid(1, 1, (size + 0.8, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
+    for i, j in np.ndindex(*counts.shape):
+        if counts[i, j]:
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.6 else "black")
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names)
+    ax.set_yticks(ticks, names)
+    ax.set(xlabel="predicted", ylabel="actual", title=title)
+    fig.colorbar(image, ax=ax, label="fraction of the actual class", shrink=0.8)
+    return _save(fig, path)
+
+
+@_styled
+def transferability(df: pd.DataFrame, agreement: dict, path: str | Path) -> Path:
+    """Score against realised finetune accuracy, one panel per score, points labelled by source.
+
+    Args:
+        df: rows of one budget with columns source, score, value, finetune_accuracy.
+        agreement: {score: {"finetune": {"kendall_tau": ...}}} at the same budget.
+        path: the PNG to write.
+    """
+    if df.empty:
+        return _empty(path, "no transferability scores")
+    scores = [s for s in SCORE_LABELS if s in set(df["score"])]
+    scores += sorted(set(df["score"]) - set(scores))
+    fig, axes = _grid(len(scores), 4, (3.0, 2.8))
+    for ax, score in zip(axes, scores, strict=True):
+        d = df[df["score"] == score].sort_values("source")
+        ok = d[np.isfinite(d["value"]) & np.isfinite(d["finetune_accuracy"])]
+        ax.scatter(ok["value"], ok["finetune_accuracy"], color="#1f77b4")
+        for _, row in ok.iterrows():
+            ax.annotate(row["source"], (row["value"], row["finetune_accuracy"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        missing = sorted(set(d["source"]) - set(ok["source"]))
+        if missing:
+            ax.text(0.02, 0.02, "not shown (score or finetune n/a):\n" + "\n".join(missing),
+                    transform=ax.transAxes, fontsize=6, va="bottom")
+        tau = (agreement.get(score) or {}).get("finetune", {}).get("kendall_tau")
+        tau_text = "n/a" if tau is None or not math.isfinite(tau) else f"{tau:.2f}"
+        ax.set(title=f"{SCORE_LABELS.get(score, score)} (Kendall τ = {tau_text})",
+               xlabel="score", ylabel="finetune accuracy")
+        ax.margins(0.2)
+    return _save(fig, path)
+
+
+@_styled
+def reliability(df: pd.DataFrame, path: str | Path) -> Path:
+    """Reliability diagrams, one small panel per curve: accuracy per confidence bin as bars,
+    with the diagonal of perfect calibration. ``df`` has columns curve, lower, upper, count,
+    confidence, accuracy."""
+    if df.empty:
+        return _empty(path, "no reliability data")
+    curves = sorted(df["curve"].unique())
+    fig, axes = _grid(len(curves), 4, (2.6, 2.5))
+    for ax, curve in zip(axes, curves, strict=True):
+        d = df[df["curve"] == curve]
+        ax.bar(d["lower"], d["accuracy"], width=d["upper"] - d["lower"], align="edge",
+               color="#1f77b4", alpha=0.7, edgecolor="white", linewidth=0.5)
+        ax.plot(d["confidence"], d["accuracy"], "o", color="#d62728", markersize=3)
+        ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=curve, xlabel="confidence", ylabel="accuracy")
+    return _save(fig, path)
+
+
+@_styled
+def shift(df: pd.DataFrame, path: str | Path) -> Path:
+    """In-distribution against shifted-test accuracy per curve, as grouped horizontal bars.
+    ``df`` has columns curve, accuracy, shifted_accuracy."""
+    if df.empty:
+        return _empty(path, "no per-curve data")
+    d = df.sort_values("curve", ascending=False)
+    y = np.arange(len(d))
+    fig, (ax,) = _grid(1, 1, (6.5, 0.45 * len(d) + 1.4))
+    ax.barh(y + 0.2, d["accuracy"], height=0.4, label="in distribution", color="#1f77b4")
+    ax.barh(y - 0.2, d["shifted_accuracy"], height=0.4, label="shifted", color="#ff7f0e")
+    ax.set_yticks(y, d["curve"])
+    ax.set(xlim=(0, 1), xlabel="test accuracy")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2)
+    return _save(fig, path)
+
+
+@_styled
+def compute(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> Path:
+    """Accuracy against training FLOPs (log x), one labelled point per curve; curves that train
+    nothing (0 FLOPs) cannot sit on a log axis and are listed instead. ``df`` has columns
+    curve, accuracy, train_flops."""
+    if df.empty:
+        return _empty(path, "no per-curve data")
+    styles = styles or curve_styles(df["curve"])
+    positive = df[df["train_flops"] > 0].sort_values(["train_flops", "accuracy"])
+    fig, (ax,) = _grid(1, 1, (6.5, 4.2))
+    # Curves with (nearly) equal FLOPs, e.g. finetune and scratch, would overprint their labels:
+    # stack the labels of each such cluster beside it, each with a leader line to its point.
+    log_x = np.log10(positive["train_flops"].to_numpy())
+    cluster = np.concatenate([[0], np.cumsum(np.diff(log_x) > 0.35)])
+    for c in np.unique(cluster):
+        members = positive[cluster == c].sort_values("accuracy", ascending=False)
+        for k, (_, row) in enumerate(members.iterrows()):
+            st = styles[row["curve"]]
+            ax.plot(row["train_flops"], row["accuracy"], marker=st["marker"], color=st["color"],
+                    linestyle="none")
+            ax.annotate(row["curve"], (row["train_flops"], row["accuracy"]), fontsize=7,
+                        xytext=(12, -14 * k - 4 * (len(members) > 1)),
+                        textcoords="offset points", va="center",
+                        arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "0.4"})
+    zero = sorted(df.loc[~(df["train_flops"] > 0), "curve"])
+    if zero:
+        ax.text(0.01, 0.99, "not shown (0 training FLOPs): " + ", ".join(zero),
+                transform=ax.transAxes, fontsize=7, va="top")
+    ax.set(xscale="log", ylim=(0, 1.05), xlabel="training FLOPs per run (log scale)",
+           ylabel="test accuracy")
+    ax.margins(x=0.25)
+    return _save(fig, path)

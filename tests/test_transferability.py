@@ -228,7 +228,7 @@ def test_score_all_matches_individual_scores() -> None:
     assert out["logme"] == logme(f, y)
     assert out["leep"] == leep(probs, y)
     assert out["nce"] == nce(probs.argmax(1), y)
-    assert out["hscore"] == h_score(f, y)
+    assert out["hscore"] == h_score(f, y, shrinkage=True)
 
 
 def test_score_all_without_source_head_gives_nan() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab.params import load_params  # noqa: E402
-from transferlab.prepared import prepare_all  # noqa: E402
+from transferlab.preparation import prepare_all  # noqa: E402
 from transferlab.runtime import run_stage, seed_everything, staged_outputs  # noqa: E402
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.datasets import DataError, load_dataset, resize
+from transferlab.datasets import load_dataset, resize
+from transferlab.errors import DataError
 from transferlab.params import DatasetSpec
 
 

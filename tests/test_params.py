@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab.params import ParamsError, Params, load_params, to_dict
+from transferlab.errors import ParamsError
+from transferlab.params import Params, load_params, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

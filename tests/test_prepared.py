@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from transferlab.datasets import DataError
+from transferlab.errors import DataError
 from transferlab.params import load_params
-from transferlab.prepared import PreparedDataset, label_mapping, prepare_all
+from transferlab.preparation import label_mapping, prepare_all
+from transferlab.prepared import PreparedDataset
 from transferlab.runtime import sha256_file
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferlab.datasets import DataError
+from transferlab.errors import DataError
 from transferlab.params import load_params
 from transferlab.provenance import PACKAGES, collect_provenance
 from transferlab.report import SECTIONS, ReportInputError, load_inputs, write_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferlab.datasets import DataError
+from transferlab.errors import DataError
 from transferlab.splits import fraction_split, nested_budgets, per_class_split
 
 

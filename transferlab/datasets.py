@@ -16,27 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from transferlab.errors import DataError
 from transferlab.params import DatasetSpec
-
-
-class DataError(ValueError):
-    """Input data is missing, empty, inconsistent or corrupt; the message names the path."""
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images (N, H, W) uint8 with ink high, labels (N,) int64 in [0, len(class_names))."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise DataError(f"images must be (N, H, W) uint8, got {self.images.shape} "
-                            f"{self.images.dtype}")
-        if len(self.images) != len(self.labels):
-            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+from transferlab.prepared import ImageSet
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,13 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from transferlab.errors import ParamsError
+
 STRATEGIES = ("source_only", "linear_probe", "partial_finetune", "finetune", "scratch")
 DATASET_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision", "none")
 SMALL_ARCHS = ("small_cnn",)
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 BIG = 10**7  # upper bound for counts: catches typos like 4e9 before they eat the machine
-
-
-class ParamsError(ValueError):
-    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
 
 
 def _fail(key: str, message: str) -> None:

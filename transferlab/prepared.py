@@ -18,12 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.datasets import DataError, ImageSet, RawDataset, load_dataset
-from transferlab.params import Params
+from transferlab.errors import DataError
 from transferlab.runtime import dumps_json, sha256_file
-from transferlab.splits import fraction_split, nested_budgets, per_class_split
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (N, H, W) uint8 with ink high, labels (N,) int64 in [0, len(class_names))."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise DataError(f"images must be (N, H, W) uint8, got {self.images.shape} "
+                            f"{self.images.dtype}")
+        if len(self.images) != len(self.labels):
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
 
 
 def normalization_stats(images: np.ndarray) -> dict[str, float]:
@@ -41,28 +55,12 @@ def _write_split(folder: Path, split: str, data: ImageSet) -> dict[str, str]:
     return hashes
 
 
-def _subset(data: ImageSet, idx: np.ndarray) -> ImageSet:
-    return ImageSet(data.images[idx], data.labels[idx], data.class_names)
-
-
 def _counts(data: ImageSet) -> dict[str, int]:
     counts = np.bincount(data.labels, minlength=len(data.class_names))
     return {name: int(n) for name, n in zip(data.class_names, counts)}
 
 
-def label_mapping(source_names: tuple[str, ...], target_names: tuple[str, ...]) -> dict:
-    """Map source classes to target classes by name; ``aligned`` when every target class has one.
-
-    ``source_only`` runs only where the label spaces are aligned.
-    """
-    index = {n: i for i, n in enumerate(target_names)}
-    mapping = {s: index[s] for s in source_names if s in index}
-    missing = [t for t in target_names if t not in mapping]
-    return {"source_to_target": mapping, "aligned": not missing and bool(mapping),
-            "unmapped_target_classes": missing}
-
-
-def _write_dataset(folder: Path, splits: dict[str, ImageSet], extra: dict) -> dict:
+def write_dataset(folder: Path, splits: dict[str, ImageSet], extra: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     first = next(iter(splits.values()))
     manifest = {
@@ -77,67 +75,6 @@ def _write_dataset(folder: Path, splits: dict[str, ImageSet], extra: dict) -> di
         manifest["sha256"].update(_write_split(folder, split, data))
     (folder / "manifest.json").write_text(dumps_json(manifest))
     return manifest
-
-
-def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
-    """Build the target and every source dataset into ``out_dir``.
-
-    Args:
-        params: validated params (reads ``prepare`` and ``common.seeds``).
-        out_dir: the (empty) output directory.
-    Returns:
-        {"target": manifest, "sources/<name>": manifest, ...}.
-    """
-    p = params.prepare
-    target_raw = load_dataset(p.target, p.image_size, p.seed, "prepare.target")
-    target = _target_splits(target_raw, p.test_per_class, p.val_per_class, p.seed)
-    names = target["train"].class_names
-    budgets = {str(seed): nested_budgets(target["train"].labels, p.budgets, seed, names)
-               for seed in params.common.seeds}
-    manifests = {"target": _write_dataset(out_dir / "target", target, {"kind": p.target.kind})}
-    (out_dir / "target" / "budgets.json").write_text(dumps_json(budgets))
-    for i, (name, spec) in enumerate(sorted(p.sources.items())):
-        folder = out_dir / "sources" / name
-        key = f"prepare.sources.{name}"
-        if spec.kind == "none":
-            folder.mkdir(parents=True, exist_ok=True)
-            manifest = {"kind": "none", "class_names": [], "sha256": {},
-                        "image_shape": manifests["target"]["image_shape"],
-                        "normalization": manifests["target"]["normalization"],
-                        "normalization_from": "target train pool",
-                        **label_mapping((), names)}
-            (folder / "manifest.json").write_text(dumps_json(manifest))
-        else:
-            raw = load_dataset(spec, p.image_size, p.seed + 1000 * (i + 1), key)
-            splits = _source_splits(raw, p.source_test_fraction, p.source_val_fraction, p.seed)
-            manifest = _write_dataset(folder, splits, {"kind": spec.kind, **label_mapping(
-                splits["train"].class_names, names)})
-        manifests[f"sources/{name}"] = manifest
-    return manifests
-
-
-def _target_splits(raw: RawDataset, test_pc: int, val_pc: int, seed: int) -> dict[str, ImageSet]:
-    data = raw.train
-    if raw.test is None:
-        test_idx, val_idx, pool_idx = per_class_split(data.labels, [test_pc, val_pc], seed,
-                                                      data.class_names)
-        test = _subset(data, test_idx)
-    else:
-        val_idx, pool_idx = per_class_split(data.labels, [val_pc], seed, data.class_names)
-        test = raw.test
-    return {"train": _subset(data, pool_idx), "val": _subset(data, val_idx), "test": test}
-
-
-def _source_splits(raw: RawDataset, test_frac: float, val_frac: float,
-                   seed: int) -> dict[str, ImageSet]:
-    data = raw.train
-    if raw.test is None:
-        test_idx, val_idx, train_idx = fraction_split(data.labels, [test_frac, val_frac], seed)
-        test = _subset(data, test_idx)
-    else:
-        val_idx, train_idx = fraction_split(data.labels, [val_frac], seed)
-        test = raw.test
-    return {"train": _subset(data, train_idx), "val": _subset(data, val_idx), "test": test}
 
 
 # --------------------------------------------------------------------------------------------

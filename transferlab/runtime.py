@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferlab.errors import TransferlabError
+
 
 def seed_everything(seed: int, num_threads: int | None = None) -> torch.Generator:
     """Seed python, numpy and torch, switch torch to deterministic algorithms.
@@ -124,9 +126,6 @@ def run_stage(main: Callable[[], None]) -> None:
     SIGTERM is turned into ``KeyboardInterrupt`` so that open MLflow runs end KILLED and staged
     outputs are cleaned up, exactly as for Ctrl-C.
     """
-    from transferlab.datasets import DataError
-    from transferlab.params import ParamsError
-    from transferlab.tracking import TrackingError
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -134,7 +133,7 @@ def run_stage(main: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
-    except (ParamsError, DataError, TrackingError) as err:
+    except TransferlabError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transferlab.datasets import DataError
+from transferlab.errors import DataError
 
 
 def per_class_split(labels: np.ndarray, counts: Sequence[int], seed: int,

@@ -18,13 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from transferlab.errors import TrackingError
 from transferlab.params import TrackingParams
 
 EXECUTION_ENV = "TRANSFERLAB_EXECUTION"
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be reached or used."""
 
 
 def repo_root() -> Path:

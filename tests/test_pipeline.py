@@ -1,0 +1,130 @@
+"""End to end: the real `dvc repro` in a temporary clone, on the shrunk config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT, shrunk_params
+
+pytestmark = pytest.mark.slow
+
+
+VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or VENV_ENV)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def ran_stages(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", log))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A fresh git+dvc clone of the tracked tree with shrunk params, and its environment."""
+    repo = tmp_path_factory.mktemp("clone") / "repo"
+    run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(repo)], ROOT)
+    # the working tree may hold uncommitted edits: test what is on disk, not only HEAD
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in listed.split():
+        src = ROOT / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    (repo / "params.yaml").write_text(yaml.safe_dump(shrunk_params(), sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "shrunk",
+         "--allow-empty"], repo)
+    return repo, env
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace: tuple[Path, dict]) -> str:
+    repo, env = workspace
+    return run(["dvc", "repro"], repo, env)
+
+
+def test_every_declared_output_exists(workspace, first_run: str) -> None:
+    repo, _ = workspace
+    stages = run(["dvc", "stage", "list", "--name-only"], repo).split()
+    assert stages and ran_stages(first_run) == set(stages)
+    for rel in ["data/prepared/target/manifest.json", "data/prepared/target/budgets.json",
+                "data/prepared/sources/printed_digits/train_x.npy",
+                "data/prepared/sources/random_init/manifest.json",
+                "models/printed_digits/model.pt", "models/printed_digits/metrics.json",
+                "models/random_init/model.pt", "runs/scratch/runs.json",
+                "runs/printed_digits/finetune/0_all.pt", "runs/printed_digits/source_only/model.pt",
+                "metrics/evaluate.json", "metrics/runs.csv", "metrics/compute.json",
+                "plots/learning_curves.csv", "plots/confusion.csv", "plots/gain.csv",
+                "reports/report.md", "reports/report.html"]:
+        assert (repo / rel).is_file(), rel
+    assert "not in cache" not in run(["dvc", "status"], repo)
+
+
+def test_plausible_numbers(workspace, first_run: str) -> None:
+    repo, _ = workspace
+    runs = pd.read_csv(repo / "metrics" / "runs.csv", dtype={"budget": str})
+    source_only = runs[(runs.source == "printed_digits") & (runs.strategy == "source_only")]
+    assert source_only.accuracy.min() > 0.3  # chance is 0.1: printed digits transfer as is
+    scratch_all = runs[(runs.strategy == "scratch") & (runs.budget == "all")]
+    assert scratch_all.accuracy.mean() >= 0.9
+    assert len(runs) == 2 * 3 * (1 + 4 + 3)  # seeds x budgets x curves (random_init: 3)
+    report = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert report["skipped"] == {
+        "random_init/source_only": "the source has no trained classifier (null source)"}
+    md = (repo / "reports" / "report.md").read_text()
+    best = report["recommendations"]["all"]
+    assert f"{best['accuracy']['mean']:.3f}" in md
+
+
+def test_metrics_and_plots_commands(workspace, first_run: str) -> None:
+    repo, _ = workspace
+    shown = run(["dvc", "metrics", "show", "--json"], repo)
+    assert "recommendations" in shown
+    out = run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    assert (repo / "dvc_plots" / "index.html").is_file(), out
+
+
+def test_second_repro_is_a_noop(workspace, first_run: str) -> None:
+    repo, env = workspace
+    log = run(["dvc", "repro"], repo, env)
+    assert ran_stages(log) == set()
+
+
+def test_one_strategy_edit_reruns_only_that_strategy(workspace, first_run: str) -> None:
+    repo, env = workspace
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["transfer"]["finetune"]["lr"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = run(["dvc", "repro"], repo, env)
+    assert ran_stages(log) == {"transfer@printed_digits-finetune",
+                               "transfer@random_init-finetune", "evaluate", "report"}
+
+
+def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first_run) -> None:
+    repo, env = workspace
+    before = {p: (repo / p).read_bytes() for p in
+              ["metrics/evaluate.json", "metrics/runs.csv", "models/printed_digits/metrics.json",
+               "plots/learning_curves.csv"]}
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tracking"]["enabled"] = not params["tracking"]["enabled"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro", "--force"], repo, env)
+    for path, content in before.items():
+        assert (repo / path).read_bytes() == content, f"{path} changed on a forced rerun"

@@ -13,6 +13,7 @@ from transferlab.runtime import (  # noqa: E402
     resolve_device,
     run_stage,
     seed_everything,
+    sha256_file,
     staged_outputs,
 )
 from transferlab.strategies import load_target, run_replicates  # noqa: E402
@@ -52,6 +53,8 @@ def main() -> None:
 
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
     with tracked(tracker), staged_outputs(args.out) as (out,):
+        if args.source_model:
+            tracker.link_source_run(sha256_file(args.source_model))
         out.mkdir(parents=True)
         result = run_replicates(args.strategy, None if args.strategy == "source_only" else cfg,
                                 Path(args.source_model) if args.source_model else None,

@@ -25,7 +25,7 @@ def shrunk_params() -> dict:
         "printed_digits": {"kind": "fonts", "chars": "0123456789", "n_per_class": 120},
         "random_init": {"kind": "none"},
     }
-    p["pretrain"].update(epochs=4, width=16)
+    p["pretrain"].update(epochs=8, batch_size=32, width=16)
     for name in ("linear_probe", "partial_finetune", "finetune", "scratch"):
         p["transfer"][name]["epochs"] = 60 if name == "linear_probe" else 8
     p["evaluate"]["n_boot"] = 200

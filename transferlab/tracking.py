@@ -47,16 +47,16 @@ def execution_id() -> str:
     if os.environ.get(EXECUTION_ENV):
         return os.environ[EXECUTION_ENV]
     pid = os.getppid()
-    for _ in range(8):
+    for _ in range(8):  # stage <- sh <- dvc (<- make ...)
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             break
-        fields = stat.rsplit(")", 1)[1].split()
-        if "dvc" in Path(cmdline.split(" ")[0]).name or " dvc " in f" {cmdline} ":
-            return hashlib.sha1(f"{pid}-{fields[19]}".encode()).hexdigest()[:12]
-        pid = int(fields[1])
+        if any(Path(a.decode(errors="replace")).name == "dvc" for a in argv[:2]):
+            start_time = stat.rsplit(")", 1)[1].split()[19]
+            return hashlib.sha1(f"{pid}-{start_time}".encode()).hexdigest()[:12]
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
         if pid <= 1:
             break
     return hashlib.sha1(f"{os.getpid()}-{time.time_ns()}".encode()).hexdigest()[:12]
@@ -174,6 +174,25 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
+    def link_source_run(self, checkpoint_sha256: str) -> str | None:
+        """Tag this stage (and its children) with the pretrain run that produced the source
+        checkpoint, found by the checkpoint's sha256; the run's note links to it in the UI."""
+        if not self.enabled:
+            return None
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string="tags.`transferlab.stage` = 'pretrain' and "
+                          f"tags.`transferlab.checkpoint_sha256` = '{checkpoint_sha256}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if not found:
+            return None
+        source_run = found[0].info.run_id
+        self.tags["transferlab.source_run_id"] = source_run
+        self.set_tags({"transferlab.source_run_id": source_run,
+                       "mlflow.note.content": f"Source model: [pretrain run {source_run}]"
+                       f"(#/experiments/{self.experiment_id}/runs/{source_run})"})
+        return source_run
+
     def set_tags(self, tags: Mapping[str, str], run_id: str | None = None) -> None:
         if self.enabled:
             for key, value in tags.items():
@@ -247,9 +266,12 @@ class Tracker:
         with torch.inference_mode():
             output = model(torch.from_numpy(example)).numpy()
         with mlflow.start_run(run_id=run_id):
+            # pickle + the library's code: loads anywhere with `mlflow.pytorch.load_model`,
+            # without torch.export's tracing cost on every stage
             mlflow.pytorch.log_model(
                 model, name=name, input_example=example,
-                signature=infer_signature(example, output),
+                signature=infer_signature(example, output), serialization_format="pickle",
+                code_paths=[str(Path(__file__).resolve().parent)],
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 

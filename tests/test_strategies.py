@@ -1,0 +1,360 @@
+"""Tests for transferlab.strategies on a tiny synthetic target and a tiny saved source model."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import transferlab.strategies as strategies
+from transferlab.models import build_model, load_checkpoint, reset_head, save_checkpoint
+from transferlab.params import (
+    FinetuneParams,
+    LinearProbeParams,
+    PartialFinetuneParams,
+    ScratchParams,
+)
+from transferlab.runtime import seed_everything
+from transferlab.strategies import (
+    TargetData,
+    _param_groups,
+    replicate_seed,
+    run_replicates,
+    skip_reason,
+)
+
+CPU = torch.device("cpu")
+ARCH = {"arch": "small_cnn", "width": 8}
+SOURCE_CLASSES = ["a", "b", "c", "d"]
+ALIGNED = {"source_to_target": {"c": 0, "a": 1, "d": 2}, "aligned": True,
+           "unmapped_target_classes": []}
+CONFIGS = {
+    "linear_probe": LinearProbeParams(epochs=3, batch_size=8, lr=0.05, patience=5),
+    "partial_finetune": PartialFinetuneParams(epochs=2, batch_size=8, patience=5,
+                                              frozen_blocks=1),
+    "finetune": FinetuneParams(epochs=2, batch_size=8, patience=5),
+    "scratch": ScratchParams(epochs=2, batch_size=8, patience=5),
+}
+TRAINED = list(CONFIGS)
+CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
+# small_cnn width 8, 3 classes: conv 1->8, BN 8, conv 8->16, BN 16, conv 16->32, BN 32, head
+N_PARAMS = {"block1": 72 + 16, "block2": 1152 + 32, "block3": 4608 + 64, "head": 32 * 3 + 3}
+
+
+# ------------------------------------------------------------------------------- fixtures
+def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(n_per_class)
+    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
+    return x, y
+
+
+def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
+    """Nested budgets: seed s draws a per-class order; budget 2 is its first 2 per class."""
+    out = {}
+    for seed in ("0", "1"):
+        rng = np.random.default_rng(int(seed))
+        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
+        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
+                     "all": sorted(i for o in order for i in o)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def target() -> TargetData:
+    pool_x, pool_y = _squares(10, seed=0)
+    val_x, val_y = _squares(5, seed=1)
+    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
+                      {"mean": 0.1, "std": 0.3})
+
+
+def _save_source(path: Path, classes: list[str]) -> Path:
+    model = build_model("small_cnn", max(len(classes), 1), 0.5, 0.2, seed=42, width=8)
+    model.train()
+    with torch.no_grad():  # move the BN statistics away from their initial values
+        model(torch.rand(16, 1, 16, 16))
+    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8,
+                                  "num_classes": max(len(classes), 1), "mean": 0.5, "std": 0.2,
+                                  "source_classes": classes})
+    return path
+
+
+@pytest.fixture(scope="module")
+def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_source(tmp_path_factory.mktemp("source") / "source.pt", SOURCE_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def source(source_path: Path) -> nn.Module:
+    return load_checkpoint(source_path)[0]
+
+
+@pytest.fixture(scope="module")
+def results(target: TargetData, source_path: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, Path]]:
+    """One run_replicates per trained strategy (scratch without a source)."""
+    out = {}
+    for name, cfg in CONFIGS.items():
+        folder = tmp_path_factory.mktemp(name)
+        src = None if name == "scratch" else source_path
+        out[name] = (run_replicates(name, cfg, src, target, CPU, folder, ARCH), folder)
+    return out
+
+
+@pytest.fixture
+def deterministic():
+    """seed_everything(0, 2), with the global torch settings it changes restored afterwards."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    seed_everything(0, 2)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.set_num_threads(saved[2])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
+
+
+def _block(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _loaded_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.name: load_checkpoint(p)[0].state_dict() for p in sorted(folder.glob("*.pt"))}
+
+
+# ----------------------------------------------------------------------- replicate seeds
+def test_replicate_seed_is_distinct_and_stable() -> None:
+    seeds, budgets = ["0", "1", "2", "3", "17"], ["1", "2", "3", "10", "30", "100", "all"]
+    values = [replicate_seed(s, b) for s, b in itertools.product(seeds, budgets)]
+    assert len(set(values)) == len(values)
+    assert replicate_seed("1", "10") == replicate_seed("1", "10")
+    assert all(isinstance(v, int) and v >= 0 for v in values)
+
+
+def test_skip_reason_unknown_strategy() -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'fintune'; expected one of "
+                                         "source_only, linear_probe"):
+        skip_reason("fintune", None, None)
+
+
+# ---------------------------------------------------------------------- records and files
+@pytest.mark.parametrize("name", TRAINED)
+def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -> None:
+    result, folder = results[name]
+    cfg = CONFIGS[name]
+    assert result["strategy"] == name and result["skipped"] is None
+    assert {p.name for p in folder.iterdir()} == CHECKPOINTS
+    runs = result["runs"]
+    assert [(r["seed"], r["budget"]) for r in runs] == [(0, "2"), (0, "all"), (1, "2"),
+                                                        (1, "all")]
+    # per example: forward F, weight gradients of what trains, input gradients of what
+    # follows a trainable block (small_cnn width 8 at 16x16: conv FLOPs 2 * out elems * fan-in)
+    conv = [2 * 8 * 256 * 1 * 9, 2 * 16 * 64 * 8 * 9, 2 * 32 * 16 * 16 * 9]
+    head = 2 * 32 * 3
+    forward = sum(conv) + head
+    per_example = {"linear_probe": 2 * head,  # the head alone, on cached features
+                   "partial_finetune": forward + (forward - conv[0]) + (forward - sum(conv[:2])),
+                   "finetune": forward + forward + (forward - conv[0]),
+                   "scratch": forward + forward + (forward - conv[0])}[name]
+    trainable = {"linear_probe": N_PARAMS["head"],
+                 "partial_finetune": sum(N_PARAMS.values()) - N_PARAMS["block1"],
+                 "finetune": sum(N_PARAMS.values()), "scratch": sum(N_PARAMS.values())}[name]
+    for r in runs:
+        assert {"seed", "budget", "checkpoint", "best_epoch", "epochs_run", "steps",
+                "trainable_params", "train_flops", "history"} <= set(r)
+        assert r["checkpoint"] == f"{r['seed']}_{r['budget']}.pt"
+        n = len(target.budgets[str(r["seed"])][r["budget"]])
+        assert r["epochs_run"] == len(r["history"]) and 1 <= r["best_epoch"] <= r["epochs_run"]
+        assert r["steps"] == r["epochs_run"] * math.ceil(n / cfg.batch_size)
+        assert r["trainable_params"] == trainable
+        assert r["train_flops"] == per_example * n * r["epochs_run"]
+    for ckpt in folder.glob("*.pt"):
+        model, config = load_checkpoint(ckpt)
+        assert model.head.out_features == 3
+        assert config["strategy"] == name and config["num_classes"] == 3
+        want = (0.1, 0.3) if name == "scratch" else (0.5, 0.2)  # target vs source statistics
+        assert (config["mean"], config["std"]) == pytest.approx(want)
+
+
+def test_on_result_sees_every_replicate(target: TargetData, tmp_path: Path) -> None:
+    seen = []
+    result = run_replicates("scratch", CONFIGS["scratch"], None, target, CPU, tmp_path, ARCH,
+                            on_result=lambda record, model: seen.append((record, model)))
+    assert [r for r, _ in seen] == result["runs"]
+    assert all(isinstance(m, nn.Module) and not m.training for _, m in seen)
+
+
+# ---------------------------------------------------------------------------- source_only
+def test_source_only_reorders_the_source_head(target: TargetData, source_path: Path,
+                                              source: nn.Module, tmp_path: Path) -> None:
+    result = run_replicates("source_only", None, source_path, target, CPU, tmp_path, ARCH,
+                            mapping=ALIGNED)
+    assert result["skipped"] is None
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    assert len(result["runs"]) == 4
+    assert all(r["checkpoint"] == "model.pt" and r["train_flops"] == 0
+               and r["trainable_params"] == 0 for r in result["runs"])
+    model, config = load_checkpoint(tmp_path / "model.pt")
+    assert config["num_classes"] == 3 and config["source_classes"] == SOURCE_CLASSES
+    rows = [SOURCE_CLASSES.index(s) for s in ("c", "a", "d")]  # target classes 0, 1, 2
+    assert torch.equal(model.head.weight, source.head.weight[rows])
+    assert torch.equal(model.head.bias, source.head.bias[rows])
+    assert _states_equal(model.backbone.state_dict(), source.backbone.state_dict())
+    x = target.val_x[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x)[:, rows])
+
+
+def test_source_only_skips_unaligned_label_spaces(target: TargetData, source_path: Path,
+                                                  tmp_path: Path) -> None:
+    mapping = {"source_to_target": {"a": 0}, "aligned": False,
+               "unmapped_target_classes": ["seven", "eight"]}
+    result = run_replicates("source_only", None, source_path, target, CPU, tmp_path, ARCH,
+                            mapping=mapping)
+    assert "seven" in result["skipped"] and "eight" in result["skipped"]
+    assert result["runs"] == [] and list(tmp_path.iterdir()) == []
+
+
+def test_source_only_skips_a_null_source(target: TargetData, tmp_path: Path) -> None:
+    null = _save_source(tmp_path / "null.pt", [])
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in (null, None):
+        result = run_replicates("source_only", None, path, target, CPU, out, ARCH,
+                                mapping=ALIGNED)
+        assert "null source" in result["skipped"]
+        assert result["runs"] == [] and list(out.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- linear_probe
+def test_linear_probe_keeps_the_backbone(results: dict, source: nn.Module) -> None:
+    _, folder = results["linear_probe"]
+    src = source.state_dict()
+    for name, state in _loaded_states(folder).items():
+        assert _states_equal(_block(state, "backbone."), _block(src, "backbone.")), name
+        seed, budget = name[:-3].split("_")
+        init = reset_head(copy.deepcopy(source), 3, replicate_seed(seed, budget)).head
+        assert not torch.equal(state["head.weight"], init.weight), name  # the head trained
+
+
+def test_linear_probe_extracts_features_once(target: TargetData, source_path: Path,
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = strategies.extract_features
+
+    def counting(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        calls.append(len(x))
+        return original(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(strategies, "extract_features", counting)
+    result = run_replicates("linear_probe", CONFIGS["linear_probe"], source_path, target, CPU,
+                            tmp_path, ARCH)
+    assert len(result["runs"]) == 4
+    assert calls == [len(target.pool_x), len(target.val_x)]
+
+
+# ----------------------------------------------------------------------- partial_finetune
+def test_partial_finetune_keeps_the_first_blocks(results: dict, source: nn.Module) -> None:
+    _, folder = results["partial_finetune"]
+    src = source.state_dict()
+    for name, state in _loaded_states(folder).items():
+        # frozen_blocks=1, freeze_bn_stats=True: block1 weights and BN statistics are kept
+        assert _states_equal(_block(state, "backbone.block1."), _block(src, "backbone.block1."))
+        for block in ("block2", "block3"):
+            for key in ("0.weight", "1.weight", "1.running_mean"):
+                full = f"backbone.{block}.{key}"
+                assert not torch.equal(state[full], src[full]), (name, full)
+
+
+def test_partial_finetune_without_frozen_bn_stats(target: TargetData, source_path: Path,
+                                                  source: nn.Module, tmp_path: Path) -> None:
+    cfg = PartialFinetuneParams(epochs=1, batch_size=8, frozen_blocks=2, freeze_bn_stats=False)
+    run_replicates("partial_finetune", cfg, source_path, target, CPU, tmp_path, ARCH)
+    src = source.state_dict()
+    state = load_checkpoint(tmp_path / "0_all.pt")[0].state_dict()
+    for block in ("block1", "block2"):
+        for key in ("0.weight", "1.weight", "1.bias"):
+            assert torch.equal(state[f"backbone.{block}.{key}"], src[f"backbone.{block}.{key}"])
+        # the statistics of frozen blocks do follow the target data here
+        key = f"backbone.{block}.1.running_mean"
+        assert not torch.equal(state[key], src[key])
+    assert not torch.equal(state["backbone.block3.0.weight"], src["backbone.block3.0.weight"])
+
+
+@pytest.mark.parametrize("frozen", [3, 4])
+def test_partial_finetune_cannot_freeze_every_block(frozen: int, target: TargetData,
+                                                    source_path: Path, tmp_path: Path) -> None:
+    cfg = PartialFinetuneParams(epochs=1, batch_size=8, frozen_blocks=frozen)
+    with pytest.raises(ValueError, match=r"transfer\.partial_finetune\.frozen_blocks: "
+                                         f"{frozen}.*block1, block2, block3"):
+        run_replicates("partial_finetune", cfg, source_path, target, CPU, tmp_path, ARCH)
+
+
+# ------------------------------------------------------------------------------- finetune
+def test_finetune_backbone_learning_rate(source: nn.Module) -> None:
+    model = reset_head(copy.deepcopy(source), 3, seed=0)
+    cfg = FinetuneParams(lr=0.01, backbone_lr_mult=0.25)
+    groups = _param_groups("finetune", model, cfg)
+    assert [g["lr"] for g in groups] == [pytest.approx(0.0025), 0.01]
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone_ids
+    assert len(groups[0]["params"]) == len(backbone_ids)
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for p in model.head.parameters()]
+
+
+def test_finetune_changes_every_block(results: dict, source: nn.Module) -> None:
+    _, folder = results["finetune"]
+    src = source.state_dict()
+    for name, state in _loaded_states(folder).items():
+        for block in ("block1", "block2", "block3"):
+            key = f"backbone.{block}.0.weight"
+            assert not torch.equal(state[key], src[key]), (name, key)
+
+
+# -------------------------------------------------------------------------------- scratch
+def test_scratch_ignores_the_source(results: dict, target: TargetData, source_path: Path,
+                                    source: nn.Module, tmp_path: Path) -> None:
+    result, folder = results["scratch"]  # run with source_path=None
+    with_source = run_replicates("scratch", CONFIGS["scratch"], source_path, target, CPU,
+                                 tmp_path, ARCH)
+    assert with_source["runs"] == result["runs"]
+    a, b = _loaded_states(folder), _loaded_states(tmp_path)
+    assert a.keys() == b.keys() == CHECKPOINTS
+    for name in a:
+        assert _states_equal(a[name], b[name]), name
+        assert not torch.equal(a[name]["backbone.block1.0.weight"],
+                               source.state_dict()["backbone.block1.0.weight"])
+
+
+# ---------------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("name", TRAINED)
+def test_run_replicates_is_bitwise_reproducible(name: str, deterministic, target: TargetData,
+                                                source_path: Path, tmp_path: Path) -> None:
+    src = None if name == "scratch" else source_path
+    states, runs = [], []
+    for i in range(2):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        result = run_replicates(name, CONFIGS[name], src, target, CPU, folder, ARCH)
+        runs.append(result["runs"])
+        states.append(_loaded_states(folder))
+    assert runs[0] == runs[1]
+    assert states[0].keys() == states[1].keys() == CHECKPOINTS
+    for ckpt in CHECKPOINTS:
+        assert _states_equal(states[0][ckpt], states[1][ckpt]), ckpt
+    # distinct replicates are distinct models
+    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])

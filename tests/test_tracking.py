@@ -1,0 +1,138 @@
+"""The MLflow mirror: run tree, tags, batching, no-op when disabled, clear unreachable errors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from transferlab.errors import TrackingError
+from transferlab.models import build_model
+from transferlab.params import TrackingParams
+from transferlab.tracking import EXECUTION_ENV, Tracker, execution_id, flatten, tracked
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(EXECUTION_ENV, "exec-1")
+    return uri
+
+
+def all_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("transferlab")
+    return client.search_runs([exp.experiment_id])
+
+
+def test_flatten() -> None:
+    assert flatten({"a": 1, "b": {"c": 2.5, "d": "x", "e": True}}) == {"a": 1.0, "b.c": 2.5}
+
+
+def test_stage_run_tree_and_tags(store: str) -> None:
+    with tracked(Tracker(TrackingParams(), "transfer", {"transferlab.source": "s"},
+                         {"finetune": {"lr": 0.1}})) as tracker:
+        child = tracker.child("s/finetune b=1 s=0", {"transferlab.budget": "1"},
+                              {"budget": "1"}, {"best_val_accuracy": 0.5, "nested": {"x": 1}})
+        tracker.log_history(child, [{"epoch": 1, "val_accuracy": 0.2},
+                                    {"epoch": 2, "val_accuracy": 0.4}])
+    with tracked(Tracker(TrackingParams(), "evaluate")):
+        pass
+    runs = {r.info.run_name: r for r in all_runs(store)}
+    pipeline = runs["pipeline exec-1"]  # one parent for the whole execution
+    stage, evaluate, leaf = runs["transfer"], runs["evaluate"], runs["s/finetune b=1 s=0"]
+    assert stage.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
+    assert evaluate.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
+    assert leaf.data.tags["mlflow.parentRunId"] == stage.info.run_id
+    for run in (stage, leaf):
+        assert run.data.tags["transferlab.stage"] == "transfer"
+        assert run.data.tags["transferlab.source"] == "s"
+    assert "git.commit" in stage.data.tags and "transferlab.params_sha256" in stage.data.tags
+    assert stage.data.params["finetune.lr"] == "0.1"
+    assert leaf.data.metrics == {"best_val_accuracy": 0.5, "nested.x": 1.0, "val_accuracy": 0.4}
+    history = MlflowClient(store).get_metric_history(leaf.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.2), (2, 0.4)]
+    assert stage.info.status == "FINISHED"
+
+
+def test_rerun_creates_a_new_run(store: str) -> None:
+    for lr in (0.1, 0.2):  # changing a param value must never hit MLflow's immutability error
+        with tracked(Tracker(TrackingParams(), "pretrain", {}, {"lr": lr})):
+            pass
+    assert sum(r.info.run_name == "pretrain" for r in all_runs(store)) == 2
+
+
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError, "FAILED"),
+                                               (KeyboardInterrupt, "KILLED")])
+def test_failed_stage_ends_its_run(store: str, error: type, status: str) -> None:
+    with pytest.raises(error), tracked(Tracker(TrackingParams(), "pretrain")):
+        raise error("boom")
+    (run,) = [r for r in all_runs(store) if r.info.run_name == "pretrain"]
+    assert run.info.status == status
+
+
+def test_link_to_source_run(store: str) -> None:
+    with tracked(Tracker(TrackingParams(), "pretrain")) as pre:
+        pre.set_tags({"transferlab.checkpoint_sha256": "abc"})
+    with tracked(Tracker(TrackingParams(), "transfer")) as tr:
+        assert tr.link_source_run("abc") == pre.run_id
+        tr.child("c", {}, {}, {"m": 1.0})
+    runs = {r.info.run_name: r for r in all_runs(store)}
+    assert runs["c"].data.tags["transferlab.source_run_id"] == pre.run_id
+    assert pre.run_id in runs["transfer"].data.tags["mlflow.note.content"]
+
+
+def test_log_model_with_signature(store: str) -> None:
+    model = build_model("small_cnn", 3, 0.1, 0.3, seed=0, width=4).eval()
+    with tracked(Tracker(TrackingParams(), "pretrain")) as tracker:
+        tracker.log_model(tracker.run_id, model, np.zeros((1, 1, 16, 16), np.float32), "m")
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(store)
+    (logged,) = mlflow.search_logged_models(experiment_ids=[tracker.experiment_id],
+                                            output_format="list")
+    uri = f"models:/{logged.model_id}"
+    info = mlflow.models.get_model_info(uri)
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 16, 16]
+    loaded = mlflow.pytorch.load_model(uri)
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_disabled_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with tracked(Tracker(TrackingParams(enabled=False), "pretrain")) as tracker:
+        assert tracker.child("c", {}, {}, {"m": 1.0}) is None
+        tracker.log_metrics(None, {"m": 1.0})
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(TrackingError, match=r"unreachable.*tracking\.on_unreachable: warn"):
+        Tracker(TrackingParams(), "pretrain").start()
+
+
+def test_unreachable_server_can_warn_and_continue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.warns(UserWarning, match="continuing with tracking off"):
+        tracker = Tracker(TrackingParams(on_unreachable="warn"), "pretrain").start()
+    assert tracker.enabled is False
+
+
+def test_execution_id_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EXECUTION_ENV, "abc")
+    assert execution_id() == "abc"
+    monkeypatch.delenv(EXECUTION_ENV)
+    assert execution_id() != execution_id()  # no dvc ancestor: one id per stage process

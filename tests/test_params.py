@@ -48,7 +48,8 @@ def test_round_trip(params_file: Path) -> None:
          r"transfer\.finetune\.epochs: expected an integer"),
         (lambda p: p["transfer"]["finetune"].update(lr="fast"),
          r"transfer\.finetune\.lr: expected a number"),
-        (lambda p: p["tracking"].update(enabled="yes"), r"tracking\.enabled: expected true or false"),
+        (lambda p: p["tracking"].update(enabled="yes"),
+         r"tracking\.enabled: expected true or false"),
         (lambda p: p["common"].update(seeds=3), r"common\.seeds: expected a list"),
         # unknown choices
         (lambda p: p["pretrain"].update(arch="vgg99"),

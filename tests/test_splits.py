@@ -27,7 +27,7 @@ def test_per_class_split_is_seeded(labels: np.ndarray) -> None:
     a = per_class_split(labels, [7, 3], seed=1)
     b = per_class_split(labels, [7, 3], seed=1)
     c = per_class_split(labels, [7, 3], seed=2)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], c[0])
 
 

@@ -125,7 +125,7 @@ def transferability_summary(score_rows: list[dict], summary: dict,
         agreement[budget], picks[budget] = {}, {}
         for s in SCORES:
             values = [scores[src].get(budget, {}).get(s, math.nan) for src in sources]
-            finite = [(v, src) for v, src in zip(values, sources) if math.isfinite(v)]
+            finite = [(v, src) for v, src in zip(values, sources, strict=True) if math.isfinite(v)]
             picks[budget][s] = max(finite)[1] if finite else None
             agreement[budget][s] = {}
             for strategy in ("finetune", "linear_probe"):

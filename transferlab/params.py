@@ -189,12 +189,13 @@ class DatasetSpec:
             _check_range(f"{key}.noise_std", self.noise_std, 0, 1)
         if self.classes is not None:
             if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-                _fail(f"{key}.classes", f"need at least 2 distinct digits, got {list(self.classes)}")
+                _fail(f"{key}.classes",
+                      f"need at least 2 distinct digits, got {list(self.classes)}")
             for c in self.classes:
                 _check_range(f"{key}.classes", c, 0, 9)
 
 
-Budget = Union[int, Literal["all"]]
+Budget = int | Literal["all"]
 
 
 @dataclass(frozen=True)
@@ -227,11 +228,12 @@ class PrepareParams:
         if ints != sorted(set(ints)) or self.budgets.count("all") > 1 or (
             "all" in self.budgets and self.budgets[-1] != "all"
         ):
-            _fail(f"{key}.budgets", f"must be strictly increasing, 'all' last, got {list(self.budgets)}")
+            _fail(f"{key}.budgets",
+                  f"must be strictly increasing, 'all' last, got {list(self.budgets)}")
         _check_range(f"{key}.test_per_class", self.test_per_class, 1, BIG)
         _check_range(f"{key}.val_per_class", self.val_per_class, 1, BIG)
-        _check_range(f"{key}.source_test_fraction", self.source_test_fraction, 0, 0.9, low_open=True)
-        _check_range(f"{key}.source_val_fraction", self.source_val_fraction, 0, 0.9, low_open=True)
+        for name in ("source_test_fraction", "source_val_fraction"):
+            _check_range(f"{key}.{name}", getattr(self, name), 0, 0.9, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def _write_split(folder: Path, split: str, data: ImageSet) -> dict[str, str]:
 
 def _counts(data: ImageSet) -> dict[str, int]:
     counts = np.bincount(data.labels, minlength=len(data.class_names))
-    return {name: int(n) for name, n in zip(data.class_names, counts)}
+    return {name: int(n) for name, n in zip(data.class_names, counts, strict=True)}
 
 
 def write_dataset(folder: Path, splits: dict[str, ImageSet], extra: dict) -> dict:

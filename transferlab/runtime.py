@@ -105,10 +105,10 @@ def staged_outputs(*paths: str | Path) -> Iterator[list[Path]]:
         for tmp in temps:
             _remove(tmp)
         raise
-    for final, tmp in zip(finals, temps):
+    for final, tmp in zip(finals, temps, strict=True):
         if not tmp.exists():
             raise RuntimeError(f"{final}: the stage did not write this declared output")
-    for final, tmp in zip(finals, temps):
+    for final, tmp in zip(finals, temps, strict=True):
         _remove(final)
         tmp.replace(final)
 

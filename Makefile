@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-dev repro test test-fast lint ui bench clean-outputs
+.PHONY: setup setup-dev repro sync test test-fast lint ui bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ setup: $(VENV)/.deps          ## create .venv and install the pinned runtime dep
 setup-dev: $(VENV)/.dev       ## ... plus test and lint tools
 
 repro: setup                  ## run the whole pipeline on the built-in default scenario
-	dvc repro
+	export TRANSFERLAB_EXECUTION=$$($(BIN)/python -c "import uuid; print(uuid.uuid4().hex[:12])"); \
+	dvc repro && $(BIN)/python -m transferlab.tracking sync
 
-test: setup-dev               ## the full test suite (slow end-to-end tests included)
+test: setup-dev               ## lint, then the full test suite (slow end-to-end tests included)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+sync: setup                   ## rebuild the MLflow mirror from the DVC outputs (idempotent)
+	$(BIN)/python -m transferlab.tracking sync
 
 test-fast: setup-dev          ## unit tests only
 	$(BIN)/python -m pytest -m "not slow"

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transferlab import analysis, tables  # noqa: E402
 from transferlab.compute import compute_summary  # noqa: E402
 from transferlab.evaluation import discover_runs, evaluate_runs, transferability_scores  # noqa: E402
+from transferlab.mirror import mirror_evaluate, outputs_digest  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.prepared import PreparedDataset  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
@@ -45,7 +46,8 @@ def main() -> None:
     budgets = [str(b) for b in params.prepare.budgets]
     all_lpc = sum(target.manifest["counts"]["train"].values()) / len(target.class_names)
     runs = discover_runs(Path(args.runs))
-    tracker = Tracker(params.tracking, "evaluate", {}, {"evaluate": to_dict(p)})
+    tracker = Tracker(params.tracking, "evaluate", {}, {"evaluate": to_dict(p)},
+                      dvc_stage="evaluate")
     outputs = (args.metrics, args.runs_table, args.compute, args.plots)
     with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, compute_path,
                                                        plots):
@@ -68,7 +70,9 @@ def main() -> None:
         test_labels = target.load("test").labels
         tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_labels,
                            target.class_names, p.calibration_bins)
-        tracker.log_summary(summary)
+        mirror_evaluate(tracker, report)
+        tracker.set_tags({"transferlab.outputs_digest": outputs_digest(
+            dict(zip(outputs, (metrics_path, table_path, compute_path, plots), strict=True)))})
     best = report["recommendations"][budgets[-1]]
     print(f"evaluate: {len(results)} runs; best at {budgets[-1]} labels/class: {best['best']} "
           f"({best['accuracy']['mean']:.3f})")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transferlab.mirror import mirror_pretrain, outputs_digest  # noqa: E402
 from transferlab.models import save_checkpoint  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.prepared import PreparedDataset  # noqa: E402
@@ -40,7 +41,8 @@ def main() -> None:
     data = PreparedDataset.open(args.data)
     used = {"pretrain": to_dict(params.pretrain),
             "source": to_dict(params.prepare.sources[args.source])}
-    tracker = Tracker(params.tracking, "pretrain", {"transferlab.source": args.source}, used)
+    tracker = Tracker(params.tracking, "pretrain", {"transferlab.source": args.source}, used,
+                      dvc_stage=f"pretrain@{args.source}")
     outputs = (args.model, args.metrics, args.timing)
     with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, timing_path):
         model, config, metrics, timing = pretrain_source(params.pretrain, data, device,
@@ -48,10 +50,12 @@ def main() -> None:
         save_checkpoint(model, model_path, config)
         metrics_path.write_text(dumps_json(metrics))
         timing_path.write_text(dumps_json(timing))
-        tracker.set_tags({"transferlab.checkpoint_sha256": sha256_file(model_path)})
-        tracker.log_history(tracker.run_id, timing.get("history", []))
-        tracker.log_metrics(tracker.run_id, metrics)
+        mirror_pretrain(tracker, metrics, timing)
         tracker.log_model(tracker.run_id, model, data.example_input(), "source_model")
+        tracker.set_tags({"transferlab.checkpoint_sha256": sha256_file(model_path),
+                          "transferlab.outputs_digest": outputs_digest(
+                              dict(zip(outputs, (model_path, metrics_path, timing_path),
+                                       strict=True)))})
     print(f"pretrain {args.source}: {dumps_json(metrics.get('test', metrics)).strip()}")
 
 

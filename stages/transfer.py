@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transferlab.mirror import mirror_transfer_record, outputs_digest  # noqa: E402
 from transferlab.params import STRATEGIES, load_params, to_dict  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
     dumps_json,
@@ -41,15 +42,13 @@ def main() -> None:
         mapping = json.loads((Path(args.source_data) / "manifest.json").read_text())
     source_name = args.source or "none"
     tags = {"transferlab.source": source_name, "transferlab.strategy": args.strategy}
-    tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)})
+    dvc_stage = ("scratch" if args.strategy == "scratch"
+                 else f"transfer@{source_name}-{args.strategy}")
+    tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)},
+                      dvc_stage=dvc_stage)
 
     def on_result(record: dict, model: object) -> None:
-        run_id = tracker.child(f"{source_name}/{args.strategy} b={record['budget']} "
-                               f"s={record['seed']}",
-                               {**tags, "transferlab.budget": record["budget"]},
-                               {"budget": record["budget"], "seed": record["seed"]},
-                               {k: v for k, v in record.items() if k != "history"})
-        tracker.log_history(run_id, record["history"])
+        mirror_transfer_record(tracker, source_name, args.strategy, record)
 
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
     with tracked(tracker), staged_outputs(args.out) as (out,):
@@ -64,6 +63,7 @@ def main() -> None:
         (out / "timing.json").write_text(dumps_json(timing))
         if result["skipped"]:
             tracker.set_tags({"transferlab.skipped": result["skipped"]})
+        tracker.set_tags({"transferlab.outputs_digest": outputs_digest({args.out: out})})
     status = f"skipped: {result['skipped']}" if result["skipped"] else f"{len(result['runs'])} runs"
     print(f"transfer {source_name}/{args.strategy}: {status}")
 

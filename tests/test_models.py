@@ -138,9 +138,6 @@ def test_freeze_unknown_block(bad: str) -> None:
         freeze(_small(), ["block1", bad])
 
 
-@pytest.mark.xfail(strict=True, reason="models.py:184 freeze() overwrites model.frozen_bn, so a "
-                   "second freeze() call un-freezes the BatchNorm statistics of blocks frozen "
-                   "earlier while their parameters stay frozen")
 def test_freeze_twice_keeps_earlier_bn_frozen() -> None:
     model = _small()
     freeze(model, ["block1"], bn_stats=True)

@@ -117,14 +117,52 @@ def test_one_strategy_edit_reruns_only_that_strategy(workspace, first_run: str) 
                                "transfer@random_init-finetune", "evaluate", "report"}
 
 
+def _sync(repo: Path, env: dict) -> dict[str, list[str]]:
+    out = run([sys.executable, "-m", "transferlab.tracking", "sync"], repo, env)
+    rows = {}
+    for line in out.strip().splitlines():
+        key, _count, *stages = line.split()
+        rows[key] = stages
+    return rows
+
+
+def test_sync_rebuilds_the_mirror_idempotently(workspace, first_run: str) -> None:
+    """Tracking was off for the first run: sync re-creates every tracked stage from the outputs
+    on disk, tagged with dvc.lock's md5s; a second sync changes nothing."""
+    repo, env = workspace
+    tracked = {s for s in run(["dvc", "stage", "list", "--name-only"], repo).split()
+               if s.split("@")[0] in ("pretrain", "transfer", "scratch", "evaluate")}
+    first = _sync(repo, env)
+    assert set(first["recreated"]) == tracked
+    second = _sync(repo, env)
+    assert second["recreated"] == [] and second["tagged"] == [] and second["skipped_marked"] == []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("transferlab").experiment_id
+    (run_,) = client.search_runs([exp], "tags.`dvc.stage` = 'pretrain@printed_digits'")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    model_md5 = next(o["md5"] for o in lock["pretrain@printed_digits"]["outs"]
+                     if o["path"].endswith("model.pt"))
+    assert run_.data.tags["dvc.out.models/printed_digits/model.pt"] == model_md5
+    assert run_.data.metrics["test.accuracy"] > 0
+    data_md5 = next(o["md5"] for o in lock["prepare"]["outs"])
+    assert [d.dataset.digest for d in run_.inputs.dataset_inputs] == [data_md5]
+
+
 def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first_run) -> None:
     repo, env = workspace
     before = {p: (repo / p).read_bytes() for p in
               ["metrics/evaluate.json", "metrics/runs.csv", "models/printed_digits/metrics.json",
                "plots/learning_curves.csv"]}
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tracking"]["enabled"] = not params["tracking"]["enabled"]
+    assert params["tracking"]["enabled"] is False  # the first run was untracked
+    params["tracking"]["enabled"] = True
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro", "--force"], repo, env)
     for path, content in before.items():
         assert (repo / path).read_bytes() == content, f"{path} changed on a forced rerun"
+    # the live runs of this execution are found by their outputs' digest, not re-created
+    after = _sync(repo, env)
+    assert after["recreated"] == [] and after["skipped_marked"] == []
+    assert len(after["tagged"]) == len(after["tagged"] + after["ok"]) > 0

@@ -252,9 +252,6 @@ def test_extract_features_matches_the_backbone() -> None:
         torch.testing.assert_close(feats, model.features(x))
 
 
-@pytest.mark.xfail(strict=True, reason="training.py:65 predict_logits returns torch.empty(0) "
-                   "(shape (0,)) for an empty input instead of (0, C), so predict_proba's "
-                   "softmax(dim=1) raises IndexError")
 def test_predict_proba_on_an_empty_batch() -> None:
     proba = predict_proba(_model(), torch.empty(0, 1, 16, 16), CPU)
     assert proba.shape == (0, 3)
@@ -309,11 +306,6 @@ def test_flops_leave_the_model_untouched() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.xfail(strict=True, reason="training.py:179 flops_per_example(train=True) runs a "
-                   "single example through BatchNorm in train mode; resnet18 on 16x16 inputs "
-                   "has 1x1 maps from layer3 on, so BatchNorm raises 'Expected more than 1 "
-                   "value per channel when training' (adapt() calls this for every torchvision "
-                   "arch at image_size < 64)")
 def test_flops_of_resnet18_at_16px_train() -> None:
     model = build_model("resnet18", 3, 0.25, 0.3, seed=0)
     x = torch.rand(1, 1, 16, 16)

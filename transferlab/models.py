@@ -127,18 +127,19 @@ def load_torchvision_init(model: TransferNet, init: str) -> list[str]:
     import torchvision
 
     _, arch, weights = init.split(":", 2)
-    if Path(weights).is_file():
+    enum = torchvision.models.get_model_weights(arch)
+    names = [w.name for w in enum]
+    if weights in names:  # a weights name wins over a same-named file in the working directory
+        state = enum[weights].get_state_dict(progress=True)
+    elif Path(weights).is_file():
         state = torch.load(weights, map_location="cpu", weights_only=True)
     else:
-        enum = torchvision.models.get_model_weights(arch)
-        names = [w.name for w in enum]
-        if weights not in names:
-            raise ValueError(f"pretrain.init: unknown weights {weights!r} for {arch} and no such "
-                             f"file; expected a path or one of {', '.join(names)}")
-        state = enum[weights].get_state_dict(progress=True)
+        raise ValueError(f"pretrain.init: unknown weights {weights!r} for {arch} and no such "
+                         f"file; expected a path or one of {', '.join(names)}")
     # Our backbone wraps the very module objects of a torchvision model, so loading the full
     # torchvision state dict (strict: the file must match `arch`) fills the backbone too.
-    backbone, _, net = _torchvision_backbone(arch)
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not touch global RNG
+        backbone, _, net = _torchvision_backbone(arch)
     net.load_state_dict(state)
     model.backbone.load_state_dict(backbone.state_dict())
     return list(backbone.state_dict())
@@ -181,7 +182,7 @@ def freeze(model: TransferNet, blocks: list[str], bn_stats: bool = True) -> list
             bn += [f"backbone.{block}.{n}" for n, m in
                    model.backbone.get_submodule(block).named_modules()
                    if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    model.frozen_bn = tuple(bn)
+    model.frozen_bn = tuple(dict.fromkeys(model.frozen_bn + tuple(bn)))  # freeze() accumulates
     model.train(model.training)
     return frozen
 

@@ -80,6 +80,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, f"expected a number, got {value!r}")
+        if isinstance(value, int) and abs(value) >= 2**1023:  # float(value) would overflow
+            _fail(key, f"too large for a number, got an integer of {value.bit_length()} bits")
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:
@@ -216,7 +218,7 @@ class PrepareParams:
         if not self.sources:
             _fail(f"{key}.sources", "must name at least one candidate source")
         for name in self.sources:
-            if not name.replace("_", "").isalnum() or not name.islower():
+            if not (name.isascii() and name.replace("_", "").isalnum() and name.islower()):
                 _fail(f"{key}.sources.{name}", "source names are lower-case letters, digits, '_'")
         _check_range(f"{key}.image_size", self.image_size, 8, 512)
         _check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
@@ -365,6 +367,27 @@ class Params:
 
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``, but an integer too long to print is an error (as it already is for a
+    decimal literal; ``0x`` / ``0b`` literals get past that check), so every message can show it."""
+
+    def construct_yaml_int(self, node: yaml.Node) -> int:
+        value = super().construct_yaml_int(node)
+        str(value)  # ValueError past sys.get_int_max_str_digits()
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _one_line(err: Exception) -> str:
+    """A parse error as one line (PyYAML's own text spans several, with a source excerpt)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark, context = err.problem_mark, f" ({err.context})" if err.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}{context}"
+    return " ".join(str(err).split())
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the whole ``params.yaml``.
 
@@ -379,9 +402,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except RecursionError:
+        raise ParamsError(f"{path}: not valid YAML: nested too deeply") from None
+    # PyYAML's scalar constructors raise plain ValueError / KeyError / ... on malformed scalars
+    # (``2020-13-45``, ``!!bool maybe``, ``!!int ''``); UnicodeDecodeError is a ValueError.
+    except (yaml.YAMLError, ValueError, KeyError, IndexError, AttributeError) as err:
+        raise ParamsError(f"{path}: not valid YAML: {_one_line(err)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of blocks at the top level")
     return from_dict(Params, raw, "")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,8 @@ class TargetData:
 
 def replicate_seed(seed: str, budget: str) -> int:
     """One integer seed per (seed, budget) replicate, stable across runs and machines."""
-    b = 10**6 if budget == "all" else int(budget)
-    return int(seed) * 10**7 + b
+    digest = hashlib.sha256(f"{int(seed)}:{budget}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits
 
 
 def skip_reason(strategy: str, source_config: dict | None, mapping: dict | None) -> str | None:
@@ -79,7 +80,8 @@ def source_only_model(source: TransferNet, source_classes: list[str], mapping: d
     rows = [0] * num_classes
     for s_name, t_idx in mapping["source_to_target"].items():
         rows[t_idx] = source_classes.index(s_name)
-    head = nn.Linear(source.feature_dim, num_classes)
+    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep global RNG intact
+        head = nn.Linear(source.feature_dim, num_classes)
     with torch.no_grad():
         head.weight.copy_(source.head.weight[rows])
         head.bias.copy_(source.head.bias[rows])

@@ -7,13 +7,15 @@ comparison. With ``tracking.enabled: false`` every call here is a no-op.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,17 @@ EXECUTION_ENV = "TRANSFERLAB_EXECUTION"
 
 
 def repo_root() -> Path:
-    """The project root: the nearest directory holding dvc.yaml (stages run from there)."""
+    """The project root: the nearest directory holding dvc.yaml (stages run from there).
+
+    ``dvc exp run --temp`` and ``--queue`` run stages in a copy under
+    ``<root>/.dvc/tmp/exps/...`` that is deleted afterwards; the root is then the workspace that
+    owns that ``.dvc``, so tracking lands in the same store as ``dvc repro``.
+    """
     here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if folder.name == "exps" and folder.parent.name == "tmp" \
+                and folder.parent.parent.name == ".dvc":
+            return folder.parent.parent.parent
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file():
             return folder
@@ -86,15 +97,62 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def init_sqlite_store(path: Path) -> None:
+    """Create the sqlite store's schema once, under a file lock, and switch it to WAL.
+
+    MLflow creates its schema racily: several stages starting together against a fresh store
+    can crash. The lock serialises the first use; WAL lets readers and a writer overlap.
+    """
+    import fcntl
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+            with sqlite3.connect(path, timeout=60) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _guarded(method: Callable) -> Callable:
+    """Tracking must never break a stage: after the first failing call (server gone, store
+    locked, ...) tracking switches off for the rest of the stage, the failure is counted, and
+    `tracked` reports it with the command that restores the mirror."""
+
+    @functools.wraps(method)
+    def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - counted and reported, never silent
+            self.failures += 1
+            self.last_error = f"{type(err).__name__}: {err}"[:500]
+            self.enabled = False
+            return None
+
+    return wrapper
+
+
 class Tracker:
     """Mirror one stage into MLflow; a no-op when tracking is disabled."""
 
     def __init__(self, params: TrackingParams, stage: str, tags: Mapping[str, str] | None = None,
-                 params_used: Mapping[str, Any] | None = None) -> None:
+                 params_used: Mapping[str, Any] | None = None,
+                 dvc_stage: str | None = None) -> None:
         self.enabled = params.enabled
         self.params = params
         self.stage = stage
         self.tags = dict(tags or {})
+        if dvc_stage:
+            self.tags["dvc.stage"] = dvc_stage
+        self.failures = 0
+        self.last_error: str | None = None
         self.params_used = params_used or {}
         self.client = None
         self.run_id: str | None = None
@@ -129,8 +187,11 @@ class Tracker:
 
         uri = tracking_uri()
         if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            init_sqlite_store(Path(uri[len("sqlite:///"):]))
         elif uri.startswith("http"):
+            # MLflow's own retries can stall a stage for minutes once the server is gone
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
             import urllib.request
 
             try:
@@ -162,6 +223,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
+    @_guarded
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
               metrics: Mapping[str, Any]) -> str | None:
         """A finished child run of this stage's run, with its params and metrics in one batch."""
@@ -174,6 +236,7 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
+    @_guarded
     def link_source_run(self, checkpoint_sha256: str) -> str | None:
         """Tag this stage (and its children) with the pretrain run that produced the source
         checkpoint, found by the checkpoint's sha256; the run's note links to it in the UI."""
@@ -193,11 +256,13 @@ class Tracker:
                        f"(#/experiments/{self.experiment_id}/runs/{source_run})"})
         return source_run
 
+    @_guarded
     def set_tags(self, tags: Mapping[str, str], run_id: str | None = None) -> None:
         if self.enabled:
             for key, value in tags.items():
                 self.client.set_tag(run_id or self.run_id, key, str(value))
 
+    @_guarded
     def log_summary(self, summary: Mapping[str, Mapping[str, Mapping]]) -> None:
         """One child run per curve x budget, all under identical metric names, so the UI can
         compare strategies side by side."""
@@ -211,11 +276,13 @@ class Tracker:
                 self.child(f"{curve} b={budget}", tags,
                            {"curve": curve, "budget": budget}, entry)
 
+    @_guarded
     def finish(self, status: str = "FINISHED") -> None:
         if self.enabled and self.run_id:
             self.client.set_terminated(self.run_id, status)
 
     # -- logging -----------------------------------------------------------------------------
+    @_guarded
     def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -225,6 +292,7 @@ class Tracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start:start + 100])
 
+    @_guarded
     def log_metrics(self, run_id: str | None, metrics: Mapping[str, Any],
                     step: int = 0) -> None:
         """All metrics of one step in batched calls (never one call per metric)."""
@@ -237,6 +305,7 @@ class Tracker:
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start:start + 1000])
 
+    @_guarded
     def log_history(self, run_id: str | None, history: list[dict]) -> None:
         """Per-epoch curves, one batch for the whole history."""
         from mlflow.entities import Metric
@@ -249,10 +318,12 @@ class Tracker:
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start:start + 1000])
 
+    @_guarded
     def log_artifact(self, run_id: str | None, path: str | Path) -> None:
         if self.enabled:
             self.client.log_artifact(run_id, str(path))
 
+    @_guarded
     def log_model(self, run_id: str | None, model: Any, example: Any, name: str) -> None:
         """``mlflow.pytorch.log_model`` with an input example and inferred signature."""
         if not (self.enabled and self.params.log_models):
@@ -298,4 +369,38 @@ def tracked(tracker: Tracker) -> Iterator[Tracker]:
     except BaseException:
         tracker.finish("FAILED")
         raise
+    finally:
+        if tracker.failures:
+            print(f"warning: MLflow tracking failed during stage {tracker.stage!r} "
+                  f"({tracker.last_error}); the DVC outputs are complete. Restore the mirror "
+                  "with: python -m transferlab.tracking sync", file=sys.stderr)
     tracker.finish("FINISHED")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m transferlab.tracking sync``: rebuild the MLflow mirror from the DVC outputs."""
+    import argparse
+    import dataclasses
+
+    from transferlab.mirror import sync
+    from transferlab.params import load_params
+    from transferlab.runtime import run_stage
+
+    parser = argparse.ArgumentParser(prog="python -m transferlab.tracking",
+                                     description=main.__doc__)
+    parser.add_argument("command", choices=["sync"])
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    args = parser.parse_args(argv)
+
+    def _sync() -> None:
+        # an explicit sync mirrors even when the stages ran with tracking switched off
+        params = dataclasses.replace(load_params(args.params).tracking, enabled=True)
+        result = sync(repo_root(), params)
+        for key, stages in result.items():
+            print(f"{key:15s} {len(stages):3d}  {' '.join(stages)}")
+
+    run_stage(_sync)
+
+
+if __name__ == "__main__":
+    main()

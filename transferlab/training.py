@@ -59,10 +59,10 @@ def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device,
     """Logits (N, C) of ``model`` on inputs (N, ...), computed in eval mode, returned on CPU."""
     model.eval()
     out = []
-    for start in range(0, len(x), batch_size):
+    for start in range(0, max(len(x), 1), batch_size):  # an empty x still gives (0, C)
         with _autocast(device):
             out.append(model(x[start:start + batch_size].to(device)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out)
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -76,7 +76,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
     """Backbone features (N, D) of a :class:`~transferlab.models.TransferNet`, on CPU."""
     model.eval()
     out = []
-    for start in range(0, len(x), batch_size):
+    for start in range(0, max(len(x), 1), batch_size):  # an empty x still gives (0, D)
         with _autocast(device):
             out.append(model.features(x[start:start + batch_size].to(device)).float().cpu())
     return torch.cat(out)
@@ -117,6 +117,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
+            if len(idx) == 1 and len(order) > 1:
+                continue  # BatchNorm cannot train on a last batch of one (e.g. 1x1 resnet maps)
             xb = x_train[idx]
             if augment:
                 xb = augment_batch(xb, generator)
@@ -169,17 +171,19 @@ class Stopwatch:
 
 
 def flops_per_example(model: nn.Module, example: torch.Tensor, train: bool) -> int:
-    """FLOPs of one forward (and, if ``train``, backward) pass on one example (1, ...).
+    """FLOPs of one forward (and, if ``train``, backward) pass per example.
 
     Counted with ``torch.utils.flop_counter`` on the model as configured, so frozen blocks
-    contribute no weight-gradient FLOPs.
+    contribute no weight-gradient FLOPs. Measured on a batch of two (BatchNorm cannot train on
+    one example when feature maps are 1x1) and halved.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     model = copy.deepcopy(model).cpu().train(train)  # a copy: BatchNorm statistics stay put
+    batch = example[:1].expand(2, *example.shape[1:]).contiguous()
     counter = FlopCounterMode(display=False)
     with counter:
-        out = model(example)
+        out = model(batch)
         if train and out.requires_grad:
             out.sum().backward()
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) // 2

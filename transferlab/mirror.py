@@ -1,0 +1,230 @@
+"""What each stage mirrors into MLflow, and ``sync``: rebuild the mirror from the DVC outputs.
+
+The stages and ``sync`` call the same ``mirror_*`` functions, so a run re-created from the
+outputs on disk carries the same metrics as one logged live. ``sync`` ties every stage's run to
+``dvc.lock``: it tags the run with the md5 of each dep and out, logs the prepared data as the
+run's dataset input (digest = the DVC hash of ``data/prepared``), re-creates the runs of stages
+whose tracking was off or lost, and marks stages that DVC skipped (or restored from its
+run-cache) in the current execution, linked to the run that produced their outputs. It is
+idempotent: a second ``sync`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transferlab.runtime import sha256_file
+from transferlab.tracking import EXECUTION_ENV, Tracker
+
+TRACKED_KINDS = ("pretrain", "transfer", "scratch", "evaluate")
+
+
+def stage_kind(dvc_stage: str) -> str:
+    """``transfer@src-finetune`` -> ``transfer``."""
+    return dvc_stage.split("@", 1)[0]
+
+
+def outputs_digest(outputs: Mapping[str, str | Path]) -> str:
+    """sha256 over every file of a stage's outputs, keyed by final name and relative path.
+
+    Args:
+        outputs: final output path (as in dvc.yaml) -> where it is on disk now (the two differ
+            while a stage still holds its outputs in staged temporary paths).
+    """
+    rows = []
+    for final, actual in sorted((str(k), Path(v)) for k, v in outputs.items()):
+        name = Path(final).name
+        files = [actual] if actual.is_file() else sorted(p for p in actual.rglob("*")
+                                                          if p.is_file())
+        for f in files:
+            rel = name if f == actual else f"{name}/{f.relative_to(actual).as_posix()}"
+            rows.append([rel, sha256_file(f)])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+# -- what each stage mirrors ----------------------------------------------------------------
+
+def mirror_pretrain(tracker: Tracker, metrics: dict, timing: dict) -> None:
+    tracker.log_history(tracker.run_id, timing.get("history", []))
+    tracker.log_metrics(tracker.run_id, metrics)
+
+
+def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record: dict) -> None:
+    """One child run per (budget, seed) replicate, with its validation curve."""
+    run_id = tracker.child(f"{source}/{strategy} b={record['budget']} s={record['seed']}",
+                           {"transferlab.budget": str(record["budget"]),
+                            "transferlab.seed": str(record["seed"])},
+                           {"budget": record["budget"], "seed": record["seed"]},
+                           {k: v for k, v in record.items() if k != "history"})
+    tracker.log_history(run_id, record.get("history", []))
+
+
+def mirror_evaluate(tracker: Tracker, report: dict) -> None:
+    tracker.log_summary(report["summary"])
+    tracker.log_metrics(tracker.run_id, {"label_efficiency": report["label_efficiency"]})
+
+
+def mirror_from_disk(tracker: Tracker, kind: str, outs: list[Path]) -> None:
+    """Re-log a finished stage from its outputs on disk (used by ``sync``)."""
+    if kind == "pretrain":
+        by_name = {p.name: p for p in outs}
+        metrics = json.loads(by_name["metrics.json"].read_text())
+        timing = json.loads(by_name["timing.json"].read_text())
+        mirror_pretrain(tracker, metrics, timing)
+    elif kind in ("transfer", "scratch"):
+        info = json.loads((outs[0] / "runs.json").read_text())
+        for record in info["runs"]:
+            mirror_transfer_record(tracker, info["source"], info["strategy"], record)
+    elif kind == "evaluate":
+        (metrics,) = [p for p in outs if p.name == "evaluate.json"]
+        mirror_evaluate(tracker, json.loads(metrics.read_text()))
+
+
+# -- sync -----------------------------------------------------------------------------------
+
+def _lock_tags(entry: dict) -> dict[str, str]:
+    tags = {}
+    for kind in ("deps", "outs"):
+        for item in entry.get(kind, []):
+            digest = item.get("md5") or item.get("hash") or ""
+            tags[f"dvc.{kind[:-1]}.{item['path']}"] = str(digest)
+    return tags
+
+
+def _tags_for(dvc_stage: str) -> dict[str, str]:
+    kind = stage_kind(dvc_stage)
+    if kind == "pretrain":
+        return {"transferlab.source": dvc_stage.split("@", 1)[1]}
+    if kind == "transfer":
+        source, strategy = dvc_stage.split("@", 1)[1].rsplit("-", 1)
+        return {"transferlab.source": source, "transferlab.strategy": strategy}
+    if kind == "scratch":
+        return {"transferlab.source": "none", "transferlab.strategy": "scratch"}
+    return {}
+
+
+def sync(root: Path, tracker_params: Any) -> dict[str, list[str]]:
+    """Bring MLflow in line with ``dvc.lock`` and the outputs on disk. Idempotent.
+
+    Args:
+        root: the project root (holds dvc.lock).
+        tracker_params: the ``tracking`` params block (store, experiment).
+    Returns:
+        {"tagged": [...], "recreated": [...], "skipped_marked": [...], "ok": [...]} stage names.
+    """
+    from mlflow.entities import Dataset
+
+    lock_path = root / "dvc.lock"
+    if not lock_path.is_file():
+        raise FileNotFoundError(f"{lock_path}: no lock file; run `dvc repro` first")
+    lock = yaml.safe_load(lock_path.read_text())["stages"]
+    probe = Tracker(tracker_params, "sync")
+    probe._connect()
+    client, exp = probe.client, probe.experiment_id
+    data = next((o for o in lock.get("prepare", {}).get("outs", [])
+                 if o["path"] == "data/prepared"), None)
+    dataset = Dataset(name="data/prepared", digest=str(data["md5"])[:36], source_type="dvc",
+                      source=str(root / "data" / "prepared")) if data else None
+    current = _current_execution(client, exp) or f"sync-{sha256_file(lock_path)[:12]}"
+    previous = os.environ.get(EXECUTION_ENV)
+    os.environ[EXECUTION_ENV] = current  # runs re-created below join the current execution
+    try:
+        return _sync_stages(root, tracker_params, lock, client, exp, dataset, current)
+    finally:
+        if previous is None:
+            os.environ.pop(EXECUTION_ENV, None)
+        else:
+            os.environ[EXECUTION_ENV] = previous
+
+
+def _sync_stages(root: Path, tracker_params: Any, lock: dict, client: Any, exp: str,
+                 dataset: Any, current: str) -> dict[str, list[str]]:
+    from mlflow.entities import DatasetInput
+
+    result: dict[str, list[str]] = {"tagged": [], "recreated": [], "skipped_marked": [],
+                                    "ok": []}
+    for name, entry in sorted(lock.items()):
+        kind = stage_kind(name)
+        if kind not in TRACKED_KINDS:
+            continue
+        outs = [root / o["path"] for o in entry.get("outs", [])]
+        if not all(p.exists() for p in outs):
+            continue  # outputs not checked out here: nothing to mirror from
+        digest = outputs_digest({str(p): p for p in outs})
+        runs = client.search_runs([exp], filter_string=f"tags.`dvc.stage` = '{name}' and "
+                                  f"tags.`transferlab.outputs_digest` = '{digest}' and "
+                                  "attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time ASC"])
+        made = [r for r in runs if r.data.tags.get("transferlab.status") != "skipped"]
+        # the run of the current execution if the stage ran in it, else the first that made them
+        producer = next((r for r in made if r.data.tags.get("transferlab.execution") == current),
+                        made[0] if made else None)
+        if producer is None:
+            producer_id = _recreate(tracker_params, name, kind, outs, digest)
+            result["recreated"].append(name)
+        else:
+            producer_id = producer.info.run_id
+        tags = {**_lock_tags(entry), "dvc.lock.synced": "true"}
+        producer_run = client.get_run(producer_id)
+        if any(producer_run.data.tags.get(k) != v for k, v in tags.items()):
+            for key, value in tags.items():
+                client.set_tag(producer_id, key, value)
+            if dataset is not None:
+                client.log_inputs(producer_id, [DatasetInput(dataset)])
+            if name not in result["recreated"]:
+                result["tagged"].append(name)
+        execution = producer_run.data.tags.get("transferlab.execution")
+        if execution != current and not any(
+                r.data.tags.get("transferlab.status") == "skipped"
+                and r.data.tags.get("transferlab.execution") == current for r in runs):
+            _mark_skipped(client, exp, name, current, producer_id, digest)
+            result["skipped_marked"].append(name)
+        elif producer is not None and name not in result["tagged"]:
+            result["ok"].append(name)
+    return result
+
+
+def _current_execution(client: Any, exp: str) -> str | None:
+    if os.environ.get(EXECUTION_ENV):
+        return os.environ[EXECUTION_ENV]
+    latest = client.search_runs([exp], filter_string="tags.`transferlab.kind` = 'pipeline'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    return latest[0].data.tags["transferlab.execution"] if latest else None
+
+
+def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], digest: str) -> str:
+    tags = {**_tags_for(name), "transferlab.synced": "true",
+            "transferlab.outputs_digest": digest}
+    tracker = Tracker(tracker_params, "transfer" if kind == "scratch" else kind, tags,
+                      dvc_stage=name)
+    tracker.start()
+    mirror_from_disk(tracker, kind, outs)
+    tracker.finish("FINISHED")
+    return tracker.run_id
+
+
+def _mark_skipped(client: Any, exp: str, name: str, execution: str, producer: str,
+                  digest: str) -> None:
+    parents = client.search_runs([exp], filter_string="tags.`transferlab.kind` = 'pipeline' and "
+                                 f"tags.`transferlab.execution` = '{execution}'", max_results=1)
+    if parents:
+        parent = parents[0].info.run_id
+    else:  # DVC skipped every stage of this execution: nothing has created its parent yet
+        parent = client.create_run(exp, run_name=f"pipeline {execution}", tags={
+            "transferlab.kind": "pipeline", "transferlab.execution": execution}).info.run_id
+        client.set_terminated(parent, "FINISHED")
+    tags = {"dvc.stage": name, "transferlab.status": "skipped",
+            "transferlab.execution": execution, "transferlab.produced_by": producer,
+            "transferlab.outputs_digest": digest,
+            "mlflow.note.content": f"DVC did not rerun `{name}` (unchanged or restored from "
+                                   f"its run-cache); its outputs come from run {producer}.",
+            "mlflow.parentRunId": parent}
+    run = client.create_run(exp, run_name=f"{name} (skipped by DVC)", tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")

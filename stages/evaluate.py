@@ -8,8 +8,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab import analysis, tables  # noqa: E402
 from transferlab.compute import compute_summary  # noqa: E402
-from transferlab.evaluation import discover_runs, evaluate_runs, transferability_scores  # noqa: E402
-from transferlab.mirror import mirror_evaluate, outputs_digest  # noqa: E402
+from transferlab.evaluation import (  # noqa: E402
+    champion_checkpoints,
+    discover_runs,
+    evaluate_runs,
+    transferability_scores,
+)
+from transferlab.mirror import mirror_evaluate, outputs_digest, register_champions  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.prepared import PreparedDataset  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
@@ -70,7 +75,9 @@ def main() -> None:
         test_labels = target.load("test").labels
         tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_labels,
                            target.class_names, p.calibration_bins)
-        mirror_evaluate(tracker, report)
+        child_ids = mirror_evaluate(tracker, report)
+        champions = champion_checkpoints(report["recommendations"], runs)
+        register_champions(tracker, champions, target.example_input(), child_ids)
         tracker.set_tags({"transferlab.outputs_digest": outputs_digest(
             dict(zip(outputs, (metrics_path, table_path, compute_path, plots), strict=True)))})
     best = report["recommendations"][budgets[-1]]

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import event, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT, shrunk_params
 from transferlab import params as params_module
 from transferlab.errors import ParamsError
-from transferlab.params import Params, load_params
+from transferlab.params import Params, load_params, to_dict
 
 FAST = settings(deadline=None, derandomize=True, database=None)
 
@@ -166,6 +166,19 @@ def out_of_range(draw: st.DrawFn) -> Mutation:
     return Mutation(f"{label} number: {dotted(path)}", dotted(path), replaced(path, draw(strategy)))
 
 
+SOURCE_NAME = re.compile(r"[a-z0-9_]*[a-z][a-z0-9_]*")  # lower-case ASCII letters, digits, '_'
+
+
+@st.composite
+def bad_source_name(draw: st.DrawFn) -> Mutation:
+    """(b) a new source with a valid spec but a name that is not lower-case ASCII (a DVC stage
+    name and a folder name)."""
+    name = draw(st.one_of(TEXT, st.integers(-5, 100)).filter(
+        lambda k: str(k) not in KNOWN and not SOURCE_NAME.fullmatch(str(k))))
+    path = ("prepare", "sources", name)
+    return Mutation("bad source name", dotted(path), replaced(path, {"kind": "none"}))
+
+
 LISTS = {  # list key -> a valid value for it (the shrunk target takes optional ``classes``)
     ("common", "seeds"): [0, 1],
     ("prepare", "budgets"): [1, 10, "all"],
@@ -209,6 +222,9 @@ def missing_key(draw: st.DrawFn) -> Mutation:
 YAML_TEXTS = [yaml.safe_dump(BASE, sort_keys=False),
               yaml.safe_dump(BASE, sort_keys=False, default_flow_style=None)]
 ONE_LINE_VALUE = re.compile(r"^\s*[^\s:#\[{-][^:]*: \S")  # `key: value`, not `key:` or `- item`
+BAD_SCALARS = ["2020-13-45", "2021-02-30", "!!bool maybe", "!!int abc", "!!int ''", "!!float x",
+               "!!timestamp x", "!!python/object:os.system x", "*undefined_alias",
+               "0b" + "1" * 15_000]  # an int too long to print (over 4300 digits)
 NON_PRINTABLE = "".join(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F,
                                   0x80, 0x9F, 0xFFFE]))
 
@@ -216,24 +232,30 @@ NON_PRINTABLE = "".join(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0
 @st.composite
 def broken_yaml(draw: st.DrawFn) -> Mutation:
     """(f) text that is not valid YAML: an unbalanced bracket or quote, a tab in the indentation,
-    ``key: value: more``, a non-printable character, bytes that are not UTF-8."""
+    ``key: value: more``, a malformed scalar, a non-printable character, bytes that are not UTF-8.
+    (Nesting too deep to parse is a pinned example below: PyYAML's scanner is quadratic in it.)"""
     text = draw(st.sampled_from(YAML_TEXTS))
     lines = text.splitlines(keepends=True)
     i = draw(st.integers(0, len(lines) - 1))
     line = lines[i]
     body = line.lstrip(" ")
     indent = line[: len(line) - len(body)]
-    how = draw(st.sampled_from(["bracket", "quote", "tab", "colon", "character", "bytes"]))
+    how = draw(st.sampled_from(["bracket", "quote", "tab", "colon", "scalar", "character",
+                                "bytes"]))
     if how == "bracket":
         line = indent + draw(st.sampled_from("[{")) + body
     elif how == "quote":
         line = indent + '"' + body  # the dumps hold no other double quote: it never closes
     elif how == "tab":
         line = draw(st.sampled_from([indent + "\t", "\t" + indent, "\t"])) + body
-    elif how == "colon":
+    elif how in ("colon", "scalar"):
         line = draw(st.sampled_from([x for x in lines if ONE_LINE_VALUE.match(x)]))
         i = lines.index(line)
-        line = line.rstrip("\n") + ": " + draw(TEXT.filter(lambda t: "\n" not in t)) + "\n"
+        key = line.split(": ", 1)[0]
+        if how == "colon":
+            line = line.rstrip("\n") + ": " + draw(TEXT.filter(lambda t: "\n" not in t)) + "\n"
+        else:
+            line = f"{key}: {draw(st.sampled_from(BAD_SCALARS))}\n"
     elif how == "character":
         at = draw(st.integers(0, len(line)))
         line = line[:at] + draw(st.sampled_from(NON_PRINTABLE)) + line[at:]
@@ -284,7 +306,10 @@ def check(mutation: Mutation, path: Path) -> None:
             assert message.startswith(f"{path}: not valid YAML: "), message
         return
     assert not mutation.strict, f"accepted silently: {mutation.label} at {expected!r}"
-    assert isinstance(params, Params)
+    # a lenient file that loads is fully typed: every block a dataclass, and it round-trips
+    assert all(dataclasses.is_dataclass(block) for block in vars(params).values())
+    path.write_text(yaml.safe_dump(to_dict(params), sort_keys=False), encoding="utf-8")
+    assert load_params(path) == params
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +329,10 @@ def test_base_params_load(params_path: Path) -> None:
 
 @settings(FAST, max_examples=400)
 @given(mutation=wrong_type())
+@example(mutation=Mutation("empty string", "tracking.experiment",
+                           replaced(("tracking", "experiment"), "")))
+@example(mutation=Mutation("empty string", "prepare.sources.printed_digits.chars",
+                           replaced(("prepare", "sources", "printed_digits", "chars"), "")))
 def test_wrong_type_names_the_key(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
 
@@ -311,6 +340,14 @@ def test_wrong_type_names_the_key(params_path: Path, mutation: Mutation) -> None
 @settings(FAST, max_examples=200)
 @given(mutation=unknown_key())
 def test_unknown_key_names_the_key(params_path: Path, mutation: Mutation) -> None:
+    check(mutation, params_path)
+
+
+@settings(FAST, max_examples=60)
+@given(mutation=bad_source_name())
+@example(mutation=Mutation("bad source name", "prepare.sources.é",
+                           replaced(("prepare", "sources", "é"), {"kind": "none"})))
+def test_bad_source_name_names_the_key(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
 
 
@@ -332,8 +369,15 @@ def test_missing_required_key_names_the_key(params_path: Path, mutation: Mutatio
     check(mutation, params_path)
 
 
+DEPTH = 2 * sys.getrecursionlimit()  # too deep for PyYAML's recursive composer
+
+
 @settings(FAST, max_examples=250)
 @given(mutation=broken_yaml())
+@example(mutation=Mutation("too deep", "", text=YAML_TEXTS[0].replace(
+    "  device: cpu", f"  device: {'[' * DEPTH}{']' * DEPTH}")))
+@example(mutation=Mutation("too deep", "", text=YAML_TEXTS[0].replace(
+    "  source_only: {}", "  source_only: " + "{a: " * DEPTH + "}" * DEPTH)))
 def test_broken_yaml_names_the_file(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
 

@@ -166,3 +166,10 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
     after = _sync(repo, env)
     assert after["recreated"] == [] and after["skipped_marked"] == []
     assert len(after["tagged"]) == len(after["tagged"] + after["ok"]) > 0
+    # each budget's champion is registered with its signature, alias `champion`
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    for budget in ("1", "10", "all"):
+        version = client.get_model_version_by_alias(f"transferlab-{budget}", "champion")
+        assert version.version == "1"

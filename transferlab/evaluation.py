@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
+from transferlab.analysis import curve_name
 from transferlab.metrics import classification_metrics
 from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
@@ -161,3 +162,15 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset,
                 timing.append({"source": name, "budget": budget, "seed": int(seed),
                                "seconds": seconds})
     return rows, timing
+
+
+def champion_checkpoints(recommendations: dict, runs: list[dict]) -> dict[str, tuple[str, Path]]:
+    """Per budget, the best curve and the checkpoint of its seed with the best validation
+    accuracy (the test set already chose the curve; it does not also choose the seed)."""
+    out = {}
+    for budget, rec in recommendations.items():
+        info = next(i for i in runs if curve_name(i["source"], i["strategy"]) == rec["best"])
+        candidates = [r for r in info["runs"] if str(r["budget"]) == budget]
+        best = max(candidates, key=lambda r: (r.get("best_val_accuracy", 0.0), -r["seed"]))
+        out[budget] = (rec["best"], info["folder"] / best["checkpoint"])
+    return out

@@ -66,9 +66,30 @@ def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record:
     tracker.log_history(run_id, record.get("history", []))
 
 
-def mirror_evaluate(tracker: Tracker, report: dict) -> None:
-    tracker.log_summary(report["summary"])
+def mirror_evaluate(tracker: Tracker, report: dict) -> dict[tuple[str, str], str]:
+    """Child runs per curve x budget; returns their run ids."""
+    ids = tracker.log_summary(report["summary"]) or {}
     tracker.log_metrics(tracker.run_id, {"label_efficiency": report["label_efficiency"]})
+    return ids
+
+
+def register_champions(tracker: Tracker, champions: Mapping[str, tuple[str, Path]],
+                       example: Any, child_ids: Mapping[tuple[str, str], str]) -> None:
+    """Register each budget's champion model as ``<experiment>-<budget>``, alias ``champion``.
+
+    Args:
+        champions: {budget: (curve, checkpoint path)} from
+            :func:`transferlab.evaluation.champion_checkpoints`.
+    """
+    from transferlab.models import load_checkpoint
+
+    if not (tracker.enabled and tracker.params.log_models):
+        return
+    for budget, (curve, path) in champions.items():
+        model, _ = load_checkpoint(path)
+        tracker.log_model(child_ids.get((curve, budget)), model, example, "model",
+                          registered_name=f"{tracker.params.experiment}-{budget}",
+                          alias="champion")
 
 
 def mirror_from_disk(tracker: Tracker, kind: str, outs: list[Path]) -> None:

@@ -263,18 +263,19 @@ class Tracker:
                 self.client.set_tag(run_id or self.run_id, key, str(value))
 
     @_guarded
-    def log_summary(self, summary: Mapping[str, Mapping[str, Mapping]]) -> None:
+    def log_summary(self, summary: Mapping[str, Mapping[str, Mapping]]
+                    ) -> dict[tuple[str, str], str]:
         """One child run per curve x budget, all under identical metric names, so the UI can
-        compare strategies side by side."""
-        if not self.enabled:
-            return
+        compare strategies side by side. Returns {(curve, budget): run id}."""
+        ids = {}
         for curve, by_budget in summary.items():
             source, _, strategy = curve.rpartition("/")
             for budget, entry in by_budget.items():
                 tags = {"transferlab.source": source or "none",
                         "transferlab.strategy": strategy, "transferlab.budget": budget}
-                self.child(f"{curve} b={budget}", tags,
-                           {"curve": curve, "budget": budget}, entry)
+                ids[curve, budget] = self.child(f"{curve} b={budget}", tags,
+                                                {"curve": curve, "budget": budget}, entry)
+        return ids
 
     @_guarded
     def finish(self, status: str = "FINISHED") -> None:
@@ -324,8 +325,10 @@ class Tracker:
             self.client.log_artifact(run_id, str(path))
 
     @_guarded
-    def log_model(self, run_id: str | None, model: Any, example: Any, name: str) -> None:
-        """``mlflow.pytorch.log_model`` with an input example and inferred signature."""
+    def log_model(self, run_id: str | None, model: Any, example: Any, name: str,
+                  registered_name: str | None = None, alias: str | None = None) -> None:
+        """``mlflow.pytorch.log_model`` with an input example and inferred signature; optionally
+        registered under ``registered_name`` with ``alias`` pointing at the new version."""
         if not (self.enabled and self.params.log_models):
             return
         import mlflow
@@ -339,11 +342,15 @@ class Tracker:
         with mlflow.start_run(run_id=run_id):
             # pickle + the library's code: loads anywhere with `mlflow.pytorch.load_model`,
             # without torch.export's tracing cost on every stage
-            mlflow.pytorch.log_model(
+            info = mlflow.pytorch.log_model(
                 model, name=name, input_example=example,
                 signature=infer_signature(example, output), serialization_format="pickle",
                 code_paths=[str(Path(__file__).resolve().parent)],
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                registered_model_name=registered_name)
+        if registered_name and alias:
+            self.client.set_registered_model_alias(registered_name, alias,
+                                                   info.registered_model_version)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

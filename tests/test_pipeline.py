@@ -88,9 +88,32 @@ def test_plausible_numbers(workspace, first_run: str) -> None:
     report = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert report["skipped"] == {
         "random_init/source_only": "the source has no trained classifier (null source)"}
+
+def _f3(value: float, signed: bool = False) -> str:
+    value = round(value, 3) + 0.0
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def test_report_has_every_section_and_its_numbers_match_the_metrics(workspace,
+                                                                    first_run: str) -> None:
+    repo, _ = workspace
+    report = json.loads((repo / "metrics" / "evaluate.json").read_text())
     md = (repo / "reports" / "report.md").read_text()
-    best = report["recommendations"]["all"]
-    assert f"{best['accuracy']['mean']:.3f}" in md
+    html = (repo / "reports" / "report.html").read_text()
+    for heading in ("Recommendation per label budget", "Accuracy per curve and budget",
+                    "Transfer gain", "Label efficiency", "Transferability",
+                    "What transfer costs and breaks", "Provenance"):
+        assert f"## {heading}" in md and heading in html
+    for curve, by_budget in report["summary"].items():
+        for budget, entry in by_budget.items():
+            acc = entry["accuracy"]
+            assert f"{_f3(acc['mean'])} ± {_f3(acc['std'])}" in md, (curve, budget)
+            if "diff" in entry.get("gain", {}):
+                assert f"| {curve} | {budget} | {_f3(entry['gain']['diff'], True)} |" in md
+    for budget, rec in report["recommendations"].items():
+        assert f"`{rec['best']}` with accuracy **{_f3(rec['accuracy']['mean'])}**" in md
+    for curve, le in report["label_efficiency"]["curves"].items():
+        assert _f3(le["aulc"]) in md
 
 
 def test_metrics_and_plots_commands(workspace, first_run: str) -> None:

@@ -232,6 +232,10 @@ def transferability(ev: dict, compute: dict, params: Params, fig: dict) -> list[
     ]
 
 
+def _megabytes(x: Any) -> str:
+    return NA if x is None else f"{float(x) / 2**20:.0f}"
+
+
 def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
           fig: dict) -> list[Block]:
     """Shift robustness, forgetting, calibration and compute per curve at the largest budget."""
@@ -243,7 +247,8 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
         rows.append((curve, f3(r["accuracy"]), f3(r["shifted_accuracy"]), f3(r["shift_gap"]),
                      f3(r["forgetting"]), f3(r["ece"]), f3(r["brier"]), f3(r["log_loss"]),
                      integer(r["trainable_params"]), flops(r["train_flops"]),
-                     seconds((timing.get(curve) or {}).get("seconds_per_run"))))
+                     seconds((timing.get(curve) or {}).get("seconds_per_run")),
+                     _megabytes((timing.get(curve) or {}).get("peak_bytes"))))
     return [
         f"At the largest budget: {budget_label(budget_keys(params)[-1], target)}; means over"
         " seeds. Shifted: the test set with Gaussian pixel noise (std "
@@ -251,10 +256,12 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
         f"{e.shift_rotation_deg:g}°); shift gap = accuracy - shifted accuracy. Forgetting: source"
         " test accuracy before minus after transfer, adapted backbone under the source head "
         "(positive = the source task got worse; n/a where no source backbone was adapted). NLL "
-        "is the log loss. Wall time per run comes from metrics/compute.json and is not "
-        "reproducible.",
+        "is the log loss. Wall time and peak memory come from metrics/compute.json and are not "
+        "reproducible; peak memory is the stage process's peak resident memory on CPU, the "
+        "peak allocated GPU memory on CUDA.",
         Table(("Curve", "Accuracy", "Shifted accuracy", "Shift gap", "Forgetting", "ECE",
-               "Brier", "NLL", "Trainable params", "Train FLOPs", "Seconds per run"),
+               "Brier", "NLL", "Trainable params", "Train FLOPs", "Seconds per run",
+               "Peak memory (MB)"),
               tuple(rows)),
         Image(fig["shift"], "In-distribution against shifted test accuracy per curve."),
         Image(fig["reliability"], "Reliability diagrams: accuracy per confidence bin (seeds "

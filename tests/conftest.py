@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from transferlab.runtime import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +52,19 @@ def params_file(tmp_path: Path, params_dict: dict) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params_dict, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    """seed_everything(0, 2), with the global torch settings it changes restored afterwards."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    seed_everything(0, 2)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.set_num_threads(saved[2])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
 
 
 def free_port() -> int:

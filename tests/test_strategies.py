@@ -20,7 +20,6 @@ from transferlab.params import (
     PartialFinetuneParams,
     ScratchParams,
 )
-from transferlab.runtime import seed_everything
 from transferlab.strategies import (
     TargetData,
     _param_groups,
@@ -108,19 +107,6 @@ def results(target: TargetData, source_path: Path,
         src = None if name == "scratch" else source_path
         out[name] = (run_replicates(name, cfg, src, target, CPU, folder, ARCH), folder)
     return out
-
-
-@pytest.fixture
-def deterministic():
-    """seed_everything(0, 2), with the global torch settings it changes restored afterwards."""
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    seed_everything(0, 2)
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.set_num_threads(saved[2])
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
 
 
 def _block(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

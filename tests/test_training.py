@@ -12,7 +12,6 @@ from torch import nn
 
 from transferlab.models import block_names, build_model, freeze
 from transferlab.params import TrainParams
-from transferlab.runtime import seed_everything
 from transferlab.training import (
     augment_batch,
     extract_features,
@@ -25,19 +24,6 @@ from transferlab.training import (
 )
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def deterministic():
-    """seed_everything(0, 2), with the global torch settings it changes restored afterwards."""
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    seed_everything(0, 2)
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.set_num_threads(saved[2])
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
 
 
 def _squares(n_per_class: int, seed: int, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

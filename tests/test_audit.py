@@ -1,0 +1,325 @@
+"""transferlab.audit: the pure comparisons and labels, the fingerprint, and the audit end to end
+(a tracked, synced shrunk run in a temporary clone passes; a tampered metrics file fails)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, shrunk_params
+from transferlab.audit import (
+    DIFFERENT,
+    IDENTICAL,
+    PROVENANCE,
+    TIMING,
+    WITHIN,
+    Diff,
+    compare_csv,
+    compare_file,
+    compare_json,
+    compare_report,
+    environment_fingerprint,
+    expected_tags,
+    git_changes,
+    html_as_markdown,
+    render_markdown,
+    status_findings,
+    worst,
+)
+from transferlab.runtime import dumps_json
+
+# -- JSON and CSV ----------------------------------------------------------------------------
+
+
+def test_json_within_tolerance_names_the_first_key() -> None:
+    recorded = {"b": {"x": 0.5, "y": 1.0}, "a": [1, 2.0]}
+    rerun = {"b": {"x": 0.5000009, "y": 1.0}, "a": [1, 2.0]}
+    diff = compare_json(recorded, rerun, tol=1e-6, file="m.json")
+    assert (diff.label, diff.file, diff.key, diff.recorded, diff.rerun) == (
+        WITHIN, "m.json", "b.x", 0.5, 0.5000009)
+    assert compare_json(recorded, recorded, tol=0).label == IDENTICAL
+    # one unit of the 6th decimal (the files' rounding) is within 1e-6 despite float error
+    assert compare_json({"v": 0.123457}, {"v": 0.123456}, tol=1e-6).label == WITHIN
+
+
+def test_json_over_tolerance_names_the_first_differing_key_in_sorted_order() -> None:
+    recorded = {"z": 1.0, "summary": {"scratch": {"all": {"accuracy": {"mean": 0.9}}}}}
+    rerun = {"z": 2.0, "summary": {"scratch": {"all": {"accuracy": {"mean": 0.91}}}}}
+    diff = compare_json(recorded, rerun, tol=1e-3, file="metrics/evaluate.json")
+    assert diff.label == DIFFERENT
+    assert (diff.key, diff.recorded, diff.rerun) == ("summary.scratch.all.accuracy.mean", 0.9,
+                                                    0.91)
+    assert "metrics/evaluate.json: summary.scratch.all.accuracy.mean" in diff.describe()
+
+
+@pytest.mark.parametrize(("rerun", "key"), [
+    ({"a": 1.0}, "b"),                 # a key is missing
+    ({"a": 1.0, "b": "y"}, "b"),       # a string changed
+    ({"a": [1.0], "b": "x"}, "a"),     # a type changed
+    ({"a": 1.0, "b": "x", "c": 0}, "c"),  # a key was added
+])
+def test_json_structural_changes_are_different(rerun: dict, key: str) -> None:
+    diff = compare_json({"a": 1.0, "b": "x"}, rerun, tol=1.0)
+    assert (diff.label, diff.key) == (DIFFERENT, key)
+
+
+def test_json_wall_clock_keys_are_expected_but_the_rest_must_match() -> None:
+    timing = {"seconds": 3.1, "peak_bytes": 10, "history": [{"epoch": 1, "loss": 0.5}]}
+    slower = {**timing, "seconds": 9.9, "peak_bytes": 12}
+    ignore = frozenset({"seconds", "peak_bytes"})
+    assert compare_json(timing, slower, 0, ignore).label == TIMING
+    changed = {**slower, "history": [{"epoch": 1, "loss": 0.6}]}
+    diff = compare_json(timing, changed, 0, ignore)
+    assert (diff.label, diff.key) == (DIFFERENT, "history[0].loss")
+
+
+def test_csv_within_and_over_tolerance_names_row_and_column() -> None:
+    recorded = "curve,budget,accuracy\nscratch,1,0.5\nscratch,all,0.9\n"
+    assert compare_csv(recorded, recorded, 0).label == IDENTICAL
+    close = compare_csv(recorded, recorded.replace("0.9\n", "0.9000004\n"), 1e-6, "r.csv")
+    assert (close.label, close.key) == (WITHIN, "row 2, column accuracy")
+    far = compare_csv(recorded, recorded.replace("0.9\n", "0.95\n"), 1e-6, "r.csv")
+    assert (far.label, far.key, far.recorded, far.rerun) == (
+        DIFFERENT, "row 2, column accuracy", "0.9", "0.95")
+    assert compare_csv(recorded, recorded.replace(",1,", ",3,"), 0).key == "row 1, column budget"
+    assert compare_csv(recorded, recorded + "scratch,x,0.1\n", 0).key == "number of rows"
+    assert compare_csv(recorded, recorded.replace("accuracy", "acc"), 0).key == "header"
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+REPORT = """# Transfer learning report
+
+## Accuracy
+
+| Curve | Accuracy | Seconds per run |
+|---|---|---|
+| scratch | 0.987 | 1.939 |
+
+Time to compute the four scores, as a fraction of one finetune run.
+
+| Source | 1 | all |
+|---|---|---|
+| printed_digits | 0.184 | 0.085 |
+
+## Provenance
+
+- Git commit: `abc`; uncommitted changes: no
+"""
+
+
+def test_report_differences_are_labelled_by_where_they_are() -> None:
+    assert compare_report(REPORT, REPORT).label == IDENTICAL
+    provenance = REPORT.replace("`abc`", "`def`")
+    assert compare_report(REPORT, provenance).label == PROVENANCE
+    timed = REPORT.replace("1.939", "2.500").replace("0.184", "0.200")
+    assert compare_report(REPORT, timed).label == TIMING
+    diff = compare_report(REPORT, REPORT.replace("0.987", "0.988"), "reports/report.md")
+    assert (diff.label, diff.recorded, diff.rerun) == (
+        DIFFERENT, "| scratch | 0.987 | <wall-clock> |", "| scratch | 0.988 | <wall-clock> |")
+    assert diff.key.startswith("line 7")
+
+
+def test_html_report_is_compared_like_the_markdown() -> None:
+    html = ('<h2 id="accuracy">Accuracy</h2>\n<table><thead><tr><th>Curve</th><th>Accuracy</th>'
+            "<th>Seconds per run</th></tr></thead><tbody>\n<tr><td>scratch</td><td>0.987</td>"
+            '<td>1.939</td></tr>\n</tbody></table>\n<h2 id="provenance">Provenance</h2>\n'
+            "<ul><li>Git commit: <code>abc</code></li></ul>\n")
+    assert html_as_markdown(html).splitlines()[:2] == ["## Accuracy",
+                                                       "| Curve | Accuracy | Seconds per run |"]
+    label = lambda other: compare_report(html_as_markdown(html), html_as_markdown(other)).label  # noqa: E731
+    assert label(html.replace("1.939", "3.000")) == TIMING
+    assert label(html.replace("abc", "def")) == PROVENANCE
+    assert label(html.replace("0.987", "0.5")) == DIFFERENT
+
+
+# -- files and labels ------------------------------------------------------------------------
+
+
+def _pair(tmp_path: Path, rel: str, a: bytes | str, b: bytes | str) -> tuple[Path, Path]:
+    paths = []
+    for side, content in (("recorded", a), ("rerun", b)):
+        path = tmp_path / side / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(content)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_compare_file_classifies_by_kind(tmp_path: Path) -> None:
+    def label(rel: str, a: bytes | str, b: bytes | str) -> Diff:
+        return compare_file(rel, *_pair(tmp_path, rel, a, b), tol=1e-6)
+
+    assert label("metrics/compute.json", '{"s": 1}', '{"s": 2}').label == TIMING
+    assert label("runs/x/timing.json", '{"seconds": 1}', '{"seconds": 2}').label == TIMING
+    assert label("metrics/evaluate.json", '{"a": 1}', '{"a": 1.5}').key == "a"
+    binary = label("runs/x/0_1.pt", b"\x00\x01", b"\x00\x02")
+    assert (binary.label, binary.file) == (DIFFERENT, "runs/x/0_1.pt")
+    assert label("plots/a.png", b"same", b"same").label == IDENTICAL
+    assert label("m.json", "{", "}").label == DIFFERENT  # unreadable is never explained
+    missing = compare_file("gone.csv", tmp_path / "nope", tmp_path / "nope2", 0)
+    assert (missing.label, missing.recorded) == (DIFFERENT, "missing")
+
+
+def test_worst_prefers_unexplained_then_tolerance_then_expected() -> None:
+    diffs = [Diff(IDENTICAL, "a"), Diff(TIMING, "b"), Diff(WITHIN, "c"), Diff(DIFFERENT, "d"),
+             Diff(DIFFERENT, "e")]
+    assert worst(diffs).file == "d"
+    assert worst(diffs[:3]).file == "c"
+    assert worst(diffs[:2]).label == TIMING
+    assert worst([]).label == IDENTICAL
+
+
+def test_workspace_findings_name_every_path() -> None:
+    status = {"evaluate": [{"changed outs": {"metrics/evaluate.json": "modified"}}],
+              "report": ["always changed"]}
+    assert status_findings(status) == [
+        "evaluate: changed outs: metrics/evaluate.json (modified)", "report: always changed"]
+    assert status_findings({}) == []
+    porcelain = " M params.yaml\n M README.md\n?? transferlab/new.py\nR  a.py -> stages/b.py\n"
+    read, other = git_changes(porcelain, lambda p: p.startswith(("transferlab/", "stages/"))
+                              or p == "params.yaml")
+    assert read == ["params.yaml", "transferlab/new.py", "stages/b.py"] and other == ["README.md"]
+
+
+def test_expected_tags_match_what_sync_writes() -> None:
+    from transferlab.mirror import _lock_tags
+
+    entry = {"deps": [{"path": "data/prepared", "md5": "abc.dir"}],
+             "outs": [{"path": "models/x/model.pt", "md5": "def"}]}
+    assert expected_tags(entry) == _lock_tags(entry) == {
+        "dvc.dep.data/prepared": "abc.dir", "dvc.out.models/x/model.pt": "def"}
+
+
+def test_environment_fingerprint_keys() -> None:
+    env = environment_fingerprint(num_threads=2)
+    assert {"python", "platform", "packages", "cuda", "cudnn", "deterministic", "cpu", "gpu",
+            "threads", "env"} <= set(env)
+    assert set(env["packages"]) == {"torch", "torchvision", "numpy", "dvc", "mlflow"}
+    assert env["deterministic"]["algorithms"] is True
+    assert env["threads"]["torch"] == 2 and env["threads"]["cpu_count"] >= 1
+    assert set(env["env"]) == {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG"}
+    json.loads(dumps_json(env))  # serialisable as the audit writes it
+
+
+def test_markdown_puts_the_verdict_first() -> None:
+    result = {"verdict": "fail", "unexplained": ["rerun evaluate: metrics/evaluate.json: a"],
+              "notes": [], "options": {"stage": None, "skip_rerun": True, "tolerance": 1e-6},
+              "rerun": {"skipped": True}, "mlflow": {"uri": "x", "stages": {}},
+              "environment": {"python": "3.11", "threads": {"torch": 2}}}
+    md = render_markdown(result).splitlines()
+    assert md[0] == "# Audit: FAIL" and md[2] == "- rerun evaluate: metrics/evaluate.json: a"
+    assert "| threads.torch | 2 |" in md
+
+
+def test_make_audit_runs_the_module() -> None:
+    out = subprocess.run(["make", "-n", "audit", "AUDIT_ARGS=--skip-rerun"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert "-m transferlab.audit --skip-rerun" in out
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synced_clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A clone of the working tree with shrunk, tracked params: reproduced, dvc.lock committed,
+    MLflow (a store inside the clone) synced."""
+    from tests.test_pipeline import VENV_ENV, run
+
+    repo = tmp_path_factory.mktemp("audit") / "repo"
+    run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(repo)], ROOT)
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in listed.split():
+        if (ROOT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    params = shrunk_params()
+    params["tracking"].update(enabled=True, log_models=False)  # models: slow, not audited
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    commit = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm"]
+    run(["git", "add", "-A"], repo)
+    run([*commit, "shrunk", "--allow-empty"], repo)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "dvc.lock"], repo)
+    run([*commit, "lock"], repo)
+    run([sys.executable, "-m", "transferlab.tracking", "sync"], repo, env)
+    return repo, env
+
+
+def _audit(repo: Path, env: dict, *args: str) -> tuple[int, str, dict, str]:
+    proc = subprocess.run([sys.executable, "-m", "transferlab.audit", *args], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    out = repo / "audit"
+    result = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() \
+        else {}
+    md = (out / "audit.md").read_text() if (out / "audit.md").is_file() else ""
+    return proc.returncode, proc.stdout + proc.stderr, result, md
+
+
+def _run_count(uri: str) -> int:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return len(client.search_runs([client.get_experiment_by_name("transferlab").experiment_id],
+                                  max_results=50000))
+
+
+@pytest.mark.slow
+def test_audit_passes_on_an_untouched_run(synced_clone: tuple[Path, dict]) -> None:
+    repo, env = synced_clone
+    runs_before = _run_count(env["MLFLOW_TRACKING_URI"])
+    code, output, result, md = _audit(repo, env)
+    assert code == 0, output
+    assert result["verdict"] == "pass" and result["unexplained"] == [], output
+    assert md.startswith("# Audit: PASS")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    labels = {name: s["label"] for name, s in result["rerun"]["stages"].items()}
+    assert set(labels) == set(lock)
+    assert set(labels.values()) <= {IDENTICAL, WITHIN, TIMING, PROVENANCE}, labels
+    assert labels["prepare"] == IDENTICAL and labels["evaluate"] in (IDENTICAL, TIMING)
+    tracked = {n for n in lock if n.split("@")[0] in ("pretrain", "transfer", "scratch",
+                                                     "evaluate")}
+    assert set(result["mlflow"]["stages"]) == tracked
+    assert all(not s["problems"] for s in result["mlflow"]["stages"].values())
+    assert result["environment"]["deterministic"]["algorithms"] is True
+    # the rerun logged into its own temporary store, never into the user's
+    assert _run_count(env["MLFLOW_TRACKING_URI"]) == runs_before
+    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                          capture_output=True, text=True).stdout == ""
+
+
+@pytest.mark.slow
+def test_audit_fails_and_names_a_tampered_metrics_file(
+        synced_clone: tuple[Path, dict]) -> None:
+    repo, env = synced_clone
+    path = repo / "metrics" / "evaluate.json"
+    original = path.read_text()
+    report = json.loads(original)
+    report["summary"]["scratch"]["all"]["accuracy"]["mean"] += 0.01
+    path.write_text(dumps_json(report))
+    try:
+        code, output, result, md = _audit(repo, env, "--skip-rerun")
+    finally:
+        path.write_text(original)
+    assert code == 1, output
+    assert result["verdict"] == "fail" and result["rerun"]["skipped"] is True
+    assert "metrics/evaluate.json" in output and "metrics/evaluate.json" in md
+    assert md.startswith("# Audit: FAIL")
+    # both the lock and the mirror see it: dvc status, and MLflow's logged mean
+    assert any(u.startswith("dvc status: evaluate") and "metrics/evaluate.json" in u
+               for u in result["unexplained"])
+    assert any(u.startswith("MLflow evaluate") and "summary.scratch.all.accuracy.mean" in u
+               for u in result["unexplained"])

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-dev repro sync test test-fast lint ui bench
+.PHONY: setup setup-dev repro sync test test-fast lint ui bench audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,6 @@ ui: setup                     ## MLflow UI on the local store (http://127.0.0.1:
 
 bench: setup                  ## wall time per stage, from nothing and for a no-op repro
 	$(BIN)/python benchmarks/pipeline_speed.py
+
+audit: setup                  ## can the results be trusted and rerun? writes audit/audit.{json,md}
+	$(BIN)/python -m transferlab.audit $(AUDIT_ARGS)

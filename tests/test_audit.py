@@ -98,9 +98,9 @@ REPORT = """# Transfer learning report
 
 ## Accuracy
 
-| Curve | Accuracy | Seconds per run |
-|---|---|---|
-| scratch | 0.987 | 1.939 |
+| Curve | Accuracy | Seconds per run | Peak memory (MB) |
+|---|---|---|---|
+| scratch | 0.987 | 1.939 | 917.4 |
 
 Time to compute the four scores, as a fraction of one finetune run.
 
@@ -118,11 +118,12 @@ def test_report_differences_are_labelled_by_where_they_are() -> None:
     assert compare_report(REPORT, REPORT).label == IDENTICAL
     provenance = REPORT.replace("`abc`", "`def`")
     assert compare_report(REPORT, provenance).label == PROVENANCE
-    timed = REPORT.replace("1.939", "2.500").replace("0.184", "0.200")
+    timed = REPORT.replace("1.939", "2.500").replace("0.184", "0.200").replace("917.4", "920")
     assert compare_report(REPORT, timed).label == TIMING
     diff = compare_report(REPORT, REPORT.replace("0.987", "0.988"), "reports/report.md")
     assert (diff.label, diff.recorded, diff.rerun) == (
-        DIFFERENT, "| scratch | 0.987 | <wall-clock> |", "| scratch | 0.988 | <wall-clock> |")
+        DIFFERENT, "| scratch | 0.987 | <wall-clock> | <wall-clock> |",
+        "| scratch | 0.988 | <wall-clock> | <wall-clock> |")
     assert diff.key.startswith("line 7")
 
 
@@ -278,6 +279,7 @@ def _run_count(uri: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the fixture's pipeline run plus the audit's rerun: two executions
 def test_audit_passes_on_an_untouched_run(synced_clone: tuple[Path, dict]) -> None:
     repo, env = synced_clone
     runs_before = _run_count(env["MLFLOW_TRACKING_URI"])

@@ -62,7 +62,8 @@ def git_state(repo: Path) -> dict:
         return {"commit": None, "dirty": None, "note": "git is not installed"}
     if inside.returncode != 0:
         return {"commit": None, "dirty": None, "note": f"{repo} is not a git work tree"}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # dvc.lock is rewritten by `dvc repro` itself before the report stage: not "dirty"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
     dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     head = git("rev-parse", "--verify", "--quiet", "HEAD")
     if head.returncode != 0:

@@ -78,7 +78,9 @@ def git_commit() -> tuple[str, bool]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # dvc.lock is rewritten by `dvc repro` itself while the pipeline runs: not "dirty"
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                     "--", ".", ":(exclude)dvc.lock"],
                                     capture_output=True, text=True, check=True).stdout.strip())
         return sha, dirty
     except (OSError, subprocess.CalledProcessError):

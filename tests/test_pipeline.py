@@ -195,4 +195,4 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for budget in ("1", "10", "all"):
         version = client.get_model_version_by_alias(f"transferlab-{budget}", "champion")
-        assert version.version == "1"
+        assert int(version.version) == 1 and "champion" in version.aliases

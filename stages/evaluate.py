@@ -18,6 +18,7 @@ from transferlab.mirror import mirror_evaluate, outputs_digest, register_champio
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.prepared import PreparedDataset  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
+    device_description,
     dumps_json,
     resolve_device,
     run_stage,
@@ -51,7 +52,8 @@ def main() -> None:
     budgets = [str(b) for b in params.prepare.budgets]
     all_lpc = sum(target.manifest["counts"]["train"].values()) / len(target.class_names)
     runs = discover_runs(Path(args.runs))
-    tracker = Tracker(params.tracking, "evaluate", {}, {"evaluate": to_dict(p)},
+    tracker = Tracker(params.tracking, "evaluate",
+                      {"transferlab.device": device_description(device)}, {"evaluate": to_dict(p)},
                       dvc_stage="evaluate")
     outputs = (args.metrics, args.runs_table, args.compute, args.plots)
     with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, compute_path,

@@ -11,6 +11,7 @@ from transferlab.models import save_checkpoint  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.prepared import PreparedDataset  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
+    device_description,
     dumps_json,
     resolve_device,
     run_stage,
@@ -41,7 +42,8 @@ def main() -> None:
     data = PreparedDataset.open(args.data)
     used = {"pretrain": to_dict(params.pretrain),
             "source": to_dict(params.prepare.sources[args.source])}
-    tracker = Tracker(params.tracking, "pretrain", {"transferlab.source": args.source}, used,
+    tags = {"transferlab.source": args.source, "transferlab.device": device_description(device)}
+    tracker = Tracker(params.tracking, "pretrain", tags, used,
                       dvc_stage=f"pretrain@{args.source}")
     outputs = (args.model, args.metrics, args.timing)
     with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, timing_path):

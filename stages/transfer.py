@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transferlab.mirror import mirror_transfer_record, outputs_digest  # noqa: E402
 from transferlab.params import STRATEGIES, load_params, to_dict  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
+    device_description,
     dumps_json,
     resolve_device,
     run_stage,
@@ -41,7 +42,8 @@ def main() -> None:
     if args.source_data:
         mapping = json.loads((Path(args.source_data) / "manifest.json").read_text())
     source_name = args.source or "none"
-    tags = {"transferlab.source": source_name, "transferlab.strategy": args.strategy}
+    tags = {"transferlab.source": source_name, "transferlab.strategy": args.strategy,
+            "transferlab.device": device_description(device)}
     dvc_stage = ("scratch" if args.strategy == "scratch"
                  else f"transfer@{source_name}-{args.strategy}")
     tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)},

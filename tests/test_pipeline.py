@@ -140,6 +140,17 @@ def test_one_strategy_edit_reruns_only_that_strategy(workspace, first_run: str) 
                                "transfer@random_init-finetune", "evaluate", "report"}
 
 
+def test_deleted_outputs_come_back_from_the_run_cache(workspace, first_run: str) -> None:
+    repo, env = workspace
+    checkpoint = repo / "runs" / "scratch" / "0_all.pt"
+    content = checkpoint.read_bytes()
+    shutil.rmtree(repo / "runs" / "scratch")
+    log = run(["dvc", "repro"], repo, env)
+    assert "Stage 'scratch' is cached - skipping run" in log
+    assert ran_stages(log) == set()  # nothing ran: the outputs were checked out
+    assert checkpoint.read_bytes() == content
+
+
 def _sync(repo: Path, env: dict) -> dict[str, list[str]]:
     out = run([sys.executable, "-m", "transferlab.tracking", "sync"], repo, env)
     rows = {}
@@ -189,6 +200,11 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
     after = _sync(repo, env)
     assert after["recreated"] == [] and after["skipped_marked"] == []
     assert len(after["tagged"]) == len(after["tagged"] + after["ok"]) > 0
+    # a later execution in which DVC skips every stage: sync marks them, linked to the producer
+    later = dict(env, TRANSFERLAB_EXECUTION="later-execution")
+    marked = _sync(repo, later)
+    assert set(marked["skipped_marked"]) == set(after["tagged"] + after["ok"])
+    assert _sync(repo, later)["skipped_marked"] == []  # idempotent
     # each budget's champion is registered with its signature, alias `champion`
     from mlflow.tracking import MlflowClient
 

@@ -87,6 +87,20 @@ def git_commit() -> tuple[str, bool]:
         return "unknown", False
 
 
+def package_versions() -> dict[str, str]:
+    """``version.<package>`` tags for python and the packages results depend on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"version.python": platform.python_version()}
+    for name in ("torch", "torchvision", "numpy", "scikit-learn", "dvc", "mlflow"):
+        try:
+            out[f"version.{name}"] = version(name)
+        except PackageNotFoundError:
+            out[f"version.{name}"] = "not installed"
+    return out
+
+
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """{"test": {"accuracy": 0.9}} -> {"test.accuracy": 0.9}; non-numbers are dropped."""
     out: dict[str, float] = {}
@@ -175,7 +189,8 @@ class Tracker:
         commit, dirty = git_commit()
         execution = execution_id()
         base = {"transferlab.stage": self.stage, "transferlab.execution": execution,
-                "git.commit": commit, "git.dirty": str(dirty).lower(), **self.tags}
+                "git.commit": commit, "git.dirty": str(dirty).lower(), **package_versions(),
+                **self.tags}
         parent = self._execution_run(execution, commit)
         self.run_id = self._create(f"{self.stage}", base, parent)
         params_json = json.dumps(self.params_used, sort_keys=True, default=str)

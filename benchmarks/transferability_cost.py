@@ -1,8 +1,8 @@
 """Cost of the transferability scores against one finetuning run they stand in for.
 
 For one source and each label budget (seed 0), times side by side in one process:
-  - scoring: source features (and source softmax) of the budget's target examples + LogME,
-    LEEP, NCE and H-score;
+  - scoring: one backbone pass over the budget's target examples (features, and the source
+    softmax from the head on those features) + LogME, LEEP, NCE and H-score;
   - one `finetune` run of that source at that budget (the params.yaml settings).
 Needs the prepared data and source models of a finished `dvc repro` (or `make repro`).
 
@@ -26,7 +26,7 @@ from transferlab.models import load_checkpoint  # noqa: E402
 from transferlab.params import load_params  # noqa: E402
 from transferlab.runtime import resolve_device, seed_everything  # noqa: E402
 from transferlab.strategies import adapt, load_target  # noqa: E402
-from transferlab.training import extract_features, predict_proba  # noqa: E402
+from transferlab.training import extract_features, head_proba  # noqa: E402
 from transferlab.transferability import score_all  # noqa: E402
 
 
@@ -49,9 +49,8 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            feats = extract_features(source, x, device).double().numpy()
-            probs = predict_proba(source, x, device)
-            score_all(feats, probs, y)
+            features = extract_features(source, x, device)
+            score_all(features.double().numpy(), head_proba(source.cpu(), features), y)
             times.append(time.perf_counter() - start)
         scoring = float(np.median(times))
         start = time.perf_counter()

@@ -23,7 +23,7 @@ from transferlab.metrics import classification_metrics
 from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
 from transferlab.prepared import PreparedDataset
-from transferlab.training import extract_features, predict_proba, to_tensor
+from transferlab.training import extract_features, head_proba, predict_proba, to_tensor
 from transferlab.transferability import score_all
 
 
@@ -149,8 +149,9 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset,
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)
         start = time.perf_counter()
-        feats = extract_features(model, x_pool, device).double().numpy()
-        probs = predict_proba(model, x_pool, device) if config.get("source_classes") else None
+        features = extract_features(model, x_pool, device)  # one backbone pass serves both
+        feats = features.double().numpy()
+        probs = head_proba(model.cpu(), features) if config.get("source_classes") else None
         shared = time.perf_counter() - start
         for seed, budgets in sorted(target.budgets().items(), key=lambda kv: int(kv[0])):
             for budget, idx in budgets.items():

@@ -57,12 +57,18 @@ def make_optimizer(groups: list[dict], cfg: TrainParams) -> torch.optim.Optimize
 def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device,
                    batch_size: int = 1024) -> torch.Tensor:
     """Logits (N, C) of ``model`` on inputs (N, ...), computed in eval mode, returned on CPU."""
-    model.eval()
+    model.to(device).eval()
     out = []
     for start in range(0, max(len(x), 1), batch_size):  # an empty x still gives (0, C)
         with _autocast(device):
             out.append(model(x[start:start + batch_size].to(device)).float().cpu())
     return torch.cat(out)
+
+
+def head_proba(model: nn.Module, features: torch.Tensor) -> np.ndarray:
+    """Softmax of the head on already-extracted features (N, D): no second backbone pass."""
+    with torch.inference_mode():
+        return torch.softmax(model.head(features.float()).double(), dim=1).numpy()
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -74,7 +80,7 @@ def predict_proba(model: nn.Module, x: torch.Tensor, device: torch.device) -> np
 def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
                      batch_size: int = 1024) -> torch.Tensor:
     """Backbone features (N, D) of a :class:`~transferlab.models.TransferNet`, on CPU."""
-    model.eval()
+    model.to(device).eval()
     out = []
     for start in range(0, max(len(x), 1), batch_size):  # an empty x still gives (0, D)
         with _autocast(device):

@@ -22,20 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def copy_tree(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "b"],
-                   cwd=dest, check=True)
+from transferlab.workspace import copy_worktree  # noqa: E402
 
 
 def timed_repro(repo: Path, env: dict) -> tuple[float, list[tuple[str, float]]]:
@@ -66,7 +55,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
     repo = tmp / "repo"
     repo.mkdir()
-    copy_tree(repo)
+    copy_worktree(ROOT, repo)
+    (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
     if args.params:
         shutil.copy(args.params, repo / "params.yaml")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -4,7 +4,6 @@ sqlite store hit by several processes at once, and `dvc exp run --queue` with tw
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import ROOT, MlflowServer, shrunk_params
 from transferlab.params import TrackingParams
 from transferlab.tracking import EXECUTION_ENV, Tracker, tracked
+from transferlab.workspace import copy_worktree
 
 VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
@@ -89,12 +89,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess
 def prepared_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A temporary git+dvc copy with tracking on and `prepare` already reproduced."""
     repo = tmp_path_factory.mktemp("faults") / "repo"
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in listed:
-        if (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
+    copy_worktree(ROOT, repo)
     params = shrunk_params()
     params["tracking"]["enabled"] = True
     params["tracking"]["log_models"] = False
@@ -102,7 +97,7 @@ def prepared_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+    for cmd in (["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"],
                 ["dvc", "repro", "prepare"]):
         _run(cmd, repo, env)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, shrunk_params
+from transferlab.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +37,7 @@ def ran_stages(log: str) -> set[str]:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A fresh git+dvc clone of the tracked tree with shrunk params, and its environment."""
     repo = tmp_path_factory.mktemp("clone") / "repo"
-    run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(repo)], ROOT)
-    # the working tree may hold uncommitted edits: test what is on disk, not only HEAD
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for rel in listed.split():
-        src = ROOT / rel
-        if src.is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
+    copy_worktree(ROOT, repo)  # what is on disk, uncommitted edits included
     (repo / "params.yaml").write_text(yaml.safe_dump(shrunk_params(), sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")

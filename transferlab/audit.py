@@ -33,6 +33,7 @@ import yaml
 from transferlab.errors import TransferlabError
 from transferlab.mirror import TRACKED_KINDS, stage_kind
 from transferlab.runtime import dumps_json, run_stage
+from transferlab.workspace import copy_worktree
 
 IDENTICAL, WITHIN, DIFFERENT = "bit-identical", "equal within tolerance", "different"
 TIMING, PROVENANCE = "expected: wall-clock timing", "expected: provenance"
@@ -327,19 +328,8 @@ def rerun_pipeline(root: Path, lock: dict, stage: str | None, tol: float, log: P
     tmp = Path(tempfile.mkdtemp(prefix="transferlab-audit-"))
     work, notes = tmp / "repo", []
     try:
-        listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                      root).split("\0")
         extra = [d["path"] for d in lock[stage].get("deps", [])] if stage else []
-        for rel in [r for r in listed if r] + extra:
-            src, dst = root / rel, work / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir() and not dst.exists():
-                shutil.copytree(src, dst)
-            elif src.is_file() and not dst.exists():
-                shutil.copy2(src, dst)
-        ident = ["-c", "user.name=transferlab-audit", "-c", "user.email=audit@transferlab"]
-        for git in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "audit", "-n"]):
-            _run(["git", *git], work)
+        copy_worktree(root, work, extra)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("TRANSFERLAB_EXECUTION", None)

@@ -93,7 +93,8 @@ def prepared_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     params = shrunk_params()
     params["tracking"]["enabled"] = True
     params["tracking"]["log_models"] = False
-    params["pretrain"]["epochs"] = 40  # long enough to be interrupted
+    # training that cannot end by itself within the test: the SIGTERM always lands mid-training
+    params["pretrain"].update(epochs=100_000, patience=100_000)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
@@ -121,19 +122,25 @@ def test_sigterm_ends_the_run_killed_and_leaves_nothing(prepared_repo) -> None:
     repo, env = prepared_repo
     lock_before = (repo / "dvc.lock").read_bytes()
     dvc = subprocess.Popen(["dvc", "repro", "pretrain@printed_digits"], cwd=repo, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stage_pid = None
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and stage_pid is None:
-        time.sleep(0.5)
-        if _stage_runs(repo, "pretrain@printed_digits"):  # its MLflow run has started
-            out = subprocess.run(["pgrep", "-f", "stages/pretrain_source.py"],
-                                 capture_output=True, text=True).stdout.split()
-            stage_pid = int(out[0]) if out else None
-    assert stage_pid, "the stage never started"
-    time.sleep(1.0)
-    os.kill(stage_pid, signal.SIGTERM)
-    log = dvc.communicate(timeout=120)[0]
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        stage_pid = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and stage_pid is None:
+            time.sleep(0.5)
+            if _stage_runs(repo, "pretrain@printed_digits"):  # its MLflow run has started
+                out = subprocess.run(["pgrep", "-s", str(dvc.pid), "-f", "pretrain_source.py"],
+                                     capture_output=True, text=True).stdout.split()
+                stage_pid = int(out[0]) if out else None
+        assert stage_pid, "the stage never started"
+        time.sleep(1.0)
+        os.kill(stage_pid, signal.SIGTERM)
+        log = dvc.communicate(timeout=120)[0]
+    finally:
+        if dvc.poll() is None:  # never leave a 100,000-epoch stage running behind a failure
+            os.killpg(dvc.pid, signal.SIGKILL)
+            dvc.wait()
     assert dvc.returncode != 0, log
     (run,) = _stage_runs(repo, "pretrain@printed_digits")
     assert run.info.status == "KILLED"

@@ -60,7 +60,7 @@ def main() -> None:
                                                        plots):
         results, extra = evaluate_runs(runs, target, sources, source_data, p, device)
         summary = analysis.summarize(results, budgets, all_lpc, p)
-        scores, score_timing = transferability_scores(sources, target, device)
+        scores, score_timing = transferability_scores(sources, target, Path(args.runs), device)
         transfer = analysis.transferability_summary(scores, summary, budgets)
         report = {
             "summary": summary,

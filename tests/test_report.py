@@ -110,7 +110,9 @@ COMPUTE = {
     "curves": {"scratch": {"seconds_per_run": 1.5004, "peak_bytes": 1},
                "glyphs/finetune": {"seconds_per_run": 2.2504, "peak_bytes": 1}},
     "pretrain": {"glyphs": 3.0004, "blank": None},
-    "transferability_fraction_of_finetune": {"glyphs": {"2": 0.1254, "all": NAN}},
+    "transferability_fraction_of_finetune": {"glyphs": {"2": 0.001254, "all": NAN}},
+    "transferability_fraction_with_features": {"glyphs": {"2": 0.012549, "all": NAN}},
+    "transferability_features_cached": {"glyphs": True},
 }
 CURVES = ("scratch", "glyphs/finetune", "glyphs/linear_probe")
 
@@ -246,7 +248,8 @@ def test_numbers_come_from_the_inputs(built) -> None:
         "reach accuracy **0.812**",
         "| glyphs/finetune | 3.2 | 0.741 |",
         "| glyphs | 2 | 1.235 | -0.501 | n/a | 1.510 |",
-        "| glyphs | 0.125 | n/a |",
+        "| glyphs | linear probe's cache | 0.13% / 1.25% | n/a / n/a |",
+        "| blank | own pass | n/a / n/a | n/a / n/a |",
         "| glyphs/finetune | 0.843 | 0.701 | 0.142 | 0.072 | 0.051 | 0.202 | 0.402 | 94,186 | "
         "1.23e+09 | 2.250 |",
         "| glyphs | fonts | 2 | 0.814 | 3.000 |",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 import transferlab.strategies as strategies
+from transferlab.errors import DataError
 from transferlab.models import build_model, load_checkpoint, reset_head, save_checkpoint
 from transferlab.params import (
     FinetuneParams,
@@ -121,6 +124,38 @@ def _loaded_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {p.name: load_checkpoint(p)[0].state_dict() for p in sorted(folder.glob("*.pt"))}
 
 
+# ------------------------------------------------------------------- cached pool features
+def test_linear_probe_caches_the_pool_features_it_trained_on(results: dict, target: TargetData,
+                                                             source_path: Path,
+                                                             tmp_path: Path) -> None:
+    result, run_folder = results["linear_probe"]
+    folder = tmp_path / "digits" / "linear_probe"  # the stage's layout, with its runs.json
+    shutil.copytree(run_folder, folder)
+    (folder / "runs.json").write_text(json.dumps({k: v for k, v in result.items()
+                                                  if k != "timing"}))
+    source, _ = load_checkpoint(source_path)
+    expected = strategies.extract_features(source, target.pool_x, CPU).numpy()
+    cached = strategies.load_pool_features(folder, len(target.pool_x))
+    assert cached is not None and np.array_equal(cached, expected)
+    assert result["pool_features"]["shape"] == list(expected.shape)
+    assert strategies.load_pool_features(folder, len(target.pool_x) + 1) is None  # another pool
+    assert strategies.load_pool_features(folder.parent, len(target.pool_x)) is None  # no runs.json
+
+
+def test_edited_pool_features_are_caught_by_name(results: dict, target: TargetData,
+                                                 tmp_path: Path) -> None:
+    result, folder = results["linear_probe"]
+    copy_dir = tmp_path / "digits" / "linear_probe"
+    copy_dir.mkdir(parents=True)
+    (copy_dir / "runs.json").write_text(json.dumps({"pool_features": result["pool_features"]}))
+    features = np.load(folder / strategies.POOL_FEATURES)
+    features[0, 0] += 1.0
+    np.save(copy_dir / strategies.POOL_FEATURES, features)
+    with pytest.raises(DataError, match=r"pool_features.npy: sha256 does not match .*runs.json"
+                                        r".*dvc repro --force transfer@digits-linear_probe"):
+        strategies.load_pool_features(copy_dir, len(target.pool_x))
+
+
 # ----------------------------------------------------------------------- replicate seeds
 def test_replicate_seed_is_distinct_and_stable() -> None:
     seeds, budgets = ["0", "1", "2", "3", "17"], ["1", "2", "3", "10", "30", "100", "all"]
@@ -142,7 +177,8 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
     result, folder = results[name]
     cfg = CONFIGS[name]
     assert result["strategy"] == name and result["skipped"] is None
-    assert {p.name for p in folder.iterdir()} == CHECKPOINTS
+    cache = {strategies.POOL_FEATURES} if name == "linear_probe" else set()
+    assert {p.name for p in folder.iterdir()} == CHECKPOINTS | cache
     runs = result["runs"]
     assert [(r["seed"], r["budget"]) for r in runs] == [(0, "2"), (0, "all"), (1, "2"),
                                                         (1, "all")]

@@ -190,9 +190,10 @@ def test_h_score_matches_loop(n: int, d: int, c: int, seed: int) -> None:
     assert h_score(f, y) == pytest.approx(_h_score_loop(f, y), rel=1e-6, abs=1e-10)
 
 
-def test_h_score_shrinkage_matches_manual_ledoit_wolf() -> None:
+@pytest.mark.parametrize(("n", "d"), [(50, 8), (12, 30)])  # more and fewer rows than columns
+def test_h_score_shrinkage_matches_manual_ledoit_wolf(n: int, d: int) -> None:
     rng = np.random.default_rng(4)
-    n, d, c = 50, 8, 3
+    c = 3
     f = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 1.0
     y = np.arange(n) % c
     fc = f - f.mean(axis=0)

@@ -22,10 +22,16 @@ def compute_summary(runs_root: Path, models_root: Path, score_timing: list[dict]
     Args:
         runs_root: the transfer stages' output root (``<source>/<strategy>/timing.json``).
         models_root: the pretrain stages' output root (``<source>/timing.json``).
-        score_timing: rows {source, budget, seed, seconds} from the evaluate stage.
+        score_timing: rows {source, budget, seed, seconds, feature_seconds, cached} from
+            :func:`transferlab.evaluation.transferability_scores`.
     Returns:
-        {"curves": {curve: {"seconds_per_run", "peak_bytes"}}, "pretrain": {source: seconds},
-         "transferability_fraction_of_finetune": {source: {budget: fraction}}}.
+        {"curves": {curve: {"seconds_per_run", "peak_bytes", "feature_extraction_seconds"}},
+         "pretrain": {source: seconds},
+         "transferability_fraction_of_finetune": {source: {budget: fraction}} (the scores
+         alone, on features already cached),
+         "transferability_fraction_with_features": {source: {budget: fraction}} (plus the
+         budget's share of one backbone pass over the pool),
+         "transferability_features_cached": {source: whether linear_probe's cache was used}}.
     """
     curves, finetune = {}, defaultdict(dict)
     for path in sorted(runs_root.rglob("timing.json")):
@@ -45,14 +51,23 @@ def compute_summary(runs_root: Path, models_root: Path, score_timing: list[dict]
     pretrain = {}
     for path in sorted(models_root.glob("*/timing.json")):
         pretrain[path.parent.name] = json.loads(path.read_text()).get("seconds")
-    fractions: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    alone: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with_features: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in score_timing:
         ft = finetune.get(row["source"], {}).get(f"{row['seed']}_{row['budget']}")
         if ft:
-            fractions[row["source"]][row["budget"]].append(row["seconds"] / ft)
+            alone[row["source"]][row["budget"]].append(row["seconds"] / ft)
+            with_features[row["source"]][row["budget"]].append(
+                (row["seconds"] + row["feature_seconds"]) / ft)
+
+    def means(fractions: dict) -> dict:
+        return {s: {b: float(np.mean(v)) for b, v in by_b.items()} for s, by_b in
+                fractions.items()}
+
     return {
         "curves": curves,
         "pretrain": pretrain,
-        "transferability_fraction_of_finetune": {
-            s: {b: float(np.mean(v)) for b, v in by_b.items()} for s, by_b in fractions.items()},
+        "transferability_fraction_of_finetune": means(alone),
+        "transferability_fraction_with_features": means(with_features),
+        "transferability_features_cached": {row["source"]: row["cached"] for row in score_timing},
     }

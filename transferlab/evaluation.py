@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
@@ -23,6 +24,7 @@ from transferlab.metrics import classification_metrics
 from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
 from transferlab.prepared import PreparedDataset
+from transferlab.strategies import load_pool_features
 from transferlab.training import extract_features, head_proba, predict_proba, to_tensor
 from transferlab.transferability import score_all
 
@@ -135,33 +137,52 @@ def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
             "forgetting": before - after}
 
 
-def transferability_scores(sources: dict[str, Path], target: PreparedDataset,
+def transferability_scores(sources: dict[str, Path], target: PreparedDataset, runs_root: Path,
                            device: torch.device) -> tuple[list[dict], list[dict]]:
     """LogME, LEEP, NCE and H-score of every source at every budget and seed.
 
-    Uses only the target training subset of each budget (never the test set). Returns
-    (score rows {source, budget, seed, logme, leep, nce, hscore}, timing rows {source, budget,
-    seed, seconds}); timing is kept apart because wall time is not reproducible.
+    Uses only the target training subset of each budget (never the test set). The backbone
+    features of the pool come from the source's linear_probe run, which cached them for its
+    own training (``runs/<source>/linear_probe/pool_features.npy``); where there is no such
+    run, one backbone pass over the pool here computes them. Returns (score rows {source,
+    budget, seed, logme, leep, nce, hscore}, timing rows {source, budget, seed, seconds,
+    feature_seconds, cached}): ``seconds`` is the score computation itself (head softmax and
+    the four scores), ``feature_seconds`` the budget's pro-rata share of the one backbone pass
+    over the pool, and ``cached`` whether that pass was the linear probe's. Timing is kept
+    apart from the scores because wall time is not reproducible.
     """
     pool = target.load("train")
     x_pool = to_tensor(pool.images)
     rows, timing = [], []
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)
+        linear_probe = runs_root / name / "linear_probe"
+        cached = load_pool_features(linear_probe, len(x_pool))
+        if cached is not None:
+            features = torch.from_numpy(cached)
+            pass_seconds = json.loads((linear_probe / "timing.json").read_text()).get(
+                "feature_extraction_seconds") or 0.0
+        else:
+            start = time.perf_counter()
+            features = extract_features(model, x_pool, device)
+            pass_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        features = extract_features(model, x_pool, device)  # one backbone pass serves both
         feats = features.double().numpy()
         probs = head_proba(model.cpu(), features) if config.get("source_classes") else None
-        shared = time.perf_counter() - start
-        for seed, budgets in sorted(target.budgets().items(), key=lambda kv: int(kv[0])):
-            for budget, idx in budgets.items():
-                start = time.perf_counter()
-                scores = score_all(feats[idx], None if probs is None else probs[idx],
-                                   pool.labels[idx])
-                seconds = time.perf_counter() - start + shared * len(idx) / len(x_pool)
-                rows.append({"source": name, "budget": budget, "seed": int(seed), **scores})
-                timing.append({"source": name, "budget": budget, "seed": int(seed),
-                               "seconds": seconds})
+        shared = time.perf_counter() - start  # one head pass over the pool serves every budget
+        # the scores' matrices are small: one BLAS thread is faster than two that synchronise
+        with threadpool_limits(1, user_api="blas"):
+            for seed, budgets in sorted(target.budgets().items(), key=lambda kv: int(kv[0])):
+                for budget, idx in budgets.items():
+                    start = time.perf_counter()
+                    scores = score_all(feats[idx], None if probs is None else probs[idx],
+                                       pool.labels[idx])
+                    share = len(idx) / len(x_pool)
+                    rows.append({"source": name, "budget": budget, "seed": int(seed), **scores})
+                    timing.append({"source": name, "budget": budget, "seed": int(seed),
+                                   "seconds": time.perf_counter() - start + shared * share,
+                                   "feature_seconds": pass_seconds * share,
+                                   "cached": cached is not None})
     return rows, timing
 
 

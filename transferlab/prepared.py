@@ -40,6 +40,19 @@ class ImageSet:
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
 
 
+def load_verified(path: Path, expected: str | None, index: Path, stage: str) -> np.ndarray:
+    """Load an array after checking it against the sha256 that ``index`` recorded for it.
+
+    Raises DataError naming the file, and the stage to rerun, when it is missing or differs.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: missing; rerun `dvc repro {stage}`")
+    if sha256_file(path) != expected:
+        raise DataError(f"{path}: sha256 does not match {index} (corrupt or edited file); "
+                        f"rerun `dvc repro --force {stage}`")
+    return np.load(path, allow_pickle=False)
+
+
 def normalization_stats(images: np.ndarray) -> dict[str, float]:
     """Pixel mean and std of uint8 images, in [0, 1] units."""
     x = images.astype(np.float64) / 255.0
@@ -110,16 +123,10 @@ class PreparedDataset:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not self.has_data:
             raise DataError(f"{self.folder}: the null source holds no data")
-        arrays = []
-        for suffix in ("x", "y"):
-            path = self.folder / f"{split}_{suffix}.npy"
-            expected = self.manifest["sha256"].get(path.name)
-            if not path.is_file():
-                raise DataError(f"{path}: missing; rerun `dvc repro prepare`")
-            if sha256_file(path) != expected:
-                raise DataError(f"{path}: sha256 does not match {self.folder}/manifest.json "
-                                "(corrupt or edited file); rerun `dvc repro --force prepare`")
-            arrays.append(np.load(path, allow_pickle=False))
+        arrays = [load_verified(self.folder / f"{split}_{suffix}.npy",
+                                self.manifest["sha256"].get(f"{split}_{suffix}.npy"),
+                                self.folder / "manifest.json", "prepare")
+                  for suffix in ("x", "y")]
         return ImageSet(arrays[0], arrays[1], self.class_names)
 
     def example_input(self) -> np.ndarray:

@@ -77,6 +77,12 @@ def f3(x: Any, signed: bool = False) -> str:
     return f"{v:+.3f}" if signed else f"{v:.3f}"
 
 
+def percent(x: Any) -> str:
+    """A small fraction (e.g. a cost ratio) as a percentage with two decimals (n/a if undefined)."""
+    v = number(x)
+    return NA if v is None else f"{round(v * 100, 2) + 0.0:.2f}%"
+
+
 def ci(low: Any, high: Any) -> str:
     return NA if number(low) is None and number(high) is None else f"[{f3(low)}, {f3(high)}]"
 

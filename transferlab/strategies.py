@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -30,7 +32,8 @@ from transferlab.models import (
     save_checkpoint,
 )
 from transferlab.params import STRATEGIES, TrainParams
-from transferlab.prepared import PreparedDataset
+from transferlab.prepared import PreparedDataset, load_verified
+from transferlab.runtime import sha256_file
 from transferlab.training import Stopwatch, extract_features, fit, flops_per_example, to_tensor
 
 
@@ -175,6 +178,30 @@ def cached_features(source: TransferNet, target: TargetData,
     return feats, watch.seconds
 
 
+POOL_FEATURES = "pool_features.npy"
+
+
+def save_pool_features(features: torch.Tensor, out_dir: Path) -> dict:
+    """Write linear_probe's cached pool features, so evaluate scores transferability from them
+    without another backbone pass. Returns the runs.json entry {file, sha256, shape}."""
+    path = out_dir / POOL_FEATURES
+    np.save(path, features.float().numpy())
+    return {"file": POOL_FEATURES, "sha256": sha256_file(path), "shape": list(features.shape)}
+
+
+def load_pool_features(folder: Path, rows: int) -> np.ndarray | None:
+    """The pool features a linear_probe run folder cached (sha256-verified), or None where the
+    folder holds none or holds features of a pool with another size."""
+    runs_json = folder / "runs.json"
+    if not runs_json.is_file():
+        return None
+    entry = json.loads(runs_json.read_text()).get("pool_features")
+    if not entry or entry["shape"][0] != rows:
+        return None
+    stage = f"transfer@{folder.parent.name}-{folder.name}"
+    return load_verified(folder / entry["file"], entry["sha256"], runs_json, stage)
+
+
 def load_target(folder: str | Path) -> TargetData:
     """The prepared target's pool, validation set and budgets (sha256-verified)."""
     data = PreparedDataset.open(folder)
@@ -214,6 +241,7 @@ def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | N
     if strategy == "linear_probe":
         features, seconds = cached_features(source, target, device)
         result["timing"]["feature_extraction_seconds"] = seconds
+        result["pool_features"] = save_pool_features(features[0], out_dir)
     if strategy == "source_only":
         model = source_only_model(source, config["source_classes"], mapping, target.num_classes)
         save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})

@@ -2,7 +2,7 @@
 
 LogME (You et al., ICML 2021), LEEP (Nguyen et al., ICML 2020), NCE (Tran et al., ICCV 2019)
 and H-score (Bao et al., ICIP 2019; Ledoit-Wolf variant of Ibrahim et al., 2022), plus the
-rank agreement between a score and measured target accuracies. Pure numpy/scipy.
+rank agreement between a score and measured target accuracies. Pure functions on arrays.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as _sps
+from sklearn.covariance import ledoit_wolf_shrinkage
 
 __all__ = ["SCORES", "h_score", "leep", "logme", "nce", "rank_agreement", "score_all"]
 
@@ -80,24 +81,39 @@ def _check_probs(source_probs: np.ndarray) -> np.ndarray:
     return p
 
 
-def _logme_evidence(sigma: np.ndarray, x2: np.ndarray, res_x2: float, n: int, d: int) -> float:
-    """Maximised log evidence / N of one target column, given sigma = s**2 and x2 = (U^T y)**2."""
-    alpha, beta = 1.0, 1.0
-    m2 = res2 = 0.0
+def _logme_evidence(sigma: np.ndarray, x2: np.ndarray, res_x2: np.ndarray, n: int,
+                    d: int) -> np.ndarray:
+    """Maximised log evidence / N of every target column at once.
+
+    sigma: (k,) squared singular values of F; x2: (k, C) squared projections (U^T y)**2;
+    res_x2: (C,) the part of y @ y outside the column space of F. Each column runs its own
+    fixed point and stops at its own step, exactly as the one-column loop of thuml/LogME.
+    """
+    n_cols = x2.shape[1]
+    alpha, beta = np.ones(n_cols), np.ones(n_cols)
+    m2, res2 = np.zeros(n_cols), np.zeros(n_cols)
+    active = np.ones(n_cols, dtype=bool)
+    s = sigma[:, None]
     for _ in range(_LOGME_MAX_ITER):
         t = alpha / beta
-        gamma = float(np.sum(sigma / (sigma + t)))
-        m2 = float(np.sum(sigma * x2 / (sigma + t) ** 2))
-        res2 = float(np.sum(x2 * (t / (sigma + t)) ** 2)) + res_x2
-        alpha = gamma / (m2 + _LOGME_EPS)
-        beta = (n - gamma) / (res2 + _LOGME_EPS)
-        if abs(alpha / beta - t) / t <= _LOGME_TOL:
+        w = s + t
+        new_m2 = np.sum(s * x2 / w**2, axis=0)
+        new_res2 = np.sum(x2 * (t / w) ** 2, axis=0) + res_x2
+        gamma = np.sum(s / w, axis=0)
+        new_alpha = gamma / (new_m2 + _LOGME_EPS)
+        new_beta = (n - gamma) / (new_res2 + _LOGME_EPS)
+        alpha = np.where(active, new_alpha, alpha)
+        beta = np.where(active, new_beta, beta)
+        m2 = np.where(active, new_m2, m2)
+        res2 = np.where(active, new_res2, res2)
+        active &= np.abs(new_alpha / new_beta - t) / t > _LOGME_TOL
+        if not active.any():
             break
     # log|A| for A = alpha I + beta F^T F: D - k directions have eigenvalue alpha.
-    log_det = float(np.sum(np.log(alpha + beta * sigma))) + (d - sigma.size) * math.log(alpha)
+    log_det = np.sum(np.log(alpha + beta * s), axis=0) + (d - sigma.size) * np.log(alpha)
     evidence = (
-        0.5 * d * math.log(alpha)
-        + 0.5 * n * math.log(beta)
+        0.5 * d * np.log(alpha)
+        + 0.5 * n * np.log(beta)
         - 0.5 * log_det
         - 0.5 * beta * res2
         - 0.5 * alpha * m2
@@ -106,12 +122,29 @@ def _logme_evidence(sigma: np.ndarray, x2: np.ndarray, res_x2: float, n: int, d:
     return evidence / n
 
 
+def _spectrum(f: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma, U^T targets): the nonzero squared singular values of F = U s V^T and the targets
+    projected on its left singular vectors, from the eigenproblem of the smaller Gram matrix
+    (F F^T or F^T F; thuml/LogME takes F^T F when N > D), much cheaper than the SVD of F."""
+    n, d = f.shape
+    if n <= d:
+        sigma, u = np.linalg.eigh(f @ f.T)
+    else:
+        sigma, v = np.linalg.eigh(f.T @ f)
+    # eigh of a Gram matrix is exact to about sigma_max * size * eps: below that is rounding
+    keep = sigma > sigma.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps
+    sigma = sigma[keep]
+    if n <= d:
+        return sigma, u[:, keep].T @ targets
+    return sigma, (v[:, keep].T @ (f.T @ targets)) / np.sqrt(sigma)[:, None]
+
+
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
     """LogME: mean per-class maximum log evidence of Bayesian linear regression, divided by N.
 
     You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer Learning",
     ICML 2021. Each class is a one-vs-rest 0/1 target; alpha and beta are maximised by the
-    fixed-point iteration on the SVD of F (as in thuml/LogME; at most 11 steps, stop at a
+    fixed-point iteration on the spectrum of F (as in thuml/LogME; at most 11 steps, stop at a
     1e-3 relative change of alpha / beta). log|A| counts the D - rank directions of eigenvalue
     alpha (the N < D fix of thuml/LogME issue #23). Classes absent from ``labels`` are skipped.
 
@@ -125,19 +158,14 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     f = _check_features(features)
     n, d = f.shape
     y = _check_labels(labels, n, "features")
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
-    if not np.any(s > 0.0):
+    if not np.any(f):
         raise ValueError("features must not be all zero")
-    sigma = s**2
     classes = np.unique(y)
     targets = (y[:, None] == classes[None, :]).astype(np.float64)  # (N, C) one-vs-rest
-    proj = u.T @ targets  # (k, C)
-    evidences = []
-    for c in range(classes.size):
-        x2 = proj[:, c] ** 2
-        res_x2 = max(float(targets[:, c] @ targets[:, c]) - float(x2.sum()), 0.0)
-        evidences.append(_logme_evidence(sigma, x2, res_x2, n, d))
-    return float(np.mean(evidences))
+    sigma, proj = _spectrum(f, targets)  # (k,), (k, C)
+    x2 = proj**2
+    res_x2 = np.maximum(targets.sum(axis=0) - x2.sum(axis=0), 0.0)  # 0/1 targets: y @ y = sum
+    return float(np.mean(_logme_evidence(sigma, x2, res_x2, n, d)))
 
 
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -212,25 +240,27 @@ def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: bool = False) -
         The H-score (higher is better).
     """
     f = _check_features(features)
-    n = f.shape[0]
+    n, d = f.shape
     y = _check_labels(labels, n, "features")
     fc = f - f.mean(axis=0, keepdims=True)
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    class_means = np.zeros((classes.size, fc.shape[1]))
-    np.add.at(class_means, inverse, fc)
-    class_means /= counts[:, None]
-    between = (class_means.T * counts) @ class_means  # sum_i E[f|y_i] E[f|y_i]^T
-    if shrinkage:
-        from sklearn.covariance import LedoitWolf  # deferred: heavy import
-
-        lw = LedoitWolf(assume_centered=True).fit(fc)
-        cov_f = lw.covariance_
-        cov_g = (1.0 - float(lw.shrinkage_)) * between / n
-    else:
-        cov_f = fc.T @ fc / (n - 1)
-        cov_g = between / (n - 1)
-    pinv = np.linalg.pinv(cov_f, rcond=1e-15)
-    return float(np.sum(pinv * cov_g.T))
+    # On the spectrum of fc = U s V^T the trace needs only the diagonal of V^T cov(E[f|y]) V,
+    # and E[f | c] = fc^T w_c (w_c: the class indicator / n_c) gives V^T E[f | c] = s U^T w_c.
+    weights = (inverse[:, None] == np.arange(classes.size)[None, :]) / counts[None, :]
+    sigma, proj = _spectrum(fc, weights)  # sigma = s**2 (k,), proj = U^T w (k, C)
+    if sigma.size == 0:
+        return 0.0  # constant features carry no information about the labels
+    keep = sigma > sigma.max() * 1e-15  # np.linalg.pinv's rcond on the covariance, as TLlib
+    sigma, proj = sigma[keep], proj[keep]
+    between = sigma * (proj**2 @ counts)  # diag of V^T (sum_c n_c E[f|c] E[f|c]^T) V
+    if not shrinkage:
+        # cov(f) = V diag(sigma / (n-1)) V^T and cov(E[f|y]) has the same 1 / (n-1)
+        return float(np.sum(between / sigma))
+    # Ledoit-Wolf: cov_a = (1 - a) S + a tr(S) / D I with S = fc^T fc / n; cov(E[f|y]) gets
+    # (1 - a) and 1 / n; directions outside V carry no between-class variance
+    a = float(ledoit_wolf_shrinkage(fc, assume_centered=True))
+    mu = float(np.sum(fc**2)) / (n * d)
+    return float(np.sum((1.0 - a) * between / n / ((1.0 - a) * sigma / n + a * mu)))
 
 
 SCORES: dict[str, Callable[..., float]] = {

@@ -1,0 +1,65 @@
+"""transferlab.runtime: seeding and deterministic mode, canonical JSON, staged outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from transferlab.runtime import dumps_json, staged_outputs
+
+_PROBE = """
+import sys, torch
+{before}
+from transferlab.runtime import seed_everything
+g = seed_everything(7, num_threads=1)
+print(torch.are_deterministic_algorithms_enabled(),
+      torch.is_deterministic_algorithms_warn_only_enabled(),
+      torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+      torch.get_num_threads(), "torch._inductor" in sys.modules,
+      torch.equal(torch.rand(3, generator=g),
+                  torch.rand(3, generator=torch.Generator().manual_seed(7))))
+"""
+
+
+@pytest.mark.parametrize(("before", "inductor"), [("", "False"),
+                                                  ("import torch._inductor.config", "True")])
+def test_seed_everything_switches_torch_to_deterministic_algorithms(before: str,
+                                                                    inductor: str) -> None:
+    """In a fresh interpreter (the flags are process-wide): deterministic algorithms on, not
+    warn-only, without loading torch's inductor unless something else already did."""
+    out = subprocess.run([sys.executable, "-c", _PROBE.format(before=before)], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "True", "False", "1", inductor, "True"]
+
+
+def test_dumps_json_is_canonical_and_strict() -> None:
+    text = dumps_json({"b": 1.23456789, "a": [float("nan"), float("inf"), 2], "c": {"z": 0.5}})
+    assert text == dumps_json({"c": {"z": 0.5}, "a": [float("nan"), float("inf"), 2],
+                               "b": 1.23456789})  # key order does not matter
+    assert json.loads(text) == {"a": [None, None, 2], "b": 1.234568, "c": {"z": 0.5}}
+    assert text.endswith("\n") and text.index('"a"') < text.index('"b"')
+
+
+def test_staged_outputs_move_into_place_only_on_success(tmp_path: Path) -> None:
+    final = tmp_path / "out" / "model.pt"
+    final.parent.mkdir()
+    final.write_text("old")
+    with pytest.raises(ValueError), staged_outputs(final) as (tmp,):
+        tmp.write_text("half")
+        raise ValueError("the stage failed")
+    assert final.read_text() == "old" and not tmp.exists()  # nothing half-written remains
+    with staged_outputs(final) as (tmp,):
+        tmp.write_text("new")
+    assert final.read_text() == "new" and not tmp.exists()
+
+
+def test_staged_outputs_require_every_declared_output(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="b.json: the stage did not write this declared"), \
+            staged_outputs(tmp_path / "a.json", tmp_path / "b.json") as (a, _):
+        a.write_text("{}")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its staged copy

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, MlflowServer, shrunk_params
 from transferlab.params import TrackingParams
-from transferlab.tracking import EXECUTION_ENV, Tracker, tracked
+from transferlab.run_context import EXECUTION_ENV
+from transferlab.tracking import Tracker, tracked
 from transferlab.workspace import copy_worktree
 
 VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

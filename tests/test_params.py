@@ -99,6 +99,19 @@ def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
         load_params(path)
 
 
+def test_repeated_key_is_an_error_not_the_last_value(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+    path.write_text(text.replace("    epochs: 25\n", "    epochs: 25\n    epochs: 2\n", 1))
+    with pytest.raises(ParamsError, match=r"params\.yaml: not valid YAML: line \d+, column 5: "
+                                          r"found duplicate key 'epochs'"):
+        load_params(path)
+    # YAML merge keys may still override what they merge in
+    path.write_text(text + "x: &a {k: 1}\ny: {<<: *a, k: 2}\n")
+    with pytest.raises(ParamsError, match="^x: unknown key"):  # parsed; then the unknown block
+        load_params(path)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")

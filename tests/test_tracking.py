@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from transferlab.errors import TrackingError
 from transferlab.models import build_model
 from transferlab.params import TrackingParams
-from transferlab.tracking import EXECUTION_ENV, Tracker, execution_id, flatten, tracked
+from transferlab.run_context import EXECUTION_ENV, execution_id
+from transferlab.tracking import Tracker, flatten, tracked
 
 
 @pytest.fixture

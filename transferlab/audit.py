@@ -203,7 +203,7 @@ def check_mlflow(root: Path, lock: dict, enabled: bool, experiment: str,
     and the metrics on disk. Without tracking (params) the findings are notes."""
     from mlflow.tracking import MlflowClient
 
-    from transferlab.tracking import tracking_uri
+    from transferlab.run_context import tracking_uri
 
     uri, result = tracking_uri(), {"stages": {}, "unexplained": [], "notes": []}
     result["uri"] = uri
@@ -317,7 +317,7 @@ def audit(root: Path, stage: str | None, skip_rerun: bool, tol: float, out: Path
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m transferlab.audit``: exit 0 = pass, 1 = an unexplained difference."""
-    from transferlab.tracking import repo_root
+    from transferlab.run_context import repo_root
 
     parser = argparse.ArgumentParser(prog="python -m transferlab.audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

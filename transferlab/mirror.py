@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from transferlab.run_context import EXECUTION_ENV
 from transferlab.runtime import sha256_file
-from transferlab.tracking import EXECUTION_ENV, Tracker
+from transferlab.tracking import Tracker
 
 TRACKED_KINDS = ("pretrain", "transfer", "scratch", "evaluate")
 

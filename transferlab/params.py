@@ -7,124 +7,23 @@ Every block rejects unknown keys and wrong types and names the valid choices in 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Literal
 
-import yaml
-
-from transferlab.errors import ParamsError
+from transferlab.typed_config import (  # to_dict: re-exported for the stages
+    check_range,
+    fail,
+    from_dict,
+    read_yaml_mapping,
+    to_dict,  # noqa: F401
+)
 
 STRATEGIES = ("source_only", "linear_probe", "partial_finetune", "finetune", "scratch")
 DATASET_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision", "none")
 SMALL_ARCHS = ("small_cnn",)
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 BIG = 10**7  # upper bound for counts: catches typos like 4e9 before they eat the machine
-
-
-def _fail(key: str, message: str) -> None:
-    raise ParamsError(f"{key}: {message}")
-
-
-def _check_range(key: str, value: float, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        _fail(key, f"must be finite, got {value}")
-    if low is not None and (value <= low if low_open else value < low):
-        _fail(key, f"must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        _fail(key, f"must be <= {high}, got {value}")
-
-
-def _coerce(key: str, tp: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert nested blocks to dataclasses."""
-    origin = get_origin(tp)
-    if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            _fail(key, f"unknown value {value!r}; expected one of {', '.join(map(str, choices))}")
-        return value
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(key, option, value)
-            except ParamsError as err:
-                errors.append(str(err))
-        _fail(key, f"got {value!r}; " + " or ".join(e.split(": ", 1)[1] for e in errors))
-    if origin in (tuple, list):
-        if not isinstance(value, list):
-            _fail(key, f"expected a list, got {type(value).__name__} {value!r}")
-        (item_tp, *_) = get_args(tp)
-        return tuple(_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            _fail(key, f"expected a mapping, got {type(value).__name__}")
-        _, val_tp = get_args(tp)
-        return {str(k): _coerce(f"{key}.{k}", val_tp, v) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(key, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, f"expected a number, got {value!r}")
-        if isinstance(value, int) and abs(value) >= 2**1023:  # float(value) would overflow
-            _fail(key, f"too large for a number, got an integer of {value.bit_length()} bits")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str) or not value:
-            _fail(key, f"expected a non-empty string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
-
-
-def from_dict(cls: type, data: Any, key: str) -> Any:
-    """Build the frozen dataclass ``cls`` from a YAML mapping, rejecting unknown keys.
-
-    Args:
-        cls: the dataclass type of the block.
-        data: the parsed YAML value (must be a mapping).
-        key: the dotted path of the block, used in error messages.
-    Returns:
-        An instance of ``cls``; its ``validate()`` (if any) has run.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        _fail(key, f"expected a mapping, got {type(data).__name__} {data!r}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, data)) - set(fields))
-    if unknown:
-        where = f"{key}.{unknown[0]}" if key else unknown[0]
-        _fail(where, f"unknown key; expected one of {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        sub = f"{key}.{name}" if key else name
-        if name in data:
-            kwargs[name] = _coerce(sub, hints[name], data[name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            _fail(sub, "missing required key")
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(key)
-    return obj
-
-
-# --------------------------------------------------------------------------------------------
-# blocks
 
 
 @dataclass(frozen=True)
@@ -135,12 +34,12 @@ class CommonParams:
 
     def validate(self, key: str) -> None:
         if not self.seeds:
-            _fail(f"{key}.seeds", "must list at least one seed")
+            fail(f"{key}.seeds", "must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
-            _fail(f"{key}.seeds", f"seeds must be distinct, got {list(self.seeds)}")
+            fail(f"{key}.seeds", f"seeds must be distinct, got {list(self.seeds)}")
         for i, s in enumerate(self.seeds):
-            _check_range(f"{key}.seeds[{i}]", s, 0, 2**31 - 1)
-        _check_range(f"{key}.num_threads", self.num_threads, 1, 256)
+            check_range(f"{key}.seeds[{i}]", s, 0, 2**31 - 1)
+        check_range(f"{key}.num_threads", self.num_threads, 1, 256)
 
 
 @dataclass(frozen=True)
@@ -179,22 +78,22 @@ class DatasetSpec:
                 continue
             value = getattr(self, f.name)
             if f.name in required and value is None:
-                _fail(f"{key}.{f.name}", f"required for kind {self.kind!r}")
+                fail(f"{key}.{f.name}", f"required for kind {self.kind!r}")
             if value is not None and f.name not in required | optional:
                 used = ", ".join(sorted(required | optional)) or "no other keys"
-                _fail(f"{key}.{f.name}", f"not used by kind {self.kind!r} (it takes {used})")
+                fail(f"{key}.{f.name}", f"not used by kind {self.kind!r} (it takes {used})")
         if self.chars is not None and len(set(self.chars)) != len(self.chars):
-            _fail(f"{key}.chars", f"characters must be distinct, got {self.chars!r}")
+            fail(f"{key}.chars", f"characters must be distinct, got {self.chars!r}")
         if self.n_per_class is not None:
-            _check_range(f"{key}.n_per_class", self.n_per_class, 1, BIG)
+            check_range(f"{key}.n_per_class", self.n_per_class, 1, BIG)
         if self.noise_std is not None:
-            _check_range(f"{key}.noise_std", self.noise_std, 0, 1)
+            check_range(f"{key}.noise_std", self.noise_std, 0, 1)
         if self.classes is not None:
             if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-                _fail(f"{key}.classes",
+                fail(f"{key}.classes",
                       f"need at least 2 distinct digits, got {list(self.classes)}")
             for c in self.classes:
-                _check_range(f"{key}.classes", c, 0, 9)
+                check_range(f"{key}.classes", c, 0, 9)
 
 
 Budget = int | Literal["all"]
@@ -214,28 +113,28 @@ class PrepareParams:
 
     def validate(self, key: str) -> None:
         if self.target.kind == "none":
-            _fail(f"{key}.target.kind", "the target needs data; 'none' is only for sources")
+            fail(f"{key}.target.kind", "the target needs data; 'none' is only for sources")
         if not self.sources:
-            _fail(f"{key}.sources", "must name at least one candidate source")
+            fail(f"{key}.sources", "must name at least one candidate source")
         for name in self.sources:
             if not (name.isascii() and name.replace("_", "").isalnum() and name.islower()):
-                _fail(f"{key}.sources.{name}", "source names are lower-case letters, digits, '_'")
-        _check_range(f"{key}.image_size", self.image_size, 8, 512)
-        _check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
+                fail(f"{key}.sources.{name}", "source names are lower-case letters, digits, '_'")
+        check_range(f"{key}.image_size", self.image_size, 8, 512)
+        check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
         if not self.budgets:
-            _fail(f"{key}.budgets", "must list at least one label budget")
+            fail(f"{key}.budgets", "must list at least one label budget")
         ints = [b for b in self.budgets if b != "all"]
         for b in ints:
-            _check_range(f"{key}.budgets", b, 1, BIG)
+            check_range(f"{key}.budgets", b, 1, BIG)
         if ints != sorted(set(ints)) or self.budgets.count("all") > 1 or (
             "all" in self.budgets and self.budgets[-1] != "all"
         ):
-            _fail(f"{key}.budgets",
+            fail(f"{key}.budgets",
                   f"must be strictly increasing, 'all' last, got {list(self.budgets)}")
-        _check_range(f"{key}.test_per_class", self.test_per_class, 1, BIG)
-        _check_range(f"{key}.val_per_class", self.val_per_class, 1, BIG)
+        check_range(f"{key}.test_per_class", self.test_per_class, 1, BIG)
+        check_range(f"{key}.val_per_class", self.val_per_class, 1, BIG)
         for name in ("source_test_fraction", "source_val_fraction"):
-            _check_range(f"{key}.{name}", getattr(self, name), 0, 0.9, low_open=True)
+            check_range(f"{key}.{name}", getattr(self, name), 0, 0.9, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -252,12 +151,12 @@ class TrainParams:
     patience: int = 5  # epochs without validation improvement before stopping
 
     def validate(self, key: str) -> None:
-        _check_range(f"{key}.epochs", self.epochs, 0, 100_000)
-        _check_range(f"{key}.batch_size", self.batch_size, 1, 65_536)
-        _check_range(f"{key}.lr", self.lr, 0, 10, low_open=True)
-        _check_range(f"{key}.weight_decay", self.weight_decay, 0, 1)
-        _check_range(f"{key}.momentum", self.momentum, 0, 1)
-        _check_range(f"{key}.patience", self.patience, 1, 100_000)
+        check_range(f"{key}.epochs", self.epochs, 0, 100_000)
+        check_range(f"{key}.batch_size", self.batch_size, 1, 65_536)
+        check_range(f"{key}.lr", self.lr, 0, 10, low_open=True)
+        check_range(f"{key}.weight_decay", self.weight_decay, 0, 1)
+        check_range(f"{key}.momentum", self.momentum, 0, 1)
+        check_range(f"{key}.patience", self.patience, 1, 100_000)
 
 
 @dataclass(frozen=True)
@@ -271,18 +170,18 @@ class PretrainParams(TrainParams):
         super().validate(key)
         valid = SMALL_ARCHS + TORCHVISION_ARCHS
         if self.arch not in valid:
-            _fail(f"{key}.arch", f"unknown architecture {self.arch!r}; expected one of "
+            fail(f"{key}.arch", f"unknown architecture {self.arch!r}; expected one of "
                   + ", ".join(valid))
-        _check_range(f"{key}.width", self.width, 1, 1024)
+        check_range(f"{key}.width", self.width, 1, 1024)
         if self.init != "random":
             parts = self.init.split(":", 2)
             if len(parts) != 3 or parts[0] != "torchvision" or not all(parts[1:]):
-                _fail(f"{key}.init", f"expected 'random' or 'torchvision:<arch>:<weights>', "
+                fail(f"{key}.init", f"expected 'random' or 'torchvision:<arch>:<weights>', "
                       f"got {self.init!r}")
             if parts[1] != self.arch:
-                _fail(f"{key}.init", f"init architecture {parts[1]!r} differs from "
+                fail(f"{key}.init", f"init architecture {parts[1]!r} differs from "
                       f"{key}.arch {self.arch!r}")
-        _check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
+        check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -300,7 +199,7 @@ class LinearProbeParams(TrainParams):
     def validate(self, key: str) -> None:
         super().validate(key)
         if self.augment:
-            _fail(f"{key}.augment", "linear_probe trains on cached features; augment must be false")
+            fail(f"{key}.augment", "linear_probe trains on cached features; augment must be false")
 
 
 @dataclass(frozen=True)
@@ -310,7 +209,7 @@ class PartialFinetuneParams(TrainParams):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        _check_range(f"{key}.frozen_blocks", self.frozen_blocks, 1, 64)
+        check_range(f"{key}.frozen_blocks", self.frozen_blocks, 1, 64)
 
 
 @dataclass(frozen=True)
@@ -319,7 +218,7 @@ class FinetuneParams(TrainParams):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        _check_range(f"{key}.backbone_lr_mult", self.backbone_lr_mult, 0, 10, low_open=True)
+        check_range(f"{key}.backbone_lr_mult", self.backbone_lr_mult, 0, 10, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -347,13 +246,13 @@ class EvaluateParams:
     reach_fraction: float = 0.95  # label efficiency: fraction of scratch@largest budget accuracy
 
     def validate(self, key: str) -> None:
-        _check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
-        _check_range(f"{key}.n_boot", self.n_boot, 100, 100_000)
-        _check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)
-        _check_range(f"{key}.shift_noise_std", self.shift_noise_std, 0, 1)
-        _check_range(f"{key}.shift_blur_sigma", self.shift_blur_sigma, 0, 10)
-        _check_range(f"{key}.shift_rotation_deg", self.shift_rotation_deg, 0, 180)
-        _check_range(f"{key}.reach_fraction", self.reach_fraction, 0, 1, low_open=True)
+        check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
+        check_range(f"{key}.n_boot", self.n_boot, 100, 100_000)
+        check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)
+        check_range(f"{key}.shift_noise_std", self.shift_noise_std, 0, 1)
+        check_range(f"{key}.shift_blur_sigma", self.shift_blur_sigma, 0, 10)
+        check_range(f"{key}.shift_rotation_deg", self.shift_rotation_deg, 0, 180)
+        check_range(f"{key}.reach_fraction", self.reach_fraction, 0, 1, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -367,27 +266,6 @@ class Params:
 
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.safe_load``, but an integer too long to print is an error (as it already is for a
-    decimal literal; ``0x`` / ``0b`` literals get past that check), so every message can show it."""
-
-    def construct_yaml_int(self, node: yaml.Node) -> int:
-        value = super().construct_yaml_int(node)
-        str(value)  # ValueError past sys.get_int_max_str_digits()
-        return value
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-
-
-def _one_line(err: Exception) -> str:
-    """A parse error as one line (PyYAML's own text spans several, with a source excerpt)."""
-    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
-        mark, context = err.problem_mark, f" ({err.context})" if err.context else ""
-        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}{context}"
-    return " ".join(str(err).split())
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the whole ``params.yaml``.
 
@@ -398,29 +276,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     Raises:
         ParamsError: naming the offending key (or the file, for YAML syntax errors).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except RecursionError:
-        raise ParamsError(f"{path}: not valid YAML: nested too deeply") from None
-    # PyYAML's scalar constructors raise plain ValueError / KeyError / ... on malformed scalars
-    # (``2020-13-45``, ``!!bool maybe``, ``!!int ''``); UnicodeDecodeError is a ValueError.
-    except (yaml.YAMLError, ValueError, KeyError, IndexError, AttributeError) as err:
-        raise ParamsError(f"{path}: not valid YAML: {_one_line(err)}") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of blocks at the top level")
-    return from_dict(Params, raw, "")
-
-
-def to_dict(obj: Any) -> Any:
-    """The plain-python (YAML/JSON-able) form of a params object, e.g. for hashing or logging."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
+    return from_dict(Params, read_yaml_mapping(path), "")

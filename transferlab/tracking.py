@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -22,83 +21,14 @@ from typing import Any
 
 from transferlab.errors import TrackingError
 from transferlab.params import TrackingParams
-
-EXECUTION_ENV = "TRANSFERLAB_EXECUTION"
-
-
-def repo_root() -> Path:
-    """The project root: the nearest directory holding dvc.yaml (stages run from there).
-
-    ``dvc exp run --temp`` and ``--queue`` run stages in a copy under
-    ``<root>/.dvc/tmp/exps/...`` that is deleted afterwards; the root is then the workspace that
-    owns that ``.dvc``, so tracking lands in the same store as ``dvc repro``.
-    """
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if folder.name == "exps" and folder.parent.name == "tmp" \
-                and folder.parent.parent.name == ".dvc":
-            return folder.parent.parent.parent
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file():
-            return folder
-    return here
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else an absolute ``sqlite:///<root>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
-
-
-def execution_id() -> str:
-    """An id shared by every stage of one ``dvc repro`` / ``dvc exp run``.
-
-    ``$TRANSFERLAB_EXECUTION`` wins; otherwise the nearest ancestor ``dvc`` process (its pid and
-    start time) identifies the execution; a stage run by hand gets its own id.
-    """
-    if os.environ.get(EXECUTION_ENV):
-        return os.environ[EXECUTION_ENV]
-    pid = os.getppid()
-    for _ in range(8):  # stage <- sh <- dvc (<- make ...)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            break
-        if any(Path(a.decode(errors="replace")).name == "dvc" for a in argv[:2]):
-            start_time = stat.rsplit(")", 1)[1].split()[19]
-            return hashlib.sha1(f"{pid}-{start_time}".encode()).hexdigest()[:12]
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-        if pid <= 1:
-            break
-    return hashlib.sha1(f"{os.getpid()}-{time.time_ns()}".encode()).hexdigest()[:12]
-
-
-def git_commit() -> tuple[str, bool]:
-    """(commit sha or 'unknown', dirty flag)."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        # dvc.lock is rewritten by `dvc repro` itself while the pipeline runs: not "dirty"
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
-                                     "--", ".", ":(exclude)dvc.lock"],
-                                    capture_output=True, text=True, check=True).stdout.strip())
-        return sha, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-
-
-def package_versions() -> dict[str, str]:
-    """``version.<package>`` tags for python and the packages results depend on."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"version.python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", "scikit-learn", "dvc", "mlflow"):
-        try:
-            out[f"version.{name}"] = version(name)
-        except PackageNotFoundError:
-            out[f"version.{name}"] = "not installed"
-    return out
+from transferlab.run_context import (
+    execution_id,
+    git_commit,
+    init_sqlite_store,
+    package_versions,
+    repo_root,
+    tracking_uri,
+)
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -111,28 +41,6 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(value)
     return out
-
-
-def init_sqlite_store(path: Path) -> None:
-    """Create the sqlite store's schema once, under a file lock, and switch it to WAL.
-
-    MLflow creates its schema racily: several stages starting together against a fresh store
-    can crash. The lock serialises the first use; WAL lets readers and a writer overlap.
-    """
-    import fcntl
-    import sqlite3
-
-    from mlflow.tracking import MlflowClient
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
-            with sqlite3.connect(path, timeout=60) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _guarded(method: Callable) -> Callable:

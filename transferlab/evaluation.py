@@ -147,9 +147,10 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
     run, one backbone pass over the pool here computes them. Returns (score rows {source,
     budget, seed, logme, leep, nce, hscore}, timing rows {source, budget, seed, seconds,
     feature_seconds, cached}): ``seconds`` is the score computation itself (head softmax and
-    the four scores), ``feature_seconds`` the budget's pro-rata share of the one backbone pass
-    over the pool, and ``cached`` whether that pass was the linear probe's. Timing is kept
-    apart from the scores because wall time is not reproducible.
+    the four scores), ``feature_seconds`` the budget's pro-rata share of the backbone pass that
+    computed the features (the linear probe's also covers the validation set, so it errs high),
+    and ``cached`` whether that pass was the linear probe's. Timing is kept apart from the
+    scores because wall time is not reproducible.
     """
     pool = target.load("train")
     x_pool = to_tensor(pool.images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 from transferlab.models import block_names, build_model, freeze
 from transferlab.params import TrainParams
 from transferlab.training import (
+    Stopwatch,
     augment_batch,
     extract_features,
     fit,
@@ -296,3 +298,18 @@ def test_flops_of_resnet18_at_16px_train() -> None:
     model = build_model("resnet18", 3, 0.25, 0.3, seed=0)
     x = torch.rand(1, 1, 16, 16)
     assert flops_per_example(model, x, train=True) > flops_per_example(model, x, train=False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists() or torch.cuda.is_available(),
+                    reason="per-block CPU peak memory needs Linux /proc (and no CUDA)")
+def test_stopwatch_peak_memory_is_per_block_on_cpu() -> None:
+    big = np.ones(400 * 2**20 // 8)  # 400 MiB, touched: the process peak is now above it
+    del big
+    with Stopwatch() as small:
+        x = np.ones(8 * 2**20 // 8)  # 8 MiB
+    with Stopwatch() as large:
+        y = np.ones(200 * 2**20 // 8)  # 200 MiB
+    del x, y
+    assert large.peak_bytes - small.peak_bytes >= 150 * 2**20  # the block's own allocation shows
+    assert small.peak_bytes < large.peak_bytes  # and the earlier 400 MiB peak does not
+    assert small.seconds >= 0.0 and large.seconds >= 0.0

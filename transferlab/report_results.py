@@ -266,8 +266,9 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
         " test accuracy before minus after transfer, adapted backbone under the source head "
         "(positive = the source task got worse; n/a where no source backbone was adapted). NLL "
         "is the log loss. Wall time and peak memory come from metrics/compute.json and are not "
-        "reproducible; peak memory is the stage process's peak resident memory on CPU, the "
-        "peak allocated GPU memory on CUDA.",
+        "reproducible; peak memory is the largest over the curve's runs of the process's peak "
+        "resident memory during one run on CPU (Linux; elsewhere the process's lifetime "
+        "peak), the peak allocated GPU memory on CUDA.",
         Table(("Curve", "Accuracy", "Shifted accuracy", "Shift gap", "Forgetting", "ECE",
                "Brier", "NLL", "Trainable params", "Train FLOPs", "Seconds per run",
                "Peak memory (MB)"),

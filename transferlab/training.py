@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -158,12 +160,16 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
 
 
 class Stopwatch:
-    """Wall time and peak memory of a block (peak CUDA memory on GPU, max RSS growth on CPU)."""
+    """Wall time and peak memory of a block: peak CUDA memory allocated on GPU; on CPU the
+    process's peak resident memory during the block (Linux: the high-water mark is reset on
+    entry through /proc/self/clear_refs; elsewhere the process's lifetime maximum)."""
 
     def __enter__(self) -> Stopwatch:
         self.start = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_peak_rss()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -171,9 +177,26 @@ class Stopwatch:
         if torch.cuda.is_available():
             self.peak_bytes = int(torch.cuda.max_memory_allocated())
         else:
-            import resource
+            self.peak_bytes = _peak_rss_bytes()
 
-            self.peak_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+def _reset_peak_rss() -> None:
+    # not Linux (or not permitted): the peak stays the process's lifetime maximum
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current RSS
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
 def flops_per_example(model: nn.Module, example: torch.Tensor, train: bool) -> int:

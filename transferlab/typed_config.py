@@ -18,11 +18,13 @@ from transferlab.errors import ParamsError
 
 
 def fail(key: str, message: str) -> None:
+    """Raise the ParamsError ``<key>: <message>``."""
     raise ParamsError(f"{key}: {message}")
 
 
 def check_range(key: str, value: float, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> None:
+    """Fail unless ``value`` is finite and within [low, high] (``(low, high]`` if low_open)."""
     if isinstance(value, float) and not math.isfinite(value):
         fail(key, f"must be finite, got {value}")
     if low is not None and (value <= low if low_open else value < low):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import time
-from collections.abc import Callable
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +36,6 @@ from transferlab.runtime import resolve_device, seed_everything  # noqa: E402
 from transferlab.strategies import adapt, load_target  # noqa: E402
 from transferlab.training import extract_features, head_proba  # noqa: E402
 from transferlab.transferability import score_all  # noqa: E402
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -77,8 +69,8 @@ def main() -> None:
             extract_features(source, target.pool_x[idx], device)
 
         with threadpool_limits(1, user_api="blas"):  # as the evaluate stage scores
-            scoring = _median_seconds(scores, args.repeats)
-        passing = _median_seconds(backbone_pass, args.repeats)
+            scoring = statistics.median(timeit.repeat(scores, number=1, repeat=args.repeats))
+        passing = statistics.median(timeit.repeat(backbone_pass, number=1, repeat=args.repeats))
         start = time.perf_counter()
         adapt("finetune", copy.deepcopy(source), target, params.transfer.finetune, "0", budget,
               device, arch)

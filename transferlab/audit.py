@@ -235,7 +235,7 @@ def environment_fingerprint(num_threads: int | None) -> dict:
     """Python, packages, CUDA/cuDNN, the deterministic flags the stages set, CPU/GPU, threads."""
     import torch
 
-    from transferlab.provenance import package_versions
+    from transferlab.run_context import package_versions
     from transferlab.runtime import seed_everything
 
     env = {k: os.environ.get(k) for k in ENV_VARS}  # as the user set them, before seeding

@@ -5,12 +5,11 @@ Pure data: :func:`collect_provenance` returns a dict and prints nothing; the rep
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import platform
-import subprocess
 from pathlib import Path
 
+from transferlab.run_context import git_state, package_versions
 from transferlab.runtime import sha256_file
 
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "scipy", "mlflow", "dvc",
@@ -42,33 +41,10 @@ def collect_provenance(params_path: str | Path, data_dir: str | Path,
                    "sha256": sha256_file(params_path)},
         "data": data_hashes(Path(data_dir)),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions(PACKAGES),
         "device": device_name(),
         "reproduce": REPRODUCE,
     }
-
-
-def git_state(repo: Path) -> dict:
-    """The HEAD commit and whether tracked files differ from it; read-only git calls."""
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        # --no-optional-locks: `git status` must not even refresh the index of the work tree
-        return subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args],
-                              capture_output=True, text=True, check=False)
-
-    try:
-        inside = git("rev-parse", "--is-inside-work-tree")
-    except FileNotFoundError:
-        return {"commit": None, "dirty": None, "note": "git is not installed"}
-    if inside.returncode != 0:
-        return {"commit": None, "dirty": None, "note": f"{repo} is not a git work tree"}
-    # dvc.lock is rewritten by `dvc repro` itself before the report stage: not "dirty"
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
-    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    head = git("rev-parse", "--verify", "--quiet", "HEAD")
-    if head.returncode != 0:
-        return {"commit": None, "dirty": dirty, "note": "the repository has no commits yet"}
-    return {"commit": head.stdout.strip(), "dirty": dirty, "note": None}
 
 
 def data_hashes(data_dir: Path) -> list[dict]:
@@ -90,17 +66,6 @@ def data_hashes(data_dir: Path) -> list[dict]:
             rows.append({"dataset": dataset, "file": name, "sha256": digest,
                          "matches_file": array.is_file() and sha256_file(array) == digest})
     return rows
-
-
-def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    """Installed distribution versions (``not installed`` where absent)."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def device_name() -> str:

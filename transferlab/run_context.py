@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 EXECUTION_ENV = "TRANSFERLAB_EXECUTION"
+# the packages whose versions every MLflow run is tagged with
+TAGGED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "dvc", "mlflow")
 
 
 def repo_root() -> Path:
@@ -61,32 +63,58 @@ def execution_id() -> str:
     return hashlib.sha1(f"{os.getpid()}-{time.time_ns()}".encode()).hexdigest()[:12]
 
 
-def git_commit() -> tuple[str, bool]:
-    """(commit sha or 'unknown', dirty flag)."""
+def git_state(repo: Path) -> dict:
+    """The HEAD commit and whether tracked files differ from it; read-only git calls.
+
+    Returns:
+        {"commit": sha or None, "dirty": bool or None, "note": why either is None, or None}.
+    """
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        # --no-optional-locks: `git status` must not even refresh the index of the work tree
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args],
+                              capture_output=True, text=True, check=False)
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        # dvc.lock is rewritten by `dvc repro` itself while the pipeline runs: not "dirty"
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
-                                     "--", ".", ":(exclude)dvc.lock"],
-                                    capture_output=True, text=True, check=True).stdout.strip())
-        return sha, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
+        inside = git("rev-parse", "--is-inside-work-tree")
+    except FileNotFoundError:
+        return {"commit": None, "dirty": None, "note": "git is not installed"}
+    if inside.returncode != 0:
+        return {"commit": None, "dirty": None, "note": f"{repo} is not a git work tree"}
+    # dvc.lock is rewritten by `dvc repro` itself while the pipeline runs: not "dirty"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    head = git("rev-parse", "--verify", "--quiet", "HEAD")
+    if head.returncode != 0:
+        return {"commit": None, "dirty": dirty, "note": "the repository has no commits yet"}
+    return {"commit": head.stdout.strip(), "dirty": dirty, "note": None}
 
 
-def package_versions() -> dict[str, str]:
-    """``version.<package>`` tags for python and the packages results depend on."""
-    import platform
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed distribution versions (``not installed`` where absent)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"version.python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", "scikit-learn", "dvc", "mlflow"):
+    versions = {}
+    for name in names:
         try:
-            out[f"version.{name}"] = version(name)
+            versions[name] = version(name)
         except PackageNotFoundError:
-            out[f"version.{name}"] = "not installed"
-    return out
+            versions[name] = "not installed"
+    return versions
+
+
+def run_tags() -> dict[str, str]:
+    """The tags every MLflow run carries about where it ran: ``git.commit`` ('unknown' outside
+    git) and ``git.dirty`` of the tree the stage runs in (a ``dvc exp`` copy included), and
+    ``version.<package>`` for python and the packages results depend on."""
+    import platform
+
+    state = git_state(Path.cwd())
+    versions = package_versions(TAGGED_PACKAGES)
+    return {"git.commit": state["commit"] or "unknown",
+            "git.dirty": str(bool(state["dirty"])).lower(),
+            "version.python": platform.python_version(),
+            **{f"version.{name}": v for name, v in versions.items()}}
 
 
 def init_sqlite_store(path: Path) -> None:

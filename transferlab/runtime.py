@@ -20,21 +20,6 @@ import torch
 from transferlab.errors import TransferlabError
 
 
-def _deterministic_algorithms() -> None:
-    """``torch.use_deterministic_algorithms(True)`` without importing torch._inductor.
-
-    The public function first imports the inductor (about 1.5 s, most of a small stage's
-    start-up) only to set its ``deterministic`` flag, which matters to ``torch.compile`` alone;
-    transferlab never compiles. Its second step is this call. Where the inductor is already
-    loaded, or this torch lacks the call, the public function runs as it is.
-    """
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None or "torch._inductor" in sys.modules:
-        torch.use_deterministic_algorithms(True, warn_only=False)
-    else:
-        setter(True, warn_only=False)
-
-
 def seed_everything(seed: int, num_threads: int | None = None) -> torch.Generator:
     """Seed python, numpy and torch, switch torch to deterministic algorithms.
 
@@ -48,7 +33,7 @@ def seed_everything(seed: int, num_threads: int | None = None) -> torch.Generato
         torch.set_num_threads(num_threads)
     # cuBLAS needs this for deterministic matmuls; harmless on CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    _deterministic_algorithms()
+    torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     return torch.Generator().manual_seed(seed)

@@ -23,10 +23,9 @@ from transferlab.errors import TrackingError
 from transferlab.params import TrackingParams
 from transferlab.run_context import (
     execution_id,
-    git_commit,
     init_sqlite_store,
-    package_versions,
     repo_root,
+    run_tags,
     tracking_uri,
 )
 
@@ -94,12 +93,11 @@ class Tracker:
             warnings.warn(f"{err}; continuing with tracking off", stacklevel=2)
             self.enabled = False
             return self
-        commit, dirty = git_commit()
+        where = run_tags()
         execution = execution_id()
-        base = {"transferlab.stage": self.stage, "transferlab.execution": execution,
-                "git.commit": commit, "git.dirty": str(dirty).lower(), **package_versions(),
+        base = {"transferlab.stage": self.stage, "transferlab.execution": execution, **where,
                 **self.tags}
-        parent = self._execution_run(execution, commit)
+        parent = self._execution_run(execution, where["git.commit"])
         self.run_id = self._create(f"{self.stage}", base, parent)
         params_json = json.dumps(self.params_used, sort_keys=True, default=str)
         self.client.set_tag(self.run_id, "transferlab.params_sha256",

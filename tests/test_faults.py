@@ -119,6 +119,21 @@ def _assert_failed_cleanly(repo: Path, lock_before: bytes, source: str) -> None:
     assert not folder.exists() or not any(folder.iterdir()), list(folder.iterdir())
 
 
+def _python_process(session: int, script: str) -> int | None:
+    """The python process running `script` in `session`, not the shell that DVC wraps it in
+    (`bash -c "python stages/..."` matches the same command line but may not exec it)."""
+    out = subprocess.run(["pgrep", "-s", str(session), "-f", script],
+                         capture_output=True, text=True).stdout.split()
+    for pid in map(int, out):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:  # it ended between pgrep and here
+            continue
+        if name.startswith("python"):
+            return pid
+    return None
+
+
 def test_sigterm_ends_the_run_killed_and_leaves_nothing(prepared_repo) -> None:
     repo, env = prepared_repo
     lock_before = (repo / "dvc.lock").read_bytes()
@@ -131,9 +146,7 @@ def test_sigterm_ends_the_run_killed_and_leaves_nothing(prepared_repo) -> None:
         while time.monotonic() < deadline and stage_pid is None:
             time.sleep(0.5)
             if _stage_runs(repo, "pretrain@printed_digits"):  # its MLflow run has started
-                out = subprocess.run(["pgrep", "-s", str(dvc.pid), "-f", "pretrain_source.py"],
-                                     capture_output=True, text=True).stdout.split()
-                stage_pid = int(out[0]) if out else None
+                stage_pid = _python_process(dvc.pid, "pretrain_source.py")
         assert stage_pid, "the stage never started"
         time.sleep(1.0)
         os.kill(stage_pid, signal.SIGTERM)

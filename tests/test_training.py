@@ -313,3 +313,7 @@ def test_stopwatch_peak_memory_is_per_block_on_cpu() -> None:
     del x, y
     assert large.peak_bytes - small.peak_bytes >= 150 * 2**20  # the block's own allocation shows
     assert before.peak_bytes - small.peak_bytes >= 300 * 2**20  # and the earlier peak does not
+    # memory added above the block's start: about each block's own array
+    assert before.peak_added_bytes >= 380 * 2**20
+    assert small.peak_added_bytes <= 60 * 2**20
+    assert 190 * 2**20 <= large.peak_added_bytes <= 260 * 2**20

@@ -22,7 +22,8 @@ TIMING, PROVENANCE = "expected: wall-clock timing", "expected: provenance"
 SEVERITY = {IDENTICAL: 0, PROVENANCE: 1, TIMING: 1, WITHIN: 2, DIFFERENT: 3}
 WALL_CLOCK_FILES = ("metrics/compute.json",)  # documented as not reproducible (compute.py)
 # the wall-clock keys of every timing.json (training.Stopwatch); the rest must match
-WALL_CLOCK_KEYS = frozenset({"seconds", "peak_bytes", "feature_extraction_seconds"})
+WALL_CLOCK_KEYS = frozenset({"seconds", "peak_bytes", "peak_added_bytes",
+                             "feature_extraction_seconds"})
 # report table columns filled from metrics/compute.json (report_results.costs, report.py)
 WALL_CLOCK_COLUMNS = ("second", "memory")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,12 @@ def compute_summary(runs_root: Path, models_root: Path, score_timing: list[dict]
         score_timing: rows {source, budget, seed, seconds, feature_seconds, cached} from
             :func:`transferlab.evaluation.transferability_scores`.
     Returns:
-        {"curves": {curve: {"seconds_per_run", "peak_bytes", "feature_extraction_seconds"}},
+        {"curves": {curve: {"seconds_per_run", "peak_bytes", "peak_added_bytes",
+                            "feature_extraction_seconds"}},
+         (``peak_bytes``: the largest over the curve's runs; ``peak_added_bytes``: the median
+         over its runs, since a process's first run also pays one-off allocations such as
+         lazy imports, and None where the platform has no per-run peak; see
+         :class:`transferlab.training.Stopwatch`),
          "pretrain": {source: seconds},
          "transferability_fraction_of_finetune": {source: {budget: fraction}} (the scores
          alone, on features already cached),
@@ -44,6 +50,7 @@ def compute_summary(runs_root: Path, models_root: Path, score_timing: list[dict]
         curves[curve] = {
             "seconds_per_run": float(np.mean([v["seconds"] for v in per_run.values()])),
             "peak_bytes": int(max(v["peak_bytes"] for v in per_run.values())),
+            "peak_added_bytes": _median(v.get("peak_added_bytes") for v in per_run.values()),
             "feature_extraction_seconds": timing.get("feature_extraction_seconds"),
         }
         if info["strategy"] == "finetune":
@@ -71,3 +78,9 @@ def compute_summary(runs_root: Path, models_root: Path, score_timing: list[dict]
         "transferability_fraction_with_features": means(with_features),
         "transferability_features_cached": {row["source"]: row["cached"] for row in score_timing},
     }
+
+
+def _median(values: Iterable[int | None]) -> float | None:
+    """The median, or None if any value is missing (no per-run peak on this platform)."""
+    values = list(values)
+    return None if any(v is None for v in values) else float(np.median(values))

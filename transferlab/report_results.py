@@ -241,8 +241,8 @@ def transferability(ev: dict, compute: dict, params: Params, fig: dict) -> list[
     ]
 
 
-def _megabytes(x: Any) -> str:
-    return NA if x is None else f"{float(x) / 2**20:.0f}"
+def _megabytes(x: Any, decimals: int = 0) -> str:
+    return NA if x is None else f"{float(x) / 2**20:.{decimals}f}"
 
 
 def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
@@ -257,7 +257,8 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
                      f3(r["forgetting"]), f3(r["ece"]), f3(r["brier"]), f3(r["log_loss"]),
                      integer(r["trainable_params"]), flops(r["train_flops"]),
                      seconds((timing.get(curve) or {}).get("seconds_per_run")),
-                     _megabytes((timing.get(curve) or {}).get("peak_bytes"))))
+                     _megabytes((timing.get(curve) or {}).get("peak_bytes")),
+                     _megabytes((timing.get(curve) or {}).get("peak_added_bytes"), 1)))
     return [
         f"At the largest budget: {budget_label(budget_keys(params)[-1], target)}; means over"
         " seeds. Shifted: the test set with Gaussian pixel noise (std "
@@ -265,13 +266,16 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
         f"{e.shift_rotation_deg:g}°); shift gap = accuracy - shifted accuracy. Forgetting: source"
         " test accuracy before minus after transfer, adapted backbone under the source head "
         "(positive = the source task got worse; n/a where no source backbone was adapted). NLL "
-        "is the log loss. Wall time and peak memory come from metrics/compute.json and are not "
-        "reproducible; peak memory is the largest over the curve's runs of the process's peak "
+        "is the log loss. Wall time and memory come from metrics/compute.json and are not "
+        "reproducible. Peak memory is the largest over the curve's runs of the process's peak "
         "resident memory during one run on CPU (Linux; elsewhere the process's lifetime "
-        "peak), the peak allocated GPU memory on CUDA.",
+        "peak), the peak allocated GPU memory on CUDA; on CPU most of it is the process itself "
+        "(Python, torch, the data). Memory added is that peak minus the memory in use when the "
+        "run started, the median over the curve's runs: what one run itself needed (on CPU, "
+        "memory that an earlier run freed and this one reused does not count again).",
         Table(("Curve", "Accuracy", "Shifted accuracy", "Shift gap", "Forgetting", "ECE",
                "Brier", "NLL", "Trainable params", "Train FLOPs", "Seconds per run",
-               "Peak memory (MB)"),
+               "Peak memory (MB)", "Memory added (MB)"),
               tuple(rows)),
         Image(fig["shift"], "In-distribution against shifted test accuracy per curve."),
         Image(fig["reliability"], "Reliability diagrams: accuracy per confidence bin (seeds "

@@ -63,5 +63,5 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
         "test": classification_metrics(test.labels, proba),
     }
     timing = {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
-              "history": summary["history"]}
+              "peak_added_bytes": watch.peak_added_bytes, "history": summary["history"]}
     return model.cpu().eval(), config, metrics, timing

@@ -261,8 +261,9 @@ def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | N
                 "mean": float(model.normalize.mean), "std": float(model.normalize.std),
                 "strategy": strategy})
             record.update(info)
-            result["timing"][f"{seed}_{budget}"] = {"seconds": watch.seconds,
-                                                    "peak_bytes": watch.peak_bytes}
+            result["timing"][f"{seed}_{budget}"] = {
+                "seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
+                "peak_added_bytes": watch.peak_added_bytes}
         else:
             record.update(trainable_params=0, train_flops=0, steps=0, history=[])
         result["runs"].append(record)

@@ -160,16 +160,24 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
 
 
 class Stopwatch:
-    """Wall time and peak memory of a block: peak CUDA memory allocated on GPU; on CPU the
-    process's peak resident memory during the block (Linux: the high-water mark is reset on
-    entry through /proc/self/clear_refs; elsewhere the process's lifetime maximum)."""
+    """Wall time and peak memory of a block.
+
+    ``peak_bytes``: on GPU the peak CUDA memory allocated; on CPU the process's peak resident
+    memory during the block (Linux: the high-water mark is reset on entry through
+    /proc/self/clear_refs; elsewhere the process's lifetime maximum). It includes what was
+    already there on entry (on CPU the interpreter, torch and the data: most of it).
+
+    ``peak_added_bytes``: the peak above the memory in use on entry, i.e. what the block itself
+    needed at most; ``None`` on CPU without Linux /proc, where there is no per-block peak.
+    """
 
     def __enter__(self) -> Stopwatch:
         self.start = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+            self._entry_bytes: int | None = int(torch.cuda.memory_allocated())
         else:
-            _reset_peak_rss()
+            self._entry_bytes = _reset_peak_rss()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -178,21 +186,36 @@ class Stopwatch:
             self.peak_bytes = int(torch.cuda.max_memory_allocated())
         else:
             self.peak_bytes = _peak_rss_bytes()
+        self.peak_added_bytes = (None if self._entry_bytes is None
+                                 else max(0, self.peak_bytes - self._entry_bytes))
 
 
-def _reset_peak_rss() -> None:
-    # not Linux (or not permitted): the peak stays the process's lifetime maximum
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current RSS
-
-
-def _peak_rss_bytes() -> int:
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (Linux), in bytes; ``None`` where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024  # kB
     except OSError:
         pass
+    return None
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the high-water mark to the current resident memory and return that; ``None``
+    where this is not possible (not Linux, or not permitted), and the peak stays the
+    process's lifetime maximum."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current RSS
+    except OSError:
+        return None
+    return _proc_status_bytes("VmRSS")
+
+
+def _peak_rss_bytes() -> int:
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux

@@ -168,7 +168,9 @@ class Stopwatch:
     already there on entry (on CPU the interpreter, torch and the data: most of it).
 
     ``peak_added_bytes``: the peak above the memory in use on entry, i.e. what the block itself
-    needed at most; ``None`` on CPU without Linux /proc, where there is no per-block peak.
+    needed at most. On CPU it is resident memory, so memory that the allocator kept from earlier
+    frees and the block reused does not count; ``None`` on CPU without Linux /proc, where there
+    is no per-block peak.
     """
 
     def __enter__(self) -> Stopwatch:

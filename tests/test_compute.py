@@ -11,8 +11,8 @@ import pytest
 from transferlab.compute import compute_summary
 
 
-def _stage(root: Path, source: str | None, strategy: str, timing: dict) -> None:
-    out = root / (source or "scratch") / strategy
+def _stage(root: Path, source: str, strategy: str, timing: dict) -> None:
+    out = root / source / strategy
     out.mkdir(parents=True)
     (out / "timing.json").write_text(json.dumps(timing))
     (out / "runs.json").write_text(json.dumps({"source": source, "strategy": strategy}))

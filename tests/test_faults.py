@@ -121,7 +121,7 @@ def _assert_failed_cleanly(repo: Path, lock_before: bytes, source: str) -> None:
 
 def _python_process(session: int, script: str) -> int | None:
     """The python process running `script` in `session`, not the shell that DVC wraps it in
-    (`bash -c "python stages/..."` matches the same command line but may not exec it)."""
+    (`sh -c "python stages/..."` matches the same command line, and dash does not exec it)."""
     out = subprocess.run(["pgrep", "-s", str(session), "-f", script],
                          capture_output=True, text=True).stdout.split()
     for pid in map(int, out):

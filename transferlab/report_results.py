@@ -252,13 +252,12 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
     timing = compute.get("curves") or {}
     rows = []
     for curve in ordered_curves(by_curve.index):
-        r = by_curve.loc[curve]
+        r, t = by_curve.loc[curve], timing.get(curve) or {}
         rows.append((curve, f3(r["accuracy"]), f3(r["shifted_accuracy"]), f3(r["shift_gap"]),
                      f3(r["forgetting"]), f3(r["ece"]), f3(r["brier"]), f3(r["log_loss"]),
                      integer(r["trainable_params"]), flops(r["train_flops"]),
-                     seconds((timing.get(curve) or {}).get("seconds_per_run")),
-                     _megabytes((timing.get(curve) or {}).get("peak_bytes")),
-                     _megabytes((timing.get(curve) or {}).get("peak_added_bytes"), 1)))
+                     seconds(t.get("seconds_per_run")), _megabytes(t.get("peak_bytes")),
+                     _megabytes(t.get("peak_added_bytes"), 1)))
     return [
         f"At the largest budget: {budget_label(budget_keys(params)[-1], target)}; means over"
         " seeds. Shifted: the test set with Gaussian pixel noise (std "

@@ -236,8 +236,44 @@ class TransferParams:
 
 
 @dataclass(frozen=True)
+class SelectionParams:
+    """How every choice is made (best epoch, early stopping, recommended curve, champion):
+    from labels inside the budget, never from the test split."""
+
+    protocol: Literal["within_budget", "external_val"] = "within_budget"
+    holdout_fraction: float = 0.34  # within_budget: share of each class's budget labels held out
+    min_labels_to_split: int = 2  # within_budget: fewer labels per class -> fixed schedule
+    refit: bool = True  # within_budget: retrain on all budget labels for the chosen epochs
+
+    def validate(self, key: str) -> None:
+        check_range(f"{key}.holdout_fraction", self.holdout_fraction, 0, 0.9, low_open=True)
+        check_range(f"{key}.min_labels_to_split", self.min_labels_to_split, 2, BIG)
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """Which strategies the transfer matrix of ``dvc.yaml`` runs for every source."""
+
+    strategies: tuple[str, ...] = ("source_only", "linear_probe", "partial_finetune",
+                                   "finetune")
+
+    def validate(self, key: str) -> None:
+        valid = [s for s in STRATEGIES if s != "scratch"]
+        if not self.strategies:
+            fail(f"{key}.strategies", "must list at least one strategy")
+        for i, s in enumerate(self.strategies):
+            if s not in valid:
+                fail(f"{key}.strategies[{i}]",
+                     f"unknown strategy {s!r}; expected one of {', '.join(valid)} "
+                     "(scratch always runs, as the baseline)")
+        if len(set(self.strategies)) != len(self.strategies):
+            fail(f"{key}.strategies", f"strategies must be distinct, got {list(self.strategies)}")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     confidence: float = 0.95  # level of every confidence interval
+    multiplicity: Literal["holm", "bh", "none"] = "holm"  # family-wise control of the verdicts
     n_boot: int = 1000  # paired bootstrap replicates
     calibration_bins: int = 15
     shift_noise_std: float = 0.1  # shifted test set: Gaussian pixel noise, [0, 1] units
@@ -263,6 +299,8 @@ class Params:
     pretrain: PretrainParams
     transfer: TransferParams
     evaluate: EvaluateParams
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    grid: GridParams = field(default_factory=GridParams)
 
 
 

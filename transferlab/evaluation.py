@@ -57,6 +57,9 @@ class RunResult:
     metrics: dict  # test metrics (flat), shifted accuracy, forgetting
     correct: np.ndarray  # (N,) bool: test example classified correctly
     proba: np.ndarray  # (N, C) test probabilities
+    # accuracy on the labels held out of the budget (selection protocol); nan where the budget
+    # was too small to hold any out. Every choice ranks runs by this, never by the test split.
+    selection_score: float = math.nan
 
 
 def discover_runs(runs_root: Path) -> list[dict]:
@@ -112,7 +115,9 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         metrics.update(trainable_params=run["trainable_params"], train_flops=run["train_flops"])
         key = {"source": info["source"], "strategy": info["strategy"], "budget": run["budget"],
                "seed": run["seed"]}
-        results.append(RunResult(key, metrics, proba.argmax(1) == test.labels, proba))
+        score = run.get("selection_score")
+        results.append(RunResult(key, metrics, proba.argmax(1) == test.labels, proba,
+                                 math.nan if score is None else float(score)))
     return results, {"skipped": skipped}
 
 

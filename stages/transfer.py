@@ -59,7 +59,8 @@ def main() -> None:
         out.mkdir(parents=True)
         result = run_replicates(args.strategy, None if args.strategy == "source_only" else cfg,
                                 Path(args.source_model) if args.source_model else None,
-                                target, device, out, arch, on_result, mapping)
+                                target, device, out, arch, params.selection, on_result,
+                                mapping)
         timing = result.pop("timing")
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
         (out / "timing.json").write_text(dumps_json(timing))

@@ -22,6 +22,7 @@ from transferlab.params import (
     LinearProbeParams,
     PartialFinetuneParams,
     ScratchParams,
+    SelectionParams,
 )
 from transferlab.strategies import (
     TargetData,
@@ -33,6 +34,7 @@ from transferlab.strategies import (
 
 CPU = torch.device("cpu")
 ARCH = {"arch": "small_cnn", "width": 8}
+SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
 SOURCE_CLASSES = ["a", "b", "c", "d"]
 ALIGNED = {"source_to_target": {"c": 0, "a": 1, "d": 2}, "aligned": True,
            "unmapped_target_classes": []}
@@ -108,7 +110,7 @@ def results(target: TargetData, source_path: Path,
     for name, cfg in CONFIGS.items():
         folder = tmp_path_factory.mktemp(name)
         src = None if name == "scratch" else source_path
-        out[name] = (run_replicates(name, cfg, src, target, CPU, folder, ARCH), folder)
+        out[name] = (run_replicates(name, cfg, src, target, CPU, folder, ARCH, SELECTION), folder)
     return out
 
 
@@ -196,13 +198,23 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
                  "finetune": sum(N_PARAMS.values()), "scratch": sum(N_PARAMS.values())}[name]
     for r in runs:
         assert {"seed", "budget", "checkpoint", "best_epoch", "epochs_run", "steps",
-                "trainable_params", "train_flops", "history"} <= set(r)
+                "trainable_params", "train_flops", "history", "selection_method",
+                "selection_score", "fit_examples", "holdout_examples", "refit"} <= set(r)
         assert r["checkpoint"] == f"{r['seed']}_{r['budget']}.pt"
         n = len(target.budgets[str(r["seed"])][r["budget"]])
+        # within_budget: 2 labels per class hold out 1 each; 'all' (10) holds out 3 each
+        held = {"2": 3, "all": 9}[r["budget"]]
+        assert (r["selection_method"], r["fit_examples"], r["holdout_examples"],
+                r["refit"]) == ("holdout", n - held, held, True)
+        assert 0.0 <= r["selection_score"] <= 1.0
+        assert r["selection_score"] == r["best_val_accuracy"]
         assert r["epochs_run"] == len(r["history"]) and 1 <= r["best_epoch"] <= r["epochs_run"]
-        assert r["steps"] == r["epochs_run"] * math.ceil(n / cfg.batch_size)
+        # the choosing run on the fit part, then the refit on all n for best_epoch epochs
+        assert r["steps"] == (r["epochs_run"] * math.ceil((n - held) / cfg.batch_size)
+                              + r["best_epoch"] * math.ceil(n / cfg.batch_size))
         assert r["trainable_params"] == trainable
-        assert r["train_flops"] == per_example * n * r["epochs_run"]
+        assert r["train_flops"] == per_example * ((n - held) * r["epochs_run"]
+                                                  + n * r["best_epoch"])
     for ckpt in folder.glob("*.pt"):
         model, config = load_checkpoint(ckpt)
         assert model.head.out_features == 3
@@ -214,7 +226,7 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
 def test_on_result_sees_every_replicate(target: TargetData, tmp_path: Path) -> None:
     seen = []
     result = run_replicates("scratch", CONFIGS["scratch"], None, target, CPU, tmp_path, ARCH,
-                            on_result=lambda record, model: seen.append((record, model)))
+                            SELECTION, on_result=lambda record, model: seen.append((record, model)))
     assert [r for r, _ in seen] == result["runs"]
     assert all(isinstance(m, nn.Module) and not m.training for _, m in seen)
 
@@ -223,7 +235,7 @@ def test_on_result_sees_every_replicate(target: TargetData, tmp_path: Path) -> N
 def test_source_only_reorders_the_source_head(target: TargetData, source_path: Path,
                                               source: nn.Module, tmp_path: Path) -> None:
     result = run_replicates("source_only", None, source_path, target, CPU, tmp_path, ARCH,
-                            mapping=ALIGNED)
+                            SELECTION, mapping=ALIGNED)
     assert result["skipped"] is None
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     assert len(result["runs"]) == 4
@@ -245,7 +257,7 @@ def test_source_only_skips_unaligned_label_spaces(target: TargetData, source_pat
     mapping = {"source_to_target": {"a": 0}, "aligned": False,
                "unmapped_target_classes": ["seven", "eight"]}
     result = run_replicates("source_only", None, source_path, target, CPU, tmp_path, ARCH,
-                            mapping=mapping)
+                            SELECTION, mapping=mapping)
     assert "seven" in result["skipped"] and "eight" in result["skipped"]
     assert result["runs"] == [] and list(tmp_path.iterdir()) == []
 
@@ -255,7 +267,7 @@ def test_source_only_skips_a_null_source(target: TargetData, tmp_path: Path) -> 
     out = tmp_path / "out"
     out.mkdir()
     for path in (null, None):
-        result = run_replicates("source_only", None, path, target, CPU, out, ARCH,
+        result = run_replicates("source_only", None, path, target, CPU, out, ARCH, SELECTION,
                                 mapping=ALIGNED)
         assert "null source" in result["skipped"]
         assert result["runs"] == [] and list(out.iterdir()) == []
@@ -284,7 +296,7 @@ def test_linear_probe_extracts_features_once(target: TargetData, source_path: Pa
 
     monkeypatch.setattr(strategies, "extract_features", counting)
     result = run_replicates("linear_probe", CONFIGS["linear_probe"], source_path, target, CPU,
-                            tmp_path, ARCH)
+                            tmp_path, ARCH, SELECTION)
     assert len(result["runs"]) == 4
     assert calls == [len(target.pool_x), len(target.val_x)]
 
@@ -305,7 +317,7 @@ def test_partial_finetune_keeps_the_first_blocks(results: dict, source: nn.Modul
 def test_partial_finetune_without_frozen_bn_stats(target: TargetData, source_path: Path,
                                                   source: nn.Module, tmp_path: Path) -> None:
     cfg = PartialFinetuneParams(epochs=1, batch_size=8, frozen_blocks=2, freeze_bn_stats=False)
-    run_replicates("partial_finetune", cfg, source_path, target, CPU, tmp_path, ARCH)
+    run_replicates("partial_finetune", cfg, source_path, target, CPU, tmp_path, ARCH, SELECTION)
     src = source.state_dict()
     state = load_checkpoint(tmp_path / "0_all.pt")[0].state_dict()
     for block in ("block1", "block2"):
@@ -323,7 +335,7 @@ def test_partial_finetune_cannot_freeze_every_block(frozen: int, target: TargetD
     cfg = PartialFinetuneParams(epochs=1, batch_size=8, frozen_blocks=frozen)
     with pytest.raises(ValueError, match=r"transfer\.partial_finetune\.frozen_blocks: "
                                          f"{frozen}.*block1, block2, block3"):
-        run_replicates("partial_finetune", cfg, source_path, target, CPU, tmp_path, ARCH)
+        run_replicates("partial_finetune", cfg, source_path, target, CPU, tmp_path, ARCH, SELECTION)
 
 
 # ------------------------------------------------------------------------------- finetune
@@ -352,7 +364,7 @@ def test_scratch_ignores_the_source(results: dict, target: TargetData, source_pa
                                     source: nn.Module, tmp_path: Path) -> None:
     result, folder = results["scratch"]  # run with source_path=None
     with_source = run_replicates("scratch", CONFIGS["scratch"], source_path, target, CPU,
-                                 tmp_path, ARCH)
+                                 tmp_path, ARCH, SELECTION)
     assert with_source["runs"] == result["runs"]
     a, b = _loaded_states(folder), _loaded_states(tmp_path)
     assert a.keys() == b.keys() == CHECKPOINTS
@@ -371,7 +383,7 @@ def test_run_replicates_is_bitwise_reproducible(name: str, deterministic, target
     for i in range(2):
         folder = tmp_path / str(i)
         folder.mkdir()
-        result = run_replicates(name, CONFIGS[name], src, target, CPU, folder, ARCH)
+        result = run_replicates(name, CONFIGS[name], src, target, CPU, folder, ARCH, SELECTION)
         runs.append(result["runs"])
         states.append(_loaded_states(folder))
     assert runs[0] == runs[1]

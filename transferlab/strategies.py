@@ -13,7 +13,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,18 @@ from transferlab.models import (
     reset_head,
     save_checkpoint,
 )
-from transferlab.params import STRATEGIES, TrainParams
+from transferlab.params import STRATEGIES, SelectionParams, TrainParams
 from transferlab.prepared import PreparedDataset, load_verified
 from transferlab.runtime import sha256_file
-from transferlab.training import Stopwatch, extract_features, fit, flops_per_example, to_tensor
+from transferlab.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
+from transferlab.training import (
+    Stopwatch,
+    extract_features,
+    fit,
+    flops_per_example,
+    predict_logits,
+    to_tensor,
+)
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,12 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
 
 
 def adapt(strategy: str, source: TransferNet | None, target: TargetData, cfg: TrainParams,
-          seed: str, budget: str, device: torch.device, arch: dict,
+          seed: str, budget: str, device: torch.device, arch: dict, selection: SelectionParams,
           features: tuple[torch.Tensor, torch.Tensor] | None = None,
           desc: str = "") -> tuple[TransferNet, dict]:
-    """Train one target model for a (strategy, budget, seed) replicate.
+    """Train one target model for a (strategy, budget, seed) replicate under the selection
+    protocol (:mod:`transferlab.selection`): choose the epoch on labels held out of the budget
+    (or the external validation set, or a fixed schedule), then refit on the whole budget.
 
     Args:
         strategy: one of linear_probe, partial_finetune, finetune, scratch.
@@ -111,41 +121,78 @@ def adapt(strategy: str, source: TransferNet | None, target: TargetData, cfg: Tr
         budget: labels per class (as in budgets.json, e.g. "10" or "all").
         device: where to train.
         arch: {"arch", "width"} for scratch.
+        selection: the ``selection`` params block.
         features: cached (pool features, val features) for linear_probe.
         desc: progress-bar label.
     Returns:
-        (trained model on CPU, record: best epoch, steps, trainable params, FLOPs, ...).
+        (trained model on CPU, record: selection method and score, best epoch, steps, trainable
+        params, FLOPs, validation history of the choosing run).
     """
-    idx = torch.tensor(target.budgets[seed][budget], dtype=torch.long)
+    budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
     gen_seed = replicate_seed(seed, budget)
-    generator = torch.Generator().manual_seed(gen_seed)
-    train = (target.pool_x[idx], target.pool_y[idx])
-    val = (target.val_x, target.val_y)
-    example = target.val_x[:1]
+    plan = plan_selection(budget_idx, target.pool_y.numpy(), selection, gen_seed)
     if strategy == "scratch":
         norm = target.normalization
-        model = build_model(arch["arch"], target.num_classes, norm["mean"], norm["std"],
-                            gen_seed, arch["width"])
+        init = build_model(arch["arch"], target.num_classes, norm["mean"], norm["std"],
+                           gen_seed, arch["width"])
     else:
-        model = reset_head(source, target.num_classes, gen_seed)
-    if strategy == "linear_probe":
-        freeze(model, block_names(model), bn_stats=True)
-        feats_pool, feats_val = features
-        summary = fit(model.head, (feats_pool[idx], train[1]), (feats_val, val[1]), cfg,
-                      [{"params": list(model.head.parameters())}], generator, device, desc,
-                      augment=False)
-        # (the one backbone forward per pool example is the shared feature-extraction cost)
-        per_example = flops_per_example(model.head, feats_val[:1], train=True)
-    else:
-        groups = _param_groups(strategy, model, cfg)
-        summary = fit(model, train, val, cfg, groups, generator, device, desc)
-        per_example = flops_per_example(model.cpu(), example, train=True)
-    flops = per_example * len(idx) * summary["epochs_run"]
-    record = {k: summary[k] for k in ("best_epoch", "epochs_run", "steps", "best_val_accuracy",
-                                      "best_val_loss")}
-    record.update(trainable_params=count_trainable(model), train_flops=int(flops),
-                  history=summary["history"])
+        init = reset_head(source, target.num_classes, gen_seed)
+    probe = strategy == "linear_probe"
+    inputs, val_inputs = features if probe else (target.pool_x, target.val_x)
+
+    def train(idx: np.ndarray, val: tuple | None, epochs: int, label: str) -> tuple:
+        model = copy.deepcopy(init)
+        if probe:
+            freeze(model, block_names(model), bn_stats=True)
+            net, groups = model.head, [{"params": list(model.head.parameters())}]
+        else:
+            net, groups = model, _param_groups(strategy, model, cfg)
+        ix = torch.from_numpy(idx)
+        summary = fit(net, (inputs[ix], target.pool_y[ix]), val, replace(cfg, epochs=epochs),
+                      groups, torch.Generator().manual_seed(gen_seed), device, label,
+                      augment=False if probe else None)
+        return model, net, summary
+
+    val = None
+    if plan.method == HOLDOUT:
+        held = torch.from_numpy(plan.choose_on)
+        val = (inputs[held], target.pool_y[held])
+    elif plan.method == EXTERNAL:
+        val = (val_inputs, target.val_y)
+    model, net, chosen = train(plan.train_idx, val, cfg.epochs, desc)
+    examples_x_epochs = len(plan.train_idx) * chosen["epochs_run"]
+    steps = chosen["steps"]
+    if plan.refit_idx is not None:
+        model, net, refit = train(plan.refit_idx, None, chosen["best_epoch"], f"{desc} refit")
+        examples_x_epochs += len(plan.refit_idx) * refit["epochs_run"]
+        steps += refit["steps"]
+    # (linear_probe: the one backbone forward per pool example is the shared feature cost)
+    example = val_inputs[:1]
+    per_example = flops_per_example(net.cpu(), example, train=True)
+    record = {k: chosen[k] for k in ("best_epoch", "epochs_run", "best_val_accuracy",
+                                     "best_val_loss")}
+    record.update(plan.record(), selection_score=chosen["best_val_accuracy"], steps=steps,
+                  trainable_params=count_trainable(model),
+                  train_flops=int(per_example * examples_x_epochs), history=chosen["history"])
     return model.cpu().eval(), record
+
+
+def source_only_selection(model: TransferNet, target: TargetData, seed: str, budget: str,
+                          selection: SelectionParams, device: torch.device) -> dict:
+    """The selection fields of an untrained ``source_only`` replicate: its accuracy on the same
+    held-out labels (or external validation set) as every other strategy of the replicate."""
+    budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
+    plan = plan_selection(budget_idx, target.pool_y.numpy(), selection,
+                          replicate_seed(seed, budget))
+    score = None
+    if plan.method != FIXED:
+        if plan.method == HOLDOUT:
+            held = torch.from_numpy(plan.choose_on)
+            x, y = target.pool_x[held], target.pool_y[held]
+        else:
+            x, y = target.val_x, target.val_y
+        score = float((predict_logits(model, x, device).argmax(1) == y).double().mean())
+    return {**plan.record(), "refit": False, "selection_score": score}
 
 
 def _param_groups(strategy: str, model: TransferNet, cfg: TrainParams) -> list[dict]:
@@ -213,7 +260,8 @@ def load_target(folder: str | Path) -> TargetData:
 
 def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | None,
                    target: TargetData, device: torch.device, out_dir: Path,
-                   arch: dict, on_result: Callable[[dict, TransferNet], None] | None = None,
+                   arch: dict, selection: SelectionParams,
+                   on_result: Callable[[dict, TransferNet], None] | None = None,
                    mapping: dict | None = None) -> dict:
     """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
 
@@ -225,6 +273,7 @@ def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | N
         device: where to train.
         out_dir: receives ``<seed>_<budget>.pt`` checkpoints.
         arch: {"arch", "width"} used by scratch.
+        selection: the ``selection`` params block (how each replicate chooses).
         on_result: called with (record, model) after each replicate (e.g. tracking).
         mapping: the source->target label mapping from the source manifest (source_only).
     Returns:
@@ -255,7 +304,7 @@ def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | N
             base = copy.deepcopy(source) if source is not None else None
             with Stopwatch() as watch:
                 model, info = adapt(strategy, base, target, cfg, seed, budget, device, arch,
-                                    features, desc=f"{strategy} b={budget} s={seed}")
+                                    selection, features, desc=f"{strategy} b={budget} s={seed}")
             save_checkpoint(model, out_dir / name, {
                 "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
                 "mean": float(model.normalize.mean), "std": float(model.normalize.std),
@@ -265,7 +314,8 @@ def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | N
                 "seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
                 "peak_added_bytes": watch.peak_added_bytes}
         else:
-            record.update(trainable_params=0, train_flops=0, steps=0, history=[])
+            record.update(source_only_selection(model, target, seed, budget, selection, device),
+                          trainable_params=0, train_flops=0, steps=0, history=[])
         result["runs"].append(record)
         if on_result is not None:
             on_result(record, model)

@@ -91,18 +91,19 @@ def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
 
 
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
-        val: tuple[torch.Tensor, torch.Tensor], cfg: TrainParams, groups: list[dict],
+        val: tuple[torch.Tensor, torch.Tensor] | None, cfg: TrainParams, groups: list[dict],
         generator: torch.Generator, device: torch.device, desc: str = "train",
         augment: bool | None = None) -> dict:
     """Train with early stopping on validation accuracy; restore the best epoch's weights.
 
     Model selection uses ``val`` only (never a test set). Ties in validation accuracy go to the
-    lower validation loss.
+    lower validation loss. Without ``val`` the schedule is fixed: all ``cfg.epochs`` run and the
+    last epoch's weights are kept (``best_epoch`` = the last epoch, validation fields None).
 
     Args:
         model: the network (moved to ``device`` here).
         train: (inputs (N, ...), labels (N,)) on CPU.
-        val: validation inputs and labels.
+        val: validation inputs and labels, or None for a fixed schedule.
         cfg: epochs, batch size, optimizer, lr, weight decay, augmentation, patience.
         groups: optimizer parameter groups (only parameters that should train).
         generator: drives batch order and augmentation.
@@ -139,11 +140,14 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
             steps += 1
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        history.append(row)
+        if val is None:  # fixed schedule: nothing to choose with
+            continue
         logits = predict_logits(model, val[0], device)
         val_loss = float(F.cross_entropy(logits, val[1]))
         val_acc = float((logits.argmax(1) == val[1]).double().mean())
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1),
-                        "val_loss": val_loss, "val_accuracy": val_acc})
+        row.update(val_loss=val_loss, val_accuracy=val_acc)
         bar.set_postfix(val_acc=f"{val_acc:.3f}")
         if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
             best = {"epoch": epoch, "acc": val_acc, "loss": val_loss,
@@ -153,6 +157,9 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             since_best += 1
             if since_best >= cfg.patience:
                 break
+    if val is None:
+        return {"best_epoch": len(history), "epochs_run": len(history), "steps": steps,
+                "best_val_accuracy": None, "best_val_loss": None, "history": history}
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "epochs_run": len(history), "steps": steps,

@@ -388,3 +388,50 @@ def test_stage_writes_the_report_directory_or_nothing(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.strip() == f"error: {paths['compute']}: report input not found"
     assert not (tmp_path / "reports2").exists()
+
+
+def test_analysis_output_renders_through_json() -> None:
+    """The report reads what analysis writes (not only the hand-written EVALUATE above): real
+    summary, recommendations and statistics, through evaluate.json's JSON (NaN as null)."""
+    from transferlab import analysis
+    from transferlab.evaluation import RunResult
+    from transferlab.params import EvaluateParams
+    from transferlab.report_results import accuracy, gain, recommendations, statistics_text
+    from transferlab.runtime import dumps_json
+
+    def run(curve: str, budget: str, seed: int, acc: float, sel: float) -> RunResult:
+        source, strategy = ("none", "scratch") if curve == "scratch" else curve.split("/")
+        correct = np.arange(100) < round(acc * 100)
+        return RunResult({"source": source, "strategy": strategy, "budget": budget,
+                          "seed": seed}, {"accuracy": correct.mean(), "trainable_params": 10,
+                                          "train_flops": 1.0}, correct, np.zeros((100, 2)), sel)
+
+    results = [run(c, b, s, 0.5 + 0.1 * s + (0.2 if c != "scratch" else 0.0) + 0.01 * (b == "2"),
+                   NAN if b == "1" else 0.6 + 0.1 * (c == "scratch"))
+               for c in ("scratch", "glyphs/finetune") for b in ("1", "2", "all")
+               for s in (0, 1)]
+    params = load_params_text(PARAMS)
+    p = EvaluateParams(multiplicity="bh")
+    summary = analysis.summarize(results, ["1", "2", "all"], 6.0, p)
+    recs = analysis.recommend(summary, results, ["1", "2", "all"], {"picks": {}}, p)
+    ev = json.loads(dumps_json(analysis.control_family(summary, recs, p)))
+    assert ev["recommendations"]["1"]["best"] is None
+    assert ev["recommendations"]["2"]["best"] == "scratch"  # by selection score, not by test
+    blocks = (recommendations(ev, {}, params, {"confusion": "c.png"})
+              + accuracy(ev, params, {"learning_curves": "l.png"})
+              + gain(ev, params, {"gain": "g.png"}) + [statistics_text(ev, params)])
+    text = "\n".join(str(b) for b in blocks)
+    assert "No recommendation: no curve has a finite selection score" in text
+    assert "Best: `scratch` with accuracy **0.560**" in text  # seeds 0.51, 0.61
+    assert "p (BH)" in text and "Benjamini-Hochberg" in text
+    assert "The 5 verdicts of this report" in text  # 3 gains, 2 runner-up comparisons
+    assert not re.search(r"\b(nan|NaN|None|inf)\b", text)
+
+
+def load_params_text(text: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "params.yaml"
+        path.write_text(text)
+        return load_params(path)

@@ -62,12 +62,16 @@ def main() -> None:
         summary = analysis.summarize(results, budgets, all_lpc, p)
         scores, score_timing = transferability_scores(sources, target, Path(args.runs), device)
         transfer = analysis.transferability_summary(scores, summary, budgets)
+        verdicts = analysis.control_family(
+            summary, analysis.recommend(summary, results, budgets, transfer, p), p)
+        summary = verdicts["summary"]
         report = {
             "summary": summary,
             "label_efficiency": analysis.label_efficiency(summary, budgets, all_lpc,
                                                           p.reach_fraction),
             "transferability": transfer,
-            "recommendations": analysis.recommend(summary, results, budgets, transfer, p),
+            "recommendations": verdicts["recommendations"],
+            "statistics": verdicts["statistics"],
             **extra,
         }
         metrics_path.write_text(dumps_json(report))
@@ -84,7 +88,7 @@ def main() -> None:
             dict(zip(outputs, (metrics_path, table_path, compute_path, plots), strict=True)))})
     best = report["recommendations"][budgets[-1]]
     print(f"evaluate: {len(results)} runs; best at {budgets[-1]} labels/class: {best['best']} "
-          f"({best['accuracy']['mean']:.3f})")
+          + (f"({best['accuracy']['mean']:.3f})" if best["best"] else "(no selection score)"))
 
 
 if __name__ == "__main__":

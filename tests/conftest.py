@@ -38,7 +38,6 @@ def shrunk_params() -> dict:
     p["pretrain"].update(epochs=8, batch_size=32, width=16)
     for name in ("linear_probe", "partial_finetune", "finetune", "scratch"):
         p["transfer"][name]["epochs"] = 60 if name == "linear_probe" else 8
-    p["evaluate"]["n_boot"] = 200
     return p
 
 

@@ -1,8 +1,9 @@
 """Tests for transferlab.report, transferlab.figures and transferlab.provenance.
 
-The inputs are a small, hand-written set of evaluate outputs (two sources, two budgets, three
+The inputs are a small, hand-written set of evaluate outputs (two sources, three budgets, three
 curves) with NaN and null in known places, so every expected string below can be traced to one
-input value.
+input value. At 1 label per class nothing is recommended (no selection score), as the pipeline
+does where no labels can be held out of the budget.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ PARAMS = """\
 common: {seeds: [0, 1]}
 tracking: {enabled: false}
 prepare:
-  budgets: [2, all]
+  budgets: [1, 2, all]
   target: {kind: sklearn_digits, classes: [0, 1]}
   sources:
     glyphs: {kind: fonts, chars: "01", n_per_class: 4}
@@ -47,26 +48,44 @@ def _acc(mean: float, std: float, low: float, high: float) -> dict:
     return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": 2, "method": "t"}
 
 
-def _gain(diff, low, high, p, t_p, verdict) -> dict:
-    return {"diff": diff, "ci_low": low, "ci_high": high, "p_value": p, "t_p_value": t_p,
-            "verdict": verdict}
+def _gain(diff, low, high, p, p_adj, verdict, n=2, note=None) -> dict:
+    out = {"diff": diff, "ci_low": low, "ci_high": high, "p_value": p, "p_adjusted": p_adj,
+           "verdict": verdict, "n": n, "seeds": list(range(n)), "method": "paired t over seeds"}
+    return out | ({"note": note} if note else {})
+
+
+def _sel(mean: float) -> dict:
+    return {"mean": mean, "std": 0.01, "ci_low": mean - 0.1, "ci_high": mean + 0.1, "n": 2,
+            "method": "t"}
+
+
+NO_SELECTION = ("no curve has a finite selection score at this budget (too few labels per "
+                "class to hold any out of the budget), so nothing is recommended; the test split "
+                "does not choose instead")
 
 
 EVALUATE = {
     "summary": {
-        "scratch": {"2": {"accuracy": _acc(0.4201, 0.0312, 0.1401, 0.7001)},
+        "scratch": {"1": {"accuracy": _acc(0.2503, 0.0405, -0.1101, 0.6107)},
+                    "2": {"accuracy": _acc(0.4201, 0.0312, 0.1401, 0.7001)},
                     "all": {"accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531)}},
         "glyphs/finetune": {
+            # significant alone (p < 0.05), not after Holm over the family of 7
+            "1": {"accuracy": _acc(0.5504, 0.0302, 0.2801, 0.8207),
+                  "gain": _gain(0.3001, 0.0011, 0.5991, 0.0491, 0.2455, "no detectable effect")},
             "2": {"accuracy": _acc(0.6543, 0.0211, 0.6001, 0.7101),
-                  "gain": _gain(0.2346, 0.1004, 0.3004, 0.004, 0.0102, "positive transfer")},
+                  "gain": _gain(0.2346, 0.1004, 0.3004, 0.004, 0.0241, "positive transfer")},
             "all": {"accuracy": _acc(0.8432, 0.0151, 0.7071, 0.9791),
-                    "gain": _gain(-0.0121, -0.0502, 0.0201, 0.5104, NAN,
+                    "gain": _gain(-0.0121, -0.0502, 0.0201, 0.5104, 1.0,
                                   "no detectable effect")}},
         "glyphs/linear_probe": {
+            "1": {"accuracy": _acc(0.2001, 0.0101, 0.1101, 0.2901),
+                  "gain": _gain(-0.0502, NAN, NAN, NAN, NAN, "no detectable effect", n=1,
+                                note="1 paired seed(s): too few for a test")},
             "2": {"accuracy": _acc(0.3012, 0.0413, 0.2301, 0.3701),
-                  "gain": _gain(-0.1189, -0.2102, -0.0301, 0.001, 0.0404, "negative transfer")},
+                  "gain": _gain(-0.1189, -0.2102, -0.0301, 0.001, 0.007, "negative transfer")},
             "all": {"accuracy": _acc(0.5012, 0.0614, 0.3901, 0.6101),
-                    "gain": _gain(-0.3539, -0.4402, -0.2701, 0.001, 0.0209,
+                    "gain": _gain(-0.3539, -0.4402, -0.2701, 0.001, 0.007,
                                   "negative transfer")}},
     },
     "label_efficiency": {"target_accuracy": 0.8123, "curves": {
@@ -88,22 +107,28 @@ EVALUATE = {
         "picks": {},
     },
     "recommendations": {
+        "1": {"best": None, "reason": NO_SELECTION, "selection_score": None, "accuracy": None,
+              "runner_up": None, "vs_runner_up": None, "significantly_better": False,
+              "negative_transfer": [], "best_source_by_finetune": "glyphs", "score_picks": {}},
         "2": {"best": "glyphs/finetune", "accuracy": _acc(0.6543, 0.0211, 0.6001, 0.7101),
-              "runner_up": "scratch",
-              "vs_runner_up": {"diff": 0.2346, "ci_low": 0.1004, "ci_high": 0.3004,
-                               "p_value": 0.004},
+              "selection_score": _sel(0.7012), "runner_up": "scratch",
+              "runner_up_selection_score": _sel(0.6013),
+              "vs_runner_up": _gain(0.2346, 0.1004, 0.3004, 0.004, 0.0361, "better"),
               "significantly_better": True, "negative_transfer": ["glyphs/linear_probe"],
               "best_source_by_finetune": "glyphs",
               "score_picks": {"logme": {"source": "glyphs", "correct": True},
                               "hscore": {"source": "blank", "correct": False}}},
         "all": {"best": "scratch", "accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531),
-                "runner_up": "glyphs/finetune",
-                "vs_runner_up": {"diff": 0.0121, "ci_low": -0.0201, "ci_high": 0.0502,
-                                 "p_value": 0.5104},
+                "selection_score": _sel(0.8812), "runner_up": "glyphs/finetune",
+                "runner_up_selection_score": _sel(0.8713),
+                "vs_runner_up": _gain(0.0121, -0.0201, 0.0502, 0.5104, 1.0,
+                                      "no detectable difference"),
                 "significantly_better": False, "negative_transfer": ["glyphs/linear_probe"],
                 "best_source_by_finetune": "glyphs",
                 "score_picks": {"logme": {"source": "glyphs", "correct": True}}},
     },
+    "statistics": {"unit": "seed", "test": "paired t over seeds, S-1 df", "multiplicity": "holm",
+                   "alpha": 0.05, "family_size": 7},
     "skipped": {"blank/source_only": "the source has no trained classifier (null source)"},
 }
 COMPUTE = {
@@ -129,7 +154,7 @@ def _write_arrays(folder: Path, seed: int) -> dict[str, str]:
 
 def _plots(folder: Path) -> None:
     folder.mkdir(parents=True)
-    lpc = {"2": 2.0, "all": 6.0}
+    lpc = {"1": 1.0, "2": 2.0, "all": 6.0}
     summary = EVALUATE["summary"]
     pd.DataFrame([{"curve": c, "budget": b, "labels_per_class": lpc[b],
                    "accuracy": e["accuracy"]["mean"], "ci_low": e["accuracy"]["ci_low"],
@@ -177,7 +202,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
     paths["compute"].write_text(json.dumps(COMPUTE, indent=1))
     pd.DataFrame([{"source": c.split("/")[0] if c != "scratch" else "none",
                    "strategy": c.split("/")[-1], "budget": b, "seed": s, "curve": c,
-                   "accuracy": 0.5} for c in CURVES for b in ("2", "all") for s in (0, 1)]
+                   "accuracy": 0.5} for c in CURVES for b in ("1", "2", "all") for s in (0, 1)]
                  ).to_csv(paths["runs_table"], index=False)
     _plots(paths["plots"])
     for name, metrics in {"glyphs": {"trained": True, "num_classes": 2,
@@ -237,19 +262,32 @@ def test_html_is_self_contained(built) -> None:
 def test_numbers_come_from_the_inputs(built) -> None:
     _, _, md, _ = built
     expected = [
-        "Best: `glyphs/finetune` with accuracy **0.654**, CI [0.600, 0.710] (n = 2 seeds).",
-        "difference +0.235, CI [0.100, 0.300], bootstrap p = 0.004: significantly better.",
-        "bootstrap p = 0.510: not significantly better.",
+        "Best: `glyphs/finetune` with accuracy **0.654**, CI [0.600, 0.710] (n = 2 seeds); "
+        "chosen by selection score 0.701 (mean over 2 seeds).",
+        "Against the runner-up `scratch` (selection score 0.601): test difference +0.235, CI "
+        "[0.100, 0.300], p = 0.004, adjusted p (Holm) = 0.036: significantly better.",
+        "Against the runner-up `glyphs/finetune` (selection score 0.871): test difference "
+        "+0.012, CI [-0.020, 0.050], p = 0.510, adjusted p (Holm) = 1.000: no detectable "
+        "difference.",
         "Negative transfer: `glyphs/linear_probe`.",
+        f"- No recommendation: {NO_SELECTION}.\n- Negative transfer: none found.",
+        "Confusion matrix of `scratch`, first seed, trained with all labels",
         "LogME → `glyphs` (right), H-score → `blank` (wrong)",
-        "| glyphs/finetune | 0.654 ± 0.021 ▲ | 0.843 ± 0.015 ○ |",
-        "| glyphs/linear_probe | 0.301 ± 0.041 ▼ | 0.501 ± 0.061 ▼ |",
-        "| glyphs/finetune | 2 | +0.235 | [0.100, 0.300] | 0.004 | 0.010 | positive transfer |",
+        "| glyphs/finetune | 0.550 ± 0.030 ○ | 0.654 ± 0.021 ▲ | 0.843 ± 0.015 ○ |",
+        "| glyphs/linear_probe | 0.200 ± 0.010 ○ | 0.301 ± 0.041 ▼ | 0.501 ± 0.061 ▼ |",
+        "| Curve | Budget | Gain | 95% CI | Seeds | p | p (Holm) | Verdict |",
+        "| glyphs/finetune | 1 | +0.300 | [0.001, 0.599] | 2 | 0.049 | 0.245 | no detectable "
+        "effect |",
+        "| glyphs/finetune | 2 | +0.235 | [0.100, 0.300] | 2 | 0.004 | 0.024 | positive transfer |",
+        "The 7 verdicts of this report (every gain over scratch and every recommended curve "
+        "against its runner-up) form one family, adjusted with Holm's step-down method",
+        "paired t test and t interval on S - 1 degrees of freedom (S = 2 seeds)",
+        "Holm-adjusted p against α = 0.05",
         "reach accuracy **0.812**",
         "| glyphs/finetune | 3.2 | 0.741 |",
         "| glyphs | 2 | 1.235 | -0.501 | n/a | 1.510 |",
-        "| glyphs | linear probe's cache | 0.13% / 1.25% | n/a / n/a |",
-        "| blank | own pass | n/a / n/a | n/a / n/a |",
+        "| glyphs | linear probe's cache | n/a / n/a | 0.13% / 1.25% | n/a / n/a |",
+        "| blank | own pass | n/a / n/a | n/a / n/a | n/a / n/a |",
         "| glyphs/finetune | 0.843 | 0.701 | 0.142 | 0.072 | 0.051 | 0.202 | 0.402 | 94,186 | "
         "1.23e+09 | 2.250 |",
         "| glyphs | fonts | 2 | 0.814 | 3.000 |",
@@ -268,8 +306,10 @@ def test_unreached_curve_says_more_than_the_largest_budget(built) -> None:
 
 def test_nan_and_null_print_as_na(built) -> None:
     _, _, md, page = built
-    # NaN (t p-value, forgetting, Pearson r) and null (LEEP of the null source) alike
-    assert "| glyphs/finetune | all | -0.012 | [-0.050, 0.020] | 0.510 | n/a |" in md
+    # NaN (a one-seed gain's interval and p, forgetting, Pearson r) and null (LEEP of the null
+    # source, the missing recommendation) alike
+    assert "| glyphs/linear_probe | 1 | -0.050 | n/a | 1 | n/a | n/a | no detectable effect (1 " \
+        "paired seed(s): too few for a test) |" in md
     assert "| blank | 2 | 0.902 | n/a | n/a | 1.102 |" in md
     assert "| 2 | LogME | 1.000 | 1.000 | n/a | n/a | n/a | n/a |" in md
     assert "| scratch | 0.855 | 0.601 | 0.254 | n/a |" in md
@@ -348,3 +388,50 @@ def test_stage_writes_the_report_directory_or_nothing(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.strip() == f"error: {paths['compute']}: report input not found"
     assert not (tmp_path / "reports2").exists()
+
+
+def test_analysis_output_renders_through_json() -> None:
+    """The report reads what analysis writes (not only the hand-written EVALUATE above): real
+    summary, recommendations and statistics, through evaluate.json's JSON (NaN as null)."""
+    from transferlab import analysis
+    from transferlab.evaluation import RunResult
+    from transferlab.params import EvaluateParams
+    from transferlab.report_results import accuracy, gain, recommendations, statistics_text
+    from transferlab.runtime import dumps_json
+
+    def run(curve: str, budget: str, seed: int, acc: float, sel: float) -> RunResult:
+        source, strategy = ("none", "scratch") if curve == "scratch" else curve.split("/")
+        correct = np.arange(100) < round(acc * 100)
+        return RunResult({"source": source, "strategy": strategy, "budget": budget,
+                          "seed": seed}, {"accuracy": correct.mean(), "trainable_params": 10,
+                                          "train_flops": 1.0}, correct, np.zeros((100, 2)), sel)
+
+    results = [run(c, b, s, 0.5 + 0.1 * s + (0.2 if c != "scratch" else 0.0) + 0.01 * (b == "2"),
+                   NAN if b == "1" else 0.6 + 0.1 * (c == "scratch"))
+               for c in ("scratch", "glyphs/finetune") for b in ("1", "2", "all")
+               for s in (0, 1)]
+    params = load_params_text(PARAMS)
+    p = EvaluateParams(multiplicity="bh")
+    summary = analysis.summarize(results, ["1", "2", "all"], 6.0, p)
+    recs = analysis.recommend(summary, results, ["1", "2", "all"], {"picks": {}}, p)
+    ev = json.loads(dumps_json(analysis.control_family(summary, recs, p)))
+    assert ev["recommendations"]["1"]["best"] is None
+    assert ev["recommendations"]["2"]["best"] == "scratch"  # by selection score, not by test
+    blocks = (recommendations(ev, {}, params, {"confusion": "c.png"})
+              + accuracy(ev, params, {"learning_curves": "l.png"})
+              + gain(ev, params, {"gain": "g.png"}) + [statistics_text(ev, params)])
+    text = "\n".join(str(b) for b in blocks)
+    assert "No recommendation: no curve has a finite selection score" in text
+    assert "Best: `scratch` with accuracy **0.560**" in text  # seeds 0.51, 0.61
+    assert "p (BH)" in text and "Benjamini-Hochberg" in text
+    assert "The 5 verdicts of this report" in text  # 3 gains, 2 runner-up comparisons
+    assert not re.search(r"\b(nan|NaN|None|inf)\b", text)
+
+
+def load_params_text(text: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "params.yaml"
+        path.write_text(text)
+        return load_params(path)

@@ -193,12 +193,26 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
 
 
 def champion_checkpoints(recommendations: dict, runs: list[dict]) -> dict[str, tuple[str, Path]]:
-    """Per budget, the best curve and the checkpoint of its seed with the best validation
-    accuracy (the test set already chose the curve; it does not also choose the seed)."""
+    """Per budget, the recommended curve and the checkpoint of its seed with the best selection
+    score (accuracy on labels held out of the budget; ties: the lowest seed). Neither choice reads
+    the test split. A budget without a recommendation (``best`` None) has no champion.
+
+    Args:
+        recommendations: from :func:`transferlab.analysis.recommend`.
+        runs: from :func:`discover_runs` (each run record's ``selection_score``).
+    Returns:
+        {budget: (curve, checkpoint path)}, only for budgets with a recommendation.
+    """
+    def score(record: dict) -> float:
+        value = record.get("selection_score")
+        return -math.inf if value is None or not math.isfinite(value) else float(value)
+
     out = {}
     for budget, rec in recommendations.items():
+        if rec.get("best") is None:
+            continue
         info = next(i for i in runs if curve_name(i["source"], i["strategy"]) == rec["best"])
         candidates = [r for r in info["runs"] if str(r["budget"]) == budget]
-        best = max(candidates, key=lambda r: (r.get("best_val_accuracy", 0.0), -r["seed"]))
+        best = max(candidates, key=lambda r: (score(r), -r["seed"]))
         out[budget] = (rec["best"], info["folder"] / best["checkpoint"])
     return out

@@ -221,9 +221,8 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
         f" the same network trained on the target alone. Label budgets (labels per class): "
         f"{_join(budgets)}; seeds {_join(map(str, params.common.seeds))}. The runs table holds "
         f"{len(inputs.runs):,} evaluated runs over {inputs.runs['curve'].nunique()} curves. "
-        f"Intervals are {results.confidence_level(params)} confidence intervals; transfer gains "
-        "are paired by seed and bootstrapped over seeds and test examples "
-        f"({params.evaluate.n_boot:,} replicates)."
+        f"Intervals are {results.confidence_level(params)} confidence intervals. "
+        + results.statistics_text(inputs.evaluate, params)
     ]
 
 

@@ -71,6 +71,48 @@ def confidence_level(params: Params) -> str:
     return f"{params.evaluate.confidence:.0%}"
 
 
+MULTIPLICITY_TEXT = {
+    "holm": "Holm's step-down method, which keeps the family-wise error rate (the chance of any "
+            "false verdict in the family) at most α",
+    "bh": "the Benjamini-Hochberg method, which keeps the false discovery rate (the expected "
+          "share of false verdicts among the positive and negative ones) at most α",
+    "none": "no multiplicity adjustment: each verdict alone keeps its error rate α, the family "
+            "does not",
+}
+MULTIPLICITY_SHORT = {"holm": "Holm", "bh": "BH", "none": "unadjusted"}
+
+
+def multiplicity(ev: dict, params: Params) -> str:
+    """The multiplicity method evaluate used (its statistics block; the params if absent)."""
+    return (ev.get("statistics") or {}).get("multiplicity") or params.evaluate.multiplicity
+
+
+def _alpha(ev: dict, params: Params) -> str:
+    alpha = (ev.get("statistics") or {}).get("alpha", 1.0 - params.evaluate.confidence)
+    return f"{alpha:.3g}"
+
+
+def statistics_text(ev: dict, params: Params) -> str:
+    """The methods paragraph on verdicts: unit of inference, test, multiplicity, what "no
+    detectable effect" means."""
+    stats, method = ev.get("statistics") or {}, multiplicity(ev, params)
+    seeds = len(params.common.seeds)
+    size = stats.get("family_size")
+    family = (f"The {integer(size)} verdicts of this report" if size is not None
+              else "The verdicts of this report")
+    return (
+        "The seed is the unit of inference: a transfer gain (and the recommended curve's margin "
+        "over its runner-up) is the per-seed test-accuracy difference, paired by seed, with a "
+        f"paired t test and t interval on S - 1 degrees of freedom (S = {seeds} seeds). {family} "
+        "(every gain over scratch and every recommended curve against its runner-up) form one "
+        f"family, adjusted with {MULTIPLICITY_TEXT.get(method, method)}; α = "
+        f"{_alpha(ev, params)}. A verdict is positive or negative transfer where the adjusted "
+        "p-value is below α, by the sign of the mean difference; the intervals shown are not "
+        "adjusted. \"No detectable effect\" means these seeds cannot tell the curve from "
+        "scratch, not that the two are equal: with few seeds only large, seed-consistent "
+        "differences are detected.")
+
+
 def _scores_in_order(keys: Any) -> list[str]:
     keys = set(keys)
     return [s for s in figures.SCORE_LABELS if s in keys] + sorted(keys - set(figures.SCORE_LABELS))
@@ -79,30 +121,32 @@ def _scores_in_order(keys: Any) -> list[str]:
 # -------------------------------------------------------------------------------- sections
 # Each takes evaluate's metrics (``ev``), the params and ``fig`` ({figure key: file name}) as needed
 def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[Block]:
-    """Per budget: the best curve, its margin over the runner-up, negative transfer, and the
-    source each transferability score would have picked."""
+    """Per budget: the curve chosen by selection score (or why none is), its test accuracy, its
+    margin over the runner-up, negative transfer, and the source each transferability score would
+    have picked."""
+    short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
     blocks: list[Block] = [
         "Per label budget, the curve (`<source>/<strategy>` or `scratch`) with the highest mean "
-        f"test accuracy over seeds. Accuracy intervals are {confidence_level(params)} Student t "
-        "intervals over seeds (with few seeds they can reach beyond [0, 1]); the comparison "
-        "with the runner-up is a paired bootstrap over seeds and test examples."]
+        "selection score over seeds: accuracy on labels held out of that budget, so the test "
+        "split plays no part in the choice (ties go to fewer trainable parameters, then fewer "
+        "training FLOPs, then the name). Its test accuracy is measured once, after the choice. "
+        f"Accuracy intervals are {confidence_level(params)} Student t intervals over seeds (with "
+        "few seeds they can reach beyond [0, 1]); the comparison with the runner-up (the second "
+        "by selection score) is a paired t test over seeds on test accuracy, its p-value adjusted "
+        f"({short}) together with every other verdict of the report."]
     for budget in budget_keys(params):
         r = ev["recommendations"].get(budget)
         if r is None:
             continue
-        acc = r.get("accuracy") or {}
-        items = [f"Best: `{r.get('best')}` with accuracy **{f3(acc.get('mean'))}**, CI "
-                 f"{ci(acc.get('ci_low'), acc.get('ci_high'))} (n = {integer(acc.get('n'))} "
-                 "seeds)."]
-        if r.get("runner_up"):
-            v = r.get("vs_runner_up") or {}
-            better = "significantly" if r.get("significantly_better") else "not significantly"
-            items.append(f"Against the runner-up `{r['runner_up']}`: difference "
-                         f"{f3(v.get('diff'), signed=True)}, CI "
-                         f"{ci(v.get('ci_low'), v.get('ci_high'))}, bootstrap p = "
-                         f"{f3(v.get('p_value'))}: {better} better.")
+        if r.get("best") is None:
+            items = [f"No recommendation: {r.get('reason') or NA}."]
         else:
-            items.append("No runner-up: only one curve ran at this budget.")
+            acc, sel = r.get("accuracy") or {}, r.get("selection_score") or {}
+            items = [f"Best: `{r['best']}` with accuracy **{f3(acc.get('mean'))}**, CI "
+                     f"{ci(acc.get('ci_low'), acc.get('ci_high'))} (n = {integer(acc.get('n'))} "
+                     f"seeds); chosen by selection score {f3(sel.get('mean'))} (mean over "
+                     f"{integer(sel.get('n'))} seeds)."]
+            items.append(_runner_up(r, short))
         negative = r.get("negative_transfer") or []
         items.append("Negative transfer: " + (", ".join(f"`{c}`" for c in negative)
                                               if negative else "none found") + ".")
@@ -118,16 +162,32 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
                      f"{', '.join(chosen) or NA}.")
         blocks += [Subheading(budget_label(budget, target)), Bullets(tuple(items))]
     largest = budget_keys(params)[-1]
-    best = ev["recommendations"].get(largest, {}).get("best", NA)
-    blocks.append(Image(fig["confusion"], f"Confusion matrix of `{best}`, first seed, "
+    best = ev["recommendations"].get(largest, {}).get("best")
+    shown = f"`{best}`" if best else "`scratch` (no curve is recommended at this budget)"
+    blocks.append(Image(fig["confusion"], f"Confusion matrix of {shown}, first seed, "
                         f"trained with {budget_label(largest, target)}: counts, coloured by "
                         "fraction of the actual class."))
     return blocks
 
 
+def _runner_up(r: dict, short: str) -> str:
+    if not r.get("runner_up"):
+        return "No runner-up: only one curve has a selection score at this budget."
+    v = r.get("vs_runner_up") or {}
+    said = {"better": "significantly better", "worse": "significantly worse"}.get(
+        v.get("verdict"), "no detectable difference")
+    sel = (r.get("runner_up_selection_score") or {}).get("mean")
+    note = f" ({v['note']})" if v.get("note") else ""
+    return (f"Against the runner-up `{r['runner_up']}` (selection score {f3(sel)}): test "
+            f"difference {f3(v.get('diff'), signed=True)}, CI "
+            f"{ci(v.get('ci_low'), v.get('ci_high'))}, p = {f3(v.get('p_value'))}, adjusted p "
+            f"({short}) = {f3(v.get('p_adjusted'))}: {said}{note}.")
+
+
 def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
     """Mean accuracy per curve and budget, marked with the verdict on its gain over scratch."""
     summary, budgets = ev["summary"], budget_keys(params)
+    short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
     rows = []
     for curve in ordered_curves(summary):
         cells = [curve]
@@ -143,7 +203,8 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
             cells.append(cell)
         rows.append(tuple(cells))
     legend = ("Mean test accuracy ± standard deviation over seeds; columns are labels per class. "
-              "Marker: the gain over scratch at the same budget and seeds (paired bootstrap CI): "
+              "Marker: the verdict on the gain over scratch at the same budget and seeds (paired t "
+              f"over seeds, {short}-adjusted p against α = {_alpha(ev, params)}): "
               f"{VERDICT_MARKERS['positive transfer']} positive transfer, "
               f"{VERDICT_MARKERS['negative transfer']} negative transfer, "
               f"{VERDICT_MARKERS['no detectable effect']} no detectable effect; {MISSING} not run.")
@@ -153,7 +214,8 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
 
 
 def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
-    """Transfer gain over scratch per curve and budget, with CI, p-values and verdict."""
+    """Transfer gain over scratch per curve and budget: t interval, raw and adjusted p, verdict."""
+    short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
     rows = []
     for curve in ordered_curves(ev["summary"]):
         for budget in budget_keys(params):
@@ -162,15 +224,17 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
                 continue
             verdict = g.get("verdict", NA) + (f" ({g['note']})" if g.get("note") else "")
             rows.append((curve, budget, f3(g.get("diff"), signed=True),
-                         ci(g.get("ci_low"), g.get("ci_high")), f3(g.get("p_value")),
-                         f3(g.get("t_p_value")), verdict))
+                         ci(g.get("ci_low"), g.get("ci_high")), integer(g.get("n")),
+                         f3(g.get("p_value")), f3(g.get("p_adjusted")), verdict))
     return [
-        "Accuracy of the curve minus that of scratch at the same budget, paired by seed. CI and "
-        "p-value from the paired bootstrap over seeds and test examples, which also gives the "
-        "verdict; the paired t-test over seeds is shown beside it.",
-        Table(("Curve", "Budget", "Gain", f"{confidence_level(params)} CI", "p (bootstrap)",
-               "p (paired t)", "Verdict"), tuple(rows)),
-        Image(fig["gain"], "Transfer gain over scratch with its CI, per curve and budget."),
+        "Test accuracy of the curve minus that of scratch at the same budget, paired by seed. "
+        f"The {confidence_level(params)} t interval (S - 1 degrees of freedom, not adjusted) and "
+        f"the paired t p-value treat the seed as the unit; the adjusted p-value ({short}) over "
+        "the report's family of verdicts gives the verdict.",
+        Table(("Curve", "Budget", "Gain", f"{confidence_level(params)} CI", "Seeds", "p",
+               f"p ({short})", "Verdict"), tuple(rows)),
+        Image(fig["gain"], "Transfer gain over scratch with its t interval, per curve and "
+              "budget."),
     ]
 
 

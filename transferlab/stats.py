@@ -1,7 +1,28 @@
 """Statistics for comparing transfer-learning strategies across label budgets and seeds.
 
-Pure numpy/scipy helpers: t intervals, paired tests (t and bootstrap over seeds x test
-examples), effect verdicts, learning-curve summaries and Holm correction.
+Pure numpy/scipy helpers: t intervals, the paired t test over seeds, effect verdicts from
+(multiplicity-adjusted) p-values, Holm and Benjamini-Hochberg adjustment, and learning-curve
+summaries.
+
+The seed is the unit of inference. A seed draws one label-budget subset and one initialisation,
+so two curves run with the same seed are paired; the test examples of one run are not
+independent replicates of the training process, and resampling them as if they were (a
+bootstrap over seeds x examples) is anti-conservative with a handful of seeds. What the
+procedures here claim:
+
+* :func:`paired_t_test`: if the per-seed differences are independent draws from a normal
+  distribution with mean 0, ``p_value < alpha`` with probability alpha (the two-sided type-I
+  error rate), and the t interval on S - 1 degrees of freedom covers the true mean difference with
+  probability ``confidence``. With S seeds and per-seed differences of mean delta and standard
+  deviation sigma, the probability of a significant result is the noncentral-t power
+  ``P(|T| > t_{1-alpha/2, S-1})`` with noncentrality ``delta / (sigma / sqrt(S))``
+  (:func:`paired_t_power`). Inference is conditional on the fixed test set: its variance is that
+  of retraining (new label subset, new initialisation), not that of drawing a new test set.
+* :func:`holm_bonferroni`: the family-wise error rate (probability of at least one false
+  verdict among the m comparisons) is at most alpha, for any dependence between the p-values.
+* :func:`benjamini_hochberg`: the false discovery rate (expected share of false verdicts among
+  the non-null verdicts) is at most alpha for independent or positively dependent p-values
+  (PRDS); at most alpha * (1 + 1/2 + ... + 1/m) under arbitrary dependence.
 """
 
 from __future__ import annotations
@@ -11,21 +32,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import special as _special
 from scipy import stats as _sps
 
 __all__ = [
+    "MULTIPLICITY",
+    "adjust_p_values",
     "area_under_learning_curve",
+    "benjamini_hochberg",
     "holm_bonferroni",
     "labels_to_reach",
     "mean_ci",
-    "paired_bootstrap_diff",
+    "paired_t_power",
     "paired_t_test",
     "verdict",
 ]
 
+MULTIPLICITY = ("holm", "bh", "none")  # the methods of adjust_p_values
+
 _NAN = float("nan")
-# Upper bound on elements of one (replicates x examples) count block in the bootstrap.
-_BLOCK_ELEMENTS = 2_000_000
 
 
 def _check_confidence(confidence: float) -> None:
@@ -42,6 +67,12 @@ def _finite_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains non-finite values")
     return arr
+
+
+def _t_quantile(q: float, df: int) -> float:
+    # scipy.special.stdtrit is scipy.stats.t.ppf without its per-call overhead (~100x faster),
+    # which the simulation tests, calling the test thousands of times, need
+    return float(_special.stdtrit(df, q))
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -62,7 +93,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]
     if n == 1:
         return {"mean": mean, "std": 0.0, "ci_low": _NAN, "ci_high": _NAN, "n": 1, "method": "t"}
     std = float(np.std(x, ddof=1))
-    half = float(_sps.t.ppf(0.5 + confidence / 2.0, df=n - 1)) * std / math.sqrt(n)
+    half = _t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
     return {
         "mean": mean,
         "std": std,
@@ -73,114 +104,29 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]
     }
 
 
-def _replicate_stats(d: np.ndarray, seed_idx: np.ndarray, ex_idx: np.ndarray) -> np.ndarray:
-    """Bootstrap statistics for given resampling indices (vectorised via index counts).
-
-    Args:
-        d: (S, N) per-example differences a - b.
-        seed_idx: (B, S) resampled seed indices, one row per replicate.
-        ex_idx: (B, N) resampled example indices, shared by all seeds of a replicate.
-
-    Returns:
-        (B,) array: mean over resampled seeds and examples of d for each replicate.
-    """
-    s, n = d.shape
-    b = seed_idx.shape[0]
-    rows = np.arange(b)[:, None]
-    seed_counts = np.bincount((seed_idx + rows * s).ravel(), minlength=b * s).reshape(b, s)
-    ex_counts = np.bincount((ex_idx + rows * n).ravel(), minlength=b * n).reshape(b, n)
-    weighted = seed_counts.astype(float) @ d  # (B, N): sum over drawn seeds
-    return np.einsum("bn,bn->b", weighted, ex_counts.astype(float)) / (s * n)
-
-
-def paired_bootstrap_diff(
-    correct_a: np.ndarray,
-    correct_b: np.ndarray,
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Paired bootstrap of the accuracy difference A - B over seeds x test examples.
-
-    Each replicate resamples seeds with replacement and, independently, test examples with
-    replacement; the same example indices are used for A and B and for every seed of the
-    replicate. The CI is the percentile interval of the replicate statistics.
-
-    p-value rule: p = 2 * min(mean(d* <= 0), mean(d* >= 0)), then clipped to
-    [1 / n_boot, 1]. (Replicates exactly equal to 0 count on both sides, so an all-zero
-    bootstrap distribution gives p = 1.)
-
-    Args:
-        correct_a: (S, N) 0/1 correctness (or float per-example scores) of strategy A; a 1-D
-            array is treated as a single seed.
-        correct_b: Same shape, baseline B, paired with A by seed and example.
-        n_boot: Number of bootstrap replicates (>= 1).
-        confidence: Two-sided confidence level in (0, 1).
-        seed: Seed for ``np.random.default_rng``.
-
-    Returns:
-        {"diff" (mean over seeds of acc_a - acc_b), "ci_low", "ci_high", "p_value", "n_boot",
-        "method": "paired bootstrap over seeds x test examples"}.
-    """
-    _check_confidence(confidence)
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    n_boot = int(n_boot)
-    a = np.asarray(correct_a, dtype=float)
-    b = np.asarray(correct_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
-    if a.ndim == 1:
-        a, b = a[None, :], b[None, :]
-    if a.ndim != 2 or a.size == 0:
-        raise ValueError(f"expected non-empty (S, N) arrays, got shape {a.shape}")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise ValueError("inputs contain non-finite values")
-    d = a - b
-    s, n = d.shape
-    observed = float(np.mean(d.mean(axis=1)))
-
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_ELEMENTS // max(n, s))
-    reps = np.empty(n_boot, dtype=float)
-    for start in range(0, n_boot, block):
-        stop = min(n_boot, start + block)
-        seed_idx = rng.integers(0, s, size=(stop - start, s))
-        ex_idx = rng.integers(0, n, size=(stop - start, n))
-        reps[start:stop] = _replicate_stats(d, seed_idx, ex_idx)
-
-    alpha = 1.0 - confidence
-    ci_low, ci_high = np.quantile(reps, [alpha / 2.0, 1.0 - alpha / 2.0])
-    p = 2.0 * min(float(np.mean(reps <= 0.0)), float(np.mean(reps >= 0.0)))
-    p = min(1.0, max(p, 1.0 / n_boot))
-    return {
-        "diff": observed,
-        "ci_low": float(ci_low),
-        "ci_high": float(ci_high),
-        "p_value": p,
-        "n_boot": n_boot,
-        "method": "paired bootstrap over seeds x test examples",
-    }
-
-
 def paired_t_test(
     a: Sequence[float], b: Sequence[float], confidence: float = 0.95
 ) -> dict[str, Any]:
-    """Paired t test of a - b (scipy.stats.ttest_rel) with a t interval for the mean difference.
+    """Paired t test of a - b over seeds, with a t interval on S - 1 degrees of freedom.
+
+    The p-value is that of scipy.stats.ttest_rel (computed directly); the interval is the
+    Student t interval of the mean per-seed difference. Both are exact when the per-seed
+    differences are independent and normal (the module docstring states the error rates).
 
     Degenerate cases (documented rule):
-      * n == 1: diff = a[0] - b[0]; CI and p are nan (no variance estimate).
+      * n == 1: diff = a[0] - b[0]; CI and p are nan (no variance estimate), so no verdict.
       * n >= 2 and all differences exactly equal to d: the t interval collapses to (d, d);
         p = 0.0 if d != 0 (as ttest_rel's infinite t statistic) and 1.0 if d == 0 (no evidence
         of a difference; ttest_rel would return nan for 0/0).
 
     Args:
         a: Per-seed metric of strategy A (finite).
-        b: Per-seed metric of baseline B, paired with ``a``, same length.
+        b: Per-seed metric of baseline B, paired with ``a`` by position (same seed), same length.
         confidence: Two-sided confidence level in (0, 1).
 
     Returns:
-        {"diff", "ci_low", "ci_high", "p_value", "n", "method": "paired t"}.
+        {"diff" (mean of a - b), "ci_low", "ci_high", "p_value" (two-sided), "n" (pairs),
+        "df" (n - 1), "method": "paired t"}.
     """
     _check_confidence(confidence)
     x = _finite_1d(a, "a")
@@ -189,7 +135,7 @@ def paired_t_test(
         raise ValueError(f"length mismatch: {x.size} vs {y.size}")
     d = x - y
     n = int(d.size)
-    out: dict[str, Any] = {"n": n, "method": "paired t"}
+    out: dict[str, Any] = {"n": n, "df": n - 1, "method": "paired t"}
     if n == 1:
         out.update(diff=float(d[0]), ci_low=_NAN, ci_high=_NAN, p_value=_NAN)
         return out
@@ -198,31 +144,59 @@ def paired_t_test(
         out.update(diff=d0, ci_low=d0, ci_high=d0, p_value=0.0 if d0 != 0.0 else 1.0)
         return out
     ci = mean_ci(d, confidence)
-    p = float(_sps.ttest_rel(x, y).pvalue)
+    t = ci["mean"] / (ci["std"] / math.sqrt(n))
+    p = min(1.0, 2.0 * float(_special.stdtr(n - 1, -abs(t))))  # as scipy.stats.ttest_rel
     out.update(diff=ci["mean"], ci_low=ci["ci_low"], ci_high=ci["ci_high"], p_value=p)
     return out
 
 
-def verdict(ci_low: float, ci_high: float) -> str:
-    """Classify an effect from its confidence interval on the difference (strategy - baseline).
+def paired_t_power(delta: float, sigma: float, n: int, alpha: float = 0.05) -> dict[str, float]:
+    """The rate at which :func:`paired_t_test` detects a true mean difference, as it claims.
+
+    Per-seed differences ~ Normal(delta, sigma^2), n seeds, two-sided level alpha: the statistic
+    is noncentral t with n - 1 degrees of freedom and noncentrality delta / (sigma / sqrt(n)).
 
     Args:
-        ci_low: Lower CI bound.
-        ci_high: Upper CI bound.
+        delta: True mean per-seed difference a - b.
+        sigma: True standard deviation of the per-seed difference (> 0).
+        n: Number of seeds (>= 2).
+        alpha: Two-sided significance level in (0, 1).
 
     Returns:
-        "negative transfer" if ci_high < 0, "positive transfer" if ci_low > 0, otherwise
-        "no detectable effect" (including any nan bound).
+        {"positive": P(significant with a positive mean difference), "negative": the same with a
+        negative one, "any": their sum, "t_critical": t_{1-alpha/2, n-1}, "noncentrality"}.
     """
-    if math.isnan(ci_low) or math.isnan(ci_high):
+    if n < 2 or sigma <= 0:
+        raise ValueError(f"need n >= 2 and sigma > 0, got n={n!r}, sigma={sigma!r}")
+    _check_confidence(1.0 - alpha)
+    df = n - 1
+    crit = float(_sps.t.ppf(1.0 - alpha / 2.0, df))
+    nc = float(delta) / (float(sigma) / math.sqrt(n))
+    pos = float(_sps.nct.sf(crit, df, nc))
+    neg = float(_sps.nct.cdf(-crit, df, nc))
+    return {"positive": pos, "negative": neg, "any": pos + neg, "t_critical": crit,
+            "noncentrality": nc}
+
+
+def verdict(diff: float, p_value: float, alpha: float) -> str:
+    """Classify an effect (strategy - baseline) from its (adjusted) p-value and its sign.
+
+    Args:
+        diff: Mean difference, strategy minus baseline.
+        p_value: Its two-sided p-value, adjusted for the family of comparisons where there is
+            one; nan where no test was possible.
+        alpha: Significance level in (0, 1), e.g. 1 - confidence.
+
+    Returns:
+        "positive transfer" if p_value < alpha and diff > 0, "negative transfer" if
+        p_value < alpha and diff < 0, otherwise "no detectable effect" (including a nan p or
+        diff). With no adjustment, p < alpha exactly when the t interval at level 1 - alpha
+        excludes 0, so the verdict and the interval agree.
+    """
+    _check_confidence(1.0 - alpha)
+    if math.isnan(p_value) or math.isnan(diff) or p_value >= alpha or diff == 0:
         return "no detectable effect"
-    if ci_low > ci_high:
-        raise ValueError(f"ci_low ({ci_low}) > ci_high ({ci_high})")
-    if ci_high < 0:
-        return "negative transfer"
-    if ci_low > 0:
-        return "positive transfer"
-    return "no detectable effect"
+    return "positive transfer" if diff > 0 else "negative transfer"
 
 
 def _curve(budgets: Sequence[float], accuracies: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -286,10 +260,23 @@ def area_under_learning_curve(budgets: Sequence[float], accuracies: Sequence[flo
     return area / float(lx[-1] - lx[0])
 
 
+def _valid_p(p_values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"p_values must be one-dimensional, got shape {p.shape}")
+    idx = np.flatnonzero(~np.isnan(p))
+    if np.any((p[idx] < 0) | (p[idx] > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    return p, idx
+
+
 def holm_bonferroni(p_values: Sequence[float]) -> list[float]:
     """Holm step-down adjusted p-values.
 
-    nan entries pass through as nan and are not counted in the family size m.
+    Rejecting where the adjusted p-value is below alpha keeps the family-wise error rate (the
+    probability of one or more false rejections among the m tests) at most alpha, whatever the
+    dependence between the tests. nan entries pass through as nan and are not counted in the
+    family size m.
 
     Args:
         p_values: Raw p-values in [0, 1] (or nan).
@@ -298,14 +285,8 @@ def holm_bonferroni(p_values: Sequence[float]) -> list[float]:
         Adjusted p-values in input order: running max of (m - k) * p_(k) over the sorted
         p-values (k = 0..m-1), clipped to 1.
     """
-    p = np.asarray(p_values, dtype=float)
-    if p.ndim != 1:
-        raise ValueError(f"p_values must be one-dimensional, got shape {p.shape}")
-    valid = ~np.isnan(p)
-    if np.any((p[valid] < 0) | (p[valid] > 1)):
-        raise ValueError("p-values must lie in [0, 1]")
+    p, idx = _valid_p(p_values)
     out = np.full(p.shape, _NAN)
-    idx = np.flatnonzero(valid)
     m = idx.size
     if m:
         order = np.argsort(p[idx], kind="stable")
@@ -313,3 +294,53 @@ def holm_bonferroni(p_values: Sequence[float]) -> list[float]:
         adjusted = np.minimum(np.maximum.accumulate(scaled), 1.0)
         out[idx[order]] = adjusted
     return [float(v) for v in out]
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg step-up adjusted p-values (q-values).
+
+    Rejecting where the adjusted p-value is below alpha keeps the false discovery rate (the
+    expected share of false rejections among all rejections, 0 when there are none) at most
+    alpha for independent or positively dependent tests. It does not control the family-wise
+    error rate except under the global null, where the two coincide. nan entries pass through
+    as nan and are not counted in the family size m.
+
+    Args:
+        p_values: Raw p-values in [0, 1] (or nan).
+
+    Returns:
+        Adjusted p-values in input order: for the k-th smallest p-value (k = 1..m), the minimum
+        over j >= k of m * p_(j) / j, clipped to 1.
+    """
+    p, idx = _valid_p(p_values)
+    out = np.full(p.shape, _NAN)
+    m = idx.size
+    if m:
+        order = np.argsort(p[idx], kind="stable")
+        scaled = m * p[idx][order] / np.arange(1, m + 1)
+        adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+        out[idx[order]] = adjusted
+    return [float(v) for v in out]
+
+
+def adjust_p_values(p_values: Sequence[float], method: str) -> list[float]:
+    """Adjust a family of p-values for multiplicity.
+
+    Args:
+        p_values: Raw p-values in [0, 1] (nan: no test; passes through, not counted).
+        method: "holm" (:func:`holm_bonferroni`, family-wise error rate), "bh"
+            (:func:`benjamini_hochberg`, false discovery rate) or "none" (raw p-values: each
+            verdict alone keeps its error rate, the family does not).
+
+    Returns:
+        Adjusted p-values in input order.
+    """
+    if method == "holm":
+        return holm_bonferroni(p_values)
+    if method == "bh":
+        return benjamini_hochberg(p_values)
+    if method == "none":
+        p, _ = _valid_p(p_values)
+        return [float(v) for v in p]
+    raise ValueError(f"unknown multiplicity method {method!r}; expected one of "
+                     f"{', '.join(MULTIPLICITY)}")

@@ -33,6 +33,17 @@ def learning_curves(summary: dict, budgets: Sequence[str], all_lpc: float) -> pd
 
 
 def gain_table(summary: dict, budgets: Sequence[str], all_lpc: float) -> pd.DataFrame:
+    """One row per curve x budget with a gain over scratch: the paired difference (curve minus
+    scratch), its unadjusted t interval, paired seeds, raw and adjusted p-value and verdict.
+
+    Args:
+        summary: evaluate's summary after :func:`transferlab.analysis.control_family`.
+        budgets: budget keys in order.
+        all_lpc: labels per class of the ``all`` budget.
+    Returns:
+        Columns curve, budget, labels_per_class, gain, ci_low, ci_high, n, p_value, p_adjusted,
+        verdict.
+    """
     rows = []
     for curve, by_budget in sorted(summary.items()):
         for b in budgets:
@@ -41,8 +52,10 @@ def gain_table(summary: dict, budgets: Sequence[str], all_lpc: float) -> pd.Data
                 rows.append({"curve": curve, "budget": b,
                              "labels_per_class": budget_value(b, all_lpc),
                              "gain": gain["diff"], "ci_low": gain["ci_low"],
-                             "ci_high": gain["ci_high"], "p_value": gain["p_value"],
-                             "verdict": gain["verdict"]})
+                             "ci_high": gain["ci_high"], "n": gain.get("n"),
+                             "p_value": gain["p_value"],
+                             "p_adjusted": gain.get("p_adjusted", np.nan),
+                             "verdict": gain.get("verdict", "")})
     return pd.DataFrame(rows)
 
 
@@ -116,7 +129,8 @@ def write_plots(folder, results: Sequence, summary: dict, report: dict, budgets:
     """Write every plot CSV that dvc.yaml declares into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     largest = budgets[-1]
-    best = report["recommendations"][largest]["best"]
+    # the confusion matrix shows the recommended curve; scratch where nothing is recommended
+    best = report["recommendations"][largest]["best"] or "scratch"
 
     def save(name: str, df: pd.DataFrame) -> None:
         df.to_csv(folder / name, index=False, float_format="%.6g")

@@ -1,0 +1,286 @@
+"""Tests for transferlab.analysis (gains, verdicts, multiplicity, recommendation) and
+transferlab.evaluation.champion_checkpoints, on hand-built RunResults.
+
+Every run is built from a test accuracy (and a selection score), so each expected number below
+can be computed by hand from the table at the top of the test that uses it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from transferlab import analysis
+from transferlab.evaluation import RunResult, champion_checkpoints
+from transferlab.params import EvaluateParams
+from transferlab.stats import holm_bonferroni
+
+N_TEST = 200  # test examples per run: accuracies are multiples of 0.005
+NAN = math.nan
+HOLM, NONE = EvaluateParams(multiplicity="holm"), EvaluateParams(multiplicity="none")
+NO_TRANSFER = {"picks": {}}  # transferability_summary's picks, not under test here
+
+
+def run(curve: str, budget: str, seed: int, acc: float, sel: float = NAN,
+        params: int = 1000, flops: float = 1e6, rng: np.random.Generator | None = None
+        ) -> RunResult:
+    """One run whose test accuracy is exactly ``acc`` (rounded to 1/N_TEST)."""
+    source, strategy = ("none", "scratch") if curve == "scratch" else curve.split("/")
+    k = round(acc * N_TEST)
+    correct = np.arange(N_TEST) < k
+    if rng is not None:  # the same accuracy, other examples right
+        correct = rng.permutation(correct)
+    proba = np.where(correct[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+    return RunResult({"source": source, "strategy": strategy, "budget": budget, "seed": seed},
+                     {"accuracy": k / N_TEST, "trainable_params": params, "train_flops": flops},
+                     correct, proba, sel)
+
+
+def curve_runs(curve: str, budget: str, accs: list[float], sels: list[float] | None = None,
+               **kw) -> list[RunResult]:
+    sels = sels or [NAN] * len(accs)
+    return [run(curve, budget, s, a, sel, **kw) for s, (a, sel) in enumerate(zip(accs, sels,
+                                                                               strict=True))]
+
+
+def analyse(results: list[RunResult], budgets: list[str], p: EvaluateParams) -> dict:
+    """What stages/evaluate.py composes: summarize, recommend, control_family."""
+    summary = analysis.summarize(results, budgets, 100.0, p)
+    recs = analysis.recommend(summary, results, budgets, NO_TRANSFER, p)
+    return analysis.control_family(summary, recs, p)
+
+
+# ------------------------------------------------------------------------- gain sign, pairing
+def test_gain_is_curve_minus_scratch() -> None:
+    # per seed: curve - scratch = +0.20, +0.21, +0.19
+    results = curve_runs("src/finetune", "10", [0.80, 0.82, 0.78]) + \
+        curve_runs("scratch", "10", [0.60, 0.61, 0.59])
+    gain = analyse(results, ["10"], NONE)["summary"]["src/finetune"]["10"]["gain"]
+    assert gain["diff"] == pytest.approx(0.20)
+    assert gain["ci_low"] > 0 and gain["verdict"] == "positive transfer"
+    ref = sps.ttest_rel([0.80, 0.82, 0.78], [0.60, 0.61, 0.59])
+    assert gain["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert gain["n"] == 3 and gain["seeds"] == [0, 1, 2]
+    # paired_difference itself: argument order is A minus B
+    direct = analysis.paired_difference(results[:3], results[3:], NONE)
+    assert direct["diff"] == pytest.approx(0.20)
+    assert analysis.paired_difference(results[3:], results[:3], NONE)["diff"] == \
+        pytest.approx(-0.20)
+
+
+def test_negative_gain_is_negative_transfer() -> None:
+    results = curve_runs("src/linear_probe", "10", [0.40, 0.42, 0.41]) + \
+        curve_runs("scratch", "10", [0.60, 0.61, 0.59])
+    out = analyse(results, ["10"], NONE)
+    gain = out["summary"]["src/linear_probe"]["10"]["gain"]
+    assert gain["diff"] == pytest.approx(-0.19) and gain["verdict"] == "negative transfer"
+    assert out["recommendations"]["10"]["negative_transfer"] == ["src/linear_probe"]
+
+
+def test_gain_pairs_by_seed_not_by_order() -> None:
+    # seeds differ a lot (0.5 / 0.7 / 0.9) but the curve is consistently ~0.025 better; pairing
+    # by seed gives a small sd of the differences, mispairing a huge one
+    curve = [run("src/finetune", "10", s, a) for s, a in enumerate([0.52, 0.73, 0.925])]
+    scratch = [run("scratch", "10", s, a) for s, a in enumerate([0.50, 0.70, 0.90])]
+    ordered = analyse(curve + scratch, ["10"], NONE)["summary"]["src/finetune"]["10"]["gain"]
+    shuffled_results = scratch[1:] + list(reversed(curve)) + scratch[:1]
+    shuffled = analyse(shuffled_results, ["10"], NONE)["summary"]["src/finetune"]["10"]["gain"]
+    assert shuffled == ordered
+    ref = sps.ttest_rel([0.52, 0.73, 0.925], [0.50, 0.70, 0.90])
+    assert ordered["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert ordered["diff"] == pytest.approx(0.025)
+    assert ordered["ci_high"] - ordered["ci_low"] < 0.05  # a mispaired sd would be ~0.2
+
+
+def test_missing_scratch_seed_is_left_out_of_the_pairing() -> None:
+    results = curve_runs("src/finetune", "10", [0.80, 0.83, 0.70]) + \
+        curve_runs("scratch", "10", [0.60, 0.61])  # no scratch at seed 2
+    gain = analyse(results, ["10"], NONE)["summary"]["src/finetune"]["10"]["gain"]
+    assert gain["n"] == 2 and gain["seeds"] == [0, 1]
+    assert gain["diff"] == pytest.approx(0.21)  # (0.20 + 0.22) / 2: seed 2 not used
+    assert "no baseline run at seed(s) [2]" in gain["note"]
+    # one common seed: a difference but no test, so no verdict
+    one = analyse(curve_runs("src/finetune", "10", [0.9, 0.9]) +
+                  [run("scratch", "10", 1, 0.5)], ["10"], NONE)
+    gain = one["summary"]["src/finetune"]["10"]["gain"]
+    assert gain["diff"] == pytest.approx(0.4) and math.isnan(gain["p_value"])
+    assert gain["verdict"] == "no detectable effect" and "too few" in gain["note"]
+    assert one["statistics"]["family_size"] == 0
+
+
+def test_summarize_needs_scratch() -> None:
+    with pytest.raises(ValueError, match="no scratch runs"):
+        analysis.summarize(curve_runs("src/finetune", "10", [0.8, 0.8]), ["10"], 100.0, NONE)
+
+
+# ---------------------------------------------------------------------------- multiplicity
+def _family_results() -> list[RunResult]:
+    """One clear-ish gain (p = 0.0132 alone) and three null gains, one budget."""
+    return (curve_runs("a/finetune", "10", [0.62, 0.635, 0.625]) +      # +0.02, +0.025, +0.03
+            curve_runs("b/finetune", "10", [0.61, 0.60, 0.62]) +
+            curve_runs("c/finetune", "10", [0.59, 0.62, 0.60]) +
+            curve_runs("d/finetune", "10", [0.60, 0.60, 0.605]) +
+            curve_runs("scratch", "10", [0.60, 0.61, 0.595]))
+
+
+def test_significant_alone_but_not_after_holm() -> None:
+    alone = analyse(_family_results(), ["10"], NONE)["summary"]["a/finetune"]["10"]["gain"]
+    assert alone["p_value"] == pytest.approx(
+        sps.ttest_rel([0.62, 0.635, 0.625], [0.60, 0.61, 0.595]).pvalue)
+    assert alone["p_value"] < 0.05 and alone["verdict"] == "positive transfer"
+    assert alone["p_adjusted"] == alone["p_value"]
+
+    out = analyse(_family_results(), ["10"], HOLM)
+    gain = out["summary"]["a/finetune"]["10"]["gain"]
+    assert gain["p_value"] == alone["p_value"]  # the raw p and the t interval are kept
+    assert (gain["ci_low"], gain["ci_high"]) == (alone["ci_low"], alone["ci_high"])
+    assert gain["p_adjusted"] >= 0.05 and gain["verdict"] == "no detectable effect"
+    # the family: four gains (no recommendation: no selection scores)
+    raw = [out["summary"][c]["10"]["gain"]["p_value"] for c in
+           ("a/finetune", "b/finetune", "c/finetune", "d/finetune")]
+    assert out["statistics"]["family_size"] == 4
+    assert [out["summary"][c]["10"]["gain"]["p_adjusted"] for c in
+            ("a/finetune", "b/finetune", "c/finetune", "d/finetune")] == holm_bonferroni(raw)
+    assert gain["p_adjusted"] == pytest.approx(4 * alone["p_value"])
+
+
+def test_bh_is_the_other_choice() -> None:
+    out = analyse(_family_results(), ["10"], EvaluateParams(multiplicity="bh"))
+    assert out["statistics"]["multiplicity"] == "bh"
+    gain = out["summary"]["a/finetune"]["10"]["gain"]
+    assert gain["p_adjusted"] == pytest.approx(4 * gain["p_value"])  # smallest of 4: m p / 1
+
+
+def test_statistics_block_and_runner_up_in_the_family() -> None:
+    results = (curve_runs("a/finetune", "10", [0.8, 0.82, 0.79], [0.9, 0.9, 0.8]) +
+               curve_runs("scratch", "10", [0.6, 0.61, 0.58], [0.5, 0.6, 0.5]))
+    out = analyse(results, ["10"], HOLM)
+    stats = out["statistics"]
+    assert stats["unit"] == "seed" and stats["test"] == "paired t over seeds, S-1 df"
+    assert stats["multiplicity"] == "holm" and stats["alpha"] == pytest.approx(0.05)
+    assert stats["family_size"] == 2  # the gain and the runner-up comparison
+    rec = out["recommendations"]["10"]
+    assert rec["best"] == "a/finetune" and rec["runner_up"] == "scratch"
+    # chosen minus runner-up is here the same comparison as the gain: two equal p-values,
+    # Holm doubles both
+    g = out["summary"]["a/finetune"]["10"]["gain"]
+    assert rec["vs_runner_up"]["p_value"] == pytest.approx(g["p_value"])
+    assert rec["vs_runner_up"]["p_adjusted"] == pytest.approx(min(1.0, 2 * g["p_value"]))
+
+
+def test_control_family_does_not_modify_its_inputs() -> None:
+    results = _family_results()
+    summary = analysis.summarize(results, ["10"], 100.0, HOLM)
+    recs = analysis.recommend(summary, results, ["10"], NO_TRANSFER, HOLM)
+    before = copy.deepcopy((summary, recs))
+    analysis.control_family(summary, recs, HOLM)
+    assert (summary, recs) == before
+
+
+# -------------------------------------------------------------------------- recommendation
+def test_recommendation_follows_the_selection_score_not_the_test_split() -> None:
+    # x is better on test (0.90 vs 0.80) but worse by selection score (0.60 vs 0.70)
+    results = (curve_runs("x/finetune", "10", [0.90, 0.91, 0.89], [0.60, 0.60, 0.60]) +
+               curve_runs("y/finetune", "10", [0.80, 0.81, 0.79], [0.70, 0.70, 0.70]) +
+               curve_runs("scratch", "10", [0.50, 0.50, 0.51], [0.40, 0.40, 0.40]))
+    rec = analyse(results, ["10"], NONE)["recommendations"]["10"]
+    assert rec["best"] == "y/finetune" and rec["runner_up"] == "x/finetune"
+    assert rec["selection_score"]["mean"] == pytest.approx(0.70)
+    assert rec["runner_up_selection_score"]["mean"] == pytest.approx(0.60)
+    assert rec["accuracy"]["mean"] == pytest.approx(0.80)  # the chosen curve's test accuracy
+    assert rec["vs_runner_up"]["diff"] == pytest.approx(-0.10)  # chosen minus runner-up
+    assert rec["vs_runner_up"]["verdict"] == "worse"
+    assert rec["significantly_better"] is False
+
+
+def test_choices_do_not_change_when_test_outcomes_do() -> None:
+    """Any test outcome (accuracies and which examples are right) leaves every choice as it was:
+    recommendation, runner-up and champion depend on selection scores only."""
+    sels = {"x/finetune": [0.6, 0.7, 0.65], "y/linear_probe": [0.7, 0.6, 0.7],
+            "scratch": [0.5, 0.55, 0.5]}
+    rng = np.random.default_rng(0)
+    choices = []
+    for _ in range(5):
+        results = [run(c, b, s, float(rng.uniform(0.3, 0.95)), sels[c][s], rng=rng)
+                   for c in sels for b in ("3", "10") for s in range(3)]
+        recs = analyse(results, ["3", "10"], HOLM)["recommendations"]
+        choices.append({b: (r["best"], r["runner_up"]) for b, r in recs.items()})
+    assert all(c == choices[0] for c in choices)
+    assert choices[0]["10"] == ("y/linear_probe", "x/finetune")  # 0.6667 vs 0.65
+
+
+def test_no_recommendation_without_selection_scores() -> None:
+    results = (curve_runs("x/finetune", "1", [0.9, 0.9, 0.9]) +
+               curve_runs("scratch", "1", [0.3, 0.3, 0.4]) +
+               curve_runs("x/finetune", "10", [0.9, 0.9, 0.9], [0.8, 0.9, 0.8]) +
+               curve_runs("scratch", "10", [0.7, 0.7, 0.8], [0.7, 0.7, 0.7]))
+    out = analyse(results, ["1", "10"], HOLM)
+    rec = out["recommendations"]["1"]
+    assert rec["best"] is None and rec["accuracy"] is None and rec["runner_up"] is None
+    assert "no curve has a finite selection score" in rec["reason"]
+    assert rec["significantly_better"] is False
+    assert out["recommendations"]["10"]["best"] == "x/finetune"
+    # the family: two gains and one runner-up comparison (none at budget 1)
+    assert out["statistics"]["family_size"] == 3
+    score = out["summary"]["x/finetune"]["1"]["selection_score"]
+    assert score["n"] == 0 and math.isnan(score["mean"])
+
+
+def test_ties_go_to_the_cheaper_curve_then_the_name() -> None:
+    # four curves tie at a mean selection score of 0.7 (x/finetune only to 12 decimals)
+    results = (curve_runs("x/finetune", "10", [0.9] * 3, [0.7, 0.7, 0.7 + 1e-13], params=5000) +
+               curve_runs("a/linear_probe", "10", [0.5] * 3, [0.7] * 3, params=100, flops=3e6) +
+               curve_runs("x/linear_probe", "10", [0.5] * 3, [0.7] * 3, params=100, flops=2e6) +
+               curve_runs("w/linear_probe", "10", [0.6] * 3, [0.7] * 3, params=100, flops=2e6) +
+               curve_runs("scratch", "10", [0.8] * 3, [0.6] * 3))
+    summary = analysis.summarize(results, ["10"], 100.0, HOLM)
+    assert analysis.ranked_by_selection(summary, "10") == [
+        "w/linear_probe", "x/linear_probe", "a/linear_probe", "x/finetune", "scratch"]
+
+
+def test_a_single_scored_curve_has_no_runner_up() -> None:
+    results = (curve_runs("x/finetune", "10", [0.9] * 3, [0.8] * 3) +
+               curve_runs("scratch", "10", [0.7, 0.8, 0.75]))
+    rec = analyse(results, ["10"], HOLM)["recommendations"]["10"]
+    assert rec["best"] == "x/finetune" and rec["runner_up"] is None
+    assert rec["vs_runner_up"] is None and rec["significantly_better"] is False
+
+
+# -------------------------------------------------------------------------------- champion
+def _runs_json(folder: Path) -> list[dict]:
+    def record(budget: str, seed: int, sel, val: float) -> dict:
+        return {"budget": budget, "seed": seed, "checkpoint": f"b{budget}_s{seed}.pt",
+                "selection_score": sel, "best_val_accuracy": val}
+    return [
+        {"source": "x", "strategy": "finetune", "folder": folder / "x" / "finetune", "runs": [
+            record("10", 0, 0.7, 0.99), record("10", 1, 0.9, 0.1), record("10", 2, 0.9, 0.2),
+            record("1", 0, None, 0.9), record("1", 1, NAN, 0.5)]},
+        {"source": "none", "strategy": "scratch", "folder": folder / "scratch", "runs": [
+            record("10", 0, 0.95, 0.9), record("10", 1, 0.96, 0.9)]},
+    ]
+
+
+def test_champion_is_the_recommended_curve_at_its_best_selection_seed(tmp_path: Path) -> None:
+    recs = {"10": {"best": "x/finetune"}, "1": {"best": None, "reason": "no scores"}}
+    got = champion_checkpoints(recs, _runs_json(tmp_path))
+    # seed 1 and 2 tie on selection score 0.9: the lowest seed; best_val_accuracy is ignored
+    assert got == {"10": ("x/finetune", tmp_path / "x" / "finetune" / "b10_s1.pt")}
+    # the scratch curve, when recommended, is found under its own folder
+    got = champion_checkpoints({"10": {"best": "scratch"}}, _runs_json(tmp_path))
+    assert got == {"10": ("scratch", tmp_path / "scratch" / "b10_s1.pt")}
+
+
+def test_champion_follows_analysis_end_to_end(tmp_path: Path) -> None:
+    results = (curve_runs("x/finetune", "10", [0.6, 0.6, 0.6], [0.7, 0.9, 0.9]) +
+               curve_runs("scratch", "10", [0.9, 0.9, 0.95], [0.5, 0.5, 0.5]) +
+               curve_runs("x/finetune", "1", [0.6, 0.6, 0.6]) +
+               curve_runs("scratch", "1", [0.3, 0.3, 0.35]))
+    recs = analyse(results, ["1", "10"], HOLM)["recommendations"]
+    got = champion_checkpoints(recs, _runs_json(tmp_path))
+    assert set(got) == {"10"}  # nothing recommended at 1 label per class: no champion
+    assert got["10"][0] == "x/finetune" and got["10"][1].name == "b10_s1.pt"

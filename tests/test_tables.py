@@ -1,0 +1,103 @@
+"""Tests for transferlab.tables: the flat tables evaluate writes for `dvc plots` and the report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferlab import analysis, tables
+from transferlab.evaluation import RunResult
+from transferlab.params import EvaluateParams
+
+P = EvaluateParams(multiplicity="none")
+LABELS = np.array([0, 1, 1, 0])  # four test examples
+
+
+def _run(curve: str, budget: str, seed: int, pred: list[int], sel: float = math.nan) -> RunResult:
+    source, strategy = ("none", "scratch") if curve == "scratch" else curve.split("/")
+    pred_arr = np.asarray(pred)
+    proba = np.eye(2)[pred_arr] * 0.8 + 0.1  # rows (0.9, 0.1) or (0.1, 0.9)
+    correct = pred_arr == LABELS
+    metrics = {"accuracy": float(correct.mean()), "balanced_accuracy": 0.5, "f1_macro": 0.5,
+               "log_loss": 1.0, "brier": 0.2, "ece": 0.1, "shifted_accuracy": 0.25,
+               "shift_gap": float(correct.mean()) - 0.25, "trainable_params": 10 + seed,
+               "train_flops": 100.0 * (seed + 1)}
+    return RunResult({"source": source, "strategy": strategy, "budget": budget, "seed": seed},
+                     metrics, correct, proba, sel)
+
+
+# accuracies: scratch 0.25 / 0.5 / 0.5 at budget 2 (seeds 0-2); src/finetune 1.0 / 0.75 / 1.0
+RESULTS = [
+    _run("src/finetune", "2", 2, [0, 1, 1, 0], 0.9),
+    _run("scratch", "2", 1, [0, 1, 0, 1], 0.5),
+    _run("src/finetune", "2", 0, [0, 1, 1, 0], 0.8),
+    _run("scratch", "2", 0, [1, 1, 0, 1], 0.4),
+    _run("src/finetune", "2", 1, [0, 1, 1, 1], 0.9),
+    _run("scratch", "2", 2, [0, 0, 1, 1], 0.6),
+]
+
+
+def _report() -> dict:
+    summary = analysis.summarize(RESULTS, ["2"], 10.0, P)
+    recs = analysis.recommend(summary, RESULTS, ["2"], {"picks": {}}, P)
+    out = analysis.control_family(summary, recs, P)
+    return {**out, "transferability": {"scores": {}}}
+
+
+def test_runs_table_one_sorted_row_per_run() -> None:
+    df = tables.runs_table(RESULTS)
+    assert list(zip(df["curve"], df["seed"], strict=True)) == [
+        ("scratch", 0), ("scratch", 1), ("scratch", 2),
+        ("src/finetune", 0), ("src/finetune", 1), ("src/finetune", 2)]
+    assert list(df["accuracy"]) == [0.25, 0.5, 0.5, 1.0, 0.75, 1.0]
+    assert {"source", "strategy", "budget", "trainable_params"} <= set(df.columns)
+
+
+def test_gain_table_rows_carry_the_sign_and_the_adjusted_verdict() -> None:
+    report = _report()
+    df = tables.gain_table(report["summary"], ["2"], 10.0)
+    assert len(df) == 1  # scratch has no gain over itself
+    row = df.iloc[0]
+    assert row["curve"] == "src/finetune" and row["labels_per_class"] == 2.0
+    # per seed: 1.0 - 0.25, 0.75 - 0.5, 1.0 - 0.5 -> mean 0.5 (curve minus scratch)
+    assert row["gain"] == pytest.approx(0.5)
+    assert row["ci_low"] < row["gain"] < row["ci_high"] and row["n"] == 3
+    gain = report["summary"]["src/finetune"]["2"]["gain"]
+    assert row["p_value"] == gain["p_value"] and row["p_adjusted"] == gain["p_adjusted"]
+    assert row["verdict"] == gain["verdict"]
+
+
+def test_learning_curves_and_per_curve_tables() -> None:
+    summary = _report()["summary"]
+    lc = tables.learning_curves(summary, ["2"], 10.0)
+    assert list(lc["curve"]) == ["scratch", "src/finetune"]
+    assert lc["accuracy"].tolist() == pytest.approx([1.25 / 3, 2.75 / 3])
+    per = tables.per_curve_table(summary, "2").set_index("curve")
+    assert per.loc["src/finetune", "train_flops"] == pytest.approx(200.0)
+    assert math.isnan(per.loc["scratch", "forgetting"])  # no forgetting metric: NaN, not 0
+
+
+def test_confusion_table_uses_the_first_seed() -> None:
+    df = tables.confusion_table(RESULTS, "scratch", "2", ["zero", "one"], LABELS)
+    # scratch seed 0 predicted 1, 1, 0, 1
+    assert df.to_dict("list") == {"actual": ["zero", "one", "one", "zero"],
+                                  "predicted": ["one", "one", "zero", "one"]}
+
+
+@pytest.mark.parametrize("best", ["src/finetune", None])
+def test_write_plots_writes_every_declared_csv(tmp_path: Path, best: str | None) -> None:
+    report = _report()
+    assert report["recommendations"]["2"]["best"] == "src/finetune"  # sel 0.867 vs 0.5
+    report["recommendations"]["2"]["best"] = best  # None: nothing recommended at this budget
+    tables.write_plots(tmp_path, RESULTS, report["summary"], report, ["2"], 10.0, LABELS,
+                       ["zero", "one"], 5)
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "learning_curves.csv", "gain.csv", "confusion.csv", "reliability.csv", "per_curve.csv",
+        "transferability.csv"}
+    confusion = pd.read_csv(tmp_path / "confusion.csv")
+    # the recommended curve's first seed predicts perfectly; scratch's (the fallback) does not
+    assert (confusion["actual"] == confusion["predicted"]).all() == (best is not None)

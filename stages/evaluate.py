@@ -25,6 +25,7 @@ from transferlab.runtime import (  # noqa: E402
     seed_everything,
     staged_outputs,
 )
+from transferlab.selection import labels_per_class_used  # noqa: E402
 from transferlab.tracking import Tracker, tracked  # noqa: E402
 
 
@@ -67,8 +68,11 @@ def main() -> None:
         summary = verdicts["summary"]
         report = {
             "summary": summary,
-            "label_efficiency": analysis.label_efficiency(summary, budgets, all_lpc,
-                                                          p.reach_fraction),
+            "label_efficiency": analysis.label_efficiency(
+                summary, budgets, all_lpc, p.reach_fraction,
+                labels_per_class_used(0, params.selection.protocol,
+                                      params.prepare.val_per_class)),
+            "selection": to_dict(params.selection),
             "transferability": transfer,
             "recommendations": verdicts["recommendations"],
             "statistics": verdicts["statistics"],

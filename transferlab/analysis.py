@@ -184,14 +184,19 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
 
 
 def label_efficiency(summary: dict, budgets: Sequence[str], all_labels_per_class: float,
-                     reach_fraction: float) -> dict:
+                     reach_fraction: float, extra_labels_per_class: float = 0.0) -> dict:
     """Labels per class to reach ``reach_fraction`` of scratch@largest-budget accuracy, and the
-    area under the learning curve (log budget axis), for every curve."""
+    area under the learning curve (log budget axis), for every curve.
+
+    ``extra_labels_per_class``: labelled examples per class spent outside the budget (the
+    external validation set of the ``external_val`` selection protocol), counted on the axis."""
     largest = budgets[-1]
     target = reach_fraction * summary[SCRATCH][largest]["accuracy"]["mean"]
-    out = {"target_accuracy": target, "curves": {}}
+    out = {"target_accuracy": target, "extra_labels_per_class": extra_labels_per_class,
+           "curves": {}}
     for curve, by_budget in sorted(summary.items()):
-        xs = [budget_value(b, all_labels_per_class) for b in budgets if b in by_budget]
+        xs = [budget_value(b, all_labels_per_class) + extra_labels_per_class
+              for b in budgets if b in by_budget]
         ys = [by_budget[b]["accuracy"]["mean"] for b in budgets if b in by_budget]
         reach = labels_to_reach(xs, ys, target)
         out["curves"][curve] = {

@@ -21,7 +21,7 @@ import pandas as pd
 from transferlab import figures
 from transferlab import report_results as results
 from transferlab.errors import DataError
-from transferlab.params import STRATEGIES, Params
+from transferlab.params import Params
 from transferlab.render import (
     NA,
     Block,
@@ -149,7 +149,7 @@ def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str
     plots, largest = inputs.plots, results.budget_keys(params)[-1]
     styles = figures.curve_styles(
         list(plots["learning_curves"]["curve"]) + list(plots["per_curve"]["curve"]))
-    best = inputs.evaluate["recommendations"].get(largest, {}).get("best", NA)
+    best = inputs.evaluate["recommendations"].get(largest, {}).get("best") or "scratch"
     transfer = plots["transferability"]
     drawn = {
         "learning_curves": figures.learning_curves(plots["learning_curves"],
@@ -217,13 +217,28 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
         f"{sum(counts.get('test', {}).values()):,} test images). Candidate sources: "
         f"{_join(sources)}. Each source network ({params.pretrain.arch}, width "
         f"{params.pretrain.width}, init {params.pretrain.init}) is transferred with "
-        f"{_join(f'`{s}`' for s in STRATEGIES if s != 'scratch')}, and compared with `scratch`,"
+        f"{_join(f'`{s}`' for s in params.grid.strategies)}, and compared with `scratch`,"
         f" the same network trained on the target alone. Label budgets (labels per class): "
         f"{_join(budgets)}; seeds {_join(map(str, params.common.seeds))}. The runs table holds "
         f"{len(inputs.runs):,} evaluated runs over {inputs.runs['curve'].nunique()} curves. "
         f"Intervals are {results.confidence_level(params)} confidence intervals. "
-        + results.statistics_text(inputs.evaluate, params)
+        + results.statistics_text(inputs.evaluate, params) + _selection_text(params)
     ]
+
+
+def _selection_text(params: Params) -> str:
+    """The selection protocol in one sentence (README: "Selection protocol")."""
+    s = params.selection
+    if s.protocol == "external_val":
+        return (f" Selection: a fixed external validation set of {params.prepare.val_per_class} "
+                "labelled images per class, outside the label budget, chose every epoch, "
+                "recommendation and champion, so label efficiency counts those labels too.")
+    refit = ", then refitted on the whole budget" if s.refit else ""
+    return (f" Selection: every epoch, recommendation and champion was chosen on labels held "
+            f"out of the budget ({s.holdout_fraction:.0%} of each class{refit}); below "
+            f"{s.min_labels_to_split} labels per class a run trains a fixed schedule and no "
+            "strategy is recommended. The test split scored the choices once, after they were "
+            "made.")
 
 
 def _source_models(inputs: ReportInputs, params: Params) -> list[Block]:

@@ -1,10 +1,13 @@
 """``python -m transferlab.audit``: can these results be trusted and rerun?
 
-Four checks, one verdict: (1) the workspace matches ``dvc.lock`` and git (no uncommitted params
-or code); (2) the pipeline re-executed in a temporary copy reproduces every recorded output,
-each stage labelled bit-identical, equal within tolerance, different, or an expected difference
-(wall-clock timing, provenance); (3) MLflow agrees with ``dvc.lock`` and the metrics files; (4)
-an environment fingerprint. Writes ``audit.json`` and ``audit.md``; exits 1 on any unexplained
+Five checks, one verdict: (1) the workspace matches ``dvc.lock`` and git (no uncommitted params
+or code); (2) reproduction against the commit: where the workspace's ``dvc.lock`` records other
+outputs than the committed one (a rerun on another machine), per stage which outputs differ,
+how far each metric of the committed metrics files moved and whether any verdict or
+recommendation changed (:mod:`transferlab.drift`); (3) the pipeline re-executed in a temporary
+copy reproduces every recorded output, each stage labelled bit-identical, equal within
+tolerance or different; (4) MLflow agrees with ``dvc.lock`` and the metrics files; (5) an
+environment fingerprint. Writes ``audit.json`` and ``audit.md``; exits 1 on any unexplained
 difference.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from transferlab import drift
 from transferlab.comparison import DIFFERENT, IDENTICAL, close, compare_out, is_number, worst
 from transferlab.errors import TransferlabError
 from transferlab.mirror import TRACKED_KINDS, stage_kind
@@ -35,7 +39,8 @@ MLFLOW_TOLERANCE = 1e-6  # the JSON files round to 6 decimals; MLflow may hold f
 PIPELINE_FILES = frozenset({"dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore",
                             "requirements.txt", "constraints.txt"})
 PIPELINE_DIRS = ("stages/", "transferlab/", ".dvc/")
-ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG",
+            "TRANSFERLAB_CPU_PINNING")
 
 
 class AuditError(TransferlabError):
@@ -80,8 +85,21 @@ def git_changes(porcelain: str, is_pipeline: Callable[[str], bool]) -> tuple[lis
     return [p for p in paths if is_pipeline(p)], [p for p in paths if not is_pipeline(p)]
 
 
+def out_paths(lock: dict) -> set[str]:
+    """Every out and metrics file ``dvc.lock`` records."""
+    return {o["path"].rstrip("/") for e in lock.values() for o in e.get("outs", [])}
+
+
+def _under(path: str, roots: set[str]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in roots)
+
+
 def check_workspace(root: Path, lock: dict, stage: str | None) -> dict:
-    """dvc status and git status; with ``stage``, only that stage and the files it reads."""
+    """dvc status and git status; with ``stage``, only that stage and the files it reads.
+
+    The committed DVC outputs (metrics, plots) and ``dvc.lock`` are left to
+    :func:`check_reproduction`: after a rerun elsewhere they differ from the commit, and how
+    far their numbers moved is the finding, not the fact that they changed."""
     status = json.loads(_run([sys.executable, "-m", "dvc", "status", "--json",
                               *([stage] if stage else [])], root) or "{}")
     deps = {d["path"].rstrip("/") for name, e in lock.items() if name == stage or not stage
@@ -93,10 +111,106 @@ def check_workspace(root: Path, lock: dict, stage: str | None) -> dict:
 
     git = ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all"]
     read, other = git_changes(_run(git, root), is_pipeline)
+    outs = out_paths(lock) | {"dvc.lock"}
+    produced = [p for p in read if _under(p, outs)]
+    read = [p for p in read if p not in produced]
     return {"dvc_status": status, "uncommitted": read, "uncommitted_not_read": other,
+            "uncommitted_outputs": produced,
             "unexplained": [f"dvc status: {f}" for f in status_findings(status)]
             + [f"git: uncommitted change the pipeline reads: {p}" for p in read],
-            "notes": [f"git: uncommitted, not read by the pipeline: {p}" for p in other]}
+            "notes": [f"git: uncommitted, not read by the pipeline: {p}" for p in other]
+            + [f"git: pipeline output differs from the commit (see Reproduction): {p}"
+               for p in produced]}
+
+
+def lock_changes(committed: dict, workspace: dict) -> tuple[list[str], dict[str, list[str]]]:
+    """Compare two ``dvc.lock`` stage maps.
+
+    Returns:
+        (input changes, one line per stage whose cmd, params or a dep that no stage produces
+        differ; {stage: out paths whose hash differs}). A dep produced by another stage (a
+        checkpoint, the prepared data) moves with that stage's outs and is not an input change.
+    """
+    produced = out_paths(committed) | out_paths(workspace)
+    inputs, outs = [], {}
+    for name in sorted(set(committed) | set(workspace)):
+        a, b = committed.get(name), workspace.get(name)
+        if a is None or b is None:
+            inputs.append(f"{name}: stage {'added' if a is None else 'removed'}")
+            continue
+        hashes = [{d["path"]: d.get("md5") or d.get("hash") for d in e.get(kind, [])}
+                  for e in (a, b) for kind in ("deps", "outs")]
+        deps = sorted(p for p in set(hashes[0]) | set(hashes[2])
+                      if hashes[0].get(p) != hashes[2].get(p)
+                      and not (_under(p.rstrip("/"), produced)
+                               or any(o.startswith(p.rstrip("/") + "/") for o in produced)))
+        what = (["cmd"] if a.get("cmd") != b.get("cmd") else []) + (
+            ["params"] if a.get("params") != b.get("params") else []) + deps
+        if what:
+            inputs.append(f"{name}: {', '.join(what)}")
+        changed = sorted(p for p in set(hashes[1]) | set(hashes[3])
+                         if hashes[1].get(p) != hashes[3].get(p))
+        if changed:
+            outs[name] = changed
+    return inputs, outs
+
+
+def _committed(root: Path, rel: str) -> str | None:
+    proc = subprocess.run(["git", "--no-optional-locks", "show", f"HEAD:{rel}"], cwd=root,
+                          capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _committed_files(root: Path, out: str) -> list[str]:
+    listed = subprocess.run(["git", "--no-optional-locks", "ls-tree", "-r", "--name-only",
+                             "HEAD", "--", out], cwd=root, capture_output=True, text=True)
+    return [f for f in listed.stdout.splitlines() if f.endswith((".json", ".csv"))]
+
+
+def check_reproduction(root: Path, lock: dict, stage: str | None, tol: float) -> dict:
+    """The workspace's ``dvc.lock`` and metrics files against the committed ones.
+
+    Equal lock files: the run reproduced the commit bit for bit. Otherwise, per stage, the
+    outputs whose hash differs and, for each committed metrics/plots file among them, how far
+    every metric moved and which verdicts or recommendations changed. Unexplained: an input
+    recorded differently (cmd, params, a dep no stage produces), a number moved by more than
+    ``tol`` or a changed conclusion; outputs that differ only bitwise are a note.
+    """
+    text = _committed(root, "dvc.lock")
+    result: dict[str, Any] = {"stages": {}, "unexplained": [], "notes": []}
+    if text is None:
+        result["notes"].append("reproduction: no committed dvc.lock to compare with")
+        return result
+    committed = yaml.safe_load(text).get("stages", {})
+    inputs, outs = lock_changes(committed, lock)
+    result["identical"] = not inputs and not outs
+    result["unexplained"] += [f"dvc.lock records other inputs than the commit: {i}"
+                              for i in inputs if stage in (None, i.split(":")[0])]
+    for name, changed in outs.items():
+        if stage not in (None, name):
+            continue
+        files = {}
+        for out in changed:
+            for rel in _committed_files(root, out):
+                old, path = _committed(root, rel), root / rel
+                if old is None or not path.is_file():
+                    continue
+                new = path.read_text()
+                files[rel] = (drift.csv_drift(old, new) if rel.endswith(".csv") else
+                              drift.json_drift(json.loads(old), json.loads(new)))
+        lines = [drift.describe(rel, d, tol) for rel, d in files.items()]
+        moved = any(drift.significant(d, tol) for d in files.values())
+        result["stages"][name] = {"outs_changed": changed, "moved": moved,
+                                  "files": files, "lines": lines}
+        summary = (f"reproduction {name}: outputs differ from the committed dvc.lock "
+                   f"({', '.join(changed)})")
+        if moved:
+            result["unexplained"] += [f"{summary}; {line}" for line in lines
+                                      if line.split(": ", 1)[0] in files]
+        else:
+            result["notes"].append(f"{summary}; " + ("; ".join(lines) if lines else
+                                   "no committed metrics among them (see later stages)"))
+    return result
 
 
 def rerun_pipeline(root: Path, lock: dict, stage: str | None, tol: float, log: Path,
@@ -272,7 +386,14 @@ def render_markdown(result: dict) -> str:
     lines += [f"- {u}" for u in result["unexplained"]] or ["No unexplained difference."]
     o = result["options"]
     lines += ["", f"Stage: {o['stage'] or 'all'}; rerun: {'skipped' if o['skip_rerun'] else 'yes'}"
-              f"; tolerance: {o['tolerance']:g}.", "", "## Rerun", ""]
+              f"; tolerance: {o['tolerance']:g}.", "", "## Reproduction against the commit", ""]
+    repro = result.get("reproduction", {})
+    if repro.get("identical"):
+        lines.append("dvc.lock equals the committed one: every output reproduced bit for bit.")
+    for name, st in repro.get("stages", {}).items():
+        lines.append(f"- {name}: outputs differ ({', '.join(st['outs_changed'])})"
+                     + "".join(f"\n  - {line}" for line in st["lines"]))
+    lines += ["", "## Rerun", ""]
     if result["rerun"].get("skipped"):
         lines.append("Skipped (`--skip-rerun`).")
     else:
@@ -302,6 +423,7 @@ def audit(root: Path, stage: str | None, skip_rerun: bool, tol: float, out: Path
     params = load_params(root / "params.yaml")
     parts = {
         "workspace": check_workspace(root, lock, stage),
+        "reproduction": check_reproduction(root, lock, stage, tol),
         "rerun": {"skipped": True, "stages": {}, "unexplained": [], "notes": []} if skip_rerun
         else rerun_pipeline(root, lock, stage, tol, out / "rerun.log", keep),
         "mlflow": check_mlflow(root, lock, params.tracking.enabled, params.tracking.experiment,

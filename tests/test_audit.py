@@ -14,15 +14,14 @@ import yaml
 
 from tests.conftest import ROOT, shrunk_params
 from transferlab.audit import (
-    check_reproduction,
     environment_fingerprint,
     expected_tags,
     git_changes,
-    lock_changes,
     render_markdown,
     status_findings,
 )
 from transferlab.comparison import IDENTICAL, WITHIN
+from transferlab.reproduction import check_reproduction, lock_changes
 from transferlab.runtime import dumps_json
 
 

@@ -48,8 +48,11 @@ MACHINES: dict[str, dict[str, str]] = {
                 "MKL_CBWR": "SSE4_2", "OPENBLAS_CORETYPE": "Nehalem",
                 "NPY_DISABLE_CPU_FEATURES": "X86_V3"},
 }
+# the package first, as every stage does: numpy reads its switches when it loads (a probe that
+# imported numpy first ran unpinned in a first version of this benchmark)
 PROBE = """
-import hashlib, numpy as np, transferlab
+import transferlab
+import hashlib, numpy as np
 from transferlab.transferability import score_all
 rng = np.random.default_rng(0)
 feats = rng.normal(size=(400, 64))

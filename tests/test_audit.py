@@ -49,7 +49,8 @@ def test_expected_tags_match_what_sync_writes() -> None:
 def test_environment_fingerprint_keys() -> None:
     env = environment_fingerprint(num_threads=2)
     assert {"python", "platform", "packages", "cuda", "cudnn", "deterministic", "cpu", "gpu",
-            "threads", "env"} <= set(env)
+            "threads", "env", "cpu_pinning"} <= set(env)
+    assert env["cpu_pinning"]["pins"]["MKL_CBWR"] == "COMPATIBLE"
     assert set(env["packages"]) == {"torch", "torchvision", "numpy", "dvc", "mlflow"}
     assert env["deterministic"]["algorithms"] is True
     assert env["threads"]["torch"] == 2 and env["threads"]["cpu_count"] >= 1

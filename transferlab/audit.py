@@ -247,9 +247,11 @@ def check_mlflow(root: Path, lock: dict, enabled: bool, experiment: str,
 
 
 def environment_fingerprint(num_threads: int | None) -> dict:
-    """Python, packages, CUDA/cuDNN, the deterministic flags the stages set, CPU/GPU, threads."""
+    """Python, packages, CUDA/cuDNN, the deterministic flags the stages set, CPU/GPU, threads
+    and the CPU pins in effect (:mod:`transferlab.cpu_pinning`)."""
     import torch
 
+    from transferlab import cpu_pinning
     from transferlab.run_context import package_versions
     from transferlab.runtime import seed_everything
 
@@ -276,6 +278,7 @@ def environment_fingerprint(num_threads: int | None) -> dict:
                     "torch_interop": torch.get_num_interop_threads(),
                     "cpu_count": os.cpu_count(), "params_num_threads": num_threads},
         "env": env,
+        "cpu_pinning": cpu_pinning.status(),
     }
 
 

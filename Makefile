@@ -21,9 +21,16 @@ $(VENV)/.dev: $(VENV)/.deps requirements-dev.txt
 setup: $(VENV)/.deps          ## create .venv and install the pinned runtime dependencies
 setup-dev: $(VENV)/.dev       ## ... plus test and lint tools
 
+# dvc repro writes only deterministic outputs; the stages' wall time and memory go to timing/
+# (git-ignored), which transferlab.compute summarises with this machine's provenance. The MLflow
+# pipeline run then ends FINISHED, or FAILED when a step failed.
 repro: setup                  ## run the whole pipeline on the built-in default scenario
 	export TRANSFERLAB_EXECUTION=$$($(BIN)/python -c "import uuid; print(uuid.uuid4().hex[:12])"); \
-	dvc repro && $(BIN)/python -m transferlab.tracking sync
+	status=FINISHED; \
+	dvc repro && $(BIN)/python -m transferlab.compute \
+		&& $(BIN)/python -m transferlab.tracking sync || status=FAILED; \
+	$(BIN)/python -m transferlab.tracking finish --status $$status; \
+	test $$status = FINISHED
 
 test: setup-dev               ## lint, then the full test suite (slow end-to-end tests included)
 	$(BIN)/ruff check .
@@ -38,7 +45,8 @@ test-fast: setup-dev          ## unit tests only
 lint: setup-dev
 	$(BIN)/ruff check .
 
-ui: setup                     ## MLflow UI on the local store (http://127.0.0.1:5000)
+ui: setup                     ## MLflow UI on the local store; prints the link to the training runs
+	@$(BIN)/python -m transferlab.tracking ui-url
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
 
 bench: setup                  ## wall time per stage, from nothing and for a no-op repro

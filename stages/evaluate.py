@@ -7,7 +7,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab import analysis, tables  # noqa: E402
-from transferlab.compute import compute_summary  # noqa: E402
 from transferlab.evaluation import (  # noqa: E402
     champion_checkpoints,
     discover_runs,
@@ -24,6 +23,8 @@ from transferlab.runtime import (  # noqa: E402
     run_stage,
     seed_everything,
     staged_outputs,
+    timing_path,
+    write_timing,
 )
 from transferlab.selection import labels_per_class_used  # noqa: E402
 from transferlab.tracking import Tracker, tracked  # noqa: E402
@@ -37,7 +38,8 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="directory of transfer runs")
     parser.add_argument("--metrics", required=True, help="output metrics JSON")
     parser.add_argument("--runs-table", required=True, help="output per-run CSV")
-    parser.add_argument("--compute", required=True, help="output wall-time JSON")
+    parser.add_argument("--timing", default=None, help="the scores' wall time, not a DVC "
+                        "output (default: timing/<metrics>.json)")
     parser.add_argument("--plots", required=True, help="output directory of plot CSVs")
     args = parser.parse_args()
 
@@ -56,9 +58,8 @@ def main() -> None:
     tracker = Tracker(params.tracking, "evaluate",
                       {"transferlab.device": device_description(device)}, {"evaluate": to_dict(p)},
                       dvc_stage="evaluate")
-    outputs = (args.metrics, args.runs_table, args.compute, args.plots)
-    with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, compute_path,
-                                                       plots):
+    outputs = (args.metrics, args.runs_table, args.plots)
+    with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, plots):
         results, extra = evaluate_runs(runs, target, sources, source_data, p, device)
         summary = analysis.summarize(results, budgets, all_lpc, p)
         scores, score_timing = transferability_scores(sources, target, Path(args.runs), device)
@@ -80,8 +81,6 @@ def main() -> None:
         }
         metrics_path.write_text(dumps_json(report))
         tables.runs_table(results).to_csv(table_path, index=False, float_format="%.6g")
-        compute_path.write_text(dumps_json(compute_summary(Path(args.runs), Path(args.models),
-                                                           score_timing)))
         test_labels = target.load("test").labels
         tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_labels,
                            target.class_names, p.calibration_bins)
@@ -89,7 +88,9 @@ def main() -> None:
         champions = champion_checkpoints(report["recommendations"], runs)
         register_champions(tracker, champions, target.example_input(), child_ids)
         tracker.set_tags({"transferlab.outputs_digest": outputs_digest(
-            dict(zip(outputs, (metrics_path, table_path, compute_path, plots), strict=True)))})
+            dict(zip(outputs, (metrics_path, table_path, plots), strict=True)))})
+    write_timing(args.timing or timing_path(Path(args.metrics).with_suffix("")),
+                 {"scores": score_timing})
     best = report["recommendations"][budgets[-1]]
     print(f"evaluate: {len(results)} runs; best at {budgets[-1]} labels/class: {best['best']} "
           + (f"({best['accuracy']['mean']:.3f})" if best["best"] else "(no selection score)"))

@@ -18,6 +18,8 @@ from transferlab.runtime import (  # noqa: E402
     seed_everything,
     sha256_file,
     staged_outputs,
+    timing_path,
+    write_timing,
 )
 from transferlab.source import pretrain_source  # noqa: E402
 from transferlab.tracking import Tracker, tracked  # noqa: E402
@@ -30,7 +32,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="prepared source directory")
     parser.add_argument("--model", required=True, help="output checkpoint (.pt)")
     parser.add_argument("--metrics", required=True, help="output metrics JSON")
-    parser.add_argument("--timing", required=True, help="output timing and history JSON")
+    parser.add_argument("--history", required=True, help="output per-epoch history JSON")
+    parser.add_argument("--timing", default=None, help="wall time and memory JSON, not a DVC "
+                        "output (default: timing/<model folder>.json)")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -45,19 +49,22 @@ def main() -> None:
     tags = {"transferlab.source": args.source, "transferlab.device": device_description(device)}
     tracker = Tracker(params.tracking, "pretrain", tags, used,
                       dvc_stage=f"pretrain@{args.source}")
-    outputs = (args.model, args.metrics, args.timing)
-    with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, timing_path):
+    outputs = (args.model, args.metrics, args.history)
+    with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, history_path):
         model, config, metrics, timing = pretrain_source(params.pretrain, data, device,
                                                          args.source)
+        history = {"history": timing.pop("history", [])}  # deterministic: a DVC output
         save_checkpoint(model, model_path, config)
         metrics_path.write_text(dumps_json(metrics))
-        timing_path.write_text(dumps_json(timing))
-        mirror_pretrain(tracker, metrics, timing)
+        history_path.write_text(dumps_json(history))
+        mirror_pretrain(tracker, metrics, history)
         tracker.log_model(tracker.run_id, model, data.example_input(), "source_model")
         tracker.set_tags({"transferlab.checkpoint_sha256": sha256_file(model_path),
                           "transferlab.outputs_digest": outputs_digest(
-                              dict(zip(outputs, (model_path, metrics_path, timing_path),
+                              dict(zip(outputs, (model_path, metrics_path, history_path),
                                        strict=True)))})
+    write_timing(args.timing or timing_path(Path(args.model).parent),
+                 {**timing, "source": args.source})
     print(f"pretrain {args.source}: {dumps_json(metrics.get('test', metrics)).strip()}")
 
 

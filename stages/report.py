@@ -17,7 +17,6 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
     parser.add_argument("--runs-table", required=True, help="evaluate's per-run CSV")
-    parser.add_argument("--compute", required=True, help="evaluate's wall-time JSON")
     parser.add_argument("--plots", required=True, help="evaluate's directory of plot CSVs")
     parser.add_argument("--models", required=True, help="directory of source models")
     parser.add_argument("--data", required=True, help="prepared data directory")
@@ -25,8 +24,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    inputs = report.load_inputs(args.metrics, args.runs_table, args.compute, args.plots,
-                                args.models, args.data, sorted(params.prepare.sources))
+    inputs = report.load_inputs(args.metrics, args.runs_table, args.plots, args.models,
+                                args.data, sorted(params.prepare.sources))
     provenance = collect_provenance(args.params, args.data)
     with staged_outputs(args.out) as (out,):
         written = report.write_report(out, inputs, params, provenance)

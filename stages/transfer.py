@@ -17,6 +17,8 @@ from transferlab.runtime import (  # noqa: E402
     seed_everything,
     sha256_file,
     staged_outputs,
+    timing_path,
+    write_timing,
 )
 from transferlab.strategies import load_target, run_replicates  # noqa: E402
 from transferlab.tracking import Tracker, tracked  # noqa: E402
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("--source-data", default=None, help="prepared source directory")
     parser.add_argument("--target", required=True, help="prepared target directory")
     parser.add_argument("--out", required=True, help="output directory of this strategy")
+    parser.add_argument("--timing", default=None, help="wall time and memory JSON, not a DVC "
+                        "output (default: timing/<out>.json)")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -63,10 +67,11 @@ def main() -> None:
                                 mapping)
         timing = result.pop("timing")
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
-        (out / "timing.json").write_text(dumps_json(timing))
         if result["skipped"]:
             tracker.set_tags({"transferlab.skipped": result["skipped"]})
         tracker.set_tags({"transferlab.outputs_digest": outputs_digest({args.out: out})})
+    write_timing(args.timing or timing_path(args.out),
+                 {**timing, "source": source_name, "strategy": args.strategy})
     status = f"skipped: {result['skipped']}" if result["skipped"] else f"{len(result['runs'])} runs"
     print(f"transfer {source_name}/{args.strategy}: {status}")
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# first: importing the package pins the CPU kernels' dispatch (transferlab.cpu_pinning), which
+# numpy and torch read only when they load
+import transferlab  # noqa: F401
+
+# isort: split
 import copy
 import os
 import signal

@@ -17,8 +17,14 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
+def module_file(name: str) -> str:
+    """``transferlab.x`` -> ``transferlab/x.py``; the package itself -> its ``__init__.py``."""
+    return "transferlab/__init__.py" if name == "transferlab" else name.replace(".", "/") + ".py"
+
+
 def library_imports(path: Path, seen: set[str] | None = None) -> set[str]:
-    """transferlab modules imported by ``path``, transitively (function-level imports too)."""
+    """transferlab modules imported by ``path``, transitively (function-level imports too);
+    importing any of them runs the package's ``__init__`` (the CPU pins) first."""
     seen = set() if seen is None else seen
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -29,10 +35,10 @@ def library_imports(path: Path, seen: set[str] | None = None) -> set[str]:
                 names = [node.module]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("transferlab.")]
-        for name in names:
+        for name in names + (["transferlab"] if names else []):
             if name not in seen:
                 seen.add(name)
-                library_imports(ROOT / (name.replace(".", "/") + ".py"), seen)
+                library_imports(ROOT / module_file(name), seen)
     return seen
 
 
@@ -49,8 +55,8 @@ def test_stage_deps_cover_script_and_library(name: str, body: dict) -> None:
     deps = {d if isinstance(d, str) else next(iter(d)) for d in body["deps"]}
     assert script in deps, f"{name}: its script {script} is not a dep"
     modules = library_imports(ROOT / script)
-    missing = sorted(f"{m.replace('.', '/')}.py" for m in modules
-                     if f"{m.replace('.', '/')}.py" not in deps)
+    assert {"transferlab", "transferlab.cpu_pinning"} <= modules
+    missing = sorted(module_file(m) for m in modules if module_file(m) not in deps)
     assert not missing, f"stage {name} imports but does not depend on: {missing}"
 
 
@@ -79,6 +85,38 @@ def test_metrics_and_plots_are_declared() -> None:
     assert any("metrics/evaluate.json" in m for m in evaluate["metrics"])
     plot_files = {f for p in DVC["plots"] for spec in p.values() for f in spec["y"]}
     assert {"plots/learning_curves.csv", "plots/confusion.csv"} <= plot_files
+
+
+def _outs(body: dict) -> dict[str, dict]:
+    return {next(iter(o)) if isinstance(o, dict) else o: (next(iter(o.values()))
+            if isinstance(o, dict) else {}) or {}
+            for kind in ("outs", "metrics") for o in body.get(kind, [])}
+
+
+def test_metrics_and_plots_are_committed_to_git_not_the_cache() -> None:
+    """A fresh clone has a baseline for `dvc metrics diff` / `dvc plots diff`: the small files
+    are cache: false and not git-ignored (DVC's example-get-started does the same)."""
+    import subprocess
+
+    committed = {**_outs(DVC["stages"]["evaluate"]),
+                 **_outs(DVC["stages"]["pretrain"]["do"])}
+    small = ["metrics/evaluate.json", "metrics/runs.csv", "plots",
+             "models/${key}/metrics.json", "models/${key}/history.json"]
+    for path in small:
+        assert committed[path].get("cache") is False, f"{path}: not cache: false"
+        probe = path.replace("${key}", "x") + ("/learning_curves.csv" if path == "plots" else "")
+        ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+        assert ignored.returncode == 1, f"{probe} is git-ignored"
+
+
+def test_no_out_is_machine_specific() -> None:
+    """Wall time and provenance are not DVC outputs (they change on every run); stages write
+    them under timing/, which no stage declares."""
+    for name, body in stage_bodies():
+        for path in _outs(body):
+            assert not path.startswith("timing/") and "timing.json" not in path, (name, path)
+            assert path != "metrics/compute.json", name
+        assert "--timing" not in body["cmd"] or "--timing timing/" in body["cmd"], name
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)

@@ -63,11 +63,16 @@ def test_every_declared_output_exists(workspace, first_run: str) -> None:
                 "models/printed_digits/model.pt", "models/printed_digits/metrics.json",
                 "models/random_init/model.pt", "runs/scratch/runs.json",
                 "runs/printed_digits/finetune/0_all.pt", "runs/printed_digits/source_only/model.pt",
-                "metrics/evaluate.json", "metrics/runs.csv", "metrics/compute.json",
+                "metrics/evaluate.json", "metrics/runs.csv", "models/printed_digits/history.json",
                 "plots/learning_curves.csv", "plots/confusion.csv", "plots/gain.csv",
                 "reports/report.md", "reports/report.html"]:
         assert (repo / rel).is_file(), rel
     assert "not in cache" not in run(["dvc", "status"], repo)
+    # wall time and memory: beside the outputs, never DVC outputs
+    for rel in ["timing/models/printed_digits.json", "timing/runs/scratch.json",
+                "timing/runs/printed_digits/finetune.json", "timing/metrics/evaluate.json"]:
+        assert (repo / rel).is_file(), rel
+    assert "timing" not in (repo / "dvc.lock").read_text()
 
 
 def test_plausible_numbers(workspace, first_run: str) -> None:
@@ -184,7 +189,7 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
     repo, env = workspace
     before = {p: (repo / p).read_bytes() for p in
               ["metrics/evaluate.json", "metrics/runs.csv", "models/printed_digits/metrics.json",
-               "plots/learning_curves.csv"]}
+               "plots/learning_curves.csv", "dvc.lock"]}  # the whole lock: every out's md5
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["tracking"]["enabled"] is False  # the first run was untracked
     params["tracking"]["enabled"] = True
@@ -201,6 +206,11 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
     marked = _sync(repo, later)
     assert set(marked["skipped_marked"]) == set(after["tagged"] + after["ok"])
     assert _sync(repo, later)["skipped_marked"] == []  # idempotent
+    # `make repro` ends the pipeline run (dvc repro alone leaves it RUNNING), with this
+    # machine's wall time and provenance from timing/
+    run([sys.executable, "-m", "transferlab.compute"], repo, env)
+    run([sys.executable, "-m", "transferlab.tracking", "finish", "--status", "FINISHED"], repo,
+        later)
     # each budget's champion is registered with its signature, alias `champion`
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -211,3 +221,9 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
         assert int(version.version) == 1 and "champion" in version.aliases
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("transferlab-1", "champion")
+    exp = client.get_experiment_by_name("transferlab").experiment_id
+    (pipeline,) = client.search_runs([exp], "tags.`transferlab.execution` = 'later-execution' "
+                                     "and tags.`transferlab.kind` = 'pipeline'")
+    assert pipeline.info.status == "FINISHED"
+    assert pipeline.data.tags["transferlab.cpu.ATEN_CPU_CAPABILITY"] == "avx2"
+    assert any(k.startswith("compute.curves.") for k in pipeline.data.metrics)

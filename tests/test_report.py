@@ -24,7 +24,7 @@ import pytest
 
 from transferlab.errors import DataError
 from transferlab.params import load_params
-from transferlab.provenance import PACKAGES, collect_provenance
+from transferlab.provenance import PACKAGES, collect_provenance, machine_provenance
 from transferlab.report import SECTIONS, ReportInputError, load_inputs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,14 +131,6 @@ EVALUATE = {
                    "alpha": 0.05, "family_size": 7},
     "skipped": {"blank/source_only": "the source has no trained classifier (null source)"},
 }
-COMPUTE = {
-    "curves": {"scratch": {"seconds_per_run": 1.5004, "peak_bytes": 1},
-               "glyphs/finetune": {"seconds_per_run": 2.2504, "peak_bytes": 1}},
-    "pretrain": {"glyphs": 3.0004, "blank": None},
-    "transferability_fraction_of_finetune": {"glyphs": {"2": 0.001254, "all": NAN}},
-    "transferability_fraction_with_features": {"glyphs": {"2": 0.012549, "all": NAN}},
-    "transferability_features_cached": {"glyphs": True},
-}
 CURVES = ("scratch", "glyphs/finetune", "glyphs/linear_probe")
 
 
@@ -194,19 +186,18 @@ def make_inputs(root: Path) -> dict[str, Path]:
     """Write every file the report stage reads under ``root``; returns the stage's paths."""
     paths = {"params": root / "params.yaml", "metrics": root / "metrics" / "evaluate.json",
              "runs_table": root / "metrics" / "runs.csv",
-             "compute": root / "metrics" / "compute.json", "plots": root / "plots",
+             "plots": root / "plots",
              "models": root / "models", "data": root / "data"}
     paths["params"].write_text(PARAMS)
     paths["metrics"].parent.mkdir(parents=True)
     paths["metrics"].write_text(json.dumps(EVALUATE, indent=1))  # NaN as NaN, None as null
-    paths["compute"].write_text(json.dumps(COMPUTE, indent=1))
     pd.DataFrame([{"source": c.split("/")[0] if c != "scratch" else "none",
                    "strategy": c.split("/")[-1], "budget": b, "seed": s, "curve": c,
                    "accuracy": 0.5} for c in CURVES for b in ("1", "2", "all") for s in (0, 1)]
                  ).to_csv(paths["runs_table"], index=False)
     _plots(paths["plots"])
     for name, metrics in {"glyphs": {"trained": True, "num_classes": 2,
-                                     "test": {"accuracy": 0.8137}},
+                                     "test": {"accuracy": 0.8137}, "epochs_run": 7},
                           "blank": {"trained": False, "num_classes": 0}}.items():
         (paths["models"] / name).mkdir(parents=True)
         (paths["models"] / name / "metrics.json").write_text(json.dumps(metrics))
@@ -226,9 +217,9 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
 def build(paths: dict[str, Path], out: Path) -> dict[str, Path]:
     params = load_params(paths["params"])
-    inputs = load_inputs(paths["metrics"], paths["runs_table"], paths["compute"], paths["plots"],
+    inputs = load_inputs(paths["metrics"], paths["runs_table"], paths["plots"],
                          paths["models"], paths["data"], sorted(params.prepare.sources))
-    provenance = collect_provenance(paths["params"], paths["data"], repo=paths["params"].parent)
+    provenance = collect_provenance(paths["params"], paths["data"])
     return write_report(out, inputs, params, provenance)
 
 
@@ -286,17 +277,19 @@ def test_numbers_come_from_the_inputs(built) -> None:
         "reach accuracy **0.812**",
         "| glyphs/finetune | 3.2 | 0.741 |",
         "| glyphs | 2 | 1.235 | -0.501 | n/a | 1.510 |",
-        "| glyphs | linear probe's cache | n/a / n/a | 0.13% / 1.25% | n/a / n/a |",
-        "| blank | own pass | n/a / n/a | n/a / n/a | n/a / n/a |",
         "| glyphs/finetune | 0.843 | 0.701 | 0.142 | 0.072 | 0.051 | 0.202 | 0.402 | 94,186 | "
-        "1.23e+09 | 2.250 |",
-        "| glyphs | fonts | 2 | 0.814 | 3.000 |",
+        "1.23e+09 |",
+        "| glyphs | fonts | 2 | 0.814 | 7 |",
+        "| ATEN_CPU_CAPABILITY | avx2 |",
         "| blank | none | 0 | untrained | n/a |",
         "- `blank/source_only`: the source has no trained classifier (null source)",
         "all labels (6.0 per class on average)",
     ]
     for text in expected:
         assert text in md, text
+    # machine-specific provenance and wall time are not in the report (a DVC output)
+    for text in ("Git commit", "Seconds per run", "Pretraining seconds", "Device:"):
+        assert text not in md, text
 
 
 def test_unreached_curve_says_more_than_the_largest_budget(built) -> None:
@@ -328,7 +321,7 @@ def test_report_is_byte_identical_when_rerun(built, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("relative", ["metrics/evaluate.json", "metrics/runs.csv",
-                                      "metrics/compute.json", "plots/gain.csv",
+                                      "plots/gain.csv",
                                       "models/glyphs/metrics.json",
                                       "data/target/manifest.json"])
 def test_missing_input_names_its_path(tmp_path: Path, relative: str) -> None:
@@ -341,8 +334,8 @@ def test_missing_input_names_its_path(tmp_path: Path, relative: str) -> None:
 
 def test_malformed_inputs_are_named(tmp_path: Path) -> None:
     paths = make_inputs(tmp_path)
-    paths["compute"].write_text("{not json")
-    with pytest.raises(ReportInputError, match="compute.json: not valid JSON"):
+    (paths["models"] / "glyphs" / "metrics.json").write_text("{not json")
+    with pytest.raises(ReportInputError, match="metrics.json: not valid JSON"):
         build(paths, tmp_path / "reports")
     (tmp_path / "again").mkdir()
     paths = make_inputs(tmp_path / "again")
@@ -353,24 +346,27 @@ def test_malformed_inputs_are_named(tmp_path: Path) -> None:
 
 def test_provenance_records_params_data_and_software(tmp_path: Path) -> None:
     paths = make_inputs(tmp_path)
-    prov = collect_provenance(paths["params"], paths["data"], repo=tmp_path)
+    prov = collect_provenance(paths["params"], paths["data"])
     assert prov["params"]["text"] == PARAMS
-    assert prov["git"]["commit"] is None and "not a git work tree" in prov["git"]["note"]
-    assert set(prov["packages"]) == set(PACKAGES)
-    assert prov["device"]
+    assert prov["cpu_pins"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert not {"git", "packages", "device", "python"} & set(prov)  # machine-specific: timing/
+    machine = machine_provenance(2, repo=tmp_path)
+    assert machine["git"]["commit"] is None and "not a git work tree" in machine["git"]["note"]
+    assert set(machine["packages"]) == set(PACKAGES)
+    assert machine["device"] and machine["cpu"]["pinning"] == "on"
     rows = {(d["dataset"], d["file"]): d for d in prov["data"]}
     assert set(rows) == {(ds, f) for ds in ("target", "sources/glyphs")
                          for f in ("train_x.npy", "train_y.npy")}
     assert all(d["matches_file"] for d in rows.values())
     np.save(paths["data"] / "target" / "train_y.npy", np.zeros(3))  # the array changed
-    changed = collect_provenance(paths["params"], paths["data"], repo=tmp_path)["data"]
+    changed = collect_provenance(paths["params"], paths["data"])["data"]
     assert [(d["dataset"], d["file"]) for d in changed if not d["matches_file"]] == [
         ("target", "train_y.npy")]
 
 
 def _stage(paths: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
     args = ["--params", paths["params"], "--metrics", paths["metrics"], "--runs-table",
-            paths["runs_table"], "--compute", paths["compute"], "--plots", paths["plots"],
+            paths["runs_table"], "--plots", paths["plots"],
             "--models", paths["models"], "--data", paths["data"], "--out", out]
     return subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"),
                            *map(str, args)], capture_output=True, text=True, check=False)
@@ -383,10 +379,10 @@ def test_stage_writes_the_report_directory_or_nothing(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "figures"}
     assert len(list((out / "figures").glob("*.png"))) == 7
-    paths["compute"].unlink()
+    paths["runs_table"].unlink()
     failed = _stage(paths, tmp_path / "reports2")
     assert failed.returncode == 1
-    assert failed.stderr.strip() == f"error: {paths['compute']}: report input not found"
+    assert failed.stderr.strip() == f"error: {paths['runs_table']}: report input not found"
     assert not (tmp_path / "reports2").exists()
 
 

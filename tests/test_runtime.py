@@ -59,3 +59,35 @@ def test_staged_outputs_require_every_declared_output(tmp_path: Path) -> None:
             staged_outputs(tmp_path / "a.json", tmp_path / "b.json") as (a, _):
         a.write_text("{}")
     assert list(tmp_path.iterdir()) == []  # neither the output nor its staged copy
+
+
+def _capability(pinning: str, **caps: str) -> list[str]:
+    """torch's ATen capability and OpenBLAS's core type in a fresh process that imports the
+    package first (as every stage does), under an emulated lower instruction-set cap."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import transferlab, torch, numpy, threadpoolctl; "
+            "print(torch.backends.cpu.get_cpu_capability()); "
+            "print(threadpoolctl.threadpool_info()[0].get('architecture'))")
+    env = {**os.environ, **caps, "TRANSFERLAB_CPU_PINNING": pinning}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def test_cpu_pins_override_what_the_machine_would_choose() -> None:
+    caps = {"ATEN_CPU_CAPABILITY": "default", "OPENBLAS_CORETYPE": "Nehalem"}
+    assert _capability("off", **caps) == ["DEFAULT", "Nehalem"]  # the cap takes effect...
+    assert _capability("on", **caps) == ["AVX2", "Haswell"]  # ...and the pins override it
+
+
+def test_cpu_pinning_status_and_tags() -> None:
+    from transferlab import cpu_pinning
+
+    status = cpu_pinning.status()
+    assert status["enabled"] and status["late"] == []  # conftest imports the package first
+    assert status["pins"] == cpu_pinning.PINS and status["aten_capability"] == "AVX2"
+    tags = cpu_pinning.tags()
+    assert tags["transferlab.cpu.pinning"] == "on"
+    assert tags["transferlab.cpu.OPENBLAS_CORETYPE"] == "Haswell"

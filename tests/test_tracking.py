@@ -137,3 +137,61 @@ def test_execution_id_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert execution_id() == "abc"
     monkeypatch.delenv(EXECUTION_ENV)
     assert execution_id() != execution_id()  # no dvc ancestor: one id per stage process
+
+
+def test_experiment_opens_on_training_runs(store: str) -> None:
+    """MLflow 3 lands on the GenAI overview unless the experiment's kind is machine learning."""
+    from transferlab.tracking import EXPERIMENT_KIND_TAG, ui_url
+
+    client = MlflowClient(store)
+    assert "experiments" not in ui_url("transferlab")  # no experiment yet: the UI's home
+    client.create_experiment("transferlab")  # made by an older version: no kind tag
+    with tracked(Tracker(TrackingParams(), "pretrain")):
+        pass
+    exp = client.get_experiment_by_name("transferlab")
+    assert exp.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    with tracked(Tracker(TrackingParams(experiment="fresh"), "pretrain")):
+        pass
+    assert client.get_experiment_by_name("fresh").tags[EXPERIMENT_KIND_TAG] == (
+        "custom_model_development")
+    assert ui_url("transferlab").endswith(
+        f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+
+
+def test_stage_runs_record_the_cpu_pins(store: str) -> None:
+    with tracked(Tracker(TrackingParams(), "pretrain")):
+        pass
+    tags = next(r for r in all_runs(store) if r.info.run_name == "pretrain").data.tags
+    assert tags["transferlab.cpu.pinning"] == "on"
+    assert tags["transferlab.cpu.ATEN_CPU_CAPABILITY"] == "avx2"
+    assert tags["transferlab.cpu.MKL_CBWR"] == "COMPATIBLE"
+
+
+@pytest.mark.parametrize("status", ["FINISHED", "FAILED"])
+def test_finish_ends_the_pipeline_run_with_this_machines_summary(
+        store: str, tmp_path: Path, status: str) -> None:
+    from transferlab.mirror import finish_pipeline
+    from transferlab.runtime import dumps_json
+
+    with tracked(Tracker(TrackingParams(), "pretrain")):
+        pass
+    pipeline = next(r for r in all_runs(store) if r.info.run_name == "pipeline exec-1")
+    assert pipeline.info.status == "RUNNING"  # what `dvc repro` alone leaves
+    timing = tmp_path / "timing"
+    timing.mkdir()
+    (timing / "compute.json").write_text(dumps_json(
+        {"curves": {"s/finetune": {"seconds_per_run": 2.5}}, "pretrain": {"s": 4.0}}))
+    (timing / "provenance.json").write_text(dumps_json(
+        {"git": {"commit": "abc", "dirty": False}, "device": "cpu",
+         "cpu": {"model": "m", "isa": "avx2 fma", "pinning": "on",
+                 "pins": {"ATEN_CPU_CAPABILITY": "avx2"}}}))
+    (timing / "summary.md").write_text("# summary\n")
+    run_id = finish_pipeline(TrackingParams(), status, timing)
+    run = MlflowClient(store).get_run(run_id)
+    assert run_id == pipeline.info.run_id and run.info.status == status
+    assert run.data.tags["transferlab.cpu.model"] == "m"
+    assert run.data.tags["transferlab.cpu.ATEN_CPU_CAPABILITY"] == "avx2"
+    assert run.data.metrics["compute.curves.s/finetune.seconds_per_run"] == 2.5
+    assert run.data.metrics["compute.pretrain_seconds.s"] == 4.0
+    artifacts = {a.path for a in MlflowClient(store).list_artifacts(run_id)}
+    assert {"compute.json", "provenance.json", "summary.md"} <= artifacts

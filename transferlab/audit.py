@@ -1,10 +1,13 @@
 """``python -m transferlab.audit``: can these results be trusted and rerun?
 
-Four checks, one verdict: (1) the workspace matches ``dvc.lock`` and git (no uncommitted params
-or code); (2) the pipeline re-executed in a temporary copy reproduces every recorded output,
-each stage labelled bit-identical, equal within tolerance, different, or an expected difference
-(wall-clock timing, provenance); (3) MLflow agrees with ``dvc.lock`` and the metrics files; (4)
-an environment fingerprint. Writes ``audit.json`` and ``audit.md``; exits 1 on any unexplained
+Five checks, one verdict: (1) the workspace matches ``dvc.lock`` and git (no uncommitted params
+or code); (2) reproduction against the commit: where the workspace's ``dvc.lock`` records other
+outputs than the committed one (a rerun on another machine), per stage which outputs differ,
+how far each metric of the committed metrics files moved and whether any verdict or
+recommendation changed (:mod:`transferlab.drift`); (3) the pipeline re-executed in a temporary
+copy reproduces every recorded output, each stage labelled bit-identical, equal within
+tolerance or different; (4) MLflow agrees with ``dvc.lock`` and the metrics files; (5) an
+environment fingerprint. Writes ``audit.json`` and ``audit.md``; exits 1 on any unexplained
 difference.
 """
 
@@ -28,6 +31,7 @@ import yaml
 from transferlab.comparison import DIFFERENT, IDENTICAL, close, compare_out, is_number, worst
 from transferlab.errors import TransferlabError
 from transferlab.mirror import TRACKED_KINDS, stage_kind
+from transferlab.reproduction import check_reproduction, out_paths, under
 from transferlab.runtime import dumps_json, run_stage
 from transferlab.workspace import copy_worktree
 
@@ -35,7 +39,8 @@ MLFLOW_TOLERANCE = 1e-6  # the JSON files round to 6 decimals; MLflow may hold f
 PIPELINE_FILES = frozenset({"dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore",
                             "requirements.txt", "constraints.txt"})
 PIPELINE_DIRS = ("stages/", "transferlab/", ".dvc/")
-ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG",
+            "TRANSFERLAB_CPU_PINNING")
 
 
 class AuditError(TransferlabError):
@@ -81,7 +86,11 @@ def git_changes(porcelain: str, is_pipeline: Callable[[str], bool]) -> tuple[lis
 
 
 def check_workspace(root: Path, lock: dict, stage: str | None) -> dict:
-    """dvc status and git status; with ``stage``, only that stage and the files it reads."""
+    """dvc status and git status; with ``stage``, only that stage and the files it reads.
+
+    The committed DVC outputs (metrics, plots) and ``dvc.lock`` are left to
+    :func:`check_reproduction`: after a rerun elsewhere they differ from the commit, and how
+    far their numbers moved is the finding, not the fact that they changed."""
     status = json.loads(_run([sys.executable, "-m", "dvc", "status", "--json",
                               *([stage] if stage else [])], root) or "{}")
     deps = {d["path"].rstrip("/") for name, e in lock.items() if name == stage or not stage
@@ -93,10 +102,16 @@ def check_workspace(root: Path, lock: dict, stage: str | None) -> dict:
 
     git = ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all"]
     read, other = git_changes(_run(git, root), is_pipeline)
+    outs = out_paths(lock) | {"dvc.lock"}
+    produced = [p for p in read if under(p, outs)]
+    read = [p for p in read if p not in produced]
     return {"dvc_status": status, "uncommitted": read, "uncommitted_not_read": other,
+            "uncommitted_outputs": produced,
             "unexplained": [f"dvc status: {f}" for f in status_findings(status)]
             + [f"git: uncommitted change the pipeline reads: {p}" for p in read],
-            "notes": [f"git: uncommitted, not read by the pipeline: {p}" for p in other]}
+            "notes": [f"git: uncommitted, not read by the pipeline: {p}" for p in other]
+            + [f"git: pipeline output differs from the commit (see Reproduction): {p}"
+               for p in produced]}
 
 
 def rerun_pipeline(root: Path, lock: dict, stage: str | None, tol: float, log: Path,
@@ -232,9 +247,11 @@ def check_mlflow(root: Path, lock: dict, enabled: bool, experiment: str,
 
 
 def environment_fingerprint(num_threads: int | None) -> dict:
-    """Python, packages, CUDA/cuDNN, the deterministic flags the stages set, CPU/GPU, threads."""
+    """Python, packages, CUDA/cuDNN, the deterministic flags the stages set, CPU/GPU, threads
+    and the CPU pins in effect (:mod:`transferlab.cpu_pinning`)."""
     import torch
 
+    from transferlab import cpu_pinning
     from transferlab.run_context import package_versions
     from transferlab.runtime import seed_everything
 
@@ -261,6 +278,7 @@ def environment_fingerprint(num_threads: int | None) -> dict:
                     "torch_interop": torch.get_num_interop_threads(),
                     "cpu_count": os.cpu_count(), "params_num_threads": num_threads},
         "env": env,
+        "cpu_pinning": cpu_pinning.status(),
     }
 
 
@@ -272,7 +290,14 @@ def render_markdown(result: dict) -> str:
     lines += [f"- {u}" for u in result["unexplained"]] or ["No unexplained difference."]
     o = result["options"]
     lines += ["", f"Stage: {o['stage'] or 'all'}; rerun: {'skipped' if o['skip_rerun'] else 'yes'}"
-              f"; tolerance: {o['tolerance']:g}.", "", "## Rerun", ""]
+              f"; tolerance: {o['tolerance']:g}.", "", "## Reproduction against the commit", ""]
+    repro = result.get("reproduction", {})
+    if repro.get("identical"):
+        lines.append("dvc.lock equals the committed one: every output reproduced bit for bit.")
+    for name, st in repro.get("stages", {}).items():
+        lines.append(f"- {name}: outputs differ ({', '.join(st['outs_changed'])})"
+                     + "".join(f"\n  - {line}" for line in st["lines"]))
+    lines += ["", "## Rerun", ""]
     if result["rerun"].get("skipped"):
         lines.append("Skipped (`--skip-rerun`).")
     else:
@@ -302,6 +327,7 @@ def audit(root: Path, stage: str | None, skip_rerun: bool, tol: float, out: Path
     params = load_params(root / "params.yaml")
     parts = {
         "workspace": check_workspace(root, lock, stage),
+        "reproduction": check_reproduction(root, lock, stage, tol),
         "rerun": {"skipped": True, "stages": {}, "unexplained": [], "notes": []} if skip_rerun
         else rerun_pipeline(root, lock, stage, tol, out / "rerun.log", keep),
         "mlflow": check_mlflow(root, lock, params.tracking.enabled, params.tracking.experiment,

@@ -1,7 +1,8 @@
 """How a rerun's outputs compare with the recorded ones: bit-identical, equal within a
-tolerance, an expected difference (wall-clock timing, provenance), or different, with the first
-differing file, key and values named. Pure functions on file contents; the audit
-(:mod:`transferlab.audit`) applies them to every ``dvc.lock`` out.
+tolerance, or different, with the first differing file, key and values named. Every DVC output
+is a deterministic function of params, code and data (wall time, memory and machine provenance
+are written to ``timing/``, not to outputs), so no difference is "expected". Pure functions on
+file contents; the audit (:mod:`transferlab.audit`) applies them to every ``dvc.lock`` out.
 """
 
 from __future__ import annotations
@@ -18,14 +19,7 @@ from pathlib import Path
 from typing import Any
 
 IDENTICAL, WITHIN, DIFFERENT = "bit-identical", "equal within tolerance", "different"
-TIMING, PROVENANCE = "expected: wall-clock timing", "expected: provenance"
-SEVERITY = {IDENTICAL: 0, PROVENANCE: 1, TIMING: 1, WITHIN: 2, DIFFERENT: 3}
-WALL_CLOCK_FILES = ("metrics/compute.json",)  # documented as not reproducible (compute.py)
-# the wall-clock keys of every timing.json (training.Stopwatch); the rest must match
-WALL_CLOCK_KEYS = frozenset({"seconds", "peak_bytes", "peak_added_bytes",
-                             "feature_extraction_seconds"})
-# report table columns filled from metrics/compute.json (report_results.costs, report.py)
-WALL_CLOCK_COLUMNS = ("second", "memory")
+SEVERITY = {IDENTICAL: 0, WITHIN: 2, DIFFERENT: 3}
 
 
 @dataclass(frozen=True)
@@ -47,7 +41,7 @@ class Diff:
 
 
 def worst(diffs: list[Diff], default: Diff | None = None) -> Diff:
-    """The most severe diff (the first of equals): different > within tolerance > expected."""
+    """The most severe diff (the first of equals): different > within tolerance."""
     return max(diffs, key=lambda d: SEVERITY[d.label], default=default or Diff(IDENTICAL))
 
 
@@ -80,19 +74,15 @@ def _leaves(a: Any, b: Any, key: str, ignore: frozenset[str], masked: bool = Fal
         yield key, a, b, masked
 
 
-def compare_json(recorded: Any, rerun: Any, tol: float, ignore: frozenset[str] = frozenset(),
-                 file: str | None = None) -> Diff:
-    """Compare two JSON documents number by number; keys in ``ignore`` (at any depth) hold
-    wall-clock values, so a difference under them is labelled expected, not different."""
-    within = timing = None
-    for key, a, b, masked in _leaves(recorded, rerun, "", ignore):
-        if masked:
-            timing = timing or Diff(TIMING, file, key, a, b)
-        elif is_number(a) and is_number(b) and close(float(a), float(b), tol):
+def compare_json(recorded: Any, rerun: Any, tol: float, file: str | None = None) -> Diff:
+    """Compare two JSON documents number by number (numbers may differ by ``tol``)."""
+    within = None
+    for key, a, b, _ in _leaves(recorded, rerun, "", frozenset()):
+        if is_number(a) and is_number(b) and close(float(a), float(b), tol):
             within = within or Diff(WITHIN, file, key, a, b, f"tolerance {tol:g}")
         else:
             return Diff(DIFFERENT, file, key, a, b)
-    return within or timing or Diff(IDENTICAL, file)
+    return within or Diff(IDENTICAL, file)
 
 
 def _float(text: str) -> float | None:
@@ -140,52 +130,15 @@ def html_as_markdown(text: str) -> str:
     return "\n".join(lines)
 
 
-def report_parts(text: str) -> tuple[list[str], list[str], list[str]]:
-    """Split a rendered report into (body, provenance lines, wall-clock table cells).
-
-    The body keeps every line outside the Provenance section, with wall-clock cells masked: the
-    columns whose header names seconds or memory, and the table after "Time to compute the four
-    scores" (report_results.transferability), all read from metrics/compute.json.
-    """
-    body: list[str] = []
-    provenance: list[str] = []
-    timing: list[str] = []
-    section, previous, header, masked = "", "", None, set()
-    for line in text.splitlines():
-        if line.startswith("## "):
-            section = line[3:].strip()
-        if section == "Provenance":
-            provenance.append(line)
-            continue
-        if not line.startswith("|"):
-            header, previous = None, (line if line.strip() else previous)
-            body.append(line)
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header, whole = cells, previous.startswith("Time to compute")
-            masked = {i for i, c in enumerate(cells)
-                      if (whole and i) or any(w in c.lower() for w in WALL_CLOCK_COLUMNS)}
-        elif not set(cells[0]) <= {"-", ":"}:
-            timing += [c for i, c in enumerate(cells) if i in masked]
-            cells = ["<wall-clock>" if i in masked else c for i, c in enumerate(cells)]
-        body.append("| " + " | ".join(cells) + " |")
-    return body, provenance, timing
-
-
 def compare_report(recorded: str, rerun: str, file: str | None = None) -> Diff:
-    """A report may differ only in its Provenance section and its wall-clock cells."""
-    body_a, prov_a, time_a = report_parts(recorded)
-    body_b, prov_b, time_b = report_parts(rerun)
-    if body_a != body_b:
-        n = next((i for i, (x, y) in enumerate(zip(body_a, body_b, strict=False)) if x != y),
-                 min(len(body_a), len(body_b)))
-        line = lambda body: body[n] if n < len(body) else "<end>"  # noqa: E731
-        return Diff(DIFFERENT, file, f"line {n + 1} outside Provenance", line(body_a),
-                    line(body_b))
-    if prov_a != prov_b:
-        return Diff(PROVENANCE, file, "Provenance section")
-    return Diff(TIMING, file, "wall-clock cells") if time_a != time_b else Diff(IDENTICAL, file)
+    """A report is a deterministic output (wall time and machine provenance live in ``timing/``):
+    any difference is one; the first differing line is named."""
+    a, b = recorded.splitlines(), rerun.splitlines()
+    if a == b:
+        return Diff(IDENTICAL, file)
+    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    line = lambda body: body[n] if n < len(body) else "<end>"  # noqa: E731
+    return Diff(DIFFERENT, file, f"line {n + 1}", line(a), line(b))
 
 
 def compare_file(rel: str, recorded: Path, rerun: Path, tol: float) -> Diff:
@@ -198,11 +151,8 @@ def compare_file(rel: str, recorded: Path, rerun: Path, tol: float) -> Diff:
     if a == b:
         return Diff(IDENTICAL, rel)
     try:
-        if rel in WALL_CLOCK_FILES:
-            return Diff(TIMING, rel, detail="wall time and memory, not reproducible")
         if suffix == ".json":
-            ignore = WALL_CLOCK_KEYS if name == "timing.json" else frozenset()
-            return compare_json(json.loads(a), json.loads(b), tol, ignore, rel)
+            return compare_json(json.loads(a), json.loads(b), tol, rel)
         if suffix == ".csv":
             return compare_csv(a.decode(), b.decode(), tol, rel)
         if name in ("report.md", "report.html"):

@@ -24,6 +24,7 @@ from transferlab.metrics import classification_metrics
 from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
 from transferlab.prepared import PreparedDataset
+from transferlab.runtime import read_timing, timing_path
 from transferlab.strategies import load_pool_features
 from transferlab.training import extract_features, head_proba, predict_proba, to_tensor
 from transferlab.transferability import score_all
@@ -166,7 +167,7 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
         cached = load_pool_features(linear_probe, len(x_pool))
         if cached is not None:
             features = torch.from_numpy(cached)
-            pass_seconds = json.loads((linear_probe / "timing.json").read_text()).get(
+            pass_seconds = read_timing(timing_path(linear_probe)).get(
                 "feature_extraction_seconds") or 0.0
         else:
             start = time.perf_counter()

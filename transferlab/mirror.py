@@ -52,8 +52,9 @@ def outputs_digest(outputs: Mapping[str, str | Path]) -> str:
 
 # -- what each stage mirrors ----------------------------------------------------------------
 
-def mirror_pretrain(tracker: Tracker, metrics: dict, timing: dict) -> None:
-    tracker.log_history(tracker.run_id, timing.get("history", []))
+def mirror_pretrain(tracker: Tracker, metrics: dict, history: dict) -> None:
+    """The source's metrics and its per-epoch curves (``history.json``: {"history": [...]})."""
+    tracker.log_history(tracker.run_id, history.get("history", []))
     tracker.log_metrics(tracker.run_id, metrics)
 
 
@@ -98,8 +99,8 @@ def mirror_from_disk(tracker: Tracker, kind: str, outs: list[Path]) -> None:
     if kind == "pretrain":
         by_name = {p.name: p for p in outs}
         metrics = json.loads(by_name["metrics.json"].read_text())
-        timing = json.loads(by_name["timing.json"].read_text())
-        mirror_pretrain(tracker, metrics, timing)
+        history = json.loads(by_name["history.json"].read_text())
+        mirror_pretrain(tracker, metrics, history)
     elif kind in ("transfer", "scratch"):
         info = json.loads((outs[0] / "runs.json").read_text())
         for record in info["runs"]:
@@ -250,3 +251,46 @@ def _mark_skipped(client: Any, exp: str, name: str, execution: str, producer: st
             "mlflow.parentRunId": parent}
     run = client.create_run(exp, run_name=f"{name} (skipped by DVC)", tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")
+
+
+# -- the pipeline run ------------------------------------------------------------------------
+
+def finish_pipeline(tracker_params: Any, status: str, timing_dir: Path) -> str | None:
+    """End the current execution's ``pipeline`` run with ``status`` (FINISHED, or FAILED when a
+    stage failed), after mirroring this machine's summary onto it: the provenance as tags
+    (commit, device, CPU, pins), wall time and memory as metrics, and the summary files as
+    artifacts (``timing/``: :mod:`transferlab.compute`). Returns the run id (None: no run).
+    """
+    probe = Tracker(tracker_params, "pipeline")
+    probe._connect()
+    client, exp = probe.client, probe.experiment_id
+    execution = _current_execution(client, exp)
+    if execution is None:
+        return None
+    found = client.search_runs([exp], filter_string="tags.`transferlab.kind` = 'pipeline' and "
+                               f"tags.`transferlab.execution` = '{execution}'", max_results=1)
+    run_id = found[0].info.run_id if found else client.create_run(
+        exp, run_name=f"pipeline {execution}", tags={
+            "transferlab.kind": "pipeline", "transferlab.execution": execution}).info.run_id
+    probe.run_id = run_id
+    provenance = timing_dir / "provenance.json"
+    if provenance.is_file():
+        prov = json.loads(provenance.read_text())
+        cpu = prov.get("cpu", {})
+        probe.set_tags({"git.commit": prov["git"].get("commit") or "unknown",
+                        "git.dirty": str(bool(prov["git"].get("dirty"))).lower(),
+                        "transferlab.device": prov.get("device"),
+                        "transferlab.cpu.model": cpu.get("model"),
+                        "transferlab.cpu.isa": cpu.get("isa"),
+                        "transferlab.cpu.pinning": cpu.get("pinning"),
+                        **{f"transferlab.cpu.{k}": v for k, v in cpu.get("pins", {}).items()}})
+    summary = timing_dir / "compute.json"
+    if summary.is_file():
+        compute = json.loads(summary.read_text())
+        probe.log_metrics(run_id, {"compute": {"curves": compute.get("curves", {}),
+                                               "pretrain_seconds": compute.get("pretrain", {})}})
+    for path in (summary, provenance, timing_dir / "summary.md"):
+        if path.is_file():
+            probe.log_artifact(run_id, path)
+    client.set_terminated(run_id, status)
+    return run_id

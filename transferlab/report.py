@@ -33,7 +33,6 @@ from transferlab.render import (
     integer,
     render_html,
     render_markdown,
-    seconds,
 )
 
 SECTIONS = ("What was run", "Recommendation per label budget", "Accuracy per curve and budget",
@@ -59,7 +58,6 @@ class ReportInputError(DataError):
 class ReportInputs:
     evaluate: dict  # metrics/evaluate.json
     runs: pd.DataFrame  # metrics/runs.csv
-    compute: dict  # metrics/compute.json
     plots: dict[str, pd.DataFrame]  # plots/<name>.csv
     models: dict[str, dict]  # source -> models/<source>/metrics.json
     target: dict  # data/prepared/target/manifest.json
@@ -89,13 +87,12 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def load_inputs(metrics: str | Path, runs_table: str | Path, compute: str | Path,
-                plots: str | Path, models: str | Path, data: str | Path,
-                sources: Sequence[str]) -> ReportInputs:
+def load_inputs(metrics: str | Path, runs_table: str | Path, plots: str | Path,
+                models: str | Path, data: str | Path, sources: Sequence[str]) -> ReportInputs:
     """Read every file the report draws from, failing with the path of the first missing one.
 
     Args:
-        metrics, runs_table, compute: evaluate's JSON metrics, per-run CSV and wall-time JSON.
+        metrics, runs_table: evaluate's JSON metrics and per-run CSV.
         plots: evaluate's directory of plot CSVs.
         models: the source models' root (``<source>/metrics.json``).
         data: the prepared data root (``target/`` and ``sources/<source>/`` manifests).
@@ -112,7 +109,6 @@ def load_inputs(metrics: str | Path, runs_table: str | Path, compute: str | Path
     return ReportInputs(
         evaluate=evaluate,
         runs=_read_csv(Path(runs_table), ("source", "strategy", "budget", "seed", "curve")),
-        compute=_read_json(Path(compute)),
         plots={n: _read_csv(Path(plots) / f"{n}.csv", c) for n, c in PLOT_COLUMNS.items()},
         models={s: _read_json(Path(models) / s / "metrics.json") for s in sorted(sources)},
         target=_read_json(Path(data) / "target" / "manifest.json"),
@@ -181,8 +177,8 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
         results.accuracy(ev, params, fig),
         results.gain(ev, params, fig),
         results.label_efficiency(ev, params),
-        results.transferability(ev, inputs.compute, params, fig),
-        results.costs(inputs.plots["per_curve"], inputs.compute, inputs.target, params, fig),
+        results.transferability(ev, params, fig),
+        results.costs(inputs.plots["per_curve"], inputs.target, params, fig),
         _source_models(inputs, params),
         _skipped(ev),
         _provenance(provenance),
@@ -242,16 +238,15 @@ def _selection_text(params: Params) -> str:
 
 
 def _source_models(inputs: ReportInputs, params: Params) -> list[Block]:
-    pretrain = inputs.compute.get("pretrain") or {}
     rows = []
     for name in sorted(params.prepare.sources):
         m = inputs.models[name]
         trained = m.get("trained", True)
         accuracy = f3((m.get("test") or {}).get("accuracy")) if trained else "untrained"
         rows.append((name, params.prepare.sources[name].kind, integer(m.get("num_classes")),
-                     accuracy, seconds(pretrain.get(name))))
+                     accuracy, integer(m.get("epochs_run")) if trained else NA))
     return ["Each source network on its own test split, after pretraining.",
-            Table(("Source", "Kind", "Classes", "Test accuracy", "Pretraining seconds"),
+            Table(("Source", "Kind", "Classes", "Test accuracy", "Epochs run"),
                   tuple(rows))]
 
 
@@ -264,20 +259,17 @@ def _skipped(ev: dict) -> list[Block]:
 
 
 def _provenance(prov: dict) -> list[Block]:
-    git, params = prov["git"], prov["params"]
-    commit = f"`{git['commit']}`" if git.get("commit") else f"none ({git.get('note')})"
-    dirty = {True: "yes (tracked files differ from the commit)", False: "no"}.get(
-        git.get("dirty"), NA)
+    params = prov["params"]
     data = tuple((d["dataset"], d["file"], f"`{d['sha256']}`",
                   "yes" if d["matches_file"] else "**no**") for d in prov["data"])
     return [
-        Bullets((f"Git commit: {commit}; uncommitted changes: {dirty}",
-                 f"Device: {prov['device']}", f"Python: {prov['python']}",
-                 f"Params file: `{params['path']}` (sha256 `{params['sha256']}`)")),
-        Table(("Package", "Version"), tuple(sorted(prov["packages"].items()))),
+        f"Params file: `{params['path']}` (sha256 `{params['sha256']}`).",
         "Data: the sha256 each manifest records for its arrays, and whether the file on disk "
         "still matches it.",
         Table(("Dataset", "File", "sha256", "Matches file"), data),
+        "CPU kernel dispatch pinned for every stage (transferlab.cpu_pinning), so that x86-64 "
+        "machines with AVX2 and FMA compute the same bits:",
+        Table(("Variable", "Value"), tuple(sorted(prov["cpu_pins"].items()))),
         "The full params file:",
         Code(params["text"]),
         f"To reproduce: {prov['reproduce']}",

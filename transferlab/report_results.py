@@ -26,8 +26,6 @@ from transferlab.render import (
     flops,
     integer,
     number,
-    percent,
-    seconds,
 )
 
 MISSING = "—"  # no run at this curve and budget
@@ -258,8 +256,9 @@ def label_efficiency(ev: dict, params: Params) -> list[Block]:
     ]
 
 
-def transferability(ev: dict, compute: dict, params: Params, fig: dict) -> list[Block]:
-    """Transferability scores, their rank agreement with realised accuracy, and their cost."""
+def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
+    """Transferability scores and their rank agreement with realised accuracy (their wall-clock
+    cost is machine-specific: ``timing/summary.md``, :mod:`transferlab.compute`)."""
     t, budgets = ev["transferability"], budget_keys(params)
     scores = t.get("scores") or {}
     names = _scores_in_order({s for by_b in scores.values() for v in by_b.values() for s in v})
@@ -273,14 +272,6 @@ def transferability(ev: dict, compute: dict, params: Params, fig: dict) -> list[
             agree_rows.append((b, figures.SCORE_LABELS.get(s, s), *(
                 f3((a.get(strategy) or {}).get(k)) for strategy in ("finetune", "linear_probe")
                 for k in ("kendall_tau", "weighted_tau", "pearson_r"))))
-    alone = compute.get("transferability_fraction_of_finetune") or {}
-    with_features = compute.get("transferability_fraction_with_features") or {}
-    cached = compute.get("transferability_features_cached") or {}
-    cost_rows = tuple(
-        (src, "linear probe's cache" if cached.get(src) else "own pass",
-         *(f"{percent((alone.get(src) or {}).get(b))} / "
-           f"{percent((with_features.get(src) or {}).get(b))}" for b in budgets))
-        for src in sorted(params.prepare.sources))
     return [
         "Mean score per source and budget over seeds (higher predicts better transfer); n/a "
         "where a score is undefined for the source.",
@@ -294,34 +285,22 @@ def transferability(ev: dict, compute: dict, params: Params, fig: dict) -> list[
         "For comparison (published, not measured here): TLlib's model-selection benchmark reports "
         "a mean weighted τ of about 0.67 for LogME and H-score, 0.50 for NCE and 0.29 for LEEP. "
         "With three candidate sources every τ here rests on three points, so it is coarse.",
-        "Time to compute the four scores, as a fraction of one finetune run at the same budget and "
-        "seed: the scores on the cached backbone features / the same plus the budget's share of "
-        "the one backbone pass over the pool that computed them (n/a where the source has no "
-        "finetune run). The linear probe caches those features for its own training, so the "
-        "first figure is what the scores add to the pipeline.",
-        Table(("Source", "Features from", *budgets), cost_rows),
+        "The scores' time, as a fraction of one finetune run, is machine-specific: "
+        "`timing/summary.md` after `make repro`.",
         Image(fig["transferability"], "Score against realised finetune accuracy, largest "
               f"budget ({budgets[-1]}); Kendall τ in each panel's title."),
     ]
 
 
-def _megabytes(x: Any, decimals: int = 0) -> str:
-    return NA if x is None else f"{float(x) / 2**20:.{decimals}f}"
-
-
-def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
-          fig: dict) -> list[Block]:
+def costs(per_curve: pd.DataFrame, target: dict, params: Params, fig: dict) -> list[Block]:
     """Shift robustness, forgetting, calibration and compute per curve at the largest budget."""
     e, by_curve = params.evaluate, per_curve.set_index("curve")
-    timing = compute.get("curves") or {}
     rows = []
     for curve in ordered_curves(by_curve.index):
-        r, t = by_curve.loc[curve], timing.get(curve) or {}
+        r = by_curve.loc[curve]
         rows.append((curve, f3(r["accuracy"]), f3(r["shifted_accuracy"]), f3(r["shift_gap"]),
                      f3(r["forgetting"]), f3(r["ece"]), f3(r["brier"]), f3(r["log_loss"]),
-                     integer(r["trainable_params"]), flops(r["train_flops"]),
-                     seconds(t.get("seconds_per_run")), _megabytes(t.get("peak_bytes")),
-                     _megabytes(t.get("peak_added_bytes"), 1)))
+                     integer(r["trainable_params"]), flops(r["train_flops"])))
     return [
         f"At the largest budget: {budget_label(budget_keys(params)[-1], target)}; means over"
         " seeds. Shifted: the test set with Gaussian pixel noise (std "
@@ -329,16 +308,10 @@ def costs(per_curve: pd.DataFrame, compute: dict, target: dict, params: Params,
         f"{e.shift_rotation_deg:g}°); shift gap = accuracy - shifted accuracy. Forgetting: source"
         " test accuracy before minus after transfer, adapted backbone under the source head "
         "(positive = the source task got worse; n/a where no source backbone was adapted). NLL "
-        "is the log loss. Wall time and memory come from metrics/compute.json and are not "
-        "reproducible. Peak memory is the largest over the curve's runs of the process's peak "
-        "resident memory during one run on CPU (Linux; elsewhere the process's lifetime "
-        "peak), the peak allocated GPU memory on CUDA; on CPU most of it is the process itself "
-        "(Python, torch, the data). Memory added is that peak minus the memory in use when the "
-        "run started, the median over the curve's runs: what one run itself needed (on CPU, "
-        "memory that an earlier run freed and this one reused does not count again).",
+        "is the log loss. Wall time and memory are machine-specific and not part of this report: "
+        "`timing/summary.md` after `make repro`, and the MLflow `pipeline` run.",
         Table(("Curve", "Accuracy", "Shifted accuracy", "Shift gap", "Forgetting", "ECE",
-               "Brier", "NLL", "Trainable params", "Train FLOPs", "Seconds per run",
-               "Peak memory (MB)", "Memory added (MB)"),
+               "Brier", "NLL", "Trainable params", "Train FLOPs"),
               tuple(rows)),
         Image(fig["shift"], "In-distribution against shifted test accuracy per curve."),
         Image(fig["reliability"], "Reliability diagrams: accuracy per confidence bin (seeds "

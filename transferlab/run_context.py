@@ -105,16 +105,20 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
 
 def run_tags() -> dict[str, str]:
     """The tags every MLflow run carries about where it ran: ``git.commit`` ('unknown' outside
-    git) and ``git.dirty`` of the tree the stage runs in (a ``dvc exp`` copy included), and
-    ``version.<package>`` for python and the packages results depend on."""
+    git) and ``git.dirty`` of the tree the stage runs in (a ``dvc exp`` copy included),
+    ``version.<package>`` for python and the packages results depend on, and the CPU pins
+    (``transferlab.cpu.*``, :func:`transferlab.cpu_pinning.tags`)."""
     import platform
+
+    from transferlab import cpu_pinning
 
     state = git_state(Path.cwd())
     versions = package_versions(TAGGED_PACKAGES)
     return {"git.commit": state["commit"] or "unknown",
             "git.dirty": str(bool(state["dirty"])).lower(),
             "version.python": platform.python_version(),
-            **{f"version.{name}": v for name, v in versions.items()}}
+            **{f"version.{name}": v for name, v in versions.items()},
+            **cpu_pinning.tags()}
 
 
 def init_sqlite_store(path: Path) -> None:

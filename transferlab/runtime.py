@@ -30,7 +30,10 @@ def seed_everything(seed: int, num_threads: int | None = None) -> torch.Generato
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if num_threads is not None:
-        torch.set_num_threads(num_threads)
+        torch.set_num_threads(num_threads)  # torch's OpenMP pool and MKL
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(num_threads)  # numpy/scipy's OpenBLAS: its default is the core count
     # cuBLAS needs this for deterministic matmuls; harmless on CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=False)
@@ -59,6 +62,33 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+TIMING_DIR = Path("timing")
+
+
+def timing_path(output: str | Path) -> Path:
+    """Where a stage writes the wall-clock measurements of a DVC output: ``timing/<output>.json``
+    (e.g. ``timing/runs/digits/finetune.json``). Wall time and memory differ on every run and
+    machine, so they are kept out of the DVC outputs; the folder is git-ignored and
+    ``python -m transferlab.compute`` (run by ``make repro``) summarises it."""
+    return TIMING_DIR / f"{Path(output).as_posix().strip('/')}.json"
+
+
+def write_timing(path: str | Path, timing: dict) -> Path:
+    """Write a timing file atomically (a temporary sibling, then rename). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(dumps_json(timing))
+    tmp.replace(path)
+    return path
+
+
+def read_timing(path: str | Path) -> dict:
+    """A timing file's content, or {} where it is absent (e.g. outputs restored by DVC)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -29,6 +29,13 @@ from transferlab.run_context import (
     tracking_uri,
 )
 
+# MLflow 3 opens an experiment on its GenAI overview unless the experiment's kind says otherwise;
+# "custom_model_development" is the UI's "Machine learning" kind (training runs first). MLflow
+# 3.17's UI also follows a global GenAI / Machine-learning switch (the `workflowType` query
+# parameter, remembered in the browser), so `make ui` prints a link that sets it: ui_url().
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+PIPELINE_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """{"test": {"accuracy": 0.9}} -> {"test.accuracy": 0.9}; non-numbers are dropped."""
@@ -125,8 +132,11 @@ class Tracker:
                                     "tracking.on_unreachable: warn") from None
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(self.params.experiment)
-        self.experiment_id = (exp.experiment_id if exp else
-                              self.client.create_experiment(self.params.experiment))
+        self.experiment_id = (exp.experiment_id if exp else self.client.create_experiment(
+            self.params.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+        if exp is not None and exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                           EXPERIMENT_KIND)
 
     def _execution_run(self, execution: str, commit: str) -> str:
         found = self.client.search_runs(
@@ -307,29 +317,55 @@ def tracked(tracker: Tracker) -> Iterator[Tracker]:
     tracker.finish("FINISHED")
 
 
+def ui_url(experiment: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI link that opens ``experiment`` on its training runs (the Machine-learning
+    view), or the UI's home where the experiment does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    exp = (MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+           if store is None or store.is_file() else None)
+    if exp is None:
+        return f"{base}/#/?workflowType=machine_learning"
+    return f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m transferlab.tracking sync``: rebuild the MLflow mirror from the DVC outputs."""
+    """``python -m transferlab.tracking sync | finish --status S | ui-url``: rebuild the MLflow
+    mirror from the DVC outputs; end the pipeline run (with this machine's timing/ summary);
+    print the UI link to the experiment's training runs."""
     import argparse
     import dataclasses
 
-    from transferlab.mirror import sync
+    from transferlab.mirror import finish_pipeline, sync
     from transferlab.params import load_params
-    from transferlab.runtime import run_stage
+    from transferlab.runtime import TIMING_DIR, run_stage
 
     parser = argparse.ArgumentParser(prog="python -m transferlab.tracking",
                                      description=main.__doc__)
-    parser.add_argument("command", choices=["sync"])
+    parser.add_argument("command", choices=["sync", "finish", "ui-url"])
     parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--status", default="FINISHED", choices=PIPELINE_STATUSES,
+                        help="finish: how the pipeline run ends")
+    parser.add_argument("--timing", default=str(TIMING_DIR), help="finish: the timing folder")
     args = parser.parse_args(argv)
 
-    def _sync() -> None:
-        # an explicit sync mirrors even when the stages ran with tracking switched off
+    def _main() -> None:
+        # an explicit sync/finish mirrors even when the stages ran with tracking switched off
         params = dataclasses.replace(load_params(args.params).tracking, enabled=True)
-        result = sync(repo_root(), params)
-        for key, stages in result.items():
-            print(f"{key:15s} {len(stages):3d}  {' '.join(stages)}")
+        if args.command == "ui-url":
+            print(f"MLflow UI, training runs of {params.experiment!r}: "
+                  f"{ui_url(params.experiment)}")
+        elif args.command == "finish":
+            run_id = finish_pipeline(params, args.status, Path(args.timing))
+            print(f"pipeline run {run_id}: {args.status}" if run_id else "no pipeline run")
+        else:
+            result = sync(repo_root(), params)
+            for key, stages in result.items():
+                print(f"{key:15s} {len(stages):3d}  {' '.join(stages)}")
 
-    run_stage(_sync)
+    run_stage(_main)
 
 
 if __name__ == "__main__":

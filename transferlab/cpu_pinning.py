@@ -1,0 +1,93 @@
+"""Pin what the CPU math libraries dispatch on, so one x86-64 machine's outputs are another's.
+
+torch, numpy and scipy each pick SIMD kernels for the CPU they find: ATen's kernels (default,
+AVX2 or AVX-512), oneDNN's JIT convolutions (SSE4.1 ... AVX-512/AMX), MKL's GEMM branch, the
+OpenBLAS core type of numpy/scipy and numpy's own dispatched loops. Two CPUs that pick different
+kernels sum in different orders and round differently, so a checkpoint trained on an AVX2
+machine differs in its last bits from one trained on an AVX-512 machine, and everything
+downstream moves. Each library reads its switch from the environment ONCE, when it is loaded or
+first used, so :func:`apply` must run before numpy or torch is imported. ``transferlab/__init__``
+calls it: every stage, ``python -m transferlab.*``, benchmark and test imports the package
+before numpy or torch.
+
+The pins cap every library at AVX2 + FMA, the instruction set every x86-64 machine of this kind
+has (an AVX2 machine has nothing to cap; an AVX-512/AMX machine gives up its wider kernels).
+MKL's branch is ``COMPATIBLE``, the only conditional-numerical-reproducibility branch MKL
+documents as identical on Intel and AMD CPUs; its other branches are Intel-only and fall back to
+``AUTO`` (CPU-dependent) elsewhere. Thread counts are fixed by ``common.num_threads``
+(:func:`transferlab.runtime.seed_everything`), which MKL's reproducibility also requires.
+``TRANSFERLAB_CPU_PINNING=off`` switches the pins off (benchmarks/isa_pinning.py compares).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+SWITCH = "TRANSFERLAB_CPU_PINNING"
+# variable -> pinned value, with who reads it and when (all: once, at load or first use)
+PINS: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch: ATen kernel dispatch, on the first CPU kernel call
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # torch's oneDNN (conv, ...), before its first JIT kernel
+    "DNNL_MAX_CPU_ISA": "AVX2",  # the same switch under oneDNN's older name
+    "MKL_CBWR": "COMPATIBLE",  # torch's MKL GEMM: reproducible branch, Intel and AMD alike
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL outside its reproducibility mode
+    "MKL_DYNAMIC": "FALSE",  # MKL may not change its thread count at run time (CNR needs it)
+    "OMP_DYNAMIC": "FALSE",  # nor may OpenMP
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy OpenBLAS kernels (AVX2), at library load
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's AVX-512 loops, import
+}
+# the libraries whose import reads the pins; loaded earlier means pinned too late
+PINNED_LIBRARIES = ("numpy", "torch", "scipy")
+
+_state: dict[str, object] = {}
+
+
+def enabled() -> bool:
+    """Whether the pins apply (``TRANSFERLAB_CPU_PINNING`` is not off/0/false/no)."""
+    return os.environ.get(SWITCH, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def apply() -> dict[str, str]:
+    """Set every pin in ``os.environ`` (overriding what was there), once per process.
+
+    Returns:
+        The pins set ({} when switched off). Records which of numpy/torch/scipy were already
+        imported, where the pins came too late (:func:`status`).
+    """
+    if "applied" in _state:
+        return dict(_state["applied"])  # type: ignore[arg-type]
+    late = [lib for lib in PINNED_LIBRARIES if lib in sys.modules]
+    applied = dict(PINS) if enabled() else {}
+    os.environ.update(applied)
+    _state.update(applied=applied, late=late)
+    return dict(applied)
+
+
+def status() -> dict:
+    """What this process runs under, for provenance and MLflow tags.
+
+    Returns:
+        {"enabled": bool, "pins": {var: value in effect}, "late": [libraries imported before
+        the pins were set], "aten_capability": torch's chosen capability or None if torch is not
+        loaded, "mkldnn_enabled": whether torch may use oneDNN (None likewise)}.
+    """
+    apply()
+    torch = sys.modules.get("torch")
+    return {
+        "enabled": bool(_state["applied"]),
+        "pins": {k: os.environ.get(k) for k in PINS},
+        "late": list(_state["late"]),  # type: ignore[call-overload]
+        "aten_capability": torch.backends.cpu.get_cpu_capability() if torch else None,
+        "mkldnn_enabled": bool(torch.backends.mkldnn.enabled) if torch else None,
+    }
+
+
+def tags() -> dict[str, str]:
+    """``status()`` as flat MLflow tags ``transferlab.cpu.<key>``."""
+    s = status()
+    out = {"transferlab.cpu.pinning": "on" if s["enabled"] else "off",
+           "transferlab.cpu.pinned_late": ",".join(s["late"]) or "none",
+           "transferlab.cpu.aten_capability": str(s["aten_capability"])}
+    out.update({f"transferlab.cpu.{k}": str(v) for k, v in s["pins"].items()})
+    return out

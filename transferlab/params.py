@@ -297,8 +297,8 @@ class Params:
     pretrain: PretrainParams
     transfer: TransferParams
     evaluate: EvaluateParams
-    selection: SelectionParams = field(default_factory=SelectionParams)
-    grid: GridParams = field(default_factory=GridParams)
+    selection: SelectionParams
+    grid: GridParams
 
 
 

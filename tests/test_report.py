@@ -41,6 +41,8 @@ prepare:
 pretrain: {}
 transfer: {}
 evaluate: {}
+selection: {}
+grid: {}
 """
 
 

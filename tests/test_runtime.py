@@ -70,7 +70,8 @@ def _capability(pinning: str, **caps: str) -> list[str]:
 
     code = ("import transferlab, torch, numpy, threadpoolctl; "
             "print(torch.backends.cpu.get_cpu_capability()); "
-            "print(threadpoolctl.threadpool_info()[0].get('architecture'))")
+            "print(next(i['architecture'] for i in threadpoolctl.threadpool_info() "
+            "if i['internal_api'] == 'openblas'))")
     env = {**os.environ, **caps, "TRANSFERLAB_CPU_PINNING": pinning}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, check=True).stdout.split()

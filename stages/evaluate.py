@@ -54,7 +54,8 @@ def main() -> None:
     source_data = {n: PreparedDataset.open(data / "sources" / n) for n in names}
     budgets = [str(b) for b in params.prepare.budgets]
     all_lpc = sum(target.manifest["counts"]["train"].values()) / len(target.class_names)
-    runs = discover_runs(Path(args.runs))
+    strategies = params.grid.strategies
+    runs = discover_runs(Path(args.runs), names, strategies)
     tracker = Tracker(params.tracking, "evaluate",
                       {"transferlab.device": device_description(device)}, {"evaluate": to_dict(p)},
                       dvc_stage="evaluate")
@@ -62,8 +63,9 @@ def main() -> None:
     with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, plots):
         results, extra = evaluate_runs(runs, target, sources, source_data, p, device)
         summary = analysis.summarize(results, budgets, all_lpc, p)
-        scores, score_timing = transferability_scores(sources, target, Path(args.runs), device)
-        transfer = analysis.transferability_summary(scores, summary, budgets)
+        scores, score_timing = transferability_scores(sources, target, Path(args.runs), device,
+                                                      "linear_probe" in strategies)
+        transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence)
         verdicts = analysis.control_family(
             summary, analysis.recommend(summary, results, budgets, transfer, p), p)
         summary = verdicts["summary"]

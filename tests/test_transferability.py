@@ -18,6 +18,7 @@ from transferlab.transferability import (
     nce,
     rank_agreement,
     score_all,
+    trusted,
 )
 
 
@@ -201,10 +202,24 @@ def test_h_score_shrinkage_matches_manual_ledoit_wolf(n: int, d: int) -> None:
     emp = sum(np.outer(row, row) for row in fc) / n
     shrunk = (1 - a) * emp + a * np.trace(emp) / d * np.eye(d)
     means = {k: fc[y == k].mean(axis=0) for k in range(c)}
-    cov_g = sum(np.outer(means[k], means[k]) for k in y) / n
+    cov_g = sum(np.outer(means[k], means[k]) for k in y) / (n - 1)  # numpy.cov, as TLlib
     expected = float(np.trace(np.linalg.inv(shrunk) @ ((1 - a) * cov_g)))
     assert 0.0 < a < 1.0
     assert h_score(f, y, shrinkage=True) == pytest.approx(expected, rel=1e-6)
+
+
+def test_h_score_shrinkage_matches_paper_formula_with_numpy_cov() -> None:
+    """tr(cov_a(f)^+ (1 - a) cov(E[f|y])) with sklearn's LedoitWolf and numpy.cov, N < D."""
+    rng = np.random.default_rng(8)
+    n, d, c = 20, 32, 4
+    f = rng.normal(size=(n, d)) + rng.normal(size=(c, d))[np.arange(n) % c]
+    y = np.arange(n) % c
+    fc = f - f.mean(axis=0)
+    lw = LedoitWolf(assume_centered=False).fit(fc)
+    g = np.stack([fc[y == k].mean(axis=0) for k in y])
+    expected = float(np.trace(np.linalg.pinv(lw.covariance_, rcond=1e-15)
+                              @ ((1 - lw.shrinkage_) * np.cov(g, rowvar=False))))
+    assert h_score(f, y, shrinkage=True) == pytest.approx(expected, rel=1e-9)
 
 
 def test_h_score_separable_beats_noise() -> None:
@@ -320,3 +335,78 @@ def test_validation_errors_name_the_argument() -> None:
 def test_probability_rows_within_tolerance_are_accepted() -> None:
     probs = np.array([[0.5, 0.5 + 5e-5], [0.3, 0.7], [1.0, 0.0], [0.0, 1.0]])
     assert math.isfinite(leep(probs, np.array([0, 1, 0, 1])))
+
+
+# ------------------------------------------------- when a score can rank at all
+@pytest.mark.parametrize("shrinkage", [False, True])
+def test_one_label_per_class_makes_every_score_blind_to_the_labels(shrinkage: bool) -> None:
+    """With one example per class, shuffling the labels over the examples changes no score:
+    each is a function of the inputs alone. With three per class it does change them."""
+    rng = np.random.default_rng(20)
+    c, d = 6, 16
+    for per_class, blind in ((1, True), (3, False)):
+        y = np.repeat(np.arange(c), per_class)
+        f = rng.normal(size=(c, d))[y] + 0.3 * rng.normal(size=(y.size, d))
+        probs = _random_probs(rng, y.size, 5)
+        shuffled = rng.permutation(y)
+        while per_class > 1 and np.array_equal(shuffled, y):
+            shuffled = rng.permutation(y)
+        pairs = [(logme(f, y), logme(f, shuffled)),
+                 (h_score(f, y, shrinkage), h_score(f, shuffled, shrinkage)),
+                 (leep(probs, y), leep(probs, shuffled)),
+                 (nce(probs.argmax(1), y), nce(probs.argmax(1), shuffled))]
+        if blind:
+            for a, b in pairs:
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+        else:  # LogME and H-score see the grouping (LEEP / NCE may tie on 5 source classes)
+            assert abs(pairs[0][0] - pairs[0][1]) > 1e-3
+            assert abs(pairs[1][0] - pairs[1][1]) > 1e-3
+
+
+def test_plain_h_score_is_c_minus_1_for_any_features_when_n_le_d_plus_1() -> None:
+    rng = np.random.default_rng(21)
+    c, d = 4, 15
+    for n in (8, 12, 16):  # N <= D + 1: degenerate
+        y = np.arange(n) % c
+        assert h_score(rng.normal(size=(n, d)), y) == pytest.approx(c - 1, rel=1e-9)
+    y = np.arange(40) % c  # N > D + 1: noise scores below a separable source
+    good = 3.0 * rng.normal(size=(c, d))[y] + 0.1 * rng.normal(size=(40, d))
+    assert h_score(rng.normal(size=(40, d)), y) < h_score(good, y) - 0.5
+
+
+def test_logme_ranks_with_fewer_examples_than_dimensions() -> None:
+    """LogME stays label-dependent at N < D (2 per class, D = 64): class-structured features
+    beat isotropic noise and beat the same features with shuffled labels."""
+    rng = np.random.default_rng(22)
+    c, d = 5, 64
+    y = np.repeat(np.arange(c), 2)
+    good = rng.normal(size=(c, d))[y] + 0.3 * rng.normal(size=(y.size, d))
+    noise = rng.normal(size=(y.size, d))
+    assert logme(good, y) > logme(noise, y)
+    assert logme(good, y) > logme(good, np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]))
+
+
+@pytest.mark.parametrize(
+    ("score", "n", "d", "per_class", "z", "expected"),
+    [
+        ("logme", 10, 128, 1, 0, False),  # one label per class
+        ("logme", 20, 128, 2, 0, True),  # N < D is fine for LogME
+        ("hscore", 20, 128, 2, 0, False),  # N <= D + 1
+        ("hscore", 129, 128, 13, 0, False),
+        ("hscore", 130, 128, 13, 0, True),
+        ("leep", 20, 128, 2, 10, True),
+        ("leep", 10, 128, 1, 10, False),
+        ("nce", 300, 128, 30, 0, False),  # no source head
+        ("nce", 300, 128, 30, 26, True),
+    ],
+)
+def test_trusted_rule(score: str, n: int, d: int, per_class: int, z: int,
+                      expected: bool) -> None:
+    ok, why = trusted(score, n, d, per_class, z)
+    assert ok is expected
+    assert (why == "") is expected
+
+
+def test_trusted_rejects_unknown_score() -> None:
+    with pytest.raises(ValueError, match="unknown score"):
+        trusted("transrate", 100, 10, 10, 5)

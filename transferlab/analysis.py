@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from transferlab.params import EvaluateParams
+from transferlab.source_ranking import judge_ranking
 from transferlab.stats import (
     adjust_p_values,
     area_under_learning_curve,
@@ -30,7 +31,7 @@ from transferlab.stats import (
     paired_t_test,
     verdict,
 )
-from transferlab.transferability import rank_agreement
+from transferlab.transferability import trusted
 
 SCORES = ("logme", "leep", "nce", "hscore")
 REPORTED = ("accuracy", "balanced_accuracy", "f1_macro", "log_loss", "brier", "ece",
@@ -207,31 +208,56 @@ def label_efficiency(summary: dict, budgets: Sequence[str], all_labels_per_class
     return out
 
 
-def transferability_summary(score_rows: list[dict], summary: dict,
-                            budgets: Sequence[str]) -> dict:
+def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequence[str],
+                            confidence: float = 0.95) -> dict:
     """Mean score per source and budget, and how well each score ranks the sources against
-    their realised finetune and linear-probe accuracy (Kendall tau, weighted tau, Pearson r)."""
+    their realised finetune and linear-probe accuracy, judged over sources.
+
+    Args:
+        score_rows: from :func:`transferlab.evaluation.transferability_scores` (one per source,
+            budget and seed, with n_examples, feature_dim, min_per_class, source_classes).
+        summary: from :func:`summarize`.
+        budgets: the budget keys in order.
+        confidence: the level of the intervals over sources.
+
+    Returns:
+        {"scores": {source: {budget: {score: mean}}}, "agreement": {budget: {score:
+        {strategy: judge_ranking(...) + trusted, untrusted_reason}}}, "trusted": {budget:
+        {score: bool}}, "picks": {budget: {score: source}}}. A score is trusted at a budget
+        when :func:`transferability.trusted` holds for every source and seed scored there.
+    """
     scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    trust: dict[str, dict[str, list[str]]] = {b: {s: [] for s in SCORES} for b in budgets}
     for source in sorted({r["source"] for r in score_rows}):
         for budget in budgets:
             rows = [r for r in score_rows if r["source"] == source and r["budget"] == budget]
             if rows:
                 scores[source][budget] = {s: _nanmean([r[s] for r in rows]) for s in SCORES}
+            for r, s in ((r, s) for r in rows for s in SCORES if "n_examples" in r):
+                ok, why = trusted(s, r["n_examples"], r["feature_dim"], r["min_per_class"],
+                                  r["source_classes"])
+                if not ok and why != "no source head":  # such a source is left out, not wrong
+                    trust[budget][s].append(why)
     agreement: dict[str, dict] = {}
     picks: dict[str, dict] = {}
+    flags: dict[str, dict] = {}
     sources = sorted(scores)
     for budget in budgets:
-        agreement[budget], picks[budget] = {}, {}
+        agreement[budget], picks[budget], flags[budget] = {}, {}, {}
         for s in SCORES:
             values = [scores[src].get(budget, {}).get(s, math.nan) for src in sources]
             finite = [(v, src) for v, src in zip(values, sources, strict=True) if math.isfinite(v)]
             picks[budget][s] = max(finite)[1] if finite else None
+            reasons = sorted(set(trust[budget][s]))
+            flags[budget][s] = not reasons
             agreement[budget][s] = {}
             for strategy in ("finetune", "linear_probe"):
                 acc = [summary.get(f"{src}/{strategy}", {}).get(budget, {})
                        .get("accuracy", {}).get("mean", math.nan) for src in sources]
-                agreement[budget][s][strategy] = rank_agreement(values, acc)
-    return {"scores": dict(scores), "agreement": agreement, "picks": picks}
+                agreement[budget][s][strategy] = {
+                    **judge_ranking(values, acc, confidence), "trusted": not reasons,
+                    "untrusted_reason": "; ".join(reasons)}
+    return {"scores": dict(scores), "agreement": agreement, "trusted": flags, "picks": picks}
 
 
 def _nanmean(values: list[float]) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,20 @@ class RunResult:
     selection_score: float = math.nan
 
 
-def discover_runs(runs_root: Path) -> list[dict]:
-    """Every ``runs.json`` under ``runs_root`` (``<source>/<strategy>/`` and ``scratch/``)."""
+def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[str]) -> list[dict]:
+    """The ``runs.json`` of every configured ``<source>/<strategy>/`` and of ``scratch/``.
+
+    Only the configured sources and strategies (``prepare.sources``, ``grid.strategies``) are
+    read: run folders that another scenario left under ``runs_root`` do not leak in. A
+    configured run folder without its ``runs.json`` is an error.
+    """
     found = []
-    for path in sorted(runs_root.rglob("runs.json")):
+    wanted = [runs_root / src / st / "runs.json" for src in sorted(sources) for st in strategies]
+    for path in wanted:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no runs of a configured source and strategy")
+    scratch = runs_root / "scratch" / "runs.json"
+    for path in wanted + ([scratch] if scratch.is_file() else []):
         info = json.loads(path.read_text())
         info["folder"] = path.parent
         found.append(info)
@@ -144,19 +155,22 @@ def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
 
 
 def transferability_scores(sources: dict[str, Path], target: PreparedDataset, runs_root: Path,
-                           device: torch.device) -> tuple[list[dict], list[dict]]:
+                           device: torch.device, use_cache: bool = True
+                           ) -> tuple[list[dict], list[dict]]:
     """LogME, LEEP, NCE and H-score of every source at every budget and seed.
 
     Uses only the target training subset of each budget (never the test set). The backbone
     features of the pool come from the source's linear_probe run, which cached them for its
     own training (``runs/<source>/linear_probe/pool_features.npy``); where there is no such
-    run, one backbone pass over the pool here computes them. Returns (score rows {source,
-    budget, seed, logme, leep, nce, hscore}, timing rows {source, budget, seed, seconds,
-    feature_seconds, cached}): ``seconds`` is the score computation itself (head softmax and
-    the four scores), ``feature_seconds`` the budget's pro-rata share of the backbone pass that
-    computed the features (the linear probe's also covers the validation set, so it errs high),
-    and ``cached`` whether that pass was the linear probe's. Timing is kept apart from the
-    scores because wall time is not reproducible.
+    run (or with ``use_cache`` false: linear_probe is not in the grid, so a folder there is
+    stale), one backbone pass over the pool here computes them. Returns (score rows {source,
+    budget, seed, logme, leep, nce, hscore, n_examples, feature_dim, min_per_class,
+    source_classes} (the last four for :func:`transferability.trusted`), timing rows {source,
+    budget, seed, seconds, feature_seconds, cached}): ``seconds`` is the score computation
+    itself (head softmax and the four scores), ``feature_seconds`` the budget's pro-rata share
+    of the backbone pass that computed the features (the linear probe's also covers the
+    validation set, so it errs high), and ``cached`` whether that pass was the linear probe's.
+    Timing is kept apart from the scores because wall time is not reproducible.
     """
     pool = target.load("train")
     x_pool = to_tensor(pool.images)
@@ -164,7 +178,7 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)
         linear_probe = runs_root / name / "linear_probe"
-        cached = load_pool_features(linear_probe, len(x_pool))
+        cached = load_pool_features(linear_probe, len(x_pool)) if use_cache else None
         if cached is not None:
             features = torch.from_numpy(cached)
             pass_seconds = read_timing(timing_path(linear_probe)).get(
@@ -185,7 +199,11 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
                     scores = score_all(feats[idx], None if probs is None else probs[idx],
                                        pool.labels[idx])
                     share = len(idx) / len(x_pool)
-                    rows.append({"source": name, "budget": budget, "seed": int(seed), **scores})
+                    rows.append({"source": name, "budget": budget, "seed": int(seed), **scores,
+                                 "n_examples": len(idx), "feature_dim": int(feats.shape[1]),
+                                 "min_per_class": int(np.unique(pool.labels[idx],
+                                                                return_counts=True)[1].min()),
+                                 "source_classes": 0 if probs is None else int(probs.shape[1])})
                     timing.append({"source": name, "budget": budget, "seed": int(seed),
                                    "seconds": time.perf_counter() - start + shared * share,
                                    "feature_seconds": pass_seconds * share,

@@ -238,6 +238,51 @@ def transferability(df: pd.DataFrame, agreement: dict, path: str | Path) -> Path
     return _save(fig, path)
 
 
+# TLlib's published mean weighted tau (against finetuned accuracy), for reference lines
+PUBLISHED_WEIGHTED_TAU = {"logme": 0.665, "hscore": 0.67, "nce": 0.50, "leep": 0.29}
+
+
+@_styled
+def ranking_tau(agreement: dict, budgets: Sequence[str], path: str | Path) -> Path:
+    """Kendall and weighted tau against finetune accuracy per budget, with their intervals over
+    sources, one line per score; hollow markers where the score cannot be trusted, dotted lines
+    at TLlib's published mean weighted tau.
+
+    Args:
+        agreement: evaluate's {budget: {score: {"finetune": judge_ranking + trusted}}}.
+        budgets: the budget keys in order.
+        path: the PNG to write.
+    """
+    scores = [s for s in SCORE_LABELS if any(s in agreement.get(b, {}) for b in budgets)]
+    if not scores:
+        return _empty(path, "no transferability scores")
+    fig, axes = _grid(2, 2, (4.2, 3.0))
+    x = np.arange(len(budgets))
+    for ax, (stat, title) in zip(axes, (("kendall", "Kendall τ"), ("weighted", "weighted τ")),
+                                 strict=True):
+        for i, score in enumerate(scores):
+            color = f"C{i}"
+            shift = x + (i - (len(scores) - 1) / 2) * 0.08
+            rows = [(agreement.get(b, {}).get(score) or {}).get("finetune") or {} for b in budgets]
+            est = np.array([r.get(f"{stat}_tau", np.nan) for r in rows], dtype=float)
+            low = np.array([r.get(f"{stat}_ci_low", np.nan) for r in rows], dtype=float)
+            high = np.array([r.get(f"{stat}_ci_high", np.nan) for r in rows], dtype=float)
+            ok = np.array([bool(r.get("trusted", True)) for r in rows])
+            ax.errorbar(shift, est, yerr=[est - low, high - est], color=color, capsize=2,
+                        lw=1, fmt="none")
+            ax.plot(shift, est, color=color, lw=1, label=SCORE_LABELS[score])
+            ax.scatter(shift[ok], est[ok], color=color, zorder=3, s=18)
+            ax.scatter(shift[~ok], est[~ok], facecolors="white", edgecolors=color, zorder=3, s=18)
+            if stat == "weighted":
+                ax.axhline(PUBLISHED_WEIGHTED_TAU[score], color=color, ls=":", lw=1)
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_xticks(x, budgets)
+        ax.set(ylim=(-1.05, 1.05), xlabel="labels per class", ylabel=title,
+               title=f"{title} against finetune accuracy")
+    axes[0].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
 @_styled
 def reliability(df: pd.DataFrame, path: str | Path) -> Path:
     """Reliability diagrams, one small panel per curve: accuracy per confidence bin as bars,

@@ -159,6 +159,8 @@ def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str
             transfer[transfer["budget"] == largest],
             inputs.evaluate["transferability"].get("agreement", {}).get(largest, {}),
             folder / "transferability.png"),
+        "ranking_tau": figures.ranking_tau(inputs.evaluate["transferability"].get("agreement", {}),
+                                           results.budget_keys(params), folder / "ranking_tau.png"),
         "reliability": figures.reliability(plots["reliability"], folder / "reliability.png"),
         "shift": figures.shift(plots["per_curve"], folder / "shift.png"),
         "compute": figures.compute(plots["per_curve"], folder / "compute.png", styles),

@@ -256,6 +256,12 @@ def label_efficiency(ev: dict, params: Params) -> list[Block]:
     ]
 
 
+def _with_ci(a: dict, stat: str) -> str:
+    """``tau [low, high]``, or ``tau`` alone where the interval is undefined."""
+    interval = ci(a.get(f"{stat}_ci_low"), a.get(f"{stat}_ci_high"))
+    return f3(a.get(f"{stat}_tau")) + ("" if interval == NA else f" {interval}")
+
+
 def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
     """Transferability scores and their rank agreement with realised accuracy (their wall-clock
     cost is machine-specific: ``timing/summary.md``, :mod:`transferlab.compute`)."""
@@ -269,22 +275,37 @@ def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
     for b in budgets:
         for s in _scores_in_order((t.get("agreement") or {}).get(b, {})):
             a = t["agreement"][b][s]
-            agree_rows.append((b, figures.SCORE_LABELS.get(s, s), *(
-                f3((a.get(strategy) or {}).get(k)) for strategy in ("finetune", "linear_probe")
-                for k in ("kendall_tau", "weighted_tau", "pearson_r"))))
+            ft = a.get("finetune") or {}
+            trust = ft.get("trusted")
+            agree_rows.append((b, figures.SCORE_LABELS.get(s, s), integer(ft.get("n_sources")),
+                               NA if trust is None else "yes" if trust
+                               else f"no: {ft.get('untrusted_reason')}", *(
+                _with_ci(x, k) for x in (ft, a.get("linear_probe") or {})
+                for k in ("kendall", "weighted"))))
     return [
         "Mean score per source and budget over seeds (higher predicts better transfer); n/a "
         "where a score is undefined for the source.",
         Table(("Source", "Budget", *labels), score_rows),
-        "Rank agreement of each score with the sources' realised accuracy (finetune and linear "
-        "probe); n/a where undefined (fewer than two sources with both a score and an accuracy, "
-        "or a constant side).",
-        Table(("Budget", "Score", "Kendall τ (finetune)", "weighted τ (finetune)",
-               "Pearson r (finetune)", "Kendall τ (linear probe)", "weighted τ (linear probe)",
-               "Pearson r (linear probe)"), tuple(agree_rows)),
+        "Rank agreement of each score with the sources' realised mean accuracy (finetune and "
+        f"linear probe), with {confidence_level(params)} intervals over sources: Kendall τ by "
+        "Fieller-Hartley-Pearson (var atanh τ = 0.437 / (n - 4)), weighted τ by a jackknife "
+        "over sources (approximate, conservative at n ≈ 9); n/a with fewer than 5 sources or "
+        "a constant side. The unit is the source: n sources give n points whatever the seeds. "
+        "Trusted: whether the score can rank at this budget at all. Every score needs 2 labels "
+        "in every class (with one, no two examples share a label and the score is blind to the "
+        "labels: it rewards sources that merely spread the inputs apart, as an untrained "
+        "network does); H-score also needs more examples than feature dimensions + 1 (below, "
+        "the features fit any labelling). An untrusted τ is shown but is no evidence.",
+        Table(("Budget", "Score", "Sources", "Trusted", "Kendall τ (finetune)",
+               "weighted τ (finetune)", "Kendall τ (linear probe)",
+               "weighted τ (linear probe)"), tuple(agree_rows)),
+        Image(fig["ranking_tau"], "Kendall and weighted τ against finetune accuracy per budget "
+              "with their intervals over sources; hollow markers: the score cannot be trusted "
+              "there; dotted: TLlib's published mean weighted τ."),
         "For comparison (published, not measured here): TLlib's model-selection benchmark reports "
-        "a mean weighted τ of about 0.67 for LogME and H-score, 0.50 for NCE and 0.29 for LEEP. "
-        "With three candidate sources every τ here rests on three points, so it is coarse.",
+        "a mean weighted τ of 0.665 for LogME, 0.67 for H-score, 0.50 for NCE and 0.29 for LEEP "
+        "(against finetuned accuracy). Compare them with the "
+        "weighted τ against finetune at trusted budgets, and mind the intervals.",
         "The scores' time, as a fraction of one finetune run, is machine-specific: "
         "`timing/summary.md` after `make repro`.",
         Image(fig["transferability"], "Score against realised finetune accuracy, largest "

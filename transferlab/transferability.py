@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats as _sps
 from sklearn.covariance import ledoit_wolf_shrinkage
 
-__all__ = ["SCORES", "h_score", "leep", "logme", "nce", "rank_agreement", "score_all"]
+__all__ = ["SCORES", "h_score", "leep", "logme", "nce", "rank_agreement", "score_all",
+           "trusted"]
 
 _NAN = float("nan")
 _PROB_ATOL = 1e-4  # tolerance on source_probs row sums
@@ -228,8 +229,9 @@ def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: bool = False) -
     Bao et al., "An Information-Theoretic Approach to Transferability in Task Transfer
     Learning", ICIP 2019 (pseudo-inverse with rcond 1e-15 as in TLlib). With ``shrinkage``,
     cov(f) is the Ledoit-Wolf estimate with coefficient a and the score is
-    tr(cov_a(f)^+ (1 - a) cov(E[f | y])) (Ibrahim et al., "Newer is not always better", 2022);
-    both covariances then use the 1/N (maximum likelihood) normalisation.
+    tr(cov_a(f)^+ (1 - a) cov(E[f | y])) (Ibrahim et al., "Newer is not always better", 2022),
+    as TLlib's ``regularized_h_score``: the Ledoit-Wolf covariance has the 1/N normalisation,
+    cov(E[f | y]) the sample covariance's 1/(N - 1) (numpy.cov).
 
     Args:
         features: (N, D) target features from the source model.
@@ -257,10 +259,10 @@ def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: bool = False) -
         # cov(f) = V diag(sigma / (n-1)) V^T and cov(E[f|y]) has the same 1 / (n-1)
         return float(np.sum(between / sigma))
     # Ledoit-Wolf: cov_a = (1 - a) S + a tr(S) / D I with S = fc^T fc / n; cov(E[f|y]) gets
-    # (1 - a) and 1 / n; directions outside V carry no between-class variance
+    # (1 - a) and 1 / (n - 1); directions outside V carry no between-class variance
     a = float(ledoit_wolf_shrinkage(fc, assume_centered=True))
     mu = float(np.sum(fc**2)) / (n * d)
-    return float(np.sum((1.0 - a) * between / n / ((1.0 - a) * sigma / n + a * mu)))
+    return float(np.sum((1.0 - a) * between / (n - 1) / ((1.0 - a) * sigma / n + a * mu)))
 
 
 SCORES: dict[str, Callable[..., float]] = {
@@ -294,6 +296,46 @@ def score_all(
         out["nce"] = nce(probs.argmax(axis=1), labels)
     out["hscore"] = h_score(features, labels, shrinkage=True)
     return out
+
+
+def trusted(score: str, n_examples: int, feature_dim: int, min_per_class: int,
+            source_classes: int) -> tuple[bool, str]:
+    """Whether a score computed on ``n_examples`` labelled examples can rank sources at all.
+
+    Every score needs at least 2 examples in every class: with one, no two examples share a
+    label, so the score cannot see whether a source maps a class's examples together. It is
+    then invariant to any permutation of the labels, a function of the inputs alone, and
+    rewards sources that merely spread the C inputs apart (an untrained network does).
+
+    H-score also needs N > D + 1: with N <= D + 1 the N centered feature vectors of any source
+    (rank N - 1) span the labels' class indicators, so the plain H-score is C - 1 for every
+    source and the shrinkage H-score is set by the Ledoit-Wolf coefficient, not by the labels.
+    LogME has no such limit: it is the marginal likelihood of a Bayesian linear model, defined
+    and label-dependent at any N >= 2 per class (thuml/LogME's fixed-point code omitted D - N
+    eigenvalues of A when N < D, issue #23; ours counts them, as its ``_fit_icml`` does).
+
+    LEEP and NCE need a source head (``source_classes > 0``).
+
+    Args:
+        score: one of :data:`SCORES`.
+        n_examples: N, the labelled target examples the score was computed on.
+        feature_dim: D, the dimension of the backbone features.
+        min_per_class: the fewest examples of any target class among the N.
+        source_classes: Z, the classes of the source head (0: no head).
+
+    Returns:
+        (trusted, reason): the reason names the failed condition, "" when trusted.
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
+    if score in ("leep", "nce") and source_classes < 1:
+        return False, "no source head"
+    if min_per_class < 2:
+        return False, f"{min_per_class} example(s) in some class: no two share a label"
+    if score == "hscore" and n_examples <= feature_dim + 1:
+        return False, (f"N = {n_examples} <= D + 1 = {feature_dim + 1}: the features fit any "
+                       "labelling")
+    return True, ""
 
 
 def rank_agreement(

@@ -110,13 +110,15 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _choices(repo: Path) -> dict:
+def _choices(repo: Path, params: dict) -> dict:
     """Every choice the pipeline made: checkpoints (by hash), recommendations, champions."""
     from transferlab.evaluation import champion_checkpoints, discover_runs
 
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     recs = metrics["recommendations"]
-    champions = champion_checkpoints(recs, discover_runs(repo / "runs"))
+    runs = discover_runs(repo / "runs", list(params["prepare"]["sources"]),
+                         params["grid"]["strategies"])
+    champions = champion_checkpoints(recs, runs)
     return {
         "checkpoints": {str(p.relative_to(repo)): _sha(p)
                         for p in sorted((repo / "runs").rglob("*.pt"))},
@@ -154,13 +156,13 @@ def test_permuting_the_test_labels_changes_no_choice(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
     dvc("repro")
-    before = _choices(repo)
+    before = _choices(repo, params)
     _permute_test_labels(repo / "data" / "prepared" / "target", seed=1)
     # rerun everything downstream of the data, on the permuted test labels, without `prepare`
     for stage in ("transfer@printed_digits-source_only", "transfer@printed_digits-linear_probe",
                   "transfer@printed_digits-finetune", "scratch", "evaluate"):
         dvc("repro", "--force", "--single-item", stage)
-    after = _choices(repo)
+    after = _choices(repo, params)
     assert after["checkpoints"] == before["checkpoints"]
     assert after["recommended"] == before["recommended"]
     assert after["champions"] == before["champions"]

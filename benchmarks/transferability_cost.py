@@ -30,10 +30,11 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from transferlab import strategies  # noqa: E402
+from transferlab.adaptation import adapt, load_target, replicate_seed  # noqa: E402
 from transferlab.models import load_checkpoint  # noqa: E402
 from transferlab.params import load_params  # noqa: E402
 from transferlab.runtime import resolve_device, seed_everything  # noqa: E402
-from transferlab.strategies import adapt, load_target  # noqa: E402
 from transferlab.training import extract_features, head_proba  # noqa: E402
 from transferlab.transferability import score_all  # noqa: E402
 
@@ -43,7 +44,8 @@ def main() -> None:
     parser.add_argument("--source", default="printed_digits")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (median)")
     args = parser.parse_args()
-    params = load_params(ROOT / "params.yaml")
+    params = strategies.resolve(load_params(ROOT / "params.yaml"))
+    reference = strategies.by_role("reference")
     seed_everything(0, params.common.num_threads)
     device = resolve_device(params.common.device)
     target = load_target(ROOT / "data" / "prepared" / "target")
@@ -72,8 +74,10 @@ def main() -> None:
             scoring = statistics.median(timeit.repeat(scores, number=1, repeat=args.repeats))
         passing = statistics.median(timeit.repeat(backbone_pass, number=1, repeat=args.repeats))
         start = time.perf_counter()
-        adapt("finetune", copy.deepcopy(source), target, params.transfer.finetune, "0", budget,
-              device, arch)
+        ctx = strategies.Context(target, copy.deepcopy(source), config, None, arch, device,
+                                 replicate_seed("0", budget))
+        cfg = params.transfer[reference]
+        adapt(strategies.get(reference)(cfg, ctx), target, cfg, "0", budget, params.selection)
         finetune = time.perf_counter() - start
         print(f"{budget:>7s} {len(idx):6d} {scoring:9.4f} {passing:8.4f} {finetune:11.3f} "
               f"{scoring / finetune:10.2%} {(scoring + passing) / finetune:9.2%}")

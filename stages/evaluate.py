@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transferlab import analysis, tables  # noqa: E402
+from transferlab import analysis, strategies, tables  # noqa: E402
 from transferlab.evaluation import (  # noqa: E402
     champion_checkpoints,
     discover_runs,
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--plots", required=True, help="output directory of plot CSVs")
     args = parser.parse_args()
 
-    params = load_params(args.params)
+    params = strategies.resolve(load_params(args.params))
     p = params.evaluate
     seed_everything(0, params.common.num_threads)
     device = resolve_device(params.common.device)
@@ -54,8 +54,9 @@ def main() -> None:
     source_data = {n: PreparedDataset.open(data / "sources" / n) for n in names}
     budgets = [str(b) for b in params.prepare.budgets]
     all_lpc = sum(target.manifest["counts"]["train"].values()) / len(target.class_names)
-    strategies = params.grid.strategies
-    runs = discover_runs(Path(args.runs), names, strategies)
+    grid = params.grid.strategies
+    feature_probe = strategies.by_role("feature_probe")
+    runs = discover_runs(Path(args.runs), names, grid)
     tracker = Tracker(params.tracking, "evaluate",
                       {"transferlab.device": device_description(device)}, {"evaluate": to_dict(p)},
                       dvc_stage="evaluate")
@@ -64,7 +65,7 @@ def main() -> None:
         results, extra = evaluate_runs(runs, target, sources, source_data, p, device)
         summary = analysis.summarize(results, budgets, all_lpc, p)
         scores, score_timing = transferability_scores(sources, target, Path(args.runs), device,
-                                                      "linear_probe" in strategies)
+                                                      feature_probe in grid)
         transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence)
         verdicts = analysis.control_family(
             summary, analysis.recommend(summary, results, budgets, transfer, p), p)

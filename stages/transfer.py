@@ -7,8 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transferlab import strategies  # noqa: E402
+from transferlab.adaptation import load_target, run_replicates  # noqa: E402
 from transferlab.mirror import mirror_transfer_record, outputs_digest  # noqa: E402
-from transferlab.params import STRATEGIES, load_params, to_dict  # noqa: E402
+from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
     device_description,
     dumps_json,
@@ -20,14 +22,14 @@ from transferlab.runtime import (  # noqa: E402
     timing_path,
     write_timing,
 )
-from transferlab.strategies import load_target, run_replicates  # noqa: E402
 from transferlab.tracking import Tracker, tracked  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument("--strategy", required=True, choices=STRATEGIES)
+    parser.add_argument("--strategy", required=True, help="a registered strategy name")
+    parser.add_argument("--stage", required=True, help="this stage's name in dvc.yaml")
     parser.add_argument("--source", default=None, help="source name (omit for scratch)")
     parser.add_argument("--source-model", default=None, help="source checkpoint")
     parser.add_argument("--source-data", default=None, help="prepared source directory")
@@ -37,8 +39,8 @@ def main() -> None:
                         "output (default: timing/<out>.json)")
     args = parser.parse_args()
 
-    params = load_params(args.params)
-    cfg = getattr(params.transfer, args.strategy)
+    params = strategies.resolve(load_params(args.params))
+    cfg = strategies.block(params.transfer, args.strategy)
     seed_everything(params.pretrain.seed, params.common.num_threads)
     device = resolve_device(params.common.device)
     target = load_target(args.target)
@@ -48,10 +50,8 @@ def main() -> None:
     source_name = args.source or "none"
     tags = {"transferlab.source": source_name, "transferlab.strategy": args.strategy,
             "transferlab.device": device_description(device)}
-    dvc_stage = ("scratch" if args.strategy == "scratch"
-                 else f"transfer@{source_name}-{args.strategy}")
     tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)},
-                      dvc_stage=dvc_stage)
+                      dvc_stage=args.stage)
 
     def on_result(record: dict, model: object) -> None:
         mirror_transfer_record(tracker, source_name, args.strategy, record)
@@ -61,10 +61,9 @@ def main() -> None:
         if args.source_model:
             tracker.link_source_run(sha256_file(args.source_model))
         out.mkdir(parents=True)
-        result = run_replicates(args.strategy, None if args.strategy == "source_only" else cfg,
-                                Path(args.source_model) if args.source_model else None,
-                                target, device, out, arch, params.selection, on_result,
-                                mapping)
+        source_model = Path(args.source_model) if args.source_model else None
+        result = run_replicates(args.strategy, cfg, source_model, target, device, out, arch,
+                                params.selection, on_result, mapping)
         timing = result.pop("timing")
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
         if result["skipped"]:

@@ -18,15 +18,32 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def module_file(name: str) -> str:
-    """``transferlab.x`` -> ``transferlab/x.py``; the package itself -> its ``__init__.py``."""
-    return "transferlab/__init__.py" if name == "transferlab" else name.replace(".", "/") + ".py"
+    """``transferlab.x`` -> ``transferlab/x.py``; the package itself -> its ``__init__.py``; a
+    subpackage (``transferlab.strategies``) or any module in it -> its folder, which is one dep
+    (its ``__init__`` imports every member, so a member change must rerun the stage)."""
+    if name == "transferlab":
+        return "transferlab/__init__.py"
+    parts = name.split(".")
+    for depth in range(2, len(parts) + 1):
+        folder = "/".join(parts[:depth])
+        if (ROOT / folder).is_dir():
+            return folder
+    return "/".join(parts) + ".py"
+
+
+def source_files(name: str) -> list[Path]:
+    """The files whose imports count for module ``name``: a subpackage's are all of its
+    modules, since its ``__init__`` imports every one."""
+    path = ROOT / module_file(name)
+    return sorted(path.glob("*.py")) if path.is_dir() else [path]
 
 
 def library_imports(path: Path, seen: set[str] | None = None) -> set[str]:
     """transferlab modules imported by ``path``, transitively (function-level imports too);
     importing any of them runs the package's ``__init__`` (the CPU pins) first."""
     seen = set() if seen is None else seen
-    for node in ast.walk(ast.parse(path.read_text())):
+    trees = [ast.parse(path.read_text())]
+    for node in (n for tree in trees for n in ast.walk(tree)):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module:
             if node.module == "transferlab":
@@ -38,7 +55,8 @@ def library_imports(path: Path, seen: set[str] | None = None) -> set[str]:
         for name in names + (["transferlab"] if names else []):
             if name not in seen:
                 seen.add(name)
-                library_imports(ROOT / module_file(name), seen)
+                for file in source_files(name):
+                    library_imports(file, seen)
     return seen
 
 

@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from transferlab import strategies
 from transferlab.errors import ParamsError
 from transferlab.params import Params, load_params, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_all(path: Path) -> Params:
+    """What a stage that runs strategies loads: the whole file, each strategy's block typed."""
+    return strategies.resolve(load_params(path))
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -29,8 +35,8 @@ def test_repo_params_load() -> None:
 
 
 def test_round_trip(params_file: Path) -> None:
-    params = load_params(params_file)
-    again = load_params(write(params_file.parent, to_dict(params)))
+    params = load_all(params_file)
+    again = load_all(write(params_file.parent, to_dict(params)))
     assert again == params
 
 
@@ -89,7 +95,7 @@ def test_round_trip(params_file: Path) -> None:
 def test_bad_params_name_the_key(tmp_path: Path, params_dict: dict, edit, match: str) -> None:
     edit(params_dict)
     with pytest.raises(ParamsError, match=match):
-        load_params(write(tmp_path, params_dict))
+        load_all(write(tmp_path, params_dict))
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
@@ -121,9 +127,10 @@ def test_stage_exits_cleanly_and_writes_nothing(tmp_path: Path, params_dict: dic
     params_dict["transfer"]["fintune"] = {}
     path = write(tmp_path, params_dict)
     out = tmp_path / "prepared"
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py"), "--params",
-                           str(path), "--out", str(out)], capture_output=True, text=True,
-                          cwd=tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "transfer.py"), "--params",
+                           str(path), "--strategy", "finetune", "--stage", "t",
+                           "--target", str(tmp_path / "target"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1
     assert "transfer.fintune: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -14,23 +14,15 @@ import pytest
 import torch
 from torch import nn
 
-import transferlab.strategies as strategies
+import transferlab.adaptation as adaptation
+from transferlab.adaptation import TargetData, replicate_seed, run_replicates, skip_reason
 from transferlab.errors import DataError
 from transferlab.models import build_model, load_checkpoint, reset_head, save_checkpoint
-from transferlab.params import (
-    FinetuneParams,
-    LinearProbeParams,
-    PartialFinetuneParams,
-    ScratchParams,
-    SelectionParams,
-)
-from transferlab.strategies import (
-    TargetData,
-    _param_groups,
-    replicate_seed,
-    run_replicates,
-    skip_reason,
-)
+from transferlab.params import SelectionParams
+from transferlab.strategies.finetune import Finetune, FinetuneParams
+from transferlab.strategies.linear_probe import LinearProbeParams
+from transferlab.strategies.partial_finetune import PartialFinetuneParams
+from transferlab.strategies.scratch import ScratchParams
 
 CPU = torch.device("cpu")
 ARCH = {"arch": "small_cnn", "width": 8}
@@ -136,12 +128,12 @@ def test_linear_probe_caches_the_pool_features_it_trained_on(results: dict, targ
     (folder / "runs.json").write_text(json.dumps({k: v for k, v in result.items()
                                                   if k != "timing"}))
     source, _ = load_checkpoint(source_path)
-    expected = strategies.extract_features(source, target.pool_x, CPU).numpy()
-    cached = strategies.load_pool_features(folder, len(target.pool_x))
+    expected = adaptation.extract_features(source, target.pool_x, CPU).numpy()
+    cached = adaptation.load_pool_features(folder, len(target.pool_x))
     assert cached is not None and np.array_equal(cached, expected)
     assert result["pool_features"]["shape"] == list(expected.shape)
-    assert strategies.load_pool_features(folder, len(target.pool_x) + 1) is None  # another pool
-    assert strategies.load_pool_features(folder.parent, len(target.pool_x)) is None  # no runs.json
+    assert adaptation.load_pool_features(folder, len(target.pool_x) + 1) is None  # another pool
+    assert adaptation.load_pool_features(folder.parent, len(target.pool_x)) is None  # no runs.json
 
 
 def test_edited_pool_features_are_caught_by_name(results: dict, target: TargetData,
@@ -150,12 +142,12 @@ def test_edited_pool_features_are_caught_by_name(results: dict, target: TargetDa
     copy_dir = tmp_path / "digits" / "linear_probe"
     copy_dir.mkdir(parents=True)
     (copy_dir / "runs.json").write_text(json.dumps({"pool_features": result["pool_features"]}))
-    features = np.load(folder / strategies.POOL_FEATURES)
+    features = np.load(folder / adaptation.POOL_FEATURES)
     features[0, 0] += 1.0
-    np.save(copy_dir / strategies.POOL_FEATURES, features)
+    np.save(copy_dir / adaptation.POOL_FEATURES, features)
     with pytest.raises(DataError, match=r"pool_features.npy: sha256 does not match .*runs.json"
                                         r".*dvc repro --force transfer@digits-linear_probe"):
-        strategies.load_pool_features(copy_dir, len(target.pool_x))
+        adaptation.load_pool_features(copy_dir, len(target.pool_x))
 
 
 # ----------------------------------------------------------------------- replicate seeds
@@ -179,7 +171,7 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
     result, folder = results[name]
     cfg = CONFIGS[name]
     assert result["strategy"] == name and result["skipped"] is None
-    cache = {strategies.POOL_FEATURES} if name == "linear_probe" else set()
+    cache = {adaptation.POOL_FEATURES} if name == "linear_probe" else set()
     assert {p.name for p in folder.iterdir()} == CHECKPOINTS | cache
     runs = result["runs"]
     assert [(r["seed"], r["budget"]) for r in runs] == [(0, "2"), (0, "all"), (1, "2"),
@@ -288,13 +280,13 @@ def test_linear_probe_extracts_features_once(target: TargetData, source_path: Pa
                                              tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = strategies.extract_features
+    original = adaptation.extract_features
 
     def counting(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         calls.append(len(x))
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(strategies, "extract_features", counting)
+    monkeypatch.setattr(adaptation, "extract_features", counting)
     result = run_replicates("linear_probe", CONFIGS["linear_probe"], source_path, target, CPU,
                             tmp_path, ARCH, SELECTION)
     assert len(result["runs"]) == 4
@@ -342,7 +334,7 @@ def test_partial_finetune_cannot_freeze_every_block(frozen: int, target: TargetD
 def test_finetune_backbone_learning_rate(source: nn.Module) -> None:
     model = reset_head(copy.deepcopy(source), 3, seed=0)
     cfg = FinetuneParams(lr=0.01, backbone_lr_mult=0.25)
-    groups = _param_groups("finetune", model, cfg)
+    _, groups = Finetune(cfg, None).trainable(model, cfg)
     assert [g["lr"] for g in groups] == [pytest.approx(0.0025), 0.01]
     backbone_ids = {id(p) for p in model.backbone.parameters()}
     assert {id(p) for p in groups[0]["params"]} == backbone_ids

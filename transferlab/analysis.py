@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transferlab import strategies
 from transferlab.params import EvaluateParams
 from transferlab.source_ranking import judge_ranking
 from transferlab.stats import (
@@ -36,7 +37,10 @@ from transferlab.transferability import trusted
 SCORES = ("logme", "leep", "nce", "hscore")
 REPORTED = ("accuracy", "balanced_accuracy", "f1_macro", "log_loss", "brier", "ece",
             "shifted_accuracy", "shift_gap", "forgetting")
-SCRATCH = "scratch"
+SCRATCH = strategies.by_role("baseline")  # every gain is measured against it
+# the realised accuracies each transferability score is judged against
+JUDGES = tuple(s for s in (strategies.by_role("reference"), strategies.by_role("feature_probe"))
+               if s)
 
 
 def curve_name(source: str, strategy: str) -> str:
@@ -251,7 +255,7 @@ def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequ
             reasons = sorted(set(trust[budget][s]))
             flags[budget][s] = not reasons
             agreement[budget][s] = {}
-            for strategy in ("finetune", "linear_probe"):
+            for strategy in JUDGES:
                 acc = [summary.get(f"{src}/{strategy}", {}).get(budget, {})
                        .get("accuracy", {}).get("mean", math.nan) for src in sources]
                 agreement[budget][s][strategy] = {

@@ -30,7 +30,7 @@ import yaml
 
 from transferlab.comparison import DIFFERENT, IDENTICAL, close, compare_out, is_number, worst
 from transferlab.errors import TransferlabError
-from transferlab.mirror import TRACKED_KINDS, stage_kind
+from transferlab.mirror import is_tracked, stage_kind
 from transferlab.reproduction import check_reproduction, out_paths, under
 from transferlab.runtime import dumps_json, run_stage
 from transferlab.workspace import copy_worktree
@@ -234,7 +234,7 @@ def check_mlflow(root: Path, lock: dict, enabled: bool, experiment: str,
     data = next((o.get("md5") for o in lock.get("prepare", {}).get("outs", [])
                  if o["path"] == "data/prepared"), None)
     for name, entry in sorted(lock.items()):
-        if stage_kind(name) in TRACKED_KINDS and stage in (None, name):
+        if is_tracked(stage_kind(name)) and stage in (None, name):
             run_id, problems = _stage_run_problems(client, exp.experiment_id, root, name, entry,
                                                    data)
             result["stages"][name] = {"run_id": run_id, "problems": problems}

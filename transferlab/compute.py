@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab import strategies
 from transferlab.analysis import curve_name
 from transferlab.runtime import TIMING_DIR, dumps_json, read_timing, run_stage
 
@@ -61,7 +62,7 @@ def compute_summary(timing_root: Path) -> dict:
             "peak_added_bytes": _median(v.get("peak_added_bytes") for v in per_run.values()),
             "feature_extraction_seconds": timing.get("feature_extraction_seconds"),
         }
-        if timing["strategy"] == "finetune":
+        if timing["strategy"] == strategies.by_role("reference"):
             finetune[timing["source"]] = {k: v["seconds"] for k, v in per_run.items()}
     pretrain = {p.stem: json.loads(p.read_text()).get("seconds")
                 for p in sorted((timing_root / "models").glob("*.json"))}

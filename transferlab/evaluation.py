@@ -20,15 +20,18 @@ from threadpoolctl import threadpool_limits
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
+from transferlab import strategies
+from transferlab.adaptation import load_pool_features
 from transferlab.analysis import curve_name
 from transferlab.metrics import classification_metrics
 from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
 from transferlab.prepared import PreparedDataset
 from transferlab.runtime import read_timing, timing_path
-from transferlab.strategies import load_pool_features
 from transferlab.training import extract_features, head_proba, predict_proba, to_tensor
 from transferlab.transferability import score_all
+
+BASELINE = strategies.by_role("baseline")  # its runs live in runs/<its name>
 
 
 def shifted_copy(x: torch.Tensor, p: EvaluateParams, seed: int) -> torch.Tensor:
@@ -76,14 +79,14 @@ def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[
     for path in wanted:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no runs of a configured source and strategy")
-    scratch = runs_root / "scratch" / "runs.json"
+    scratch = runs_root / BASELINE / "runs.json"
     for path in wanted + ([scratch] if scratch.is_file() else []):
         info = json.loads(path.read_text())
         info["folder"] = path.parent
         found.append(info)
-    if not any(i["strategy"] == "scratch" for i in found):
-        raise FileNotFoundError(f"{runs_root}: no scratch runs found; scratch is the baseline "
-                                "of every transfer gain")
+    if not any(i["strategy"] == BASELINE for i in found):
+        raise FileNotFoundError(f"{runs_root}: no {BASELINE} runs found; {BASELINE} is the "
+                                "baseline of every transfer gain")
     return found
 
 
@@ -138,7 +141,8 @@ def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
                 device: torch.device) -> dict:
     """Source-test accuracy of the adapted backbone under the original source head."""
     name = info["source"]
-    if info["strategy"] in ("scratch", "source_only") or name not in source_data \
+    member = strategies.get(info["strategy"])
+    if not (member.uses_source and member.trains) or name not in source_data \
             or not source_data[name].has_data:
         return {}
     if name not in cache:
@@ -177,7 +181,7 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
     rows, timing = [], []
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)
-        linear_probe = runs_root / name / "linear_probe"
+        linear_probe = runs_root / name / strategies.by_role("feature_probe")
         cached = load_pool_features(linear_probe, len(x_pool)) if use_cache else None
         if cached is not None:
             features = torch.from_numpy(cached)

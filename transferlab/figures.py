@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCRATCH = "scratch"
-STRATEGY_STYLE = {  # strategy -> (line style, marker)
-    "source_only": (":", "x"),
-    "linear_probe": ("-.", "s"),
-    "partial_finetune": ("--", "^"),
-    "finetune": ("-", "o"),
-}
+from transferlab import strategies
+
+SCRATCH = strategies.by_role("baseline")
+STRATEGY_STYLE = {name: strategies.get(name).style for name in strategies.names()
+                  if name != SCRATCH}  # strategy -> (line style, marker)
 SCORE_LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
 _RC = {
     "svg.hashsalt": "transferlab",

@@ -24,7 +24,20 @@ from transferlab.run_context import EXECUTION_ENV
 from transferlab.runtime import sha256_file
 from transferlab.tracking import Tracker
 
-TRACKED_KINDS = ("pretrain", "transfer", "scratch", "evaluate")
+MATRIX_KINDS = ("transfer", "methods")  # <kind>@<source>-<strategy>: one strategy's replicates
+OTHER_KINDS = ("prepare", "pretrain", "evaluate", "report")
+UNTRACKED_KINDS = ("prepare", "report")
+
+
+def runs_strategy(kind: str) -> bool:
+    """Does a stage of this kind run one strategy's replicates? The matrix stages do, and so
+    does a stage named after its strategy (the baseline's)."""
+    return kind in MATRIX_KINDS or kind not in OTHER_KINDS
+
+
+def is_tracked(kind: str) -> bool:
+    """Is a stage of this kind mirrored to MLflow?"""
+    return kind not in UNTRACKED_KINDS
 
 
 def stage_kind(dvc_stage: str) -> str:
@@ -101,7 +114,7 @@ def mirror_from_disk(tracker: Tracker, kind: str, outs: list[Path]) -> None:
         metrics = json.loads(by_name["metrics.json"].read_text())
         history = json.loads(by_name["history.json"].read_text())
         mirror_pretrain(tracker, metrics, history)
-    elif kind in ("transfer", "scratch"):
+    elif runs_strategy(kind):
         info = json.loads((outs[0] / "runs.json").read_text())
         for record in info["runs"]:
             mirror_transfer_record(tracker, info["source"], info["strategy"], record)
@@ -125,11 +138,11 @@ def _tags_for(dvc_stage: str) -> dict[str, str]:
     kind = stage_kind(dvc_stage)
     if kind == "pretrain":
         return {"transferlab.source": dvc_stage.split("@", 1)[1]}
-    if kind == "transfer":
+    if kind in MATRIX_KINDS:
         source, strategy = dvc_stage.split("@", 1)[1].rsplit("-", 1)
         return {"transferlab.source": source, "transferlab.strategy": strategy}
-    if kind == "scratch":
-        return {"transferlab.source": "none", "transferlab.strategy": "scratch"}
+    if runs_strategy(kind):  # named after its strategy, which uses no source
+        return {"transferlab.source": "none", "transferlab.strategy": dvc_stage}
     return {}
 
 
@@ -175,7 +188,7 @@ def _sync_stages(root: Path, tracker_params: Any, lock: dict, client: Any, exp: 
                                     "ok": []}
     for name, entry in sorted(lock.items()):
         kind = stage_kind(name)
-        if kind not in TRACKED_KINDS:
+        if not is_tracked(kind):
             continue
         outs = [root / o["path"] for o in entry.get("outs", [])]
         if not all(p.exists() for p in outs):
@@ -225,7 +238,7 @@ def _current_execution(client: Any, exp: str) -> str | None:
 def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], digest: str) -> str:
     tags = {**_tags_for(name), "transferlab.synced": "true",
             "transferlab.outputs_digest": digest}
-    tracker = Tracker(tracker_params, "transfer" if kind == "scratch" else kind, tags,
+    tracker = Tracker(tracker_params, "transfer" if runs_strategy(kind) else kind, tags,
                       dvc_stage=name)
     tracker.start()
     mirror_from_disk(tracker, kind, outs)

@@ -145,7 +145,7 @@ def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str
     plots, largest = inputs.plots, results.budget_keys(params)[-1]
     styles = figures.curve_styles(
         list(plots["learning_curves"]["curve"]) + list(plots["per_curve"]["curve"]))
-    best = inputs.evaluate["recommendations"].get(largest, {}).get("best") or "scratch"
+    best = inputs.evaluate["recommendations"].get(largest, {}).get("best") or figures.SCRATCH
     transfer = plots["transferability"]
     drawn = {
         "learning_curves": figures.learning_curves(plots["learning_curves"],

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import figures
-from transferlab.params import STRATEGIES, Params
+from transferlab import figures, strategies
+from transferlab.params import Params
 from transferlab.render import (
     NA,
     Block,
@@ -35,10 +35,11 @@ VERDICT_MARKERS = {"positive transfer": "▲", "negative transfer": "▼",
 
 # --------------------------------------------------------------------------------- helpers
 def _curve_key(curve: str) -> tuple:
-    if curve == "scratch":
+    if curve == figures.SCRATCH:
         return ("",)
     source, _, strategy = curve.partition("/")
-    return (source, STRATEGIES.index(strategy) if strategy in STRATEGIES else 99, strategy)
+    known = strategies.names()
+    return (source, known.index(strategy) if strategy in known else len(known), strategy)
 
 
 def ordered_curves(curves: Any) -> list[str]:
@@ -196,7 +197,7 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
                 continue
             acc = entry.get("accuracy") or {}
             cell = f"{f3(acc.get('mean'))} ± {f3(acc.get('std'))}"
-            if curve != "scratch":
+            if curve != figures.SCRATCH:
                 cell += " " + VERDICT_MARKERS.get((entry.get("gain") or {}).get("verdict"), "?")
             cells.append(cell)
         rows.append(tuple(cells))
@@ -218,7 +219,7 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
     for curve in ordered_curves(ev["summary"]):
         for budget in budget_keys(params):
             g = ev["summary"][curve].get(budget, {}).get("gain")
-            if curve == "scratch" or not g:
+            if curve == figures.SCRATCH or not g:
                 continue
             verdict = g.get("verdict", NA) + (f" ({g['note']})" if g.get("note") else "")
             rows.append((curve, budget, f3(g.get("diff"), signed=True),
@@ -275,12 +276,12 @@ def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
     for b in budgets:
         for s in _scores_in_order((t.get("agreement") or {}).get(b, {})):
             a = t["agreement"][b][s]
-            ft = a.get("finetune") or {}
+            ft = a.get(strategies.by_role("reference")) or {}
             trust = ft.get("trusted")
             agree_rows.append((b, figures.SCORE_LABELS.get(s, s), integer(ft.get("n_sources")),
                                NA if trust is None else "yes" if trust
                                else f"no: {ft.get('untrusted_reason')}", *(
-                _with_ci(x, k) for x in (ft, a.get("linear_probe") or {})
+                _with_ci(x, k) for x in (ft, a.get(strategies.by_role("feature_probe")) or {})
                 for k in ("kendall", "weighted"))))
     return [
         "Mean score per source and budget over seeds (higher predicts better transfer); n/a "

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from transferlab.analysis import SCORES, budget_value, curve_name
+from transferlab.analysis import JUDGES, SCORES, SCRATCH, budget_value, curve_name
 from transferlab.metrics import expected_calibration_error
 
 
@@ -112,14 +112,11 @@ def transferability_table(transfer: dict, summary: dict) -> pd.DataFrame:
     rows = []
     for source, by_budget in sorted(transfer["scores"].items()):
         for budget, scores in by_budget.items():
-            realised = {s: summary.get(f"{source}/{s}", {}).get(budget, {})
-                        .get("accuracy", {}).get("mean", np.nan)
-                        for s in ("finetune", "linear_probe")}
+            realised = {f"{s}_accuracy": summary.get(f"{source}/{s}", {}).get(budget, {})
+                        .get("accuracy", {}).get("mean", np.nan) for s in JUDGES}
             for score in SCORES:
                 rows.append({"source": source, "budget": budget, "score": score,
-                             "value": scores[score],
-                             "finetune_accuracy": realised["finetune"],
-                             "linear_probe_accuracy": realised["linear_probe"]})
+                             "value": scores[score], **realised})
     return pd.DataFrame(rows)
 
 
@@ -130,7 +127,7 @@ def write_plots(folder, results: Sequence, summary: dict, report: dict, budgets:
     folder.mkdir(parents=True, exist_ok=True)
     largest = budgets[-1]
     # the confusion matrix shows the recommended curve; scratch where nothing is recommended
-    best = report["recommendations"][largest]["best"] or "scratch"
+    best = report["recommendations"][largest]["best"] or SCRATCH
 
     def save(name: str, df: pd.DataFrame) -> None:
         df.to_csv(folder / name, index=False, float_format="%.6g")

@@ -11,6 +11,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,15 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg:
                          torch.stack([sin, cos, u[:, 3] * max_shift], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def augment_inputs(x: torch.Tensor, augment: bool | str, generator: torch.Generator
+                   ) -> torch.Tensor:
+    """Apply a training-batch augmentation: ``true``/``jitter`` is :func:`augment_batch`,
+    ``false``/``none`` nothing."""
+    if augment is False or augment == "none":
+        return x
+    return augment_batch(x, generator)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -93,7 +103,9 @@ def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         val: tuple[torch.Tensor, torch.Tensor] | None, cfg: TrainParams, groups: list[dict],
         generator: torch.Generator, device: torch.device, desc: str = "train",
-        augment: bool | None = None) -> dict:
+        augment: bool | str | None = None,
+        loss_term: Callable[..., torch.Tensor] | None = None,
+        on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train with early stopping on validation accuracy; restore the best epoch's weights.
 
     Model selection uses ``val`` only (never a test set). Ties in validation accuracy go to the
@@ -110,6 +122,10 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         device: where to train.
         desc: progress-bar label.
         augment: overrides ``cfg.augment`` (e.g. False for feature-space heads).
+        loss_term: an extra term added to the cross-entropy, called with (features (B, D),
+            logits (B, C), inputs (B, ...), labels (B,)); ``model`` must then have ``features``
+            and ``head`` (a :class:`~transferlab.models.TransferNet`, possibly wrapped).
+        on_epoch: called with the 1-based epoch before it starts (e.g. gradual unfreezing).
     Returns:
         {"best_epoch", "epochs_run", "steps", "best_val_accuracy", "best_val_loss", "history"}.
     """
@@ -121,6 +137,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     history, steps, since_best = [], 0, 0
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
     for epoch in bar:
+        if on_epoch is not None:
+            on_epoch(epoch)
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         total, seen = 0.0, 0
@@ -129,11 +147,16 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             if len(idx) == 1 and len(order) > 1:
                 continue  # BatchNorm cannot train on a last batch of one (e.g. 1x1 resnet maps)
             xb = x_train[idx]
-            if augment:
-                xb = augment_batch(xb, generator)
+            xb = augment_inputs(xb, augment, generator)
             xb, yb = xb.to(device), y_train[idx].to(device)
             with _autocast(device):
-                loss = F.cross_entropy(model(xb).float(), yb)
+                if loss_term is None:
+                    loss = F.cross_entropy(model(xb).float(), yb)
+                else:
+                    features = model.features(xb)
+                    logits = model.head(features)
+                    loss = (F.cross_entropy(logits.float(), yb)
+                            + loss_term(features, logits, xb, yb))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

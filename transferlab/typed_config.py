@@ -35,6 +35,8 @@ def check_range(key: str, value: float, low: float | None = None, high: float | 
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert nested blocks to dataclasses."""
+    if tp is Any:  # checked later by its owner (e.g. a search grid against the field's type)
+        return value
     origin = get_origin(tp)
     if origin is Literal:
         choices = get_args(tp)

@@ -1,10 +1,10 @@
-"""Transfer strategies: how a source model becomes a target model at one label budget and seed.
+"""The shared adaptation loop: how a source model becomes a target model at one label budget
+and seed, for any registered strategy (:mod:`transferlab.strategies`).
 
-- ``source_only``: the source model as it is, its head rows re-ordered to the target classes.
-- ``linear_probe``: frozen backbone, new linear head trained on features cached once.
-- ``partial_finetune``: the first N backbone blocks frozen; the rest and a new head train.
-- ``finetune``: everything trains, the backbone at ``lr * backbone_lr_mult``.
-- ``scratch``: same architecture, random init, target data only (the baseline).
+It knows no strategy by name. For each replicate it plans the selection
+(:mod:`transferlab.selection`), trains every candidate of the strategy's search space on the
+budget's training part, chooses on the held-out labels, and refits the choice on the whole
+budget; the strategy's hooks decide what trains and how.
 """
 
 from __future__ import annotations
@@ -15,26 +15,18 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from transferlab.models import (
-    TransferNet,
-    block_names,
-    build_model,
-    count_trainable,
-    freeze,
-    load_checkpoint,
-    reset_head,
-    save_checkpoint,
-)
-from transferlab.params import STRATEGIES, SelectionParams, TrainParams
+from transferlab.models import TransferNet, count_trainable, load_checkpoint, save_checkpoint
+from transferlab.params import SelectionParams
 from transferlab.prepared import PreparedDataset, load_verified
 from transferlab.runtime import sha256_file
 from transferlab.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
+from transferlab.strategies import Context, Strategy, get
 from transferlab.training import (
     Stopwatch,
     extract_features,
@@ -72,86 +64,53 @@ def replicate_seed(seed: str, budget: str) -> int:
 
 def skip_reason(strategy: str, source_config: dict | None, mapping: dict | None) -> str | None:
     """Why a strategy cannot run for this source, or None if it can."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    if strategy != "source_only":
-        return None
-    if not source_config or not source_config.get("source_classes"):
-        return "the source has no trained classifier (null source)"
-    if not mapping or not mapping.get("aligned"):
-        missing = (mapping or {}).get("unmapped_target_classes", [])
-        return ("label spaces differ: the source has no class for target classes "
-                + ", ".join(map(str, missing)))
-    return None
+    return get(strategy).skip_reason(source_config, mapping)
 
 
-def source_only_model(source: TransferNet, source_classes: list[str], mapping: dict,
-                      num_classes: int) -> TransferNet:
-    """The source model with its head rows picked and ordered by the source->target mapping."""
-    rows = [0] * num_classes
-    for s_name, t_idx in mapping["source_to_target"].items():
-        rows[t_idx] = source_classes.index(s_name)
-    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep global RNG intact
-        head = nn.Linear(source.feature_dim, num_classes)
-    with torch.no_grad():
-        head.weight.copy_(source.head.weight[rows])
-        head.bias.copy_(source.head.bias[rows])
-    source.head = head
-    return source.eval()
-
-
-def _trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def adapt(strategy: str, source: TransferNet | None, target: TargetData, cfg: TrainParams,
-          seed: str, budget: str, device: torch.device, arch: dict, selection: SelectionParams,
-          features: tuple[torch.Tensor, torch.Tensor] | None = None,
-          desc: str = "") -> tuple[TransferNet, dict]:
+def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: str,
+          selection: SelectionParams, desc: str = "") -> tuple[TransferNet, dict]:
     """Train one target model for a (strategy, budget, seed) replicate under the selection
-    protocol (:mod:`transferlab.selection`): choose the epoch on labels held out of the budget
-    (or the external validation set, or a fixed schedule), then refit on the whole budget.
+    protocol (:mod:`transferlab.selection`): train each candidate of the strategy's search
+    space on the budget's training part, choose the candidate and its epoch on the labels held
+    out of the budget (or the external validation set, or a fixed schedule), then refit the
+    choice on the whole budget.
 
     Args:
-        strategy: one of linear_probe, partial_finetune, finetune, scratch.
-        source: a fresh copy of the source model (None for scratch).
+        strategy: the strategy, built on this replicate's :class:`Context` (``ctx.seed`` is
+            :func:`replicate_seed` of ``seed`` and ``budget``).
         target: pool, validation set and class count.
         cfg: the strategy's params block.
         seed: the replicate seed (as a string, as in budgets.json).
         budget: labels per class (as in budgets.json, e.g. "10" or "all").
-        device: where to train.
-        arch: {"arch", "width"} for scratch.
         selection: the ``selection`` params block.
-        features: cached (pool features, val features) for linear_probe.
         desc: progress-bar label.
     Returns:
         (trained model on CPU, record: selection method and score, best epoch, steps, trainable
-        params, FLOPs, validation history of the choosing run).
+        params, FLOPs, validation history of the choosing run, and the search where there was
+        one).
     """
     budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
-    gen_seed = replicate_seed(seed, budget)
+    gen_seed = strategy.ctx.seed
+    device = strategy.ctx.device
     plan = plan_selection(budget_idx, target.pool_y.numpy(), selection, gen_seed)
-    if strategy == "scratch":
-        norm = target.normalization
-        init = build_model(arch["arch"], target.num_classes, norm["mean"], norm["std"],
-                           gen_seed, arch["width"])
-    else:
-        init = reset_head(source, target.num_classes, gen_seed)
-    probe = strategy == "linear_probe"
-    inputs, val_inputs = features if probe else (target.pool_x, target.val_x)
+    init = strategy.initial_model()
+    inputs, val_inputs = strategy.inputs()
 
-    def train(idx: np.ndarray, val: tuple | None, epochs: int, label: str) -> tuple:
+    def train(run_cfg: Any, idx: np.ndarray, val: tuple | None, epochs: int, label: str,
+              chosen: dict | None = None) -> tuple:
         model = copy.deepcopy(init)
-        if probe:
-            freeze(model, block_names(model), bn_stats=True)
-            net, groups = model.head, [{"params": list(model.head.parameters())}]
-        else:
-            net, groups = model, _param_groups(strategy, model, cfg)
         ix = torch.from_numpy(idx)
-        summary = fit(net, (inputs[ix], target.pool_y[ix]), val, replace(cfg, epochs=epochs),
-                      groups, torch.Generator().manual_seed(gen_seed), device, label,
-                      augment=False if probe else None)
-        return model, net, summary
+        data = (inputs[ix], target.pool_y[ix])
+        generator = torch.Generator().manual_seed(gen_seed)
+        model = strategy.before_fit(model, data, run_cfg, generator)
+        net, groups = strategy.trainable(model, run_cfg)
+        summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
+                      device, label, loss_term=strategy.loss_term(model, run_cfg),
+                      on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg))
+        trainable = count_trainable(net)
+        per_example = flops_per_example(net.cpu(), val_inputs[:1], train=True)
+        model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
+        return model, summary, choices, trainable, per_example
 
     val = None
     if plan.method == HOLDOUT:
@@ -159,22 +118,43 @@ def adapt(strategy: str, source: TransferNet | None, target: TargetData, cfg: Tr
         val = (inputs[held], target.pool_y[held])
     elif plan.method == EXTERNAL:
         val = (val_inputs, target.val_y)
-    model, net, chosen = train(plan.train_idx, val, cfg.epochs, desc)
-    examples_x_epochs = len(plan.train_idx) * chosen["epochs_run"]
-    steps = chosen["steps"]
+    grid = cfg.search_grid()
+    if plan.method == FIXED:
+        grid = grid[:1]  # nothing held out to choose with: the block's own values
+    candidates = []
+    for i, (override, run_cfg) in enumerate(grid):
+        label = desc if len(grid) == 1 else f"{desc} cand {i + 1}/{len(grid)}"
+        candidates.append((override, run_cfg, *train(run_cfg, plan.train_idx, val,
+                                                     cfg.epochs, label)))
+    best = max(range(len(candidates)), key=lambda i: _candidate_key(candidates[i][3]))
+    override, run_cfg, model, chosen, choices, trainable, per_example = candidates[best]
+    examples_x_epochs = sum(len(plan.train_idx) * c[3]["epochs_run"] for c in candidates)
+    steps = sum(c[3]["steps"] for c in candidates)
     if plan.refit_idx is not None:
-        model, net, refit = train(plan.refit_idx, None, chosen["best_epoch"], f"{desc} refit")
+        model, refit, _, trainable, per_example = train(
+            run_cfg, plan.refit_idx, None, chosen["best_epoch"], f"{desc} refit", choices)
         examples_x_epochs += len(plan.refit_idx) * refit["epochs_run"]
         steps += refit["steps"]
     # (linear_probe: the one backbone forward per pool example is the shared feature cost)
-    example = val_inputs[:1]
-    per_example = flops_per_example(net.cpu(), example, train=True)
     record = {k: chosen[k] for k in ("best_epoch", "epochs_run", "best_val_accuracy",
                                      "best_val_loss")}
     record.update(plan.record(), selection_score=chosen["best_val_accuracy"], steps=steps,
-                  trainable_params=count_trainable(model),
+                  trainable_params=trainable,
                   train_flops=int(per_example * examples_x_epochs), history=chosen["history"])
+    if len(grid) > 1 or choices:
+        record["search"] = {
+            "chosen": {**override, **choices},
+            "candidates": [{"config": c[0], "best_val_accuracy": c[3]["best_val_accuracy"],
+                            "best_val_loss": c[3]["best_val_loss"],
+                            "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}
     return model.cpu().eval(), record
+
+
+def _candidate_key(summary: dict) -> tuple:
+    """Higher is better: validation accuracy, then lower validation loss (the first candidate
+    wins a full tie, as ``max`` keeps the first maximum). Under a fixed schedule there is one."""
+    acc, loss = summary["best_val_accuracy"], summary["best_val_loss"]
+    return (-1.0 if acc is None else acc, -(loss if loss is not None else 0.0))
 
 
 def source_only_selection(model: TransferNet, target: TargetData, seed: str, budget: str,
@@ -193,23 +173,6 @@ def source_only_selection(model: TransferNet, target: TargetData, seed: str, bud
             x, y = target.val_x, target.val_y
         score = float((predict_logits(model, x, device).argmax(1) == y).double().mean())
     return {**plan.record(), "refit": False, "selection_score": score}
-
-
-def _param_groups(strategy: str, model: TransferNet, cfg: TrainParams) -> list[dict]:
-    if strategy == "partial_finetune":
-        names = block_names(model)
-        if cfg.frozen_blocks >= len(names):
-            raise ValueError(f"transfer.partial_finetune.frozen_blocks: {cfg.frozen_blocks} "
-                             f"would freeze every block; the backbone has {len(names)}: "
-                             + ", ".join(names))
-        freeze(model, names[:cfg.frozen_blocks], bn_stats=cfg.freeze_bn_stats)
-        return [{"params": _trainable(model)}]
-    if strategy == "finetune":
-        head = set(map(id, model.head.parameters()))
-        backbone = [p for p in model.parameters() if id(p) not in head]
-        return [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
-                {"params": list(model.head.parameters()), "lr": cfg.lr}]
-    return [{"params": _trainable(model)}]  # scratch
 
 
 def cached_features(source: TransferNet, target: TargetData,
@@ -258,53 +221,59 @@ def load_target(folder: str | Path) -> TargetData:
                       len(data.class_names), data.budgets(), data.manifest["normalization"])
 
 
-def run_replicates(strategy: str, cfg: TrainParams | None, source_path: Path | None,
-                   target: TargetData, device: torch.device, out_dir: Path,
-                   arch: dict, selection: SelectionParams,
+def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
+                   device: torch.device, out_dir: Path, arch: dict,
+                   selection: SelectionParams,
                    on_result: Callable[[dict, TransferNet], None] | None = None,
                    mapping: dict | None = None) -> dict:
     """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
 
     Args:
-        strategy: the strategy name.
-        cfg: its params block (None for source_only).
-        source_path: the source checkpoint (None for scratch).
+        strategy: the strategy name (see :func:`transferlab.strategies.names`).
+        cfg: its params block.
+        source_path: the source checkpoint (None for a strategy that does not use a source).
         target: the prepared target.
         device: where to train.
-        out_dir: receives ``<seed>_<budget>.pt`` checkpoints.
-        arch: {"arch", "width"} used by scratch.
+        out_dir: receives ``<seed>_<budget>.pt`` checkpoints (``model.pt`` for a strategy that
+            does not train).
+        arch: {"arch", "width"} of the source architecture.
         selection: the ``selection`` params block (how each replicate chooses).
         on_result: called with (record, model) after each replicate (e.g. tracking).
-        mapping: the source->target label mapping from the source manifest (source_only).
+        mapping: the source->target label mapping from the source manifest.
     Returns:
-        {"strategy", "skipped": reason or None, "runs": [record...], "timing": {...}}.
+        {"strategy", "skipped": reason or None, "runs": [record...], "timing": {...}} plus what
+        the strategy's setup adds.
     """
+    cls = get(strategy)
     source, config = (None, None)
     if source_path is not None:
         source, config = load_checkpoint(source_path)
-    reason = skip_reason(strategy, config, mapping)
-    result = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
+    reason = cls.skip_reason(config, mapping)
+    result: dict = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
     if reason:
         return result
-    features = None
-    if strategy == "linear_probe":
-        features, seconds = cached_features(source, target, device)
-        result["timing"]["feature_extraction_seconds"] = seconds
-        result["pool_features"] = save_pool_features(features[0], out_dir)
-    if strategy == "source_only":
-        model = source_only_model(source, config["source_classes"], mapping, target.num_classes)
+
+    def context(seed: int, shared: dict) -> Context:
+        return Context(target, copy.deepcopy(source) if source is not None else None, config,
+                       mapping, arch, device, seed, shared)
+
+    shared: dict = {"out_dir": out_dir}
+    result.update(cls(cfg, context(0, shared)).setup())
+    result["timing"].update(shared.pop("timing", {}))
+    if not cls.trains:
+        model = cls(cfg, context(0, shared)).untrained_model()
         save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})
     replicates = list(target.replicates())
     bar = tqdm(replicates, desc=strategy, unit="run", disable=None)
     for seed, budget in bar:
         bar.set_postfix(seed=seed, budget=budget)
-        name = f"{seed}_{budget}.pt" if strategy != "source_only" else "model.pt"
+        name = f"{seed}_{budget}.pt" if cls.trains else "model.pt"
         record = {"seed": int(seed), "budget": budget, "checkpoint": name}
-        if strategy != "source_only":
-            base = copy.deepcopy(source) if source is not None else None
+        if cls.trains:
+            member = cls(cfg, context(replicate_seed(seed, budget), shared))
             with Stopwatch() as watch:
-                model, info = adapt(strategy, base, target, cfg, seed, budget, device, arch,
-                                    selection, features, desc=f"{strategy} b={budget} s={seed}")
+                model, info = adapt(member, target, cfg, seed, budget, selection,
+                                    desc=f"{strategy} b={budget} s={seed}")
             save_checkpoint(model, out_dir / name, {
                 "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
                 "mean": float(model.normalize.mean), "std": float(model.normalize.std),

@@ -1,0 +1,45 @@
+"""Transfer strategies as plugins: one module per strategy, each registering itself by name.
+
+Every module of this package except ``base`` and ``registry`` is a strategy and is imported
+here, so that it registers. Dropping a strategy is deleting its module and its params block.
+"""
+
+import dataclasses
+import importlib
+import pkgutil
+from typing import Any
+
+from transferlab.strategies.base import (  # noqa: F401
+    Context,
+    Strategy,
+    TransferTrainParams,
+    UntrainedParams,
+)
+from transferlab.strategies.registry import block, by_role, get, names, parse_blocks  # noqa: F401
+from transferlab.typed_config import fail
+
+
+def resolve(params: Any) -> Any:
+    """``params`` with its ``transfer`` block loaded into each strategy's params dataclass, and
+    the grid's strategy names checked. Stages that run or evaluate strategies call this right
+    after :func:`transferlab.params.load_params`.
+
+    Raises:
+        ParamsError: naming the offending key and the valid choices.
+    """
+    blocks = parse_blocks(params.transfer)
+    baseline = by_role("baseline")
+    valid = [s for s in names() if s != baseline]
+    for i, name in enumerate(params.grid.strategies):
+        if name not in valid:
+            fail(f"grid.strategies[{i}]", f"unknown strategy {name!r}; expected one of "
+                 f"{', '.join(valid)} ({baseline} always runs, as the baseline)")
+    for name in (*params.grid.strategies, baseline):
+        block(blocks, name)
+    return dataclasses.replace(params, transfer=blocks)
+
+
+_INFRASTRUCTURE = {"base", "registry"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -63,7 +63,8 @@ def main() -> None:
         out.mkdir(parents=True)
         source_model = Path(args.source_model) if args.source_model else None
         result = run_replicates(args.strategy, cfg, source_model, target, device, out, arch,
-                                params.selection, on_result, mapping)
+                                params.selection, on_result, mapping,
+                                Path(args.source_data) if args.source_data else None)
         timing = result.pop("timing")
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
         if result["skipped"]:

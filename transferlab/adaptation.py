@@ -225,7 +225,7 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
                    device: torch.device, out_dir: Path, arch: dict,
                    selection: SelectionParams,
                    on_result: Callable[[dict, TransferNet], None] | None = None,
-                   mapping: dict | None = None) -> dict:
+                   mapping: dict | None = None, source_data: Path | None = None) -> dict:
     """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
 
     Args:
@@ -240,6 +240,8 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         selection: the ``selection`` params block (how each replicate chooses).
         on_result: called with (record, model) after each replicate (e.g. tracking).
         mapping: the source->target label mapping from the source manifest.
+        source_data: the prepared source folder; its training split is loaded only for a
+            strategy that declares ``uses_source_data``.
     Returns:
         {"strategy", "skipped": reason or None, "runs": [record...], "timing": {...}} plus what
         the strategy's setup adds.
@@ -253,9 +255,17 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
     if reason:
         return result
 
+    images = None
+    if cls.uses_source_data:
+        if source_data is None:
+            raise ValueError(f"strategy {strategy} trains on the source's images; pass the "
+                             "prepared source folder (--source-data)")
+        split = PreparedDataset.open(source_data).load("train")
+        images = (to_tensor(split.images), torch.from_numpy(split.labels))
+
     def context(seed: int, shared: dict) -> Context:
         return Context(target, copy.deepcopy(source) if source is not None else None, config,
-                       mapping, arch, device, seed, shared)
+                       mapping, arch, device, seed, shared, images)
 
     shared: dict = {"out_dir": out_dir}
     result.update(cls(cfg, context(0, shared)).setup())

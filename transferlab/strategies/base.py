@@ -101,6 +101,9 @@ class Context:
     device: torch.device
     seed: int = 0  # the replicate's seed: head init, batch order
     shared: dict = field(default_factory=dict)  # per-stage state from Strategy.setup
+    # the source's training images (N, 1, H, W) and labels, where the strategy declares
+    # ``uses_source_data`` (e.g. domain-adversarial training); None otherwise
+    source_data: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Strategy:
@@ -116,6 +119,7 @@ class Strategy:
     needs_source_head: ClassVar[bool] = False  # skip where the source has no classifier
     needs_aligned_labels: ClassVar[bool] = False  # skip unless every target class has a source one
     uses_unlabeled: ClassVar[bool] = False  # reads the target pool's images without labels
+    uses_source_data: ClassVar[bool] = False  # reads the source's training images
     roles: ClassVar[frozenset[str]] = frozenset()
     style: ClassVar[tuple[str, str]] = ("-", ".")  # matplotlib line style and marker
     rank: ClassVar[int] = 100  # order in tables and figures: least trained first
@@ -131,6 +135,8 @@ class Strategy:
         if cls.needs_source_head and (not source_config or not source_config.get(
                 "source_classes")):
             return "the source has no trained classifier (null source)"
+        if cls.uses_source_data and (not mapping or not mapping.get("class_names")):
+            return "the source has no data (null source)"
         if cls.needs_aligned_labels and (not mapping or not mapping.get("aligned")):
             missing = (mapping or {}).get("unmapped_target_classes", [])
             return ("label spaces differ: the source has no class for target classes "

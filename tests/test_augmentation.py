@@ -104,3 +104,13 @@ def test_rejects_non_batch_or_integer_input() -> None:
         augment(_batch()[0], "light", _gen(0))
     with pytest.raises(ValueError, match="torch.uint8"):
         augment((_batch() * 255).to(torch.uint8), "light", _gen(0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_matches_cpu_and_leaves_cuda_rng_alone() -> None:
+    x = _batch()
+    before = torch.cuda.get_rng_state()
+    out = augment(x.cuda(), "strong", _gen(4))
+    assert out.is_cuda
+    assert torch.equal(out.cpu(), augment(x, "strong", _gen(4)))
+    assert torch.equal(torch.cuda.get_rng_state(), before)

@@ -12,12 +12,15 @@ import torchvision
 from torch import nn
 
 from transferlab.models import (
+    HEADS,
+    MLPHead,
     block_names,
     build_model,
     count_trainable,
     freeze,
     load_checkpoint,
     load_torchvision_init,
+    make_head,
     reset_head,
     save_checkpoint,
 )
@@ -238,3 +241,88 @@ def test_load_torchvision_init_unknown_weights(tmp_path: Path,
     model = build_model("resnet18", 3, MEAN, STD, seed=0)
     with pytest.raises(ValueError, match="unknown weights 'IMAGENET9K'.*IMAGENET1K_V1"):
         load_torchvision_init(model, "torchvision:resnet18:IMAGENET9K")
+
+
+# ----------------------------------------------------------------------------------- heads
+def test_linear_head_is_the_manual_seeded_linear() -> None:
+    """kind="linear" draws exactly what the head always drew: saved checkpoints keep their md5."""
+    model = reset_head(_small(), 6, seed=11)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        manual = nn.Linear(model.feature_dim, 6)
+    assert type(model.head) is nn.Linear
+    assert _states_equal(model.head.state_dict(), manual.state_dict())
+    explicit = reset_head(_small(), 6, seed=11, kind="linear", hidden=64)  # hidden is ignored
+    assert _states_equal(explicit.head.state_dict(), manual.state_dict())
+
+
+def test_mlp_head_shapes_seeding_and_global_rng() -> None:
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    a = make_head("mlp", 32, 4, hidden=16, seed=2)
+    b = make_head("mlp", 32, 4, hidden=16, seed=2)
+    c = make_head("mlp", 32, 4, hidden=16, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert isinstance(a, MLPHead) and a.hidden == 16
+    assert [tuple(p.shape) for p in a.parameters()] == [(16, 32), (16,), (4, 16), (4,)]
+    assert _states_equal(a.state_dict(), b.state_dict())
+    assert not torch.equal(a[0].weight, c[0].weight)
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), a[2](torch.relu(a[0](x))))
+        assert torch.equal(a.train()(x), a.eval()(x))  # no dropout: deterministic
+
+
+def test_reset_head_mlp_forward_and_trainable_count() -> None:
+    model = reset_head(_small(), 5, seed=0, kind="mlp", hidden=20)
+    with torch.no_grad():
+        assert model.eval()(torch.rand(2, 1, 16, 16)).shape == (2, 5)
+    body = count_trainable(model.backbone)
+    assert count_trainable(model) == body + 32 * 20 + 20 + 20 * 5 + 5
+
+
+def test_unknown_head_and_bad_hidden() -> None:
+    assert HEADS == ("linear", "mlp")
+    with pytest.raises(ValueError, match="unknown head 'mpl'; expected one of linear, mlp"):
+        reset_head(_small(), 3, seed=0, kind="mpl")
+    with pytest.raises(ValueError, match="head_hidden must be at least 1.*got 0"):
+        make_head("mlp", 32, 3, hidden=0, seed=0)
+
+
+def test_mlp_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = reset_head(_small(seed=3, num_classes=4), 4, seed=9, kind="mlp", hidden=12)
+    config = {"arch": "small_cnn", "width": 8, "num_classes": 4, "mean": MEAN, "std": STD}
+    save_checkpoint(model, tmp_path / "m.pt", config)
+    loaded, cfg = load_checkpoint(tmp_path / "m.pt")
+    assert cfg == {**config, "head": "mlp", "head_hidden": 12}
+    assert "head" not in config  # the caller's dict is not modified
+    assert isinstance(loaded.head, MLPHead) and loaded.head.hidden == 12
+    assert _states_equal(loaded.state_dict(), model.state_dict())
+    x = torch.rand(5, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_linear_checkpoint_bytes_unchanged(tmp_path: Path) -> None:
+    """A linear-head checkpoint is the very file the former save_checkpoint wrote."""
+    model = _small(seed=1, num_classes=3)
+    config = {"arch": "small_cnn", "width": 8, "num_classes": 3, "mean": MEAN, "std": STD}
+    old, new = tmp_path / "old" / "model.pt", tmp_path / "new" / "model.pt"  # same file name:
+    old.parent.mkdir()  # torch.save names the zip's records after it
+    new.parent.mkdir()
+    torch.save({"config": config, "state_dict": model.state_dict()}, old)
+    save_checkpoint(model, new, config)
+    assert new.read_bytes() == old.read_bytes()
+    assert "head" not in load_checkpoint(new)[1]
+
+
+def test_checkpoint_config_follows_the_actual_head(tmp_path: Path) -> None:
+    """A config copied from an MLP-head source does not mislabel a new linear head."""
+    config = {"arch": "small_cnn", "width": 8, "num_classes": 3, "mean": MEAN, "std": STD,
+              "head": "mlp", "head_hidden": 12}
+    model = reset_head(_small(), 3, seed=0)
+    save_checkpoint(model, tmp_path / "m.pt", config)
+    loaded, cfg = load_checkpoint(tmp_path / "m.pt")
+    assert "head" not in cfg and "head_hidden" not in cfg
+    assert type(loaded.head) is nn.Linear
+    assert _states_equal(loaded.state_dict(), model.state_dict())

@@ -2,8 +2,8 @@
 
 Every model is a :class:`TransferNet`: ``normalize`` (fixed data statistics) -> ``backbone``
 (an ``nn.Sequential`` of named blocks ending in a pooled feature vector) -> ``head``
-(``nn.Linear``). Surgery is explicit: :func:`reset_head` swaps the head for N classes,
-:func:`freeze` freezes blocks by name, with or without their BatchNorm statistics.
+(``nn.Linear``, or an :class:`MLPHead`). Surgery is explicit: :func:`reset_head` swaps the head
+for N classes, :func:`freeze` freezes blocks by name, with or without their BatchNorm statistics.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from transferlab.params import SMALL_ARCHS, TORCHVISION_ARCHS
+
+HEADS = ("linear", "mlp")
 
 
 class Normalize(nn.Module):
@@ -33,7 +35,7 @@ class Normalize(nn.Module):
 
 
 class TransferNet(nn.Module):
-    """normalize -> backbone blocks -> linear head, with BatchNorm statistics freezable."""
+    """normalize -> backbone blocks -> head, with BatchNorm statistics freezable."""
 
     def __init__(self, normalize: Normalize, backbone: nn.Sequential, feature_dim: int,
                  num_classes: int) -> None:
@@ -145,11 +147,49 @@ def load_torchvision_init(model: TransferNet, init: str) -> list[str]:
     return list(backbone.state_dict())
 
 
-def reset_head(model: TransferNet, num_classes: int, seed: int) -> TransferNet:
-    """Replace the head with a new ``nn.Linear`` for ``num_classes``, initialised from ``seed``."""
+class MLPHead(nn.Sequential):
+    """Linear -> ReLU -> Linear. No dropout, so train and eval mode compute the same function."""
+
+    def __init__(self, in_dim: int, hidden: int, num_classes: int) -> None:
+        super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.hidden = hidden
+
+
+def make_head(kind: str, in_dim: int, num_classes: int, hidden: int, seed: int) -> nn.Module:
+    """A new classification head, initialised from ``seed`` alone (global RNG left untouched).
+
+    Args:
+        kind: one of :data:`HEADS`. ``linear`` is the ``nn.Linear`` drawn right after
+            ``torch.manual_seed(seed)``, exactly as heads always were.
+        in_dim: feature dimension (the backbone's ``feature_dim``).
+        num_classes: outputs.
+        hidden: width of the ``mlp`` hidden layer (at least 1); ignored by ``linear``.
+        seed: initialisation seed.
+    Returns:
+        An ``nn.Linear`` or an :class:`MLPHead`: (B, in_dim) -> (B, num_classes).
+    """
+    if kind not in HEADS:
+        raise ValueError(f"unknown head {kind!r}; expected one of {', '.join(HEADS)}")
+    if kind == "mlp" and hidden < 1:
+        raise ValueError(f"head_hidden must be at least 1 for an mlp head, got {hidden}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model.head = nn.Linear(model.feature_dim, num_classes)
+        if kind == "linear":
+            return nn.Linear(in_dim, num_classes)
+        return MLPHead(in_dim, hidden, num_classes)
+
+
+def head_config(head: nn.Module) -> dict[str, Any]:
+    """What a checkpoint's config records about ``head``: nothing for a linear head."""
+    if isinstance(head, MLPHead):
+        return {"head": "mlp", "head_hidden": head.hidden}
+    return {}
+
+
+def reset_head(model: TransferNet, num_classes: int, seed: int, kind: str = "linear",
+               hidden: int = 0) -> TransferNet:
+    """Replace the head with a new one for ``num_classes`` (see :func:`make_head`)."""
+    model.head = make_head(kind, model.feature_dim, num_classes, hidden, seed)
     return model
 
 
@@ -192,7 +232,13 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def save_checkpoint(model: TransferNet, path: str | Path, config: dict[str, Any]) -> None:
-    """Save the state dict with what :func:`load_checkpoint` needs to rebuild the model."""
+    """Save the state dict with what :func:`load_checkpoint` needs to rebuild the model.
+
+    The saved config's ``head``/``head_hidden`` keys describe ``model.head`` (they are set for
+    an MLP head and dropped for a linear one), so a linear-head config is saved as given.
+    """
+    config = {k: v for k, v in config.items() if k not in ("head", "head_hidden")}
+    config.update(head_config(model.head))
     torch.save({"config": config, "state_dict": model.state_dict()}, path)
 
 
@@ -203,5 +249,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     cfg = ckpt["config"]
     model = build_model(cfg["arch"], cfg["num_classes"], cfg["mean"], cfg["std"], seed=0,
                         width=cfg.get("width", 32))
+    if "head" in cfg:  # only non-linear heads are recorded
+        reset_head(model, max(cfg["num_classes"], 1), seed=0, kind=cfg["head"],
+                   hidden=cfg.get("head_hidden", 0))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), cfg

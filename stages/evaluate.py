@@ -7,12 +7,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab import analysis, strategies, tables  # noqa: E402
+from transferlab.cleaning import cleaning_report  # noqa: E402
 from transferlab.evaluation import (  # noqa: E402
     champion_checkpoints,
     discover_runs,
     evaluate_runs,
     transferability_scores,
 )
+from transferlab.helped import what_helped  # noqa: E402
 from transferlab.mirror import mirror_evaluate, outputs_digest, register_champions  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.prepared import PreparedDataset  # noqa: E402
@@ -56,7 +58,9 @@ def main() -> None:
     all_lpc = sum(target.manifest["counts"]["train"].values()) / len(target.class_names)
     grid = params.grid.strategies
     feature_probe = strategies.by_role("feature_probe")
-    runs = discover_runs(Path(args.runs), names, grid)
+    methods = [(s, st) for s in params.grid.methods.sources
+               for st in params.grid.methods.strategies]
+    runs = discover_runs(Path(args.runs), names, grid, methods)
     tracker = Tracker(params.tracking, "evaluate",
                       {"transferlab.device": device_description(device)}, {"evaluate": to_dict(p)},
                       dvc_stage="evaluate")
@@ -80,6 +84,10 @@ def main() -> None:
             "transferability": transfer,
             "recommendations": verdicts["recommendations"],
             "statistics": verdicts["statistics"],
+            "what_helped": what_helped(results, summary, budgets, p),
+            "data_hygiene": cleaning_report(
+                {s: (split.images, split.labels) for s in ("train", "val", "test")
+                 for split in [target.load(s)]}),
             **extra,
         }
         metrics_path.write_text(dumps_json(report))

@@ -118,9 +118,8 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
         val = (inputs[held], target.pool_y[held])
     elif plan.method == EXTERNAL:
         val = (val_inputs, target.val_y)
-    grid = cfg.search_grid()
-    if plan.method == FIXED:
-        grid = grid[:1]  # nothing held out to choose with: the block's own values
+    # nothing held out to choose with: the block's own values, as written
+    grid = [({}, cfg)] if plan.method == FIXED else cfg.search_grid()
     candidates = []
     for i, (override, run_cfg) in enumerate(grid):
         label = desc if len(grid) == 1 else f"{desc} cand {i + 1}/{len(grid)}"

@@ -329,7 +329,7 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
                 entry["vs_runner_up"] = paired_difference(groups[best][budget],
                                                           groups[runner][budget], p)
         realised = {c.split("/")[0]: summary[c][budget]["accuracy"]["mean"]
-                    for c in summary if c.endswith("/finetune") and budget in summary[c]}
+                    for c in summary if c.endswith(f"/{JUDGES[0]}") and budget in summary[c]}
         right = max(realised, key=lambda s: (realised[s], s)) if realised else None
         entry["best_source_by_finetune"] = right
         entry["score_picks"] = {s: {"source": pick, "correct": pick is not None and pick == right}

@@ -65,17 +65,21 @@ class RunResult:
     # accuracy on the labels held out of the budget (selection protocol); nan where the budget
     # was too small to hold any out. Every choice ranks runs by this, never by the test split.
     selection_score: float = math.nan
+    search: dict | None = None  # the run's in-stage search (chosen config, candidates), if any
 
 
-def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[str]) -> list[dict]:
-    """The ``runs.json`` of every configured ``<source>/<strategy>/`` and of ``scratch/``.
+def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[str],
+                  methods: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """The ``runs.json`` of every configured ``<source>/<strategy>/`` and of the baseline's.
 
-    Only the configured sources and strategies (``prepare.sources``, ``grid.strategies``) are
-    read: run folders that another scenario left under ``runs_root`` do not leak in. A
-    configured run folder without its ``runs.json`` is an error.
+    Only the configured sources and strategies (``prepare.sources`` x ``grid.strategies``,
+    plus the ``methods`` (source, strategy) pairs of ``grid.methods``) are read: run folders
+    that another scenario left under ``runs_root`` do not leak in. A configured run folder
+    without its ``runs.json`` is an error.
     """
     found = []
     wanted = [runs_root / src / st / "runs.json" for src in sorted(sources) for st in strategies]
+    wanted += [runs_root / src / st / "runs.json" for src, st in methods]
     for path in wanted:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no runs of a configured source and strategy")
@@ -132,7 +136,8 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
                "seed": run["seed"]}
         score = run.get("selection_score")
         results.append(RunResult(key, metrics, proba.argmax(1) == test.labels, proba,
-                                 math.nan if score is None else float(score)))
+                                 math.nan if score is None else float(score),
+                                 run.get("search")))
     return results, {"skipped": skipped}
 
 

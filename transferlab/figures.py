@@ -18,6 +18,7 @@ import pandas as pd
 from transferlab import strategies
 
 SCRATCH = strategies.by_role("baseline")
+REFERENCE = strategies.by_role("reference")  # its realised accuracy judges the source ranking
 STRATEGY_STYLE = {name: strategies.get(name).style for name in strategies.names()
                   if name != SCRATCH}  # strategy -> (line style, marker)
 SCORE_LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
@@ -228,7 +229,7 @@ def transferability(df: pd.DataFrame, agreement: dict, path: str | Path) -> Path
         if missing:
             ax.text(0.02, 0.02, "not shown (score or finetune n/a):\n" + "\n".join(missing),
                     transform=ax.transAxes, fontsize=6, va="bottom")
-        tau = (agreement.get(score) or {}).get("finetune", {}).get("kendall_tau")
+        tau = (agreement.get(score) or {}).get(REFERENCE, {}).get("kendall_tau")
         tau_text = "n/a" if tau is None or not math.isfinite(tau) else f"{tau:.2f}"
         ax.set(title=f"{SCORE_LABELS.get(score, score)} (Kendall τ = {tau_text})",
                xlabel="score", ylabel="finetune accuracy")
@@ -261,7 +262,7 @@ def ranking_tau(agreement: dict, budgets: Sequence[str], path: str | Path) -> Pa
         for i, score in enumerate(scores):
             color = f"C{i}"
             shift = x + (i - (len(scores) - 1) / 2) * 0.08
-            rows = [(agreement.get(b, {}).get(score) or {}).get("finetune") or {} for b in budgets]
+            rows = [(agreement.get(b, {}).get(score) or {}).get(REFERENCE) or {} for b in budgets]
             est = np.array([r.get(f"{stat}_tau", np.nan) for r in rows], dtype=float)
             low = np.array([r.get(f"{stat}_ci_low", np.nan) for r in rows], dtype=float)
             high = np.array([r.get(f"{stat}_ci_high", np.nan) for r in rows], dtype=float)

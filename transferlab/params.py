@@ -7,7 +7,7 @@ Every block rejects unknown keys and wrong types and names the valid choices in 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,8 +146,11 @@ class TrainParams:
     lr: float = 0.003
     weight_decay: float = 0.0001
     momentum: float = 0.9  # sgd only
-    augment: bool | Literal["none", "jitter"] = True  # true = jitter
+    # true = jitter (affine, vectorised); light / strong: torchvision v2 presets
+    augment: bool | Literal["none", "jitter", "light", "strong"] = True
     patience: int = 5  # epochs without validation improvement before stopping
+    schedule: Literal["constant", "cosine"] = "constant"  # lr per step (cosine: decay to 0)
+    warmup_epochs: int = 0  # linear lr warmup, in epochs, before the schedule
 
     def validate(self, key: str) -> None:
         check_range(f"{key}.epochs", self.epochs, 0, 100_000)
@@ -156,6 +159,10 @@ class TrainParams:
         check_range(f"{key}.weight_decay", self.weight_decay, 0, 1)
         check_range(f"{key}.momentum", self.momentum, 0, 1)
         check_range(f"{key}.patience", self.patience, 1, 100_000)
+        check_range(f"{key}.warmup_epochs", self.warmup_epochs, 0, 100_000)
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            fail(f"{key}.warmup_epochs", f"{self.warmup_epochs} warmup epochs leave none of "
+                 f"the {self.epochs} epochs at the full learning rate")
 
 
 @dataclass(frozen=True)
@@ -199,17 +206,36 @@ class SelectionParams:
 
 
 @dataclass(frozen=True)
+class MethodsGrid:
+    """The adaptation library's share of the grid: these strategies on these sources only (the
+    ``methods`` matrix of ``dvc.yaml``), so a scenario can try many methods on its related
+    source and keep the plain strategies elsewhere."""
+
+    sources: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GridParams:
-    """Which strategies the transfer matrix of ``dvc.yaml`` runs for every source."""
+    """What the transfer stages of ``dvc.yaml`` run: ``strategies`` for every source (the
+    ``transfer`` matrix), and ``methods`` on some sources (the ``methods`` matrix). The names
+    are checked against the strategy registry by :func:`transferlab.strategies.resolve`."""
 
-    strategies: tuple[str, ...] = ("source_only", "linear_probe", "partial_finetune",
-                                   "finetune")
+    strategies: tuple[str, ...]
+    methods: MethodsGrid = field(default_factory=MethodsGrid)
 
-    def validate(self, key: str) -> None:  # names: transferlab.strategies.resolve
+    def validate(self, key: str) -> None:
         if not self.strategies:
             fail(f"{key}.strategies", "must list at least one strategy")
-        if len(set(self.strategies)) != len(self.strategies):
-            fail(f"{key}.strategies", f"strategies must be distinct, got {list(self.strategies)}")
+        for name, values in (("strategies", self.strategies),
+                             ("methods.sources", self.methods.sources),
+                             ("methods.strategies", self.methods.strategies)):
+            if len(set(values)) != len(values):
+                fail(f"{key}.{name}", f"must be distinct, got {list(values)}")
+        both = sorted(set(self.strategies) & set(self.methods.strategies))
+        if both:
+            fail(f"{key}.methods.strategies", f"{', '.join(both)} already run(s) on every "
+                 "source (grid.strategies); list each strategy once")
 
 
 @dataclass(frozen=True)
@@ -245,6 +271,11 @@ class Params:
     selection: SelectionParams
     grid: GridParams
 
+    def validate(self, key: str) -> None:
+        for i, source in enumerate(self.grid.methods.sources):
+            if source not in self.prepare.sources:
+                fail(f"grid.methods.sources[{i}]", f"unknown source {source!r}; expected one "
+                     f"of {', '.join(self.prepare.sources)} (prepare.sources)")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

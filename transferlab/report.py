@@ -34,10 +34,12 @@ from transferlab.render import (
     render_html,
     render_markdown,
 )
+from transferlab.report_helped import helped_figure, helped_section
 
 SECTIONS = ("What was run", "Recommendation per label budget", "Accuracy per curve and budget",
-            "Transfer gain over scratch", "Label efficiency", "Transferability",
-            "What transfer costs and breaks", "Source models", "Skipped runs", "Provenance")
+            "Transfer gain over scratch", "What helped", "Label efficiency", "Transferability",
+            "What transfer costs and breaks", "Data hygiene", "Source models", "Skipped runs",
+            "Provenance")
 PLOT_COLUMNS = {
     "learning_curves": ("curve", "budget", "labels_per_class", "accuracy", "ci_low", "ci_high"),
     "gain": ("curve", "budget", "labels_per_class", "gain", "ci_low", "ci_high"),
@@ -164,6 +166,8 @@ def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str
         "reliability": figures.reliability(plots["reliability"], folder / "reliability.png"),
         "shift": figures.shift(plots["per_curve"], folder / "shift.png"),
         "compute": figures.compute(plots["per_curve"], folder / "compute.png", styles),
+        "helped": helped_figure(inputs.evaluate.get("what_helped") or {},
+                                results.budget_keys(params), folder / "helped.png"),
     }
     return {key: path.name for key, path in drawn.items()}
 
@@ -178,15 +182,38 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
         results.recommendations(ev, inputs.target, params, fig),
         results.accuracy(ev, params, fig),
         results.gain(ev, params, fig),
+        helped_section(ev, results.budget_keys(params), fig["helped"]),
         results.label_efficiency(ev, params),
         results.transferability(ev, params, fig),
         results.costs(inputs.plots["per_curve"], inputs.target, params, fig),
+        _data_hygiene(ev),
         _source_models(inputs, params),
         _skipped(ev),
         _provenance(provenance),
     )
     return tuple(Section(title, tuple(blocks)) for title, blocks in zip(SECTIONS, contents,
                                                                         strict=True))
+
+
+def _data_hygiene(ev: dict) -> list[Block]:
+    """Copies across the target's splits and label-noise candidates (evaluate's
+    ``data_hygiene``); it describes the data and chooses nothing."""
+    h = ev.get("data_hygiene")
+    if not h:
+        return ["No data-hygiene check was recorded."]
+    rows = tuple((pair, integer(d["exact"]), integer(d["near"]))
+                 for pair, d in h["duplicates"].items())
+    issues = h["label_issues"]
+    listed = ", ".join(map(str, issues["indices"][:10])) or "none"
+    return [
+        "Images of the second split with an exact or near copy (L2 distance of pixel vectors "
+        f"at most {f3(h['near_threshold'])}) in the first. A copy of a test image in the "
+        "training pool inflates test accuracy.",
+        Table(("Splits", "Exact copies", "Near copies"), rows),
+        f"Label-noise candidates in the training pool: {integer(issues['count'])} "
+        f"({issues['method']}); the least confident first: {listed}. Nothing is removed: "
+        "these are for a person to look at.",
+    ]
 
 
 def _join(items: Any) -> str:

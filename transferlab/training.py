@@ -45,10 +45,15 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg:
 def augment_inputs(x: torch.Tensor, augment: bool | str, generator: torch.Generator
                    ) -> torch.Tensor:
     """Apply a training-batch augmentation: ``true``/``jitter`` is :func:`augment_batch`,
-    ``false``/``none`` nothing."""
+    ``false``/``none`` nothing, ``light``/``strong`` the presets of
+    :mod:`transferlab.augmentation` (torchvision transforms v2, one draw per image)."""
     if augment is False or augment == "none":
         return x
-    return augment_batch(x, generator)
+    if augment is True or augment == "jitter":
+        return augment_batch(x, generator)
+    from transferlab.augmentation import augment as preset
+
+    return preset(x, augment, generator)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -133,6 +138,13 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     model.to(device)
     x_train, y_train = train
     optimizer = make_optimizer(groups, cfg)
+    scheduler = None
+    if cfg.schedule != "constant" or cfg.warmup_epochs:
+        from transferlab.schedules import make_scheduler
+
+        per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+        scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * per_epoch,
+                                   cfg.warmup_epochs * per_epoch)
     best = {"epoch": 0, "acc": -1.0, "loss": math.inf, "state": None}
     history, steps, since_best = [], 0, 0
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
@@ -160,6 +172,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
             steps += 1

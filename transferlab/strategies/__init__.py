@@ -21,7 +21,8 @@ from transferlab.typed_config import fail
 
 def resolve(params: Any) -> Any:
     """``params`` with its ``transfer`` block loaded into each strategy's params dataclass, and
-    the grid's strategy names checked. Stages that run or evaluate strategies call this right
+    the grid's strategy names checked (every strategy the grid runs needs its block). Stages
+    that run or evaluate strategies call this right
     after :func:`transferlab.params.load_params`.
 
     Raises:
@@ -30,11 +31,14 @@ def resolve(params: Any) -> Any:
     blocks = parse_blocks(params.transfer)
     baseline = by_role("baseline")
     valid = [s for s in names() if s != baseline]
-    for i, name in enumerate(params.grid.strategies):
-        if name not in valid:
-            fail(f"grid.strategies[{i}]", f"unknown strategy {name!r}; expected one of "
-                 f"{', '.join(valid)} ({baseline} always runs, as the baseline)")
-    for name in (*params.grid.strategies, baseline):
+    grid = params.grid
+    for key, listed in (("grid.strategies", grid.strategies),
+                        ("grid.methods.strategies", grid.methods.strategies)):
+        for i, name in enumerate(listed):
+            if name not in valid:
+                fail(f"{key}[{i}]", f"unknown strategy {name!r}; expected one of "
+                     f"{', '.join(valid)} ({baseline} always runs, as the baseline)")
+    for name in (*grid.strategies, *grid.methods.strategies, baseline):
         block(blocks, name)
     return dataclasses.replace(params, transfer=blocks)
 

@@ -58,16 +58,19 @@ class TransferTrainParams(TrainParams):
     """
 
     normalization: Literal["source", "target"] = "source"  # input statistics the model uses
+    head: Literal["linear", "mlp"] = "linear"  # the new head (mlp: Linear-ReLU-Linear)
+    head_hidden: int = 128  # mlp head: hidden units
     search: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         super().validate(key)
+        check_range(f"{key}.head_hidden", self.head_hidden, 1, 65_536)
         if self.search:
             self.search_grid(key)
 
     def search_grid(self, key: str = "") -> list[tuple[dict, TransferTrainParams]]:
-        """Every candidate of ``search`` as (override, full params), the block's own values
-        first where the grid contains them. Without a search space: [({}, self)]."""
+        """Every candidate of ``search`` as (override, full params), in the grid's order (the
+        last key varies fastest). Without a search space: [({}, self)]."""
         if not self.search:
             return [({}, self)]
         where = f"{key}.search" if key else "search"
@@ -151,7 +154,8 @@ class Strategy:
     # ----------------------------------------------------------------------- hooks
     def initial_model(self) -> TransferNet:
         """The replicate's starting point: the source with a new head for the target classes."""
-        model = reset_head(self.ctx.source, self.ctx.target.num_classes, self.ctx.seed)
+        model = reset_head(self.ctx.source, self.ctx.target.num_classes, self.ctx.seed,
+                           self.cfg.head, self.cfg.head_hidden)
         if self.cfg.normalization == "target":
             norm = self.ctx.target.normalization
             model.normalize.mean.fill_(norm["mean"])
@@ -190,6 +194,12 @@ class Strategy:
     def untrained_model(self) -> TransferNet:
         """The model of a strategy that does not train (``trains = False``)."""
         raise NotImplementedError(f"{self.name} trains; it has no untrained model")
+
+
+def config_label(config: dict) -> str:
+    """A search candidate or choice as text: ``{"lr": 0.01, "block": "block2"}`` ->
+    ``"block=block2, lr=0.01"``; {} (the block as written) -> ``"as set"``."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "as set"
 
 
 def copy_source(source: TransferNet) -> TransferNet:

@@ -1,0 +1,107 @@
+"""Tests for transferlab.helped ("What helped") on hand-built RunResults: each method's gain is
+the method minus the reference of the same source, paired by seed; the family is adjusted; the
+choice uses selection scores only; search candidates are averaged over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from scipy import stats as sps
+
+from tests.test_analysis import curve_runs
+from transferlab import analysis
+from transferlab.helped import helped_rows, what_helped
+from transferlab.params import EvaluateParams
+from transferlab.strategies.base import config_label
+
+NONE = EvaluateParams(multiplicity="none")
+BH = EvaluateParams(multiplicity="bh")
+
+
+def _results(extra_sel: list[float] | None = None) -> list:
+    runs = []
+    runs += curve_runs("scratch", "10", [0.50, 0.52, 0.51])
+    runs += curve_runs("a/finetune", "10", [0.70, 0.72, 0.71], [0.80, 0.80, 0.80])
+    runs += curve_runs("a/lora", "10", [0.75, 0.78, 0.76], extra_sel or [0.70, 0.70, 0.70])
+    runs += curve_runs("a/linear_probe", "10", [0.60, 0.61, 0.62], [0.60, 0.60, 0.60])
+    return runs
+
+
+def _helped(results: list, p: EvaluateParams = NONE) -> dict:
+    summary = analysis.summarize(results, ["10"], 100.0, p)
+    return what_helped(results, summary, ["10"], p)
+
+
+def test_gain_is_method_minus_reference_paired_by_seed() -> None:
+    block = _helped(_results())
+    assert block["reference"] == "finetune"
+    g = block["sources"]["a"]["10"]["methods"]["lora"]["gain"]
+    diffs = [0.05, 0.06, 0.05]
+    assert g["diff"] == pytest.approx(sum(diffs) / 3)
+    assert g["p_value"] == pytest.approx(sps.ttest_1samp(diffs, 0).pvalue)
+    assert g["verdict"] == "helped"  # p ~ 0.0013 < 0.05, unadjusted
+    lp = block["sources"]["a"]["10"]["methods"]["linear_probe"]["gain"]
+    assert lp["diff"] == pytest.approx(-0.1) and lp["verdict"] == "hurt"
+    assert "finetune" not in block["sources"]["a"]["10"]["methods"]  # not against itself
+    assert block["sources"]["a"]["10"]["reference_accuracy"]["mean"] == pytest.approx(0.71)
+
+
+def test_the_family_is_adjusted() -> None:
+    raw = _helped(_results(), NONE)["sources"]["a"]["10"]["methods"]
+    adjusted = _helped(_results(), BH)
+    methods = adjusted["sources"]["a"]["10"]["methods"]
+    ps = sorted(m["gain"]["p_value"] for m in raw.values())
+    assert adjusted["statistics"]["family_size"] == 2 and adjusted["statistics"][
+        "multiplicity"] == "bh"
+    # BH with 2 p-values: the larger stays, the smaller becomes min(2 p1, p2)
+    assert sorted(m["gain"]["p_adjusted"] for m in methods.values()) == pytest.approx(
+        [min(2 * ps[0], ps[1]), ps[1]])
+
+
+def test_the_choice_reads_selection_scores_not_test_accuracy() -> None:
+    block = _helped(_results())
+    chosen = block["sources"]["a"]["10"]["chosen"]
+    # finetune has the best selection score (0.80) though lora has the best test accuracy
+    assert chosen["strategy"] == "finetune"
+    assert chosen["accuracy"]["mean"] == pytest.approx(0.71)
+    flipped = _helped(_results(extra_sel=[0.9, 0.9, 0.9]))["sources"]["a"]["10"]["chosen"]
+    assert flipped["strategy"] == "lora"
+
+
+def test_no_choice_without_held_out_labels() -> None:
+    runs = curve_runs("scratch", "1", [0.2, 0.2]) + curve_runs("a/finetune", "1", [0.3, 0.3]) \
+        + curve_runs("a/lora", "1", [0.4, 0.4])
+    summary = analysis.summarize(runs, ["1"], 100.0, NONE)
+    entry = what_helped(runs, summary, ["1"], NONE)["sources"]["a"]["1"]
+    assert entry["chosen"] is None and "no held-out labels" in entry["reason"]
+
+
+def test_search_candidates_are_averaged_over_seeds() -> None:
+    runs = _results()
+    search = [{"chosen": {"rank": 8}, "candidates": [
+        {"config": {"rank": 2}, "best_val_accuracy": 0.5 + s / 10},
+        {"config": {"rank": 8}, "best_val_accuracy": 0.7}]} for s in range(3)]
+    runs = [dataclasses.replace(r, search=search[r.key["seed"]])
+            if r.key["strategy"] == "lora" else r for r in runs]
+    block = _helped(runs, NONE)
+    assert block["sources"]["a"]["10"]["methods"]["lora"]["search"] == pytest.approx(
+        {"rank=2": 0.6, "rank=8": 0.7})
+    flipped = _helped([dataclasses.replace(r, selection_score=0.95)
+                       if r.key["strategy"] == "lora" else r for r in runs])
+    assert flipped["sources"]["a"]["10"]["chosen"]["configs"] == {
+        "0": {"rank": 8}, "1": {"rank": 8}, "2": {"rank": 8}}
+
+
+def test_sources_without_the_reference_are_left_out() -> None:
+    runs = curve_runs("scratch", "10", [0.5, 0.5]) + curve_runs("b/lora", "10", [0.6, 0.6])
+    assert _helped(runs)["sources"] == {}
+
+
+def test_rows_and_labels() -> None:
+    rows = helped_rows(_helped(_results()))
+    assert {(r["source"], r["strategy"]) for r in rows} == {("a", "lora"), ("a", "linear_probe")}
+    assert all(math.isfinite(r["gain"]) for r in rows)
+    assert config_label({"lr": 0.01, "block": "block2"}) == "block=block2, lr=0.01"
+    assert config_label({}) == "as set"

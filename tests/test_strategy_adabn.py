@@ -1,0 +1,266 @@
+"""Tests for the ``adabn`` strategy (transferlab.strategies.adabn) on a tiny target and source."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferlab.adaptation import TargetData, run_replicates
+from transferlab.errors import ParamsError
+from transferlab.models import (
+    Normalize,
+    TransferNet,
+    build_model,
+    load_checkpoint,
+    reset_head,
+    save_checkpoint,
+)
+from transferlab.params import SelectionParams
+from transferlab.strategies import Context, parse_blocks
+from transferlab.strategies.adabn import (
+    AdaBN,
+    AdaBNParams,
+    batchnorm_layers,
+    recalibrate_batchnorm,
+)
+from transferlab.training import fit, predict_logits
+
+CPU = torch.device("cpu")
+ARCH = {"arch": "small_cnn", "width": 8}
+SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
+CFG = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01)
+CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
+STATS = ("running_mean", "running_var")
+
+
+# ------------------------------------------------------- fixtures (as in test_strategies)
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run far faster on one thread on a shared 2-core machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(n_per_class)
+    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
+    return x, y
+
+
+def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
+    out = {}
+    for seed in ("0", "1"):
+        rng = np.random.default_rng(int(seed))
+        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
+        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
+                     "all": sorted(i for o in order for i in o)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def target() -> TargetData:
+    pool_x, pool_y = _squares(10, seed=0)
+    val_x, val_y = _squares(5, seed=1)
+    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
+                      {"mean": 0.1, "std": 0.3})
+
+
+@pytest.fixture(scope="module")
+def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("source") / "source.pt"
+    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
+    model.train()
+    with torch.no_grad():  # move the BN statistics away from their initial values
+        model(torch.rand(16, 1, 16, 16))
+    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
+                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
+    return path
+
+
+@pytest.fixture(scope="module")
+def source(source_path: Path) -> nn.Module:
+    return load_checkpoint(source_path)[0]
+
+
+@pytest.fixture(scope="module")
+def recalibrated(source: nn.Module, target: TargetData) -> dict[str, torch.Tensor]:
+    """The source's state after recalibrating on the whole pool, directly."""
+    model = copy.deepcopy(source)
+    recalibrate_batchnorm(model, target.pool_x, CPU)  # the default batch size, as the strategy
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def searched(target: TargetData, source_path: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict]:
+    folder = tmp_path_factory.mktemp("adabn")
+    models = {}
+    cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01,
+                      search={"then": ("probe", "finetune")})
+    result = run_replicates("adabn", cfg, source_path, target, CPU, folder, ARCH, SELECTION,
+                            on_result=lambda r, m: models.update({r["checkpoint"]: m}))
+    return result, folder, models
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _stats(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.endswith(STATS)}
+
+
+# ---------------------------------------------------------------------------------- params
+def test_params_name_the_valid_phases() -> None:
+    assert parse_blocks({"adabn": {"then": "finetune"}})["adabn"].then == "finetune"
+    with pytest.raises(ParamsError, match=r"transfer\.adabn\.then: unknown value 'fine'; "
+                                          "expected one of probe, finetune"):
+        parse_blocks({"adabn": {"then": "fine"}})
+
+
+# ------------------------------------------------------------------------------ reference
+def test_one_batchnorm_layer_gets_the_pool_statistics_of_its_inputs(target: TargetData) -> None:
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    backbone = nn.Sequential(OrderedDict(block1=nn.Sequential(conv, nn.BatchNorm2d(4)),
+                                         pool=nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                                            nn.Flatten())))
+    model = TransferNet(Normalize(0.5, 0.2), backbone, 4, 3)
+    recalibrate_batchnorm(model, target.pool_x, CPU, batch_size=7)
+    with torch.no_grad():  # by hand, in float64: conv of the normalised pool, per channel
+        h = F.conv2d((target.pool_x.double() - 0.5) / 0.2, conv.weight.double(),
+                     conv.bias.double(), padding=1)
+    bn = backbone.block1[1]
+    torch.testing.assert_close(bn.running_mean, h.mean((0, 2, 3)).float())
+    torch.testing.assert_close(bn.running_var, h.var((0, 2, 3), unbiased=True).float())
+
+
+def test_every_layer_holds_the_pool_statistics_of_its_recalibrated_inputs(
+        source: nn.Module, recalibrated: dict, target: TargetData) -> None:
+    model = copy.deepcopy(source)
+    model.load_state_dict(recalibrated)
+    inputs = {}
+    hooks = [bn.register_forward_pre_hook(lambda m, a, name=name: inputs.update({name: a[0]}))
+             for name, bn in batchnorm_layers(model)]
+    with torch.no_grad():  # the whole pool in one eval pass: every layer normalises with the
+        model.eval()(target.pool_x)  # recalibrated statistics of the layers before it
+    for h in hooks:
+        h.remove()
+    assert list(inputs) == ["backbone.block1.1", "backbone.block2.1", "backbone.block3.1"]
+    for name, bn in batchnorm_layers(model):
+        x = inputs[name].double()
+        torch.testing.assert_close(bn.running_mean, x.mean((0, 2, 3)).float())
+        torch.testing.assert_close(bn.running_var, x.var((0, 2, 3), unbiased=True).float())
+        # and they moved away from the source's own statistics
+        assert not torch.allclose(bn.running_mean, source.get_submodule(name).running_mean)
+
+
+def test_recalibration_does_not_depend_on_the_batch_size(source: nn.Module, recalibrated: dict,
+                                                         target: TargetData) -> None:
+    model = copy.deepcopy(source)
+    stats = recalibrate_batchnorm(model, target.pool_x, CPU, batch_size=7)
+    assert set(stats) == {"backbone.block1.1", "backbone.block2.1", "backbone.block3.1"}
+    for k, v in _stats(model.state_dict()).items():
+        torch.testing.assert_close(v, recalibrated[k], rtol=1e-5, atol=1e-6)
+    assert not model.training  # the source was in eval mode and stays so
+    with pytest.raises(ValueError, match="at least 2"):
+        recalibrate_batchnorm(model, target.pool_x[:1], CPU)
+
+
+def test_finetune_phase_trains_every_weight_but_keeps_the_statistics(
+        source: nn.Module, recalibrated: dict, target: TargetData) -> None:
+    cfg = AdaBNParams(epochs=2, batch_size=8, then="finetune", backbone_lr_mult=0.5)
+    strategy = AdaBN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=3,
+                                  shared={}))
+    train = (target.pool_x, target.pool_y)
+    generator = torch.Generator().manual_seed(3)
+    model = strategy.before_fit(strategy.initial_model(), train, cfg, generator)
+    net, groups = strategy.trainable(model, cfg)
+    assert [g["lr"] for g in groups] == [0.0015, 0.003]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    fit(net, train, None, cfg, groups, generator, CPU)
+    state = model.state_dict()
+    assert _states_equal(_stats(state), _stats(recalibrated))
+    for k in ("backbone.block1.0.weight", "backbone.block2.1.weight", "backbone.block3.1.bias"):
+        assert not torch.equal(state[k], recalibrated[k]), k
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_run_replicates_records_search_and_keeps_the_statistics(
+        searched: tuple, source: nn.Module, recalibrated: dict, target: TargetData) -> None:
+    result, folder, models = searched
+    assert result["skipped"] is None
+    assert {p.name for p in folder.glob("*.pt")} == CHECKPOINTS
+    trainable = {"probe": 32 * 3 + 3, "finetune": sum(p.numel() for p in source.backbone
+                                                      .parameters()) + 32 * 3 + 3}
+    for r in result["runs"]:
+        search = r["search"]
+        assert [c["config"] for c in search["candidates"]] == [{"then": "probe"},
+                                                               {"then": "finetune"}]
+        best = max(search["candidates"],
+                   key=lambda c: (c["best_val_accuracy"], -c["best_val_loss"]))
+        assert search["chosen"] == best["config"]
+        then = search["chosen"]["then"]
+        assert r["trainable_params"] == trainable[then]
+        model, config = load_checkpoint(folder / r["checkpoint"])
+        assert config["strategy"] == "adabn"
+        state = model.state_dict()
+        # the statistics are the pool's, through training, whatever trained
+        assert _states_equal(_stats(state), _stats(recalibrated))
+        conv_kept = torch.equal(state["backbone.block2.0.weight"],
+                                recalibrated["backbone.block2.0.weight"])
+        assert conv_kept == (then == "probe")
+        assert torch.equal(predict_logits(model, target.val_x, CPU),
+                           predict_logits(models[r["checkpoint"]], target.val_x, CPU))
+
+
+def test_run_replicates_is_bitwise_reproducible(deterministic, target: TargetData,
+                                                source_path: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)  # `deterministic` sets 2 (and restores the count afterwards)
+    cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01, then="finetune")
+    states, runs = [], []
+    for i in range(2):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        runs.append(run_replicates("adabn", cfg, source_path, target, CPU, folder, ARCH,
+                                   SELECTION)["runs"])
+        states.append({p.name: load_checkpoint(p)[0].state_dict() for p in folder.glob("*.pt")})
+    assert runs[0] == runs[1]
+    assert states[0].keys() == states[1].keys() == CHECKPOINTS
+    for name in CHECKPOINTS:
+        assert _states_equal(states[0][name], states[1][name]), name
+    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])
+
+
+def test_statistics_are_computed_once_per_normalisation(source: nn.Module, recalibrated: dict,
+                                                        target: TargetData) -> None:
+    """Once per stage and input normalisation, then copied from the cache."""
+    shared: dict = {}
+    models = []
+    for seed, normalization in ((0, "source"), (1, "source"), (2, "target")):
+        cfg = AdaBNParams(normalization=normalization)
+        strategy = AdaBN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU,
+                                      seed=seed, shared=shared))
+        model = reset_head(copy.deepcopy(source), 3, seed)  # a fresh copy, source statistics
+        if normalization == "target":
+            model = strategy.initial_model()
+        models.append(strategy.before_fit(model, (target.pool_x, target.pool_y), cfg,
+                                          torch.Generator()).state_dict())
+    assert len(shared["adabn_statistics"]) == 2  # one per input normalisation
+    assert _states_equal(_stats(models[0]), _stats(recalibrated))
+    assert _states_equal(_stats(models[1]), _stats(recalibrated))  # from the cache
+    assert not torch.equal(models[0]["backbone.block1.1.running_mean"],
+                           models[2]["backbone.block1.1.running_mean"])

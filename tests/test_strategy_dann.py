@@ -1,0 +1,281 @@
+"""Tests for the ``dann`` strategy (transferlab.strategies.dann) on a tiny target, a tiny source
+model and a tiny prepared source folder."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferlab.adaptation import TargetData, run_replicates
+from transferlab.errors import ParamsError
+from transferlab.models import build_model, load_checkpoint, save_checkpoint
+from transferlab.params import SelectionParams
+from transferlab.prepared import ImageSet, PreparedDataset, write_dataset
+from transferlab.strategies import Context, parse_blocks
+from transferlab.strategies.dann import (
+    DANN,
+    DANNParams,
+    discriminator,
+    domain_loss,
+    grad_reverse,
+    grl_coefficient,
+)
+from transferlab.strategies.finetune import FinetuneParams
+from transferlab.training import predict_logits, to_tensor
+
+CPU = torch.device("cpu")
+ARCH = {"arch": "small_cnn", "width": 8}
+SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
+CFG = DANNParams(epochs=2, batch_size=8, patience=5, domain_weight=0.3)
+CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
+
+
+# ------------------------------------------------------- fixtures (as in test_strategies)
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run far faster on one thread on a shared 2-core machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(n_per_class)
+    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
+    return x, y
+
+
+def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
+    out = {}
+    for seed in ("0", "1"):
+        rng = np.random.default_rng(int(seed))
+        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
+        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
+                     "all": sorted(i for o in order for i in o)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def target() -> TargetData:
+    pool_x, pool_y = _squares(10, seed=0)
+    val_x, val_y = _squares(5, seed=1)
+    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
+                      {"mean": 0.1, "std": 0.3})
+
+
+@pytest.fixture(scope="module")
+def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("source") / "source.pt"
+    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
+    model.train()
+    with torch.no_grad():  # move the BN statistics away from their initial values
+        model(torch.rand(16, 1, 16, 16))
+    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
+                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
+    return path
+
+
+@pytest.fixture(scope="module")
+def source(source_path: Path) -> nn.Module:
+    return load_checkpoint(source_path)[0]
+
+
+@pytest.fixture(scope="module")
+def source_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared source folder: 4 classes of horizontal bars (a domain unlike the target's)."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(4), 6)
+    images = (rng.random((len(labels), 16, 16)) * 60).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 4 * k:4 * k + 3, 2:14] = 230
+    folder = tmp_path_factory.mktemp("prepared") / "sources" / "bars"
+    write_dataset(folder, {"train": ImageSet(images, labels.astype(np.int64), tuple("abcd"))},
+                  {"kind": "fonts"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mapping(source_data: Path) -> dict:
+    return PreparedDataset.open(source_data).manifest  # what the transfer stage passes
+
+
+def _states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.name: load_checkpoint(p)[0].state_dict() for p in folder.glob("*.pt")}
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _run(name: str, cfg: object, source_path: Path, target: TargetData, folder: Path,
+         source_data: Path, mapping: dict, **kwargs: object) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    return run_replicates(name, cfg, source_path, target, CPU, folder, ARCH, SELECTION,
+                          mapping=mapping, source_data=source_data, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- params
+def test_params_validate_the_domain_weight() -> None:
+    block = parse_blocks({"dann": {"domain_weight": 0.3, "search": {"domain_weight": [0.03]}}})
+    assert block["dann"].domain_weight == 0.3 and block["dann"].backbone_lr_mult == 0.1
+    with pytest.raises(ParamsError, match=r"transfer\.dann\.domain_weight: must be >= 0"):
+        parse_blocks({"dann": {"domain_weight": -1}})
+    with pytest.raises(ParamsError, match=r"transfer\.dann\.disc_hidden: must be >= 1"):
+        parse_blocks({"dann": {"disc_hidden": 0}})
+
+
+# ------------------------------------------------------------------------------ reference
+def test_gradient_reversal_is_identity_forward_and_minus_lambda_backward() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    y = grad_reverse(x, 0.37)
+    assert torch.equal(y, x)
+    y.backward(upstream)
+    assert torch.equal(x.grad, -0.37 * upstream)
+
+
+def test_schedule_follows_the_paper() -> None:
+    assert grl_coefficient(0.0) == 0.0
+    assert grl_coefficient(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1, abs=0)
+    assert grl_coefficient(0.5) == pytest.approx(0.986614298151430, rel=1e-12)
+    ps = [i / 10 for i in range(11)]
+    values = [grl_coefficient(p) for p in ps]
+    assert values == sorted(values) and 0.9999 < values[-1] < 1
+
+
+def test_domain_loss_reverses_the_backbone_gradient_only(source: nn.Module,
+                                                         target: TargetData) -> None:
+    """Against the same loss without reversal (coefficient -1: the plain gradient)."""
+    model = copy.deepcopy(source).train()
+    disc = discriminator(model.feature_dim, 16, seed=0)
+    xs, xt = target.val_x[:6] * 0.5, target.pool_x[:6]
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k
+             or "num_batches" in k}
+    grads = []
+    for coeff in (0.4, -1.0):
+        model.zero_grad()
+        disc.zero_grad()
+        loss = domain_loss(model, disc, xs, xt, coeff)
+        loss.backward()
+        grads.append(({n: p.grad.clone() for n, p in model.backbone.named_parameters()},
+                      {n: p.grad.clone() for n, p in disc.named_parameters()}))
+    (back, disc_reversed), (plain, disc_plain) = grads
+    assert back and all(plain[n].abs().sum() > 0 for n in plain)
+    for n in back:  # the backbone ascends the domain loss, scaled by the coefficient
+        torch.testing.assert_close(back[n], -0.4 * plain[n])
+    for n in disc_plain:  # the discriminator descends it, unscaled
+        assert torch.equal(disc_reversed[n], disc_plain[n])
+    # the mixed batch left the running statistics alone
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+
+
+def test_progress_runs_over_the_planned_epochs(source: nn.Module, target: TargetData,
+                                               source_data: Path) -> None:
+    images = to_tensor(PreparedDataset.open(source_data).load("train").images)
+    cfg = DANNParams(epochs=2, batch_size=4)
+    strategy = DANN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=1,
+                                 source_data=(images, torch.zeros(len(images)))))
+    model = strategy.initial_model().train()
+    train = (target.pool_x[:10], target.pool_y[:10])  # 3 steps per epoch
+    strategy.before_fit(model, train, cfg, torch.Generator())
+    net, groups = strategy.trainable(model, cfg)
+    assert [id(p) for p in groups[-1]["params"]] == [id(p) for p in strategy.disc.parameters()]
+    term = strategy.loss_term(model, cfg)
+    seen = []
+    for epoch in (1, 2):
+        strategy.on_epoch(model, epoch, cfg)
+        for _ in range(3):
+            seen.append(strategy.progress(cfg))
+            xb = train[0][:4]
+            features = model.features(xb)
+            value = term(features, model.head(features), xb, train[1][:4])
+            assert value.shape == () and value > 0
+    assert seen == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6])
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_domain_weight_zero_is_exactly_finetune(target: TargetData, source_path: Path,
+                                                source_data: Path, mapping: dict,
+                                                tmp_path: Path) -> None:
+    common = {"epochs": 2, "batch_size": 8, "patience": 5, "backbone_lr_mult": 0.5}
+    dann = _run("dann", DANNParams(domain_weight=0.0, **common), source_path, target,
+                tmp_path / "dann", source_data, mapping)
+    finetune = _run("finetune", FinetuneParams(**common), source_path, target,
+                    tmp_path / "finetune", source_data, mapping)
+    assert dann["runs"] == finetune["runs"]
+    a, b = _states(tmp_path / "dann"), _states(tmp_path / "finetune")
+    assert a.keys() == b.keys() == CHECKPOINTS
+    for name in CHECKPOINTS:
+        assert _states_equal(a[name], b[name]), name
+
+
+def test_run_replicates_records_search_and_checkpoints(target: TargetData, source_path: Path,
+                                                       source_data: Path, mapping: dict,
+                                                       tmp_path: Path) -> None:
+    # batches of 2: every refit takes several steps in its first epoch, so the GRL coefficient
+    # (0 at the first step) is positive for some of them whatever the chosen epoch
+    common = {"epochs": 2, "batch_size": 2, "patience": 5}
+    cfg = DANNParams(**common, search={"domain_weight": (0.03, 3.0)})
+    models = {}
+    result = _run("dann", cfg, source_path, target, tmp_path / "dann", source_data, mapping,
+                  on_result=lambda r, m: models.update({r["checkpoint"]: m}))
+    assert result["skipped"] is None and len(result["runs"]) == 4
+    _run("dann", DANNParams(**common, domain_weight=0.0),
+                 source_path, target, tmp_path / "plain", source_data, mapping)
+    plain_states = _states(tmp_path / "plain")
+    for r in result["runs"]:
+        search = r["search"]
+        assert [c["config"] for c in search["candidates"]] == [{"domain_weight": 0.03},
+                                                               {"domain_weight": 3.0}]
+        best = max(search["candidates"],
+                   key=lambda c: (c["best_val_accuracy"], -c["best_val_loss"]))
+        assert search["chosen"] == best["config"]
+        # the discriminator is not part of the model that is counted and saved
+        assert r["trainable_params"] == 88 + 1184 + 4672 + 32 * 3 + 3
+        model, config = load_checkpoint(tmp_path / "dann" / r["checkpoint"])
+        assert config["strategy"] == "dann"
+        assert torch.equal(predict_logits(model, target.val_x, CPU),
+                           predict_logits(models[r["checkpoint"]], target.val_x, CPU))
+        # the domain loss changed the backbone (against the same run without it)
+        key = "backbone.block2.0.weight"
+        assert not torch.equal(model.state_dict()[key], plain_states[r["checkpoint"]][key])
+
+
+def test_run_replicates_is_bitwise_reproducible(deterministic, target: TargetData,
+                                                source_path: Path, source_data: Path,
+                                                mapping: dict, tmp_path: Path) -> None:
+    torch.set_num_threads(1)  # `deterministic` sets 2 (and restores the count afterwards)
+    runs = [_run("dann", CFG, source_path, target, tmp_path / str(i), source_data,
+                 mapping)["runs"] for i in range(2)]
+    assert runs[0] == runs[1]
+    states = [_states(tmp_path / str(i)) for i in range(2)]
+    assert states[0].keys() == states[1].keys() == CHECKPOINTS
+    for name in CHECKPOINTS:
+        assert _states_equal(states[0][name], states[1][name]), name
+    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])
+
+
+def test_skips_a_null_source_and_needs_the_source_folder(target: TargetData, source_path: Path,
+                                                         source_data: Path, mapping: dict,
+                                                         tmp_path: Path) -> None:
+    null = {"kind": "none", "class_names": [], "sha256": {}}
+    result = run_replicates("dann", CFG, source_path, target, CPU, tmp_path, ARCH, SELECTION,
+                            mapping=null, source_data=source_data)
+    assert result["skipped"] == "the source has no data (null source)"
+    assert result["runs"] == [] and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="prepared source folder"):
+        run_replicates("dann", CFG, source_path, target, CPU, tmp_path, ARCH, SELECTION,
+                       mapping=mapping)

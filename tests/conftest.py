@@ -41,8 +41,9 @@ def shrunk_params() -> dict:
         "random_init": {"kind": "none"},
     }
     p["pretrain"].update(epochs=8, batch_size=32, width=16)
-    for name in ("linear_probe", "partial_finetune", "finetune", "scratch"):
-        p["transfer"][name]["epochs"] = 60 if name == "linear_probe" else 8
+    for name, block in p["transfer"].items():
+        if "epochs" in block:  # every trained strategy: 8 epochs (the linear probe: 60 steps)
+            block["epochs"] = 60 if name == "linear_probe" else 8
     return p
 
 

@@ -72,12 +72,15 @@ def mirror_pretrain(tracker: Tracker, metrics: dict, history: dict) -> None:
 
 
 def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record: dict) -> None:
-    """One child run per (budget, seed) replicate, with its validation curve."""
+    """One child run per (budget, seed) replicate, with its validation curve; what its
+    in-stage search chose is logged as ``search.<key>`` params."""
+    chosen = (record.get("search") or {}).get("chosen", {})
     run_id = tracker.child(f"{source}/{strategy} b={record['budget']} s={record['seed']}",
                            {"transferlab.budget": str(record["budget"]),
                             "transferlab.seed": str(record["seed"])},
-                           {"budget": record["budget"], "seed": record["seed"]},
-                           {k: v for k, v in record.items() if k != "history"})
+                           {"budget": record["budget"], "seed": record["seed"],
+                            **{f"search.{k}": v for k, v in chosen.items()}},
+                           {k: v for k, v in record.items() if k not in ("history", "search")})
     tracker.log_history(run_id, record.get("history", []))
 
 

@@ -13,7 +13,9 @@ BatchNorm running statistics. The paper tunes a block of a network whose head al
 label space; ours is new for the target's classes and cannot stay random, so the head trains
 too, at ``lr``. The block is chosen as the paper does, on held-out labels: the in-stage search
 ``search: {block: [block1, block2, block3]}`` trains one candidate per block and keeps the best
-held-out accuracy; each block's score is in the record's ``search`` entry.
+held-out accuracy (ties: the lower held-out loss, then the first listed); each block's score is
+in the record's ``search`` entry. Where nothing is held out (a fixed schedule) the loop runs the
+search's first candidate, so list ``block``'s own value first.
 """
 
 from __future__ import annotations

@@ -1,0 +1,108 @@
+"""A tiny target and source for the strategy test modules (the pattern of test_strategies.py).
+
+Test modules import the fixtures (``from _strategy_fixtures import source_fixture, ...``); each
+registers under its ``name`` (``source``), so test arguments do not shadow the imported names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferlab.adaptation import TargetData
+from transferlab.models import build_model, load_checkpoint, save_checkpoint
+from transferlab.params import SelectionParams
+from transferlab.strategies import Context
+
+CPU = torch.device("cpu")
+ARCH = {"arch": "small_cnn", "width": 8}
+SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
+CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
+BLOCKS = ("block1", "block2", "block3")
+
+
+def squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(n_per_class)
+    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
+    return x, y
+
+
+def budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
+    """Nested budgets: seed s draws a per-class order; budget 2 is its first 2 per class."""
+    out = {}
+    for seed in ("0", "1"):
+        rng = np.random.default_rng(int(seed))
+        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
+        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
+                     "all": sorted(i for o in order for i in o)}
+    return out
+
+
+def save_source(path: Path) -> Path:
+    """A small_cnn (width 8) source with 4 classes and BatchNorm statistics off their init."""
+    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(3)))
+    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
+                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
+    return path
+
+
+def part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a state dict under ``prefix`` (e.g. ``backbone.block1.``)."""
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def loaded_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.name: load_checkpoint(p)[0].state_dict() for p in sorted(folder.glob("*.pt"))}
+
+
+@pytest.fixture(scope="module", autouse=True, name="one_thread")
+def one_thread_fixture() -> Iterator[None]:
+    """Tiny convolutions run faster on one thread on a shared 2-core machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module", name="target")
+def target_fixture() -> TargetData:
+    pool_x, pool_y = squares(10, seed=0)
+    val_x, val_y = squares(5, seed=1)
+    return TargetData(pool_x, pool_y, val_x, val_y, 3, budgets(pool_y),
+                      {"mean": 0.1, "std": 0.3})
+
+
+@pytest.fixture(scope="module", name="source_path")
+def source_path_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_source(tmp_path_factory.mktemp("source") / "source.pt")
+
+
+@pytest.fixture(name="source")
+def source_fixture(source_path: Path) -> nn.Module:
+    """A fresh copy per test: tests may train it."""
+    return load_checkpoint(source_path)[0]
+
+
+def context(target: TargetData, source: nn.Module, seed: int = 0) -> Context:
+    """A replicate's context for calling a strategy's hooks directly."""
+    return Context(target, source, None, None, ARCH, CPU, seed)

@@ -103,8 +103,9 @@ def test_after_fit_chooses_the_alpha_with_the_best_val_accuracy(source: nn.Modul
     backbone = part(snapshot(model), "backbone.")
     val = (target.val_x[:6], torch.ones(6, dtype=torch.long))  # every label is class 1
     model, choices = strategy.after_fit(model, model, val, strategy.cfg, None)
-    assert choices == {"alpha": 0.5, "val_accuracy_by_alpha": {
+    assert choices["alpha"] == 0.5 and choices["diagnostics"] == {"val_accuracy_by_alpha": {
         "0.25": 0.0, "0.5": 1.0, "0.75": 0.0, "1.0": 0.0}}
+    assert choices["selection"]["best_val_accuracy"] == 1.0  # the mixed model's, not alpha 1's
     torch.testing.assert_close(model.head.bias, torch.tensor([0.5, 0.6, 0.5]))
     assert states_equal(part(snapshot(model), "backbone."), backbone)
 
@@ -114,7 +115,8 @@ def test_after_fit_breaks_an_accuracy_tie_by_the_val_loss(source: nn.Module,
     strategy, model = _endpoints(source, target)
     val = (target.val_x[:6], torch.full((6,), 2))  # 0.75 and 1.0 both predict class 2
     _, choices = strategy.after_fit(model, model, val, strategy.cfg, None)
-    assert choices["val_accuracy_by_alpha"] == {"0.25": 0.0, "0.5": 0.0, "0.75": 1.0, "1.0": 1.0}
+    assert choices["diagnostics"]["val_accuracy_by_alpha"] == {
+        "0.25": 0.0, "0.5": 0.0, "0.75": 1.0, "1.0": 1.0}
     assert choices["alpha"] == 1.0  # more confident in class 2: the lower loss
 
 
@@ -142,10 +144,14 @@ def test_run_replicates_records_the_chosen_alpha(target: TargetData, source_path
             assert r["selection_method"] == "fixed_schedule"
             assert search["chosen"] == {"alpha": 0.5}
             continue
-        scores = search["chosen"]["val_accuracy_by_alpha"]
+        assert set(search["chosen"]) == {"alpha"}
+        cand = search["candidates"][0]
+        scores = cand["diagnostics"]["val_accuracy_by_alpha"]
         assert list(scores) == ["0.25", "0.5", "0.75", "1.0"]
         assert scores[str(search["chosen"]["alpha"])] == max(scores.values())
-        assert search["candidates"][0]["alpha"] == search["chosen"]["alpha"]
+        assert cand["alpha"] == search["chosen"]["alpha"]
+        # the run's selection score is the mixed model's held-out accuracy
+        assert r["selection_score"] == max(scores.values()) == cand["best_val_accuracy"]
     for r, model in zip(result["runs"], seen, strict=True):
         loaded, config = load_checkpoint(tmp_path / r["checkpoint"])
         assert config["strategy"] == "wise_ft" and type(loaded) is type(model)

@@ -110,6 +110,7 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
         trainable = count_trainable(net)
         per_example = flops_per_example(net.cpu(), val_inputs[:1], train=True)
         model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
+        summary = {**summary, **(choices.pop("selection", None) or {})}
         return model, summary, choices, trainable, per_example
 
     val = None
@@ -142,7 +143,7 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
                   train_flops=int(per_example * examples_x_epochs), history=chosen["history"])
     if len(grid) > 1 or choices:
         record["search"] = {
-            "chosen": {**override, **choices},
+            "chosen": {**override, **{k: v for k, v in choices.items() if k != "diagnostics"}},
             "candidates": [{"config": c[0], "best_val_accuracy": c[3]["best_val_accuracy"],
                             "best_val_loss": c[3]["best_val_loss"],
                             "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}

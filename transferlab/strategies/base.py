@@ -187,7 +187,10 @@ class Strategy:
                   chosen: dict | None) -> tuple[TransferNet, dict]:
         """A phase after the fit. With ``val`` it may choose (e.g. an interpolation weight) and
         returns what it chose; the refit passes those choices back as ``chosen``, with no
-        ``val``. Returns (the final model, the choices)."""
+        ``val``. Returns (the final model, the choices). Two keys of the choices are read by the
+        loop and not replayed: ``selection`` ({"best_val_accuracy", "best_val_loss"} of the
+        model returned, where it differs from the fit's best epoch: it then ranks the candidate
+        and is the run's selection score) and ``diagnostics`` (recorded with the candidate)."""
         return model, {}
 
     # ----------------------------------------------------- untrained strategies only

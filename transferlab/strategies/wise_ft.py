@@ -110,6 +110,10 @@ class WiseFt(LpFt):
                                  float(F.cross_entropy(logits, val[1])))
             best = max(scores, key=lambda a: (scores[a][0], -scores[a][1], a))
             choices = {"alpha": best,
-                       "val_accuracy_by_alpha": {str(a): s[0] for a, s in scores.items()}}
+                       "diagnostics": {"val_accuracy_by_alpha": {str(a): s[0]
+                                                                 for a, s in scores.items()}},
+                       # the returned (mixed) model is what the held-out labels scored
+                       "selection": {"best_val_accuracy": scores[best][0],
+                                     "best_val_loss": scores[best][1]}}
         model.load_state_dict(interpolate(self.theta_0, theta_1, choices["alpha"]))
         return model, choices

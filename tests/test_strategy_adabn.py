@@ -110,7 +110,7 @@ def searched(target: TargetData, source_path: Path,
     folder = tmp_path_factory.mktemp("adabn")
     models = {}
     cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01,
-                      search={"then": ("probe", "finetune")})
+                      search={"then": ("probe", "all")})
     result = run_replicates("adabn", cfg, source_path, target, CPU, folder, ARCH, SELECTION,
                             on_result=lambda r, m: models.update({r["checkpoint"]: m}))
     return result, folder, models
@@ -126,9 +126,9 @@ def _stats(state: dict) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------- params
 def test_params_name_the_valid_phases() -> None:
-    assert parse_blocks({"adabn": {"then": "finetune"}})["adabn"].then == "finetune"
+    assert parse_blocks({"adabn": {"then": "all"}})["adabn"].then == "all"
     with pytest.raises(ParamsError, match=r"transfer\.adabn\.then: unknown value 'fine'; "
-                                          "expected one of probe, finetune"):
+                                          "expected one of probe, all"):
         parse_blocks({"adabn": {"then": "fine"}})
 
 
@@ -182,7 +182,7 @@ def test_recalibration_does_not_depend_on_the_batch_size(source: nn.Module, reca
 
 def test_finetune_phase_trains_every_weight_but_keeps_the_statistics(
         source: nn.Module, recalibrated: dict, target: TargetData) -> None:
-    cfg = AdaBNParams(epochs=2, batch_size=8, then="finetune", backbone_lr_mult=0.5)
+    cfg = AdaBNParams(epochs=2, batch_size=8, then="all", backbone_lr_mult=0.5)
     strategy = AdaBN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=3,
                                   shared={}))
     train = (target.pool_x, target.pool_y)
@@ -204,12 +204,12 @@ def test_run_replicates_records_search_and_keeps_the_statistics(
     result, folder, models = searched
     assert result["skipped"] is None
     assert {p.name for p in folder.glob("*.pt")} == CHECKPOINTS
-    trainable = {"probe": 32 * 3 + 3, "finetune": sum(p.numel() for p in source.backbone
+    trainable = {"probe": 32 * 3 + 3, "all": sum(p.numel() for p in source.backbone
                                                       .parameters()) + 32 * 3 + 3}
     for r in result["runs"]:
         search = r["search"]
         assert [c["config"] for c in search["candidates"]] == [{"then": "probe"},
-                                                               {"then": "finetune"}]
+                                                               {"then": "all"}]
         best = max(search["candidates"],
                    key=lambda c: (c["best_val_accuracy"], -c["best_val_loss"]))
         assert search["chosen"] == best["config"]
@@ -230,7 +230,7 @@ def test_run_replicates_records_search_and_keeps_the_statistics(
 def test_run_replicates_is_bitwise_reproducible(deterministic, target: TargetData,
                                                 source_path: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)  # `deterministic` sets 2 (and restores the count afterwards)
-    cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01, then="finetune")
+    cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01, then="all")
     states, runs = [], []
     for i in range(2):
         folder = tmp_path / str(i)

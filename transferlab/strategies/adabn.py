@@ -19,7 +19,7 @@ The recalibrated statistics then stay frozen (they are the method) while a new h
 
 - ``then: probe``: the head only, the backbone frozen (the paper's setting: a source classifier
   whose statistics are swapped; here the target's classes need a new head);
-- ``then: finetune``: every weight trains (the backbone at ``lr * backbone_lr_mult``,
+- ``then: all``: every weight trains (the backbone at ``lr * backbone_lr_mult``,
   BatchNorm's affine parameters included), the running statistics stay the recalibrated ones.
 
 The statistics depend only on the source and the pool, not on the seed or budget: they are
@@ -44,8 +44,8 @@ STATS_BATCH = 1024  # images per forward pass of the recalibration (the result d
 
 @dataclass(frozen=True)
 class AdaBNParams(FinetuneParams):
-    then: Literal["probe", "finetune"] = "probe"  # after recalibration: head only | all weights
-    # backbone_lr_mult (from finetune): then=finetune only; backbone lr = lr * this
+    then: Literal["probe", "all"] = "probe"  # after recalibration: the head only | all weights
+    # backbone_lr_mult (from finetune): then=all only; backbone lr = lr * this
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
@@ -115,7 +115,7 @@ class AdaBN(Strategy):
     Params = AdaBNParams
     uses_unlabeled = True
     style = (":", "v")
-    rank = 50
+    rank = 12
 
     def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
                    cfg: AdaBNParams, generator: torch.Generator) -> TransferNet:

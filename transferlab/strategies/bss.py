@@ -52,8 +52,8 @@ class BSS(Finetune):
     name = "bss"
     Params = BSSParams
     roles = frozenset()
-    style = ("-.", "v")
-    rank = 55
+    style = ("-.", "1")
+    rank = 42
 
     def loss_term(self, model: TransferNet, cfg: BSSParams) -> LossTerm:
         def term(features: torch.Tensor, logits: torch.Tensor, inputs: torch.Tensor,

@@ -126,7 +126,7 @@ class DANN(Strategy):
     uses_unlabeled = True
     uses_source_data = True
     style = ("-.", "P")
-    rank = 60
+    rank = 48
 
     def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
                    cfg: DANNParams, generator: torch.Generator) -> TransferNet:

@@ -175,8 +175,8 @@ class Delta(Finetune):
     name = "delta"
     Params = DeltaParams
     roles = frozenset()
-    style = (":", "P")
-    rank = 60
+    style = (":", "2")
+    rank = 44
 
     def _blocks(self, model: TransferNet, cfg: DeltaParams) -> list[str]:
         valid = block_names(model)

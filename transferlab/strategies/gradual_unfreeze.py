@@ -63,7 +63,7 @@ class GradualUnfreeze(Finetune):
     Params = GradualUnfreezeParams
     roles = frozenset()  # not the reference (Finetune's role): that stays plain finetune
     style = (":", ">")
-    rank = 70
+    rank = 25
 
     def trainable(self, model: TransferNet, cfg: GradualUnfreezeParams
                   ) -> tuple[nn.Module, list[dict]]:

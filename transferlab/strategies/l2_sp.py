@@ -57,8 +57,8 @@ class L2SP(Finetune):
     name = "l2_sp"
     Params = L2SPParams
     roles = frozenset()
-    style = ("--", "D")
-    rank = 50
+    style = ("--", "X")
+    rank = 40
 
     def loss_term(self, model: TransferNet, cfg: L2SPParams) -> LossTerm:
         # w_source: copied now, before fit moves the model (and trains it)

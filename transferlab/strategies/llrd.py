@@ -56,7 +56,7 @@ class Llrd(Strategy):
     name = "llrd"
     Params = LlrdParams
     style = ("-.", "<")
-    rank = 72
+    rank = 32
 
     def trainable(self, model: TransferNet, cfg: LlrdParams) -> tuple[nn.Module, list[dict]]:
         return model, layerwise_groups(model, cfg.lr, cfg.decay)

@@ -80,8 +80,8 @@ def wrap(model: TransferNet, rank: int, alpha: float, seed: int) -> nn.Module:
 class Lora(Strategy):
     name = "lora"
     Params = LoraParams
-    style = ("--", "D")
-    rank = 40
+    style = ("--", "H")
+    rank = 15
 
     def trainable(self, model: TransferNet, cfg: LoraParams) -> tuple[nn.Module, list[dict]]:
         net = wrap(model, cfg.rank, cfg.alpha, self.ctx.seed)

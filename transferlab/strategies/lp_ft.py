@@ -78,7 +78,7 @@ class LpFt(Finetune):
     Params = LpFtParams
     roles = frozenset()  # not the reference (Finetune's role): that stays plain finetune
     style = ("--", "h")
-    rank = 75
+    rank = 34
 
     def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
                    cfg: LpFtParams, generator: torch.Generator) -> TransferNet:

@@ -69,7 +69,7 @@ class LwF(Finetune):
     roles = frozenset()
     needs_source_head = True
     style = ("--", "*")
-    rank = 65
+    rank = 46
 
     def initial_model(self) -> TransferNet:
         # the loop's initial model replaces the head on ctx.source itself: keep the source's

@@ -41,7 +41,7 @@ class Surgical(Finetune):
     Params = SurgicalParams
     roles = frozenset()  # not the reference (Finetune's role): that stays plain finetune
     style = ("--", "d")
-    rank = 45
+    rank = 18
 
     def trainable(self, model: TransferNet, cfg: SurgicalParams) -> tuple[nn.Module, list[dict]]:
         names = block_names(model)

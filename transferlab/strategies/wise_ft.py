@@ -85,7 +85,7 @@ class WiseFt(LpFt):
     name = "wise_ft"
     Params = WiseFtParams
     style = ("-", "p")
-    rank = 80
+    rank = 36
 
     def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
                    cfg: WiseFtParams, generator: torch.Generator) -> TransferNet:

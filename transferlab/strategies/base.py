@@ -65,8 +65,8 @@ class TransferTrainParams(TrainParams):
     def validate(self, key: str) -> None:
         super().validate(key)
         check_range(f"{key}.head_hidden", self.head_hidden, 1, 65_536)
-        if self.search:
-            self.search_grid(key)
+        # the search grid is checked by registry.parse_blocks, once the whole block (a
+        # subclass's own keys too) is valid: an error then names the key that is wrong
 
     def search_grid(self, key: str = "") -> list[tuple[dict, TransferTrainParams]]:
         """Every candidate of ``search`` as (override, full params), in the grid's order (the

@@ -73,6 +73,7 @@ def parse_blocks(data: Any, key: str = "transfer") -> dict[str, Any]:
         if str(name) not in _REGISTRY:
             fail(f"{key}.{name}", f"unknown key; expected one of {', '.join(names())}")
         blocks[str(name)] = from_dict(_REGISTRY[str(name)].Params, block, f"{key}.{name}")
+        blocks[str(name)].search_grid(f"{key}.{name}")  # every candidate is a valid block
     return blocks
 
 

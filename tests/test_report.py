@@ -42,7 +42,7 @@ pretrain: {}
 transfer: {}
 evaluate: {}
 selection: {}
-grid: {}
+grid: {strategies: [source_only, linear_probe, partial_finetune, finetune]}
 """
 
 

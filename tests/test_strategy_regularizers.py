@@ -36,8 +36,8 @@ from transferlab.strategies.delta import (
 from transferlab.strategies.finetune import FinetuneParams
 from transferlab.strategies.l2_sp import L2SP, L2SPParams
 from transferlab.strategies.lwf import LwF, LwFParams, distillation
+from transferlab.strategies.registry import parse_blocks
 from transferlab.training import predict_logits
-from transferlab.typed_config import from_dict
 
 CPU = torch.device("cpu")
 ARCH = {"arch": "small_cnn", "width": 8}
@@ -172,7 +172,7 @@ def test_registered_with_distinct_ranks_and_styles() -> None:
 ])
 def test_params_are_validated_by_key(name: str, block: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
-        from_dict(get(name).Params, block, f"transfer.{name}")
+        parse_blocks({name: block})
 
 
 # ------------------------------------------------------------------------ l2_sp reference

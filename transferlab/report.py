@@ -166,9 +166,11 @@ def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str
         "reliability": figures.reliability(plots["reliability"], folder / "reliability.png"),
         "shift": figures.shift(plots["per_curve"], folder / "shift.png"),
         "compute": figures.compute(plots["per_curve"], folder / "compute.png", styles),
-        "helped": helped_figure(inputs.evaluate.get("what_helped") or {},
-                                results.budget_keys(params), folder / "helped.png"),
     }
+    helped = inputs.evaluate.get("what_helped") or {}
+    if helped.get("sources"):  # a run with methods beside the reference
+        drawn["helped"] = helped_figure(helped, results.budget_keys(params),
+                                        folder / "helped.png")
     return {key: path.name for key, path in drawn.items()}
 
 
@@ -182,7 +184,7 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
         results.recommendations(ev, inputs.target, params, fig),
         results.accuracy(ev, params, fig),
         results.gain(ev, params, fig),
-        helped_section(ev, results.budget_keys(params), fig["helped"]),
+        helped_section(ev, results.budget_keys(params), fig.get("helped")),
         results.label_efficiency(ev, params),
         results.transferability(ev, params, fig),
         results.costs(inputs.plots["per_curve"], inputs.target, params, fig),

@@ -63,7 +63,7 @@ def _gain_cell(g: dict | None) -> str:
             f"{MARK.get(g.get('verdict'), '?')}")
 
 
-def helped_section(ev: dict, budgets: list[str], figure: str) -> list[Block]:
+def helped_section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
     """The blocks of the "What helped" section."""
     block = ev.get("what_helped") or {}
     if not block.get("sources"):

@@ -98,6 +98,7 @@ def test_new_classes_scenario_is_not_aligned(tmp_path: Path, params_dict: dict) 
                               .read_text())
     params_dict["prepare"]["target"] = scenario["prepare"]["target"]
     params_dict["prepare"]["sources"] = scenario["prepare"]["sources"]
+    params_dict["grid"]["methods"] = scenario["grid"].get("methods", {})
     params_dict["prepare"].update(test_per_class=20, val_per_class=5)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params_dict))

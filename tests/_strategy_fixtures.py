@@ -1,7 +1,9 @@
-"""A tiny target and source for the strategy test modules (the pattern of test_strategies.py).
+"""A tiny target and source for the strategy test modules (test_strategies.py and
+test_strategy_*.py), and the helpers they share.
 
 Test modules import the fixtures (``from _strategy_fixtures import source_fixture, ...``); each
 registers under its ``name`` (``source``), so test arguments do not shadow the imported names.
+``one_thread_fixture`` is autouse: a module that imports it runs on one thread.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab.adaptation import TargetData
+from transferlab.adaptation import TargetData, run_replicates
 from transferlab.models import build_model, load_checkpoint, save_checkpoint
 from transferlab.params import SelectionParams
 from transferlab.strategies import Context
@@ -24,6 +26,7 @@ ARCH = {"arch": "small_cnn", "width": 8}
 SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
 CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
 BLOCKS = ("block1", "block2", "block3")
+SOURCE_CLASSES = ["a", "b", "c", "d"]
 
 
 def squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,14 +50,16 @@ def budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
     return out
 
 
-def save_source(path: Path) -> Path:
-    """A small_cnn (width 8) source with 4 classes and BatchNorm statistics off their init."""
-    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
+def save_source(path: Path, classes: list[str] = SOURCE_CLASSES) -> Path:
+    """A small_cnn (width 8) source with a class per name (at least 1, for a null source's
+    empty list) and BatchNorm statistics off their init."""
+    num_classes = max(len(classes), 1)
+    model = build_model("small_cnn", num_classes, 0.5, 0.2, seed=42, width=8)
     model.train()
     with torch.no_grad():
         model(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(3)))
-    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
-                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
+    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": num_classes,
+                                  "mean": 0.5, "std": 0.2, "source_classes": list(classes)})
     return path
 
 
@@ -73,6 +78,42 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def loaded_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {p.name: load_checkpoint(p)[0].state_dict() for p in sorted(folder.glob("*.pt"))}
+
+
+def run_into(name: str, cfg: object, source_path: Path | None, target: TargetData,
+             folder: Path, selection: SelectionParams = SELECTION, **kwargs: object) -> dict:
+    """``run_replicates`` of the tiny source architecture on the CPU into ``folder`` (made
+    here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return run_replicates(name, cfg, source_path, target, CPU, folder, ARCH, selection,
+                          **kwargs)
+
+
+def run_and_load(name: str, cfg: object, source_path: Path | None, target: TargetData,
+                 folder: Path, **kwargs: object) -> tuple[list[dict], dict[str, dict]]:
+    """``run_into`` ``folder``: the run records and the checkpoints' states, loaded back."""
+    runs = run_into(name, cfg, source_path, target, folder, **kwargs)["runs"]
+    return runs, loaded_states(folder)
+
+
+def assert_same_runs(a: tuple[list[dict], dict[str, dict]],
+                     b: tuple[list[dict], dict[str, dict]]) -> None:
+    """Two ``run_and_load`` results: the same records and, for every one of CHECKPOINTS,
+    bitwise the same weights."""
+    (runs_a, states_a), (runs_b, states_b) = a, b
+    assert runs_a == runs_b
+    for ckpt in CHECKPOINTS:
+        assert states_equal(states_a[ckpt], states_b[ckpt]), ckpt
+
+
+def assert_reproducible(first: tuple[list[dict], dict[str, dict]],
+                        second: tuple[list[dict], dict[str, dict]]) -> None:
+    """Two ``run_and_load`` results of the same run: exactly CHECKPOINTS, the same records and
+    weights, and distinct replicates distinct models."""
+    assert first[1].keys() == second[1].keys() == CHECKPOINTS
+    assert_same_runs(first, second)
+    states = first[1]
+    assert not torch.equal(states["0_2.pt"]["head.weight"], states["1_2.pt"]["head.weight"])
 
 
 @pytest.fixture(scope="module", autouse=True, name="one_thread")

@@ -12,22 +12,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+    ARCH,
+    CHECKPOINTS,
+    CPU,
+    SELECTION,
+    SOURCE_CLASSES,
+    assert_reproducible,
+    loaded_states,
+    part,
+    run_and_load,
+    save_source,
+    source_fixture,
+    source_path_fixture,
+    states_equal,
+    target_fixture,
+)
 from torch import nn
 
 import transferlab.adaptation as adaptation
 from transferlab.adaptation import TargetData, replicate_seed, run_replicates, skip_reason
 from transferlab.errors import DataError
-from transferlab.models import build_model, load_checkpoint, reset_head, save_checkpoint
-from transferlab.params import SelectionParams
+from transferlab.models import load_checkpoint, reset_head
 from transferlab.strategies.finetune import Finetune, FinetuneParams
 from transferlab.strategies.linear_probe import LinearProbeParams
 from transferlab.strategies.partial_finetune import PartialFinetuneParams
 from transferlab.strategies.scratch import ScratchParams
 
-CPU = torch.device("cpu")
-ARCH = {"arch": "small_cnn", "width": 8}
-SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
-SOURCE_CLASSES = ["a", "b", "c", "d"]
 ALIGNED = {"source_to_target": {"c": 0, "a": 1, "d": 2}, "aligned": True,
            "unmapped_target_classes": []}
 CONFIGS = {
@@ -38,62 +49,11 @@ CONFIGS = {
     "scratch": ScratchParams(epochs=2, batch_size=8, patience=5),
 }
 TRAINED = list(CONFIGS)
-CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
 # small_cnn width 8, 3 classes: conv 1->8, BN 8, conv 8->16, BN 16, conv 16->32, BN 32, head
 N_PARAMS = {"block1": 72 + 16, "block2": 1152 + 32, "block3": 4608 + 64, "head": 32 * 3 + 3}
 
 
 # ------------------------------------------------------------------------------- fixtures
-def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(3).repeat_interleave(n_per_class)
-    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
-    for i, k in enumerate(y.tolist()):
-        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
-    return x, y
-
-
-def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
-    """Nested budgets: seed s draws a per-class order; budget 2 is its first 2 per class."""
-    out = {}
-    for seed in ("0", "1"):
-        rng = np.random.default_rng(int(seed))
-        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
-        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
-                     "all": sorted(i for o in order for i in o)}
-    return out
-
-
-@pytest.fixture(scope="module")
-def target() -> TargetData:
-    pool_x, pool_y = _squares(10, seed=0)
-    val_x, val_y = _squares(5, seed=1)
-    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
-                      {"mean": 0.1, "std": 0.3})
-
-
-def _save_source(path: Path, classes: list[str]) -> Path:
-    model = build_model("small_cnn", max(len(classes), 1), 0.5, 0.2, seed=42, width=8)
-    model.train()
-    with torch.no_grad():  # move the BN statistics away from their initial values
-        model(torch.rand(16, 1, 16, 16))
-    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8,
-                                  "num_classes": max(len(classes), 1), "mean": 0.5, "std": 0.2,
-                                  "source_classes": classes})
-    return path
-
-
-@pytest.fixture(scope="module")
-def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_source(tmp_path_factory.mktemp("source") / "source.pt", SOURCE_CLASSES)
-
-
-@pytest.fixture(scope="module")
-def source(source_path: Path) -> nn.Module:
-    return load_checkpoint(source_path)[0]
-
-
 @pytest.fixture(scope="module")
 def results(target: TargetData, source_path: Path,
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, Path]]:
@@ -104,18 +64,6 @@ def results(target: TargetData, source_path: Path,
         src = None if name == "scratch" else source_path
         out[name] = (run_replicates(name, cfg, src, target, CPU, folder, ARCH, SELECTION), folder)
     return out
-
-
-def _block(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _loaded_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {p.name: load_checkpoint(p)[0].state_dict() for p in sorted(folder.glob("*.pt"))}
 
 
 # ------------------------------------------------------------------- cached pool features
@@ -238,7 +186,7 @@ def test_source_only_reorders_the_source_head(target: TargetData, source_path: P
     rows = [SOURCE_CLASSES.index(s) for s in ("c", "a", "d")]  # target classes 0, 1, 2
     assert torch.equal(model.head.weight, source.head.weight[rows])
     assert torch.equal(model.head.bias, source.head.bias[rows])
-    assert _states_equal(model.backbone.state_dict(), source.backbone.state_dict())
+    assert states_equal(model.backbone.state_dict(), source.backbone.state_dict())
     x = target.val_x[:4]
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x)[:, rows])
@@ -255,7 +203,7 @@ def test_source_only_skips_unaligned_label_spaces(target: TargetData, source_pat
 
 
 def test_source_only_skips_a_null_source(target: TargetData, tmp_path: Path) -> None:
-    null = _save_source(tmp_path / "null.pt", [])
+    null = save_source(tmp_path / "null.pt", [])
     out = tmp_path / "out"
     out.mkdir()
     for path in (null, None):
@@ -269,8 +217,8 @@ def test_source_only_skips_a_null_source(target: TargetData, tmp_path: Path) -> 
 def test_linear_probe_keeps_the_backbone(results: dict, source: nn.Module) -> None:
     _, folder = results["linear_probe"]
     src = source.state_dict()
-    for name, state in _loaded_states(folder).items():
-        assert _states_equal(_block(state, "backbone."), _block(src, "backbone.")), name
+    for name, state in loaded_states(folder).items():
+        assert states_equal(part(state, "backbone."), part(src, "backbone.")), name
         seed, budget = name[:-3].split("_")
         init = reset_head(copy.deepcopy(source), 3, replicate_seed(seed, budget)).head
         assert not torch.equal(state["head.weight"], init.weight), name  # the head trained
@@ -297,9 +245,9 @@ def test_linear_probe_extracts_features_once(target: TargetData, source_path: Pa
 def test_partial_finetune_keeps_the_first_blocks(results: dict, source: nn.Module) -> None:
     _, folder = results["partial_finetune"]
     src = source.state_dict()
-    for name, state in _loaded_states(folder).items():
+    for name, state in loaded_states(folder).items():
         # frozen_blocks=1, freeze_bn_stats=True: block1 weights and BN statistics are kept
-        assert _states_equal(_block(state, "backbone.block1."), _block(src, "backbone.block1."))
+        assert states_equal(part(state, "backbone.block1."), part(src, "backbone.block1."))
         for block in ("block2", "block3"):
             for key in ("0.weight", "1.weight", "1.running_mean"):
                 full = f"backbone.{block}.{key}"
@@ -345,7 +293,7 @@ def test_finetune_backbone_learning_rate(source: nn.Module) -> None:
 def test_finetune_changes_every_block(results: dict, source: nn.Module) -> None:
     _, folder = results["finetune"]
     src = source.state_dict()
-    for name, state in _loaded_states(folder).items():
+    for name, state in loaded_states(folder).items():
         for block in ("block1", "block2", "block3"):
             key = f"backbone.{block}.0.weight"
             assert not torch.equal(state[key], src[key]), (name, key)
@@ -358,10 +306,10 @@ def test_scratch_ignores_the_source(results: dict, target: TargetData, source_pa
     with_source = run_replicates("scratch", CONFIGS["scratch"], source_path, target, CPU,
                                  tmp_path, ARCH, SELECTION)
     assert with_source["runs"] == result["runs"]
-    a, b = _loaded_states(folder), _loaded_states(tmp_path)
+    a, b = loaded_states(folder), loaded_states(tmp_path)
     assert a.keys() == b.keys() == CHECKPOINTS
     for name in a:
-        assert _states_equal(a[name], b[name]), name
+        assert states_equal(a[name], b[name]), name
         assert not torch.equal(a[name]["backbone.block1.0.weight"],
                                source.state_dict()["backbone.block1.0.weight"])
 
@@ -371,16 +319,6 @@ def test_scratch_ignores_the_source(results: dict, target: TargetData, source_pa
 def test_run_replicates_is_bitwise_reproducible(name: str, deterministic, target: TargetData,
                                                 source_path: Path, tmp_path: Path) -> None:
     src = None if name == "scratch" else source_path
-    states, runs = [], []
-    for i in range(2):
-        folder = tmp_path / str(i)
-        folder.mkdir()
-        result = run_replicates(name, CONFIGS[name], src, target, CPU, folder, ARCH, SELECTION)
-        runs.append(result["runs"])
-        states.append(_loaded_states(folder))
-    assert runs[0] == runs[1]
-    assert states[0].keys() == states[1].keys() == CHECKPOINTS
-    for ckpt in CHECKPOINTS:
-        assert _states_equal(states[0][ckpt], states[1][ckpt]), ckpt
-    # distinct replicates are distinct models
-    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])
+    first, second = (run_and_load(name, CONFIGS[name], src, target, tmp_path / str(i))
+                     for i in range(2))
+    assert_reproducible(first, second)

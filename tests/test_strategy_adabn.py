@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+    ARCH,
+    CHECKPOINTS,
+    CPU,
+    SELECTION,
+    assert_reproducible,
+    one_thread_fixture,
+    run_and_load,
+    source_fixture,
+    source_path_fixture,
+    states_equal,
+    target_fixture,
+)
 from torch import nn
 
 from transferlab.adaptation import TargetData, run_replicates
@@ -18,12 +29,9 @@ from transferlab.errors import ParamsError
 from transferlab.models import (
     Normalize,
     TransferNet,
-    build_model,
     load_checkpoint,
     reset_head,
-    save_checkpoint,
 )
-from transferlab.params import SelectionParams
 from transferlab.strategies import Context, parse_blocks
 from transferlab.strategies.adabn import (
     AdaBN,
@@ -33,73 +41,15 @@ from transferlab.strategies.adabn import (
 )
 from transferlab.training import fit, predict_logits
 
-CPU = torch.device("cpu")
-ARCH = {"arch": "small_cnn", "width": 8}
-SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
 CFG = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01)
-CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
 STATS = ("running_mean", "running_var")
 
 
-# ------------------------------------------------------- fixtures (as in test_strategies)
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one thread on a shared 2-core machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(3).repeat_interleave(n_per_class)
-    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
-    for i, k in enumerate(y.tolist()):
-        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
-    return x, y
-
-
-def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
-    out = {}
-    for seed in ("0", "1"):
-        rng = np.random.default_rng(int(seed))
-        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
-        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
-                     "all": sorted(i for o in order for i in o)}
-    return out
-
-
+# -------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def target() -> TargetData:
-    pool_x, pool_y = _squares(10, seed=0)
-    val_x, val_y = _squares(5, seed=1)
-    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
-                      {"mean": 0.1, "std": 0.3})
-
-
-@pytest.fixture(scope="module")
-def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("source") / "source.pt"
-    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
-    model.train()
-    with torch.no_grad():  # move the BN statistics away from their initial values
-        model(torch.rand(16, 1, 16, 16))
-    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
-                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
-    return path
-
-
-@pytest.fixture(scope="module")
-def source(source_path: Path) -> nn.Module:
-    return load_checkpoint(source_path)[0]
-
-
-@pytest.fixture(scope="module")
-def recalibrated(source: nn.Module, target: TargetData) -> dict[str, torch.Tensor]:
+def recalibrated(source_path: Path, target: TargetData) -> dict[str, torch.Tensor]:
     """The source's state after recalibrating on the whole pool, directly."""
-    model = copy.deepcopy(source)
+    model = load_checkpoint(source_path)[0]
     recalibrate_batchnorm(model, target.pool_x, CPU)  # the default batch size, as the strategy
     return model.state_dict()
 
@@ -114,10 +64,6 @@ def searched(target: TargetData, source_path: Path,
     result = run_replicates("adabn", cfg, source_path, target, CPU, folder, ARCH, SELECTION,
                             on_result=lambda r, m: models.update({r["checkpoint"]: m}))
     return result, folder, models
-
-
-def _states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _stats(state: dict) -> dict[str, torch.Tensor]:
@@ -193,7 +139,7 @@ def test_finetune_phase_trains_every_weight_but_keeps_the_statistics(
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     fit(net, train, None, cfg, groups, generator, CPU)
     state = model.state_dict()
-    assert _states_equal(_stats(state), _stats(recalibrated))
+    assert states_equal(_stats(state), _stats(recalibrated))
     for k in ("backbone.block1.0.weight", "backbone.block2.1.weight", "backbone.block3.1.bias"):
         assert not torch.equal(state[k], recalibrated[k]), k
 
@@ -219,7 +165,7 @@ def test_run_replicates_records_search_and_keeps_the_statistics(
         assert config["strategy"] == "adabn"
         state = model.state_dict()
         # the statistics are the pool's, through training, whatever trained
-        assert _states_equal(_stats(state), _stats(recalibrated))
+        assert states_equal(_stats(state), _stats(recalibrated))
         conv_kept = torch.equal(state["backbone.block2.0.weight"],
                                 recalibrated["backbone.block2.0.weight"])
         assert conv_kept == (then == "probe")
@@ -231,18 +177,9 @@ def test_run_replicates_is_bitwise_reproducible(deterministic, target: TargetDat
                                                 source_path: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)  # `deterministic` sets 2 (and restores the count afterwards)
     cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01, then="all")
-    states, runs = [], []
-    for i in range(2):
-        folder = tmp_path / str(i)
-        folder.mkdir()
-        runs.append(run_replicates("adabn", cfg, source_path, target, CPU, folder, ARCH,
-                                   SELECTION)["runs"])
-        states.append({p.name: load_checkpoint(p)[0].state_dict() for p in folder.glob("*.pt")})
-    assert runs[0] == runs[1]
-    assert states[0].keys() == states[1].keys() == CHECKPOINTS
-    for name in CHECKPOINTS:
-        assert _states_equal(states[0][name], states[1][name]), name
-    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])
+    first, second = (run_and_load("adabn", cfg, source_path, target, tmp_path / str(i))
+                     for i in range(2))
+    assert_reproducible(first, second)
 
 
 def test_statistics_are_computed_once_per_normalisation(source: nn.Module, recalibrated: dict,
@@ -260,7 +197,7 @@ def test_statistics_are_computed_once_per_normalisation(source: nn.Module, recal
         models.append(strategy.before_fit(model, (target.pool_x, target.pool_y), cfg,
                                           torch.Generator()).state_dict())
     assert len(shared["adabn_statistics"]) == 2  # one per input normalisation
-    assert _states_equal(_stats(models[0]), _stats(recalibrated))
-    assert _states_equal(_stats(models[1]), _stats(recalibrated))  # from the cache
+    assert states_equal(_stats(models[0]), _stats(recalibrated))
+    assert states_equal(_stats(models[1]), _stats(recalibrated))  # from the cache
     assert not torch.equal(models[0]["backbone.block1.1.running_mean"],
                            models[2]["backbone.block1.1.running_mean"])

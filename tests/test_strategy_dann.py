@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+    ARCH,
+    CHECKPOINTS,
+    CPU,
+    SELECTION,
+    assert_reproducible,
+    loaded_states,
+    one_thread_fixture,
+    run_and_load,
+    run_into,
+    source_fixture,
+    source_path_fixture,
+    states_equal,
+    target_fixture,
+)
 from torch import nn
 
 from transferlab.adaptation import TargetData, run_replicates
 from transferlab.errors import ParamsError
-from transferlab.models import build_model, load_checkpoint, save_checkpoint
-from transferlab.params import SelectionParams
+from transferlab.models import load_checkpoint
 from transferlab.prepared import ImageSet, PreparedDataset, write_dataset
 from transferlab.strategies import Context, parse_blocks
 from transferlab.strategies.dann import (
@@ -30,68 +43,10 @@ from transferlab.strategies.dann import (
 from transferlab.strategies.finetune import FinetuneParams
 from transferlab.training import predict_logits, to_tensor
 
-CPU = torch.device("cpu")
-ARCH = {"arch": "small_cnn", "width": 8}
-SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
 CFG = DANNParams(epochs=2, batch_size=8, patience=5, domain_weight=0.3)
-CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
 
 
-# ------------------------------------------------------- fixtures (as in test_strategies)
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one thread on a shared 2-core machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(3).repeat_interleave(n_per_class)
-    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
-    for i, k in enumerate(y.tolist()):
-        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
-    return x, y
-
-
-def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
-    out = {}
-    for seed in ("0", "1"):
-        rng = np.random.default_rng(int(seed))
-        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
-        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
-                     "all": sorted(i for o in order for i in o)}
-    return out
-
-
-@pytest.fixture(scope="module")
-def target() -> TargetData:
-    pool_x, pool_y = _squares(10, seed=0)
-    val_x, val_y = _squares(5, seed=1)
-    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
-                      {"mean": 0.1, "std": 0.3})
-
-
-@pytest.fixture(scope="module")
-def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("source") / "source.pt"
-    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
-    model.train()
-    with torch.no_grad():  # move the BN statistics away from their initial values
-        model(torch.rand(16, 1, 16, 16))
-    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
-                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
-    return path
-
-
-@pytest.fixture(scope="module")
-def source(source_path: Path) -> nn.Module:
-    return load_checkpoint(source_path)[0]
-
-
+# -------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def source_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared source folder: 4 classes of horizontal bars (a domain unlike the target's)."""
@@ -111,19 +66,10 @@ def mapping(source_data: Path) -> dict:
     return PreparedDataset.open(source_data).manifest  # what the transfer stage passes
 
 
-def _states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {p.name: load_checkpoint(p)[0].state_dict() for p in folder.glob("*.pt")}
-
-
-def _states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def _run(name: str, cfg: object, source_path: Path, target: TargetData, folder: Path,
          source_data: Path, mapping: dict, **kwargs: object) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
-    return run_replicates(name, cfg, source_path, target, CPU, folder, ARCH, SELECTION,
-                          mapping=mapping, source_data=source_data, **kwargs)
+    return run_into(name, cfg, source_path, target, folder, mapping=mapping,
+                    source_data=source_data, **kwargs)
 
 
 # ---------------------------------------------------------------------------------- params
@@ -216,10 +162,10 @@ def test_domain_weight_zero_is_exactly_finetune(target: TargetData, source_path:
     finetune = _run("finetune", FinetuneParams(**common), source_path, target,
                     tmp_path / "finetune", source_data, mapping)
     assert dann["runs"] == finetune["runs"]
-    a, b = _states(tmp_path / "dann"), _states(tmp_path / "finetune")
+    a, b = loaded_states(tmp_path / "dann"), loaded_states(tmp_path / "finetune")
     assert a.keys() == b.keys() == CHECKPOINTS
     for name in CHECKPOINTS:
-        assert _states_equal(a[name], b[name]), name
+        assert states_equal(a[name], b[name]), name
 
 
 def test_run_replicates_records_search_and_checkpoints(target: TargetData, source_path: Path,
@@ -235,7 +181,7 @@ def test_run_replicates_records_search_and_checkpoints(target: TargetData, sourc
     assert result["skipped"] is None and len(result["runs"]) == 4
     _run("dann", DANNParams(**common, domain_weight=0.0),
                  source_path, target, tmp_path / "plain", source_data, mapping)
-    plain_states = _states(tmp_path / "plain")
+    plain_states = loaded_states(tmp_path / "plain")
     for r in result["runs"]:
         search = r["search"]
         assert [c["config"] for c in search["candidates"]] == [{"domain_weight": 0.03},
@@ -258,14 +204,9 @@ def test_run_replicates_is_bitwise_reproducible(deterministic, target: TargetDat
                                                 source_path: Path, source_data: Path,
                                                 mapping: dict, tmp_path: Path) -> None:
     torch.set_num_threads(1)  # `deterministic` sets 2 (and restores the count afterwards)
-    runs = [_run("dann", CFG, source_path, target, tmp_path / str(i), source_data,
-                 mapping)["runs"] for i in range(2)]
-    assert runs[0] == runs[1]
-    states = [_states(tmp_path / str(i)) for i in range(2)]
-    assert states[0].keys() == states[1].keys() == CHECKPOINTS
-    for name in CHECKPOINTS:
-        assert _states_equal(states[0][name], states[1][name]), name
-    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])
+    first, second = (run_and_load("dann", CFG, source_path, target, tmp_path / str(i),
+                                  mapping=mapping, source_data=source_data) for i in range(2))
+    assert_reproducible(first, second)
 
 
 def test_skips_a_null_source_and_needs_the_source_folder(target: TargetData, source_path: Path,

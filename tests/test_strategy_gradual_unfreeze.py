@@ -14,10 +14,11 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     CHECKPOINTS,
     CPU,
     SELECTION,
+    assert_same_runs,
     context,
-    loaded_states,
     one_thread_fixture,
     part,
+    run_and_load,
     snapshot,
     source_fixture,
     source_path_fixture,
@@ -94,15 +95,8 @@ def test_run_replicates_records_and_checkpoints(target: TargetData, source_path:
 
 def test_run_replicates_is_bitwise_reproducible(target: TargetData, source_path: Path,
                                                 tmp_path: Path) -> None:
-    states, runs = [], []
-    for i in range(2):
-        (tmp_path / str(i)).mkdir()
-        runs.append(run_replicates("gradual_unfreeze", CFG, source_path, target, CPU,
-                                   tmp_path / str(i), ARCH, SELECTION)["runs"])
-        states.append(loaded_states(tmp_path / str(i)))
-    assert runs[0] == runs[1]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states[0][ckpt], states[1][ckpt]), ckpt
+    assert_same_runs(*(run_and_load("gradual_unfreeze", CFG, source_path, target,
+                                    tmp_path / str(i)) for i in range(2)))
 
 
 @pytest.mark.parametrize(("value", "message"), [(0, "must be >= 1"),

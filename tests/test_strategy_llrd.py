@@ -12,12 +12,12 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     CHECKPOINTS,
     CPU,
     SELECTION,
+    assert_same_runs,
     context,
-    loaded_states,
     one_thread_fixture,
+    run_and_load,
     source_fixture,
     source_path_fixture,
-    states_equal,
     target_fixture,
 )
 from torch import nn
@@ -61,15 +61,9 @@ def test_decay_one_is_finetune_at_the_full_backbone_rate(target: TargetData, sou
     common = {"epochs": 2, "batch_size": 8, "patience": 5, "lr": 0.01}
     cfgs = {"finetune": FinetuneParams(**common, backbone_lr_mult=1.0),
             "llrd": LlrdParams(**common, decay=1.0)}
-    runs, states = {}, {}
-    for name, cfg in cfgs.items():
-        (tmp_path / name).mkdir()
-        runs[name] = run_replicates(name, cfg, source_path, target, CPU, tmp_path / name, ARCH,
-                                    SELECTION)["runs"]
-        states[name] = loaded_states(tmp_path / name)
-    assert runs["llrd"] == runs["finetune"]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states["llrd"][ckpt], states["finetune"][ckpt]), ckpt
+    runs = {name: run_and_load(name, cfg, source_path, target, tmp_path / name)
+            for name, cfg in cfgs.items()}
+    assert_same_runs(runs["llrd"], runs["finetune"])
 
 
 def test_run_replicates_searches_the_decay(target: TargetData, source_path: Path,
@@ -98,15 +92,8 @@ def test_run_replicates_searches_the_decay(target: TargetData, source_path: Path
 
 def test_run_replicates_is_bitwise_reproducible(target: TargetData, source_path: Path,
                                                 tmp_path: Path) -> None:
-    states, runs = [], []
-    for i in range(2):
-        (tmp_path / str(i)).mkdir()
-        runs.append(run_replicates("llrd", CFG, source_path, target, CPU, tmp_path / str(i),
-                                   ARCH, SELECTION)["runs"])
-        states.append(loaded_states(tmp_path / str(i)))
-    assert runs[0] == runs[1]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states[0][ckpt], states[1][ckpt]), ckpt
+    assert_same_runs(*(run_and_load("llrd", CFG, source_path, target, tmp_path / str(i))
+                       for i in range(2)))
 
 
 @pytest.mark.parametrize(("value", "message"), [(0, "must be > 0"), (1.5, "must be <= 1"),

@@ -3,94 +3,39 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+    ARCH,
+    CHECKPOINTS,
+    CPU,
+    SELECTION,
+    assert_reproducible,
+    one_thread_fixture,
+    run_and_load,
+    source_fixture,
+    source_path_fixture,
+    target_fixture,
+)
 from torch import nn
 
 from transferlab.adaptation import TargetData, replicate_seed, run_replicates
 from transferlab.errors import ParamsError
 from transferlab.models import (
     TransferNet,
-    build_model,
     load_checkpoint,
     reset_head,
-    save_checkpoint,
 )
-from transferlab.params import SelectionParams
 from transferlab.strategies import Context, parse_blocks
 from transferlab.strategies.lora import Lora, LoraParams, lora_targets, wrap
 from transferlab.training import fit, flops_per_example, predict_logits
 
-CPU = torch.device("cpu")
-ARCH = {"arch": "small_cnn", "width": 8}
-SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
 CFG = LoraParams(epochs=2, batch_size=8, patience=5, rank=4, alpha=8.0)
-CHECKPOINTS = {"0_2.pt", "0_all.pt", "1_2.pt", "1_all.pt"}
 
 
-# ------------------------------------------------------- fixtures (as in test_strategies)
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one thread on a shared 2-core machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(3).repeat_interleave(n_per_class)
-    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
-    for i, k in enumerate(y.tolist()):
-        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
-    return x, y
-
-
-def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
-    out = {}
-    for seed in ("0", "1"):
-        rng = np.random.default_rng(int(seed))
-        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
-        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
-                     "all": sorted(i for o in order for i in o)}
-    return out
-
-
-@pytest.fixture(scope="module")
-def target() -> TargetData:
-    pool_x, pool_y = _squares(10, seed=0)
-    val_x, val_y = _squares(5, seed=1)
-    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
-                      {"mean": 0.1, "std": 0.3})
-
-
-@pytest.fixture(scope="module")
-def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("source") / "source.pt"
-    model = build_model("small_cnn", 4, 0.5, 0.2, seed=42, width=8)
-    model.train()
-    with torch.no_grad():  # move the BN statistics away from their initial values
-        model(torch.rand(16, 1, 16, 16))
-    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 4,
-                                  "mean": 0.5, "std": 0.2, "source_classes": list("abcd")})
-    return path
-
-
-@pytest.fixture(scope="module")
-def source(source_path: Path) -> nn.Module:
-    return load_checkpoint(source_path)[0]
-
-
-def _states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
+# -------------------------------------------------------------------------------- fixtures
 def _hand_trainable(model: nn.Module, rank: int, classes: int = 3) -> int:
     """LoRA parameters by hand (conv k x k: A is r x in x k x k, B is out x r x 1 x 1; linear:
     r * (in + out)) plus a whole new head for ``classes``."""
@@ -209,20 +154,11 @@ def test_run_replicates_is_bitwise_reproducible_and_counts_flops(
         deterministic, target: TargetData, source_path: Path, source: nn.Module,
         tmp_path: Path) -> None:
     torch.set_num_threads(1)  # `deterministic` sets 2 (and restores the count afterwards)
-    states, runs = [], []
-    for i in range(2):
-        folder = tmp_path / str(i)
-        folder.mkdir()
-        runs.append(run_replicates("lora", CFG, source_path, target, CPU, folder, ARCH,
-                                   SELECTION)["runs"])
-        states.append({p.name: load_checkpoint(p)[0].state_dict() for p in folder.glob("*.pt")})
-    assert runs[0] == runs[1]
-    assert states[0].keys() == states[1].keys() == CHECKPOINTS
-    for name in CHECKPOINTS:
-        assert _states_equal(states[0][name], states[1][name]), name
-    assert not torch.equal(states[0]["0_2.pt"]["head.weight"], states[0]["1_2.pt"]["head.weight"])
+    first, second = (run_and_load("lora", CFG, source_path, target, tmp_path / str(i))
+                     for i in range(2))
+    assert_reproducible(first, second)
     # FLOPs: measured on the adapter model (forward + backward), times examples x epochs
-    for r in runs[0]:
+    for r in first[0]:
         net = wrap(reset_head(copy.deepcopy(source), 3, replicate_seed(str(r["seed"]),
                                                                         r["budget"])), 4, 8.0, 0)
         per_example = flops_per_example(net, target.val_x[:1], train=True)

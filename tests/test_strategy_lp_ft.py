@@ -13,10 +13,12 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     CHECKPOINTS,
     CPU,
     SELECTION,
+    assert_same_runs,
     context,
     loaded_states,
     one_thread_fixture,
     part,
+    run_and_load,
     snapshot,
     source_fixture,
     source_path_fixture,
@@ -76,17 +78,10 @@ def test_probe_is_full_batch_adamw_on_eval_mode_features(source: nn.Module,
 def test_probe_epochs_zero_is_finetune(target: TargetData, source_path: Path,
                                        tmp_path: Path) -> None:
     common = {"epochs": 2, "batch_size": 8, "patience": 5, "backbone_lr_mult": 0.3}
-    runs, states = {}, {}
-    for name, cfg in (("finetune", FinetuneParams(**common)),
-                      ("lp_ft", LpFtParams(**common, probe_epochs=0))):
-        folder = tmp_path / name
-        folder.mkdir()
-        runs[name] = run_replicates(name, cfg, source_path, target, CPU, folder, ARCH,
-                                    SELECTION)["runs"]
-        states[name] = loaded_states(folder)
-    assert runs["lp_ft"] == runs["finetune"]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states["lp_ft"][ckpt], states["finetune"][ckpt]), ckpt
+    runs = {name: run_and_load(name, cfg, source_path, target, tmp_path / name)
+            for name, cfg in (("finetune", FinetuneParams(**common)),
+                              ("lp_ft", LpFtParams(**common, probe_epochs=0)))}
+    assert_same_runs(runs["lp_ft"], runs["finetune"])
 
 
 def test_run_replicates_records_and_checkpoints(target: TargetData, source_path: Path,
@@ -123,17 +118,11 @@ def test_saved_model_gives_identical_logits(target: TargetData, source_path: Pat
 def test_run_replicates_is_bitwise_reproducible(target: TargetData, source_path: Path,
                                                 tmp_path: Path) -> None:
     """Explicit generators alone make it so (no global deterministic switch needed on CPU)."""
-    states, runs = [], []
-    for i in range(2):
-        folder = tmp_path / str(i)
-        folder.mkdir()
-        runs.append(run_replicates("lp_ft", CFG, source_path, target, CPU, folder, ARCH,
-                                   SELECTION)["runs"])
-        states.append(loaded_states(folder))
-    assert runs[0] == runs[1]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states[0][ckpt], states[1][ckpt]), ckpt
-    assert not states_equal(part(states[0]["0_2.pt"], "head."), part(states[0]["1_2.pt"], "head."))
+    first, second = (run_and_load("lp_ft", CFG, source_path, target, tmp_path / str(i))
+                     for i in range(2))
+    assert_same_runs(first, second)
+    states = first[1]
+    assert not states_equal(part(states["0_2.pt"], "head."), part(states["1_2.pt"], "head."))
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -12,6 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+    ARCH,
+    CPU,
+    SELECTION,
+    SOURCE_CLASSES,
+    loaded_states,
+    save_source,
+    source_fixture,
+    source_path_fixture,
+    states_equal,
+    target_fixture,
+)
 from torch import nn
 
 from transferlab.adaptation import TargetData, run_replicates
@@ -21,9 +33,7 @@ from transferlab.models import (
     TransferNet,
     build_model,
     load_checkpoint,
-    save_checkpoint,
 )
-from transferlab.params import SelectionParams
 from transferlab.strategies import Context, by_role, get
 from transferlab.strategies.bss import BSS, BSSParams, spectral_shrinkage
 from transferlab.strategies.delta import (
@@ -39,10 +49,6 @@ from transferlab.strategies.lwf import LwF, LwFParams, distillation
 from transferlab.strategies.registry import parse_blocks
 from transferlab.training import predict_logits
 
-CPU = torch.device("cpu")
-ARCH = {"arch": "small_cnn", "width": 8}
-SELECTION = SelectionParams()  # within_budget: budget 2 holds out 1 per class, then refits
-SOURCE_CLASSES = ["a", "b", "c", "d"]
 BASE = {"epochs": 2, "batch_size": 8, "patience": 5}
 FINETUNE = FinetuneParams(**BASE)
 # each strategy at strength 0 (must equal finetune) and with a small search over its strength
@@ -60,68 +66,10 @@ NAMES = list(SEARCH)
 
 
 # ------------------------------------------------------------------------------- fixtures
-def _squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 16, 16) noisy images where class k has a bright 4x4 square at column 4k."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(3).repeat_interleave(n_per_class)
-    x = torch.rand(len(y), 1, 16, 16, generator=gen) * 0.3
-    for i, k in enumerate(y.tolist()):
-        x[i, 0, 6:10, 4 * k:4 * k + 4] += 0.7
-    return x, y
-
-
-def _budgets(labels: torch.Tensor) -> dict[str, dict[str, list[int]]]:
-    """Nested budgets: seed s draws a per-class order; budget 2 is its first 2 per class."""
-    out = {}
-    for seed in ("0", "1"):
-        rng = np.random.default_rng(int(seed))
-        order = [rng.permutation(np.flatnonzero(labels.numpy() == k)).tolist() for k in range(3)]
-        out[seed] = {"2": sorted(i for o in order for i in o[:2]),
-                     "all": sorted(i for o in order for i in o)}
-    return out
-
-
-@pytest.fixture(scope="module")
-def target() -> TargetData:
-    pool_x, pool_y = _squares(10, seed=0)
-    val_x, val_y = _squares(5, seed=1)
-    return TargetData(pool_x, pool_y, val_x, val_y, 3, _budgets(pool_y),
-                      {"mean": 0.1, "std": 0.3})
-
-
-def _save_source(path: Path, classes: list[str]) -> Path:
-    model = build_model("small_cnn", max(len(classes), 1), 0.5, 0.2, seed=42, width=8)
-    model.train()
-    with torch.no_grad():  # move the BN statistics away from their initial values
-        model(torch.rand(16, 1, 16, 16))
-    save_checkpoint(model, path, {"arch": "small_cnn", "width": 8,
-                                  "num_classes": max(len(classes), 1), "mean": 0.5, "std": 0.2,
-                                  "source_classes": classes})
-    return path
-
-
 @pytest.fixture(scope="module")
 def one_run(target: TargetData) -> TargetData:
     """The target with one replicate (seed 0, every label), to keep the loop's tests short."""
     return replace(target, budgets={"0": {"all": target.budgets["0"]["all"]}})
-
-
-@pytest.fixture(scope="module")
-def source_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_source(tmp_path_factory.mktemp("source") / "source.pt", SOURCE_CLASSES)
-
-
-@pytest.fixture(scope="module")
-def source(source_path: Path) -> TransferNet:
-    return load_checkpoint(source_path)[0]
-
-
-def _loaded_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {p.name: load_checkpoint(p)[0].state_dict() for p in sorted(folder.glob("*.pt"))}
-
-
-def _states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -391,7 +339,7 @@ def test_lwf_is_zero_at_initialisation_and_distils_the_source_head(
 
 
 def test_lwf_skips_a_source_without_classes(target: TargetData, tmp_path: Path) -> None:
-    null = _save_source(tmp_path / "null.pt", [])
+    null = save_source(tmp_path / "null.pt", [])
     out = tmp_path / "out"
     out.mkdir()
     for path in (null, None):
@@ -409,9 +357,9 @@ def test_strength_zero_is_bitwise_finetune(name: str, finetune_run: tuple[dict, 
                             SELECTION)
     reference, folder = finetune_run
     assert result["runs"] == reference["runs"]
-    mine, theirs = _loaded_states(tmp_path), _loaded_states(folder)
+    mine, theirs = loaded_states(tmp_path), loaded_states(folder)
     assert mine.keys() == theirs.keys() == {"0_all.pt"}
-    assert _states_equal(mine["0_all.pt"], theirs["0_all.pt"])
+    assert states_equal(mine["0_all.pt"], theirs["0_all.pt"])
 
 
 # ---------------------------------------------------------------------- end to end, search
@@ -429,7 +377,7 @@ def test_end_to_end_search_records_and_checkpoints(name: str, deterministic,
         results.append(run_replicates(
             name, cfg, source_path, one_run, CPU, folder, ARCH, SELECTION,
             on_result=lambda record, model: seen.__setitem__(record["checkpoint"], model)))
-        states.append(_loaded_states(folder))
+        states.append(loaded_states(folder))
     result = results[0]
     assert result["strategy"] == name and result["skipped"] is None
     assert [(r["seed"], r["budget"]) for r in result["runs"]] == [(0, "all")]
@@ -447,9 +395,9 @@ def test_end_to_end_search_records_and_checkpoints(name: str, deterministic,
     # two runs with the same seeds: the same records and bitwise the same weights
     assert results[0]["runs"] == results[1]["runs"]
     assert states[0].keys() == states[1].keys() == {"0_all.pt"}
-    assert _states_equal(states[0]["0_all.pt"], states[1]["0_all.pt"])
+    assert states_equal(states[0]["0_all.pt"], states[1]["0_all.pt"])
     # a plain TransferNet: same keys as any other, no hooks left, reloads to the same logits
-    finetune_states = _loaded_states(finetune_run[1])
+    finetune_states = loaded_states(finetune_run[1])
     for ckpt, model in seen.items():
         assert type(model) is TransferNet and not model.training
         assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -459,4 +407,4 @@ def test_end_to_end_search_records_and_checkpoints(name: str, deterministic,
         assert torch.equal(predict_logits(loaded, one_run.val_x, CPU),
                            predict_logits(model, one_run.val_x, CPU))
         # the regulariser changed the training: not the finetune model
-        assert not _states_equal(model.state_dict(), finetune_states[ckpt]), ckpt
+        assert not states_equal(model.state_dict(), finetune_states[ckpt]), ckpt

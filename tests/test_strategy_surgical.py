@@ -11,13 +11,14 @@ import torch
 from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
     ARCH,
     BLOCKS,
-    CHECKPOINTS,
     CPU,
     SELECTION,
+    assert_same_runs,
     context,
     loaded_states,
     one_thread_fixture,
     part,
+    run_and_load,
     source_fixture,
     source_path_fixture,
     states_equal,
@@ -101,15 +102,8 @@ def test_search_picks_the_block_with_the_best_val_accuracy(target: TargetData,
 
 def test_run_replicates_is_bitwise_reproducible(target: TargetData, source_path: Path,
                                                 tmp_path: Path) -> None:
-    states, runs = [], []
-    for i in range(2):
-        (tmp_path / str(i)).mkdir()
-        runs.append(run_replicates("surgical", CFG, source_path, target, CPU, tmp_path / str(i),
-                                   ARCH, SELECTION)["runs"])
-        states.append(loaded_states(tmp_path / str(i)))
-    assert runs[0] == runs[1]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states[0][ckpt], states[1][ckpt]), ckpt
+    assert_same_runs(*(run_and_load("surgical", CFG, source_path, target, tmp_path / str(i))
+                       for i in range(2)))
 
 
 @pytest.mark.parametrize(("block", "message"), [

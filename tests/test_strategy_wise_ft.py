@@ -13,10 +13,12 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     CHECKPOINTS,
     CPU,
     SELECTION,
+    assert_same_runs,
     context,
     loaded_states,
     one_thread_fixture,
     part,
+    run_and_load,
     snapshot,
     source_fixture,
     source_path_fixture,
@@ -180,10 +182,7 @@ def test_alpha_one_is_lp_ft(target: TargetData, source_path: Path, tmp_path: Pat
             "wise_ft": WiseFtParams(**common, alphas=(1.0,), default_alpha=1.0)}
     states, runs = {}, {}
     for name, cfg in cfgs.items():
-        (tmp_path / name).mkdir()
-        runs[name] = run_replicates(name, cfg, source_path, target, CPU, tmp_path / name, ARCH,
-                                    SELECTION)["runs"]
-        states[name] = loaded_states(tmp_path / name)
+        runs[name], states[name] = run_and_load(name, cfg, source_path, target, tmp_path / name)
     for ckpt in CHECKPOINTS:
         assert states_equal(states["wise_ft"][ckpt], states["lp_ft"][ckpt]), ckpt
     for a, b in zip(runs["wise_ft"], runs["lp_ft"], strict=True):
@@ -193,15 +192,8 @@ def test_alpha_one_is_lp_ft(target: TargetData, source_path: Path, tmp_path: Pat
 
 def test_run_replicates_is_bitwise_reproducible(target: TargetData, source_path: Path,
                                                 tmp_path: Path) -> None:
-    states, runs = [], []
-    for i in range(2):
-        (tmp_path / str(i)).mkdir()
-        runs.append(run_replicates("wise_ft", CFG, source_path, target, CPU, tmp_path / str(i),
-                                   ARCH, SELECTION)["runs"])
-        states.append(loaded_states(tmp_path / str(i)))
-    assert runs[0] == runs[1]
-    for ckpt in CHECKPOINTS:
-        assert states_equal(states[0][ckpt], states[1][ckpt]), ckpt
+    assert_same_runs(*(run_and_load("wise_ft", CFG, source_path, target, tmp_path / str(i))
+                       for i in range(2)))
 
 
 @pytest.mark.parametrize(("block", "message"), [

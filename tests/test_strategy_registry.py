@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import importlib
 import os
 import pkgutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +147,14 @@ def test_dropping_a_strategy_is_deleting_its_module_and_block(tmp_path: Path) ->
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t",
                                        "commit", "-qm", "drop", "--allow-empty"],
                 ["dvc", "repro"]):
-        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
-        assert proc.returncode == 0, f"{cmd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        # its own session: on a timeout or an interrupt, every stage process goes with it
+        proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=1800)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == 0, f"{cmd}:\n{out[-3000:]}\n{err[-3000:]}"
     report = (repo / "reports" / "report.md").read_text()
     assert "printed_digits/finetune" in report and "partial_finetune" not in report

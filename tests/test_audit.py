@@ -212,8 +212,8 @@ def test_audit_passes_on_an_untouched_run(synced_clone: tuple[Path, dict]) -> No
     assert set(labels.values()) <= {IDENTICAL, WITHIN}, labels
     assert labels["prepare"] == IDENTICAL and labels["evaluate"] == IDENTICAL
     assert result["reproduction"]["identical"] is True
-    tracked = {n for n in lock if n.split("@")[0] in ("pretrain", "transfer", "scratch",
-                                                     "evaluate")}
+    tracked = {n for n in lock if n.split("@")[0] in ("pretrain", "transfer", "methods",
+                                                     "scratch", "evaluate")}
     assert set(result["mlflow"]["stages"]) == tracked
     assert all(not s["problems"] for s in result["mlflow"]["stages"].values())
     assert result["environment"]["deterministic"]["algorithms"] is True

@@ -84,7 +84,9 @@ def test_plausible_numbers(workspace, first_run: str) -> None:
     assert source_only.accuracy.min() > 0.3  # chance is 0.1: printed digits transfer as is
     scratch_all = runs[(runs.strategy == "scratch") & (runs.budget == "all")]
     assert scratch_all.accuracy.mean() >= 0.9
-    assert len(runs) == 2 * 3 * (1 + 4 + 3)  # seeds x budgets x curves (random_init: 3)
+    methods = len(shrunk_params()["grid"]["methods"]["strategies"])  # on printed_digits
+    # seeds x budgets x curves (scratch; printed_digits: 4 + the methods; random_init: 3)
+    assert len(runs) == 2 * 3 * (1 + 4 + methods + 3)
     report = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert report["skipped"] == {
         "random_init/source_only": "the source has no trained classifier (null source)"}
@@ -168,7 +170,7 @@ def test_sync_rebuilds_the_mirror_idempotently(workspace, first_run: str) -> Non
     on disk, tagged with dvc.lock's md5s; a second sync changes nothing."""
     repo, env = workspace
     tracked = {s for s in run(["dvc", "stage", "list", "--name-only"], repo).split()
-               if s.split("@")[0] in ("pretrain", "transfer", "scratch", "evaluate")}
+               if s.split("@")[0] in ("pretrain", "transfer", "methods", "scratch", "evaluate")}
     first = _sync(repo, env)
     assert set(first["recreated"]) == tracked
     second = _sync(repo, env)

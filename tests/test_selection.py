@@ -116,8 +116,10 @@ def _choices(repo: Path, params: dict) -> dict:
 
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     recs = metrics["recommendations"]
+    methods = params["grid"]["methods"]
     runs = discover_runs(repo / "runs", list(params["prepare"]["sources"]),
-                         params["grid"]["strategies"])
+                         params["grid"]["strategies"],
+                         [(s, m) for s in methods["sources"] for m in methods["strategies"]])
     champions = champion_checkpoints(recs, runs)
     return {
         "checkpoints": {str(p.relative_to(repo)): _sha(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -84,18 +85,38 @@ def test_paired_t_single_pair_is_nan() -> None:
 
 
 def test_paired_t_constant_nonzero_difference() -> None:
+    # zero variance: the exact sign-flip p (all 3 signs alike: 2 of 8 sign patterns)
     res = paired_t_test([0.5, 0.75, 1.0], [0.25, 0.5, 0.75])
-    assert res["diff"] == 0.25
-    assert (res["ci_low"], res["ci_high"]) == (0.25, 0.25)
-    assert res["p_value"] == 0.0
-    assert verdict(res["diff"], res["p_value"], ALPHA) == "positive transfer"
+    assert res["diff"] == 0.25 and res["method"] == "sign flip"
+    assert math.isnan(res["ci_low"]) and math.isnan(res["ci_high"])
+    assert res["p_value"] == 0.25
+    assert verdict(res["diff"], res["p_value"], ALPHA) == "no detectable effect"
+    # with enough seeds a constant sign is evidence: 2 / 2**6 < 0.05
+    six = paired_t_test([0.5] * 6, [0.25] * 6)
+    assert six["p_value"] == 2 / 64
+    assert verdict(six["diff"], six["p_value"], ALPHA) == "positive transfer"
 
 
 def test_paired_t_identical_inputs() -> None:
     res = paired_t_test([0.7, 0.8, 0.9], [0.7, 0.8, 0.9])
     assert res["diff"] == 0.0 and res["p_value"] == 1.0
-    assert (res["ci_low"], res["ci_high"]) == (0.0, 0.0)
+    assert math.isnan(res["ci_low"]) and math.isnan(res["ci_high"])
     assert verdict(res["diff"], res["p_value"], ALPHA) == "no detectable effect"
+
+
+@pytest.mark.parametrize("n", range(2, 11))
+def test_zero_variance_rule_is_exact_on_discrete_differences(n: int) -> None:
+    """Accuracies on a finite test set are discrete. Under the null "+c or -c with equal
+    chance" every sign pattern is equally likely, so enumerating them gives exact rates. The
+    zero-variance rule alone must reject at most alpha (the old rule, p = 0 whenever every
+    difference is equal, rejected 2 ** (1 - n): a quarter of the time at 3 seeds)."""
+    base = np.full(n, 0.8)
+    results = [paired_t_test(base + 0.005 * np.array(signs), base)
+               for signs in itertools.product((-1.0, 1.0), repeat=n)]
+    by_rule = sum(r["p_value"] < ALPHA for r in results if r["method"] == "sign flip")
+    assert by_rule / 2 ** n <= ALPHA
+    if n == 3:  # the default's seeds: the whole procedure holds its level on this null
+        assert sum(r["p_value"] < ALPHA for r in results) == 0
 
 
 def test_paired_t_validation() -> None:

@@ -16,7 +16,12 @@ procedures here claim:
   probability ``confidence``. With S seeds and per-seed differences of mean delta and standard
   deviation sigma, the probability of a significant result is the noncentral-t power
   ``P(|T| > t_{1-alpha/2, S-1})`` with noncentrality ``delta / (sigma / sqrt(S))``
-  (:func:`paired_t_power`). Inference is conditional on the fixed test set: its variance is that
+  (:func:`paired_t_power`). Where every per-seed difference is the same, the exact sign-flip
+  test takes over (p = 2 ** (1 - S)): its type-I error is at most alpha under any null
+  symmetric about 0, so a discrete accuracy cannot make a constant difference "significant" at
+  3 seeds. The t test's own level is exact only for normal differences: on discrete ones it
+  can exceed alpha (differences of +-c with equal chance at 7 seeds: 0.125, by enumeration).
+  Inference is conditional on the fixed test set: its variance is that
   of retraining (new label subset, new initialisation), not that of drawing a new test set.
 * :func:`holm_bonferroni`: the family-wise error rate (probability of at least one false
   verdict among the m comparisons) is at most alpha, for any dependence between the p-values.
@@ -115,9 +120,14 @@ def paired_t_test(
 
     Degenerate cases (documented rule):
       * n == 1: diff = a[0] - b[0]; CI and p are nan (no variance estimate), so no verdict.
-      * n >= 2 and all differences exactly equal to d: the t interval collapses to (d, d);
-        p = 0.0 if d != 0 (as ttest_rel's infinite t statistic) and 1.0 if d == 0 (no evidence
-        of a difference; ttest_rel would return nan for 0/0).
+      * n >= 2 and all differences exactly equal to d (accuracies on a finite test set are
+        discrete, so this happens): the sample variance is 0 and the t statistic is undefined
+        (ttest_rel returns an infinite t and p = 0, which would declare any constant
+        difference significant, at 3 seeds a false verdict a quarter of the time when the
+        differences are +-c with equal chance). The p-value is then the exact sign-flip
+        test's: under any null symmetric about 0, the signs of equal-magnitude differences are
+        fair coins, and "all the same sign" has probability 2 ** (1 - n); p = 1.0 if d == 0.
+        The interval is nan (no variance estimate), as for n == 1.
 
     Args:
         a: Per-seed metric of strategy A (finite).
@@ -126,7 +136,7 @@ def paired_t_test(
 
     Returns:
         {"diff" (mean of a - b), "ci_low", "ci_high", "p_value" (two-sided), "n" (pairs),
-        "df" (n - 1), "method": "paired t"}.
+        "df" (n - 1), "method": "paired t", or "sign flip" in the zero-variance case}.
     """
     _check_confidence(confidence)
     x = _finite_1d(a, "a")
@@ -141,7 +151,8 @@ def paired_t_test(
         return out
     if np.all(d == d[0]):
         d0 = float(d[0])
-        out.update(diff=d0, ci_low=d0, ci_high=d0, p_value=0.0 if d0 != 0.0 else 1.0)
+        out.update(diff=d0, ci_low=_NAN, ci_high=_NAN,
+                   p_value=2.0 ** (1 - n) if d0 != 0.0 else 1.0, method="sign flip")
         return out
     ci = mean_ci(d, confidence)
     t = ci["mean"] / (ci["std"] / math.sqrt(n))

@@ -104,7 +104,7 @@ def test_report_has_every_section_and_its_numbers_match_the_metrics(workspace,
     html = (repo / "reports" / "report.html").read_text()
     for heading in ("Recommendation per label budget", "Accuracy per curve and budget",
                     "Transfer gain", "Label efficiency", "Transferability",
-                    "What transfer costs and breaks", "Provenance"):
+                    "What transfer costs and breaks", "What helped", "Provenance"):
         assert f"## {heading}" in md and heading in html
     for curve, by_budget in report["summary"].items():
         for budget, entry in by_budget.items():
@@ -117,6 +117,11 @@ def test_report_has_every_section_and_its_numbers_match_the_metrics(workspace,
             assert "No recommendation" in md
             continue
         assert f"`{rec['best']}` with accuracy **{_f3(rec['accuracy']['mean'])}**" in md
+    helped = report["what_helped"]["sources"]["printed_digits"]
+    for budget, entry in helped.items():
+        assert set(entry["methods"]) == set(shrunk_params()["grid"]["methods"]["strategies"])
+        for method, m in entry["methods"].items():
+            assert f"{_f3(m['gain']['diff'], True)} " in md, (budget, method)
     for curve, le in report["label_efficiency"]["curves"].items():
         assert f"| {curve} |" in md and _f3(le["aulc"]) in md
 

@@ -149,6 +149,9 @@ def test_permuting_the_test_labels_changes_no_choice(tmp_path: Path) -> None:
                                     ["printed_digits"]}
     params["prepare"]["budgets"] = [1, 5, "all"]
     params["grid"]["strategies"] = ["source_only", "linear_probe", "finetune"]
+    # methods that choose on held-out labels: after the fit (wise_ft's alpha), by an in-stage
+    # search (l2_sp's alpha), or that read the unlabeled pool (adabn)
+    params["grid"]["methods"]["strategies"] = ["wise_ft", "l2_sp", "adabn"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -161,8 +164,9 @@ def test_permuting_the_test_labels_changes_no_choice(tmp_path: Path) -> None:
     before = _choices(repo, params)
     _permute_test_labels(repo / "data" / "prepared" / "target", seed=1)
     # rerun everything downstream of the data, on the permuted test labels, without `prepare`
+    methods = [f"methods@printed_digits-{m}" for m in params["grid"]["methods"]["strategies"]]
     for stage in ("transfer@printed_digits-source_only", "transfer@printed_digits-linear_probe",
-                  "transfer@printed_digits-finetune", "scratch", "evaluate"):
+                  "transfer@printed_digits-finetune", *methods, "scratch", "evaluate"):
         dvc("repro", "--force", "--single-item", stage)
     after = _choices(repo, params)
     assert after["checkpoints"] == before["checkpoints"]

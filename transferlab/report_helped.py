@@ -23,6 +23,9 @@ def helped_figure(block: dict, budgets: list[str], path: str | Path) -> Path:
                if any(e["methods"] for e in by_b.values())]
     if not sources:
         return figures._empty(path, "no method beside the reference adaptation was run")
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"]  # 20 distinct colours: one per method
     fig, axes = figures._grid(len(sources), 1, (7.5, 3.2))
     for ax, source in zip(axes, sources, strict=True):
         by_budget = block["sources"][source]
@@ -42,7 +45,7 @@ def helped_figure(block: dict, budgets: list[str], path: str | Path) -> Path:
             ls, marker = strategies.get(method).style if method in strategies.names() else (
                 "-", "v")
             ax.errorbar(xs, ys, yerr=np.array([lo, hi]), capsize=3, marker=marker,
-                        linestyle="none", label=method)
+                        linestyle="none", label=method, color=colours(i % colours.N))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(budgets)), budgets)
         ax.set(title=source, xlabel="labels per class",

@@ -49,8 +49,10 @@ ui: setup                     ## MLflow UI on the local store; prints the link t
 	@$(BIN)/python -m transferlab.tracking ui-url
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
 
-bench: setup                  ## wall time per stage, from nothing and for a no-op repro
+bench: setup                  ## wall time per stage, from nothing and for a no-op repro; loop, probe and start-up ratios
 	$(BIN)/python benchmarks/pipeline_speed.py
+	$(BIN)/python benchmarks/train_loop.py
+	$(BIN)/python benchmarks/startup.py
 
 audit: setup                  ## can the results be trusted and rerun? writes audit/audit.{json,md}
 	$(BIN)/python -m transferlab.audit $(AUDIT_ARGS)

@@ -119,7 +119,7 @@ def test_report_has_every_section_and_its_numbers_match_the_metrics(workspace,
         assert f"`{rec['best']}` with accuracy **{_f3(rec['accuracy']['mean'])}**" in md
     helped = report["what_helped"]["sources"]["printed_digits"]
     for budget, entry in helped.items():
-        assert set(entry["methods"]) == set(shrunk_params()["grid"]["methods"]["strategies"])
+        assert set(shrunk_params()["grid"]["methods"]["strategies"]) <= set(entry["methods"])
         for method, m in entry["methods"].items():
             assert f"{_f3(m['gain']['diff'], True)} " in md, (budget, method)
     for curve, le in report["label_efficiency"]["curves"].items():

@@ -71,30 +71,19 @@ def bare_loop(x, y, cfg: TrainParams) -> float:
     return time.perf_counter() - start
 
 
-def probe_cached(x, y, epochs: int) -> float:
-    """Features once, then a linear head trained full-batch on them (the pipeline's probe)."""
-    model = _model().eval()
-    start = time.perf_counter()
-    feats = extract_features(model, x, torch.device("cpu")).clone()  # out of inference mode
-    head = torch.nn.Linear(feats.shape[1], 10)
-    opt = torch.optim.AdamW(head.parameters(), lr=0.01)
-    for _ in range(epochs):
-        loss = F.cross_entropy(head(feats), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
-
-
-def probe_uncached(x, y, epochs: int) -> float:
-    """The same head, the frozen backbone re-run over the data every epoch."""
+def train_probe(x, y, epochs: int, cached: bool) -> float:
+    """A linear head trained full-batch on frozen features: computed once (the pipeline's
+    probe) or, uncached, by re-running the backbone over the data every epoch."""
     model = _model().eval()
     head = torch.nn.Linear(model.head.in_features, 10)
     opt = torch.optim.AdamW(head.parameters(), lr=0.01)
     start = time.perf_counter()
+    if cached:
+        feats = extract_features(model, x, torch.device("cpu")).clone()  # out of inference mode
     for _ in range(epochs):
-        with torch.no_grad():
-            feats = model.features(x)
+        if not cached:
+            with torch.no_grad():
+                feats = model.features(x)
         loss = F.cross_entropy(head(feats), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -118,12 +107,12 @@ def main() -> None:
     pairs = {"loop": [], "probe": []}
     # warm-up, untimed: first-call costs (kernel selection, lazy imports) fall on neither side
     pipeline_loop(x, y, cfg), bare_loop(x, y, cfg)
-    probe_cached(x, y, 2), probe_uncached(x, y, 2)
+    train_probe(x, y, 2, cached=True), train_probe(x, y, 2, cached=False)
     for _ in range(args.repeats):
         ours, bare = pipeline_loop(x, y, cfg), bare_loop(x, y, cfg)
         pairs["loop"].append((ours, bare))
-        cached, uncached = probe_cached(x, y, args.probe_epochs), probe_uncached(
-            x, y, args.probe_epochs)
+        cached = train_probe(x, y, args.probe_epochs, cached=True)
+        uncached = train_probe(x, y, args.probe_epochs, cached=False)
         pairs["probe"].append((cached, uncached))
     loop = statistics.median(b / o for o, b in pairs["loop"])  # throughput ratio ours / bare
     probe = statistics.median(u / c for c, u in pairs["probe"])  # speed-up of the cache

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from transferlab.params import load_params
+from transferlab.tracking import flatten_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -142,25 +143,15 @@ def test_scenarios_validate(path: Path) -> None:
     load_params(path)
 
 
-def _key_paths(tree: object, prefix: str = "") -> set[str]:
-    if not isinstance(tree, dict):
-        return set()
-    out = set()
-    for key, value in tree.items():
-        out.add(prefix + str(key))
-        out |= _key_paths(value, f"{prefix}{key}.")
-    return out
-
-
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
 def test_scenarios_set_every_key_the_default_sets(path: Path) -> None:
     """A scenario is a complete params file: a key the default sets and a scenario leaves out
     silently takes the dataclass default instead (new_classes once ran Holm while the default
     ran BH). Sources, the target and the strategies' blocks are what scenarios change."""
     changed = ("prepare.sources.", "prepare.target.", "transfer.")
-    default = {k for k in _key_paths(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    default = {k for k in flatten_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
                if not k.startswith(changed)}
-    scenario = {k for k in _key_paths(yaml.safe_load(path.read_text()))
+    scenario = {k for k in flatten_params(yaml.safe_load(path.read_text()))
                 if not k.startswith(changed)}
     assert default - scenario == set(), "keys of params.yaml missing from the scenario"
     assert scenario - default == set(), "keys the default does not have"

@@ -8,7 +8,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab.params import load_params  # noqa: E402
 from transferlab.preparation import prepare_all  # noqa: E402
-from transferlab.runtime import run_stage, seed_everything, staged_outputs  # noqa: E402
+from transferlab.runtime import (  # noqa: E402
+    run_stage,
+    seed_everything,
+    staged_outputs,
+    timing_path,
+    write_timing,
+)
 
 
 def main() -> None:
@@ -24,6 +30,7 @@ def main() -> None:
     for name, manifest in manifests.items():
         sizes = {split: sum(c.values()) for split, c in manifest.get("counts", {}).items()}
         print(f"prepared {name}: {len(manifest['class_names'])} classes, {sizes}")
+    write_timing(timing_path(args.out), {})  # its wall time is dvc's; its peak memory
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transferlab import report  # noqa: E402
 from transferlab.params import load_params  # noqa: E402
 from transferlab.provenance import collect_provenance  # noqa: E402
-from transferlab.runtime import run_stage, staged_outputs  # noqa: E402
+from transferlab.runtime import run_stage, staged_outputs, timing_path, write_timing  # noqa: E402
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
         written = report.write_report(out, inputs, params, provenance)
         n_figures = len(list(written["figures"].glob("*.png")))
     print(f"report: wrote {args.out}/report.md, report.html and {n_figures} figures")
+    write_timing(timing_path(args.out), {})  # its peak memory
 
 
 if __name__ == "__main__":

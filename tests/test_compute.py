@@ -66,6 +66,12 @@ def test_compute_summary_against_hand_values(tmp_path: Path) -> None:
     assert summary["transferability_fraction_with_features"] == {
         "glyphs": {"1": pytest.approx(0.04), "all": pytest.approx(0.05)}}
     assert summary["transferability_features_cached"] == {"glyphs": True}
+    # write_timing records each stage process's peak RSS, keyed by the stage's output
+    peaks = summary["stage_peak_rss_bytes"]
+    assert set(peaks) == {"runs/glyphs/finetune", "runs/glyphs/linear_probe",
+                          "runs/glyphs/source_only", "models/glyphs", "runs/scratch",
+                          "metrics/evaluate"}
+    assert all(v > 10 * 2**20 for v in peaks.values())  # this pytest process: torch is loaded
 
 
 def test_write_summary_records_provenance_and_renders(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from transferlab.models import (
     HEADS,
+    MaxPool2d,
     MLPHead,
     block_names,
     build_model,
@@ -326,3 +327,45 @@ def test_checkpoint_config_follows_the_actual_head(tmp_path: Path) -> None:
     assert "head" not in cfg and "head_hidden" not in cfg
     assert type(loaded.head) is nn.Linear
     assert _states_equal(loaded.state_dict(), model.state_dict())
+
+
+@pytest.mark.parametrize("relu", [False, True])  # after a ReLU, many windows tie at zero
+def test_channels_last_max_pool_matches_torch_bitwise(relu: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 16, 16, 16, generator=g)
+    x[:, :, ::4, ::4] = x[:, :, 1::4, 1::4]  # exact ties inside windows that are not zero
+    if relu:
+        x = torch.relu(x)
+    # the kernel itself, with gradients: the same maxima, the same element of each window
+    grad_out = torch.randn(64, 16, 8, 8, generator=g)
+    outs, grads = [], []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xi = x.clone().contiguous(memory_format=layout).requires_grad_(True)
+        out = nn.functional.max_pool2d(xi, 2)
+        out.backward(grad_out)
+        outs.append(out.contiguous())
+        grads.append(xi.grad.contiguous())
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0], grads[1])
+    # the module takes the channels-last path under inference mode, and returns NCHW
+    layouts = []
+    original = torch.Tensor.contiguous
+
+    def spy(self: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+            ) -> torch.Tensor:
+        layouts.append(memory_format)
+        return original(self, memory_format=memory_format)
+
+    monkeypatch.setattr(torch.Tensor, "contiguous", spy)
+    with torch.inference_mode():
+        ours = MaxPool2d(2)(x)
+    assert torch.channels_last in layouts and ours.is_contiguous()
+    assert torch.equal(ours, nn.MaxPool2d(2)(x))
+
+
+def test_our_max_pool_works_under_torch_func() -> None:
+    x = torch.rand(3, 4, 2, 8, 8)  # (members, B, C, H, W)
+    with torch.inference_mode():
+        out = torch.func.vmap(MaxPool2d(2))(x)
+    assert torch.equal(out, torch.stack([nn.MaxPool2d(2)(m) for m in x]))

@@ -22,15 +22,21 @@ print(torch.are_deterministic_algorithms_enabled(),
       torch.get_num_threads(),
       torch.equal(torch.rand(3, generator=g),
                   torch.rand(3, generator=torch.Generator().manual_seed(7))))
+import sys
+print("torch._inductor" in sys.modules)  # not loaded for the switch (about 1.8 s)
+import torch._inductor.config as inductor_config
+seed_everything(7)
+print(inductor_config.deterministic)  # loaded by someone else: its flag follows
 """
 
 
 def test_seed_everything_switches_torch_to_deterministic_algorithms() -> None:
     """In a fresh interpreter (the flags are process-wide): deterministic algorithms on, not
-    warn-only, cuDNN deterministic, the thread count set, and a generator seeded as asked."""
+    warn-only, cuDNN deterministic, the thread count set, and a generator seeded as asked;
+    torch's compiler is not imported for it, and where it is loaded its flag is set too."""
     out = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["True", "False", "True", "False", "1", "True"]
+    assert out == ["True", "False", "True", "False", "1", "True", "False", "True"]
 
 
 def test_dumps_json_is_canonical_and_strict() -> None:

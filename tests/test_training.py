@@ -317,3 +317,17 @@ def test_stopwatch_peak_memory_is_per_block_on_cpu() -> None:
     assert before.peak_added_bytes >= 380 * 2**20
     assert small.peak_added_bytes <= 60 * 2**20
     assert 190 * 2**20 <= large.peak_added_bytes <= 260 * 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists() or torch.cuda.is_available(),
+                    reason="per-block CPU peak memory needs Linux /proc (and no CUDA)")
+def test_process_peak_survives_the_stopwatch_resets() -> None:
+    from transferlab.runtime import peak_rss_bytes, process_peak_rss_bytes
+
+    with Stopwatch():
+        big = np.ones(300 * 2**20 // 8)  # 300 MiB, touched: the process's peak
+    del big
+    with Stopwatch() as after:  # resets the high-water mark to today's (smaller) RSS
+        pass
+    assert after.peak_bytes < process_peak_rss_bytes() - 200 * 2**20  # the kernel forgot it
+    assert peak_rss_bytes() < process_peak_rss_bytes() - 200 * 2**20

@@ -47,7 +47,9 @@ def compute_summary(timing_root: Path) -> dict:
          alone, on features already cached),
          "transferability_fraction_with_features": {source: {budget: fraction}} (plus the
          budget's share of one backbone pass over the pool),
-         "transferability_features_cached": {source: whether linear_probe's cache was used}}.
+         "transferability_features_cached": {source: whether linear_probe's cache was used},
+         "stage_peak_rss_bytes": {the stage's output, e.g. "runs/digits/finetune": the stage
+         process's peak resident memory}}.
     """
     curves, finetune = {}, defaultdict(dict)
     for path in sorted((timing_root / "runs").rglob("*.json")):
@@ -76,6 +78,12 @@ def compute_summary(timing_root: Path) -> dict:
             with_features[row["source"]][row["budget"]].append(
                 (row["seconds"] + row["feature_seconds"]) / ft)
 
+    stage_peaks = {}  # every stage writes its process's peak RSS into its timing file
+    for path in sorted(timing_root.rglob("*.json")):
+        peak = read_timing(path).get("process_peak_rss_bytes")
+        if peak is not None:
+            stage_peaks[path.relative_to(timing_root).with_suffix("").as_posix()] = int(peak)
+
     def means(fractions: dict) -> dict:
         return {s: {b: float(np.mean(v)) for b, v in by_b.items()} for s, by_b in
                 fractions.items()}
@@ -86,6 +94,7 @@ def compute_summary(timing_root: Path) -> dict:
         "transferability_fraction_of_finetune": means(alone),
         "transferability_fraction_with_features": means(with_features),
         "transferability_features_cached": {row["source"]: row["cached"] for row in score_timing},
+        "stage_peak_rss_bytes": stage_peaks,
     }
 
 
@@ -124,6 +133,10 @@ def render_markdown(summary: dict, provenance: dict) -> str:
     lines += [f"| {s} | {b} | {_fmt(alone[s][b], 0.01, 2)}% / "
               f"{_fmt(feats.get(s, {}).get(b), 0.01, 2)}% |"
               for s in sorted(alone) for b in alone[s]]
+    peaks = summary.get("stage_peak_rss_bytes", {})
+    lines += ["", "Peak resident memory of each stage's process (its output's timing file).", "",
+              "| Stage output | Peak RSS (MB) |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v, 2**20, 0)} |" for k, v in sorted(peaks.items())]
     return "\n".join(lines) + "\n"
 
 

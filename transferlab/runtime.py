@@ -36,10 +36,24 @@ def seed_everything(seed: int, num_threads: int | None = None) -> torch.Generato
         threadpool_limits(num_threads)  # numpy/scipy's OpenBLAS: its default is the core count
     # cuBLAS needs this for deterministic matmuls; harmless on CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=False)
+    use_deterministic_algorithms()
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     return torch.Generator().manual_seed(seed)
+
+
+def use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True)`` for eager PyTorch, without its import of
+    torch._inductor (about 1.8 s per process, paid by every stage) to set the compiler's flag:
+    nothing here compiles. Where the compiler is already loaded, its flag is set too."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private switch: the public call does both
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        return
+    setter(True, warn_only=False)
+    inductor_config = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = True
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -75,8 +89,61 @@ def timing_path(output: str | Path) -> Path:
     return TIMING_DIR / f"{Path(output).as_posix().strip('/')}.json"
 
 
+# -- memory (Linux /proc; elsewhere the lifetime maximum) ------------------------------------
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (Linux), in bytes; ``None`` where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+# the process's high-water mark just before each reset (by a Stopwatch): what
+# :func:`process_peak_rss_bytes` adds back, so the stage's own peak survives the resets
+_peak_before_resets = {"bytes": 0}
+
+
+def reset_peak_rss() -> int | None:
+    """Reset the high-water mark to the current resident memory and return that; ``None``
+    where this is not possible (not Linux, or not permitted), and the peak stays the
+    process's lifetime maximum."""
+    before = _proc_status_bytes("VmHWM")
+    if before is not None:
+        _peak_before_resets["bytes"] = max(_peak_before_resets["bytes"], before)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current RSS
+    except OSError:
+        return None
+    return _proc_status_bytes("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """The process's high-water mark of resident memory since the last reset, in bytes."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def process_peak_rss_bytes() -> int:
+    """The whole process's peak resident memory so far (a stage's peak RSS), in bytes: the
+    largest high-water mark, including those that
+    :class:`~transferlab.training.Stopwatch` reset."""
+    return max(_peak_before_resets["bytes"], peak_rss_bytes())
+
+
 def write_timing(path: str | Path, timing: dict) -> Path:
-    """Write a timing file atomically (a temporary sibling, then rename). Returns the path."""
+    """Write a timing file atomically (a temporary sibling, then rename), with the stage
+    process's peak resident memory so far (``process_peak_rss_bytes``: call it at the end of
+    the stage). Returns the path."""
+    timing = {**timing, "process_peak_rss_bytes": process_peak_rss_bytes()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")

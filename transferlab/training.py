@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from transferlab.params import TrainParams
+from transferlab.runtime import peak_rss_bytes, reset_peak_rss
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -153,7 +152,9 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             on_epoch(epoch)
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
-        total, seen = 0.0, 0
+        # the epoch's summed loss stays on the device (float64: the same sum, in the same
+        # order, as float(loss) * batch on the host), read once per epoch: no per-step sync
+        total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             if len(idx) == 1 and len(order) > 1:
@@ -174,10 +175,10 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().double() * len(idx)
             seen += len(idx)
             steps += 1
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        row = {"epoch": epoch, "train_loss": float(total) / max(seen, 1)}
         history.append(row)
         if val is None:  # fixed schedule: nothing to choose with
             continue
@@ -223,7 +224,7 @@ class Stopwatch:
             torch.cuda.reset_peak_memory_stats()
             self._entry_bytes: int | None = int(torch.cuda.memory_allocated())
         else:
-            self._entry_bytes = _reset_peak_rss()
+            self._entry_bytes = reset_peak_rss()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -231,41 +232,9 @@ class Stopwatch:
         if torch.cuda.is_available():
             self.peak_bytes = int(torch.cuda.max_memory_allocated())
         else:
-            self.peak_bytes = _peak_rss_bytes()
+            self.peak_bytes = peak_rss_bytes()
         self.peak_added_bytes = (None if self._entry_bytes is None
                                  else max(0, self.peak_bytes - self._entry_bytes))
-
-
-def _proc_status_bytes(field: str) -> int | None:
-    """A memory field of /proc/self/status (Linux), in bytes; ``None`` where there is none."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> int | None:
-    """Reset the high-water mark to the current resident memory and return that; ``None``
-    where this is not possible (not Linux, or not permitted), and the peak stays the
-    process's lifetime maximum."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current RSS
-    except OSError:
-        return None
-    return _proc_status_bytes("VmRSS")
-
-
-def _peak_rss_bytes() -> int:
-    peak = _proc_status_bytes("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
 def flops_per_example(model: nn.Module, example: torch.Tensor, train: bool) -> int:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-dev repro sync test test-fast lint ui bench audit
+.PHONY: setup setup-dev repro sync test test-fast lint ui bench gpu-check audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,16 @@ ui: setup                     ## MLflow UI on the local store; prints the link t
 	@$(BIN)/python -m transferlab.tracking ui-url
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
 
-bench: setup                  ## wall time per stage, from nothing and for a no-op repro; loop, probe and start-up ratios
-	$(BIN)/python benchmarks/pipeline_speed.py
+# the pipeline from nothing, here and at BENCH_COMPARE (empty: skip): about 2 x 20 min on 2 cores
+BENCH_COMPARE ?= HEAD~1
+bench: setup                  ## the speed issue's ratios: pipeline, loop, replicates, probe, start-up, no-op
 	$(BIN)/python benchmarks/train_loop.py
+	$(BIN)/python benchmarks/replicates.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/pipeline_speed.py $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE))
+
+gpu-check: setup              ## on a lent GPU: throughput, determinism, default + resnet18 (< 8 min)
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 audit: setup                  ## can the results be trusted and rerun? writes audit/audit.{json,md}
 	$(BIN)/python -m transferlab.audit $(AUDIT_ARGS)

@@ -1,17 +1,22 @@
-"""Wall time per stage of the default `dvc repro` from nothing, and of a no-op `dvc repro`.
+"""Wall time and peak memory per stage of the default `dvc repro` from nothing, and the time
+of a no-op `dvc repro`; with ``--compare REV``, the same measurement of git revision REV (e.g.
+the previous commit, ``HEAD~1``), run right after in this session, printed beside it.
 
-Runs in a temporary copy of the working tree (tracked and untracked-not-ignored files), so the
-workspace's outputs, lock file and MLflow store are untouched. Usage:
+Runs in temporary copies (of the working tree, and of REV as committed), so the workspace's
+outputs, lock file and MLflow store are untouched. Usage:
 
-    python benchmarks/pipeline_speed.py [--params PARAMS] [--keep]
+    python benchmarks/pipeline_speed.py [--params PARAMS] [--compare REV] [--keep] [--json F]
 
 Per-stage time is the wall time between DVC announcing a stage and announcing the next one
-(or exiting), so it includes each stage's Python start-up.
+(or exiting), so it includes each stage's Python start-up. Per-stage peak memory is the peak
+resident memory of the stage's process, which each stage writes into its timing file
+(`timing/`); a revision from before that was recorded shows none.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -24,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transferlab.workspace import copy_worktree  # noqa: E402
+from transferlab.workspace import copy_worktree, export_revision  # noqa: E402
 
 
 def timed_repro(repo: Path, env: dict) -> tuple[float, list[tuple[str, float]]]:
@@ -47,31 +52,70 @@ def timed_repro(repo: Path, env: dict) -> tuple[float, list[tuple[str, float]]]:
     return end - start, stages
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default=None, help="params file to use (default: the repo's)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
-    repo = tmp / "repo"
-    repo.mkdir()
-    copy_worktree(ROOT, repo)
+def stage_peaks(repo: Path) -> dict[str, int]:
+    """{timing file, e.g. "runs/digits/finetune": the stage process's peak RSS in bytes}."""
+    peaks = {}
+    for path in sorted((repo / "timing").rglob("*.json")):
+        peak = json.loads(path.read_text()).get("process_peak_rss_bytes")
+        if peak is not None:
+            peaks[path.relative_to(repo / "timing").with_suffix("").as_posix()] = int(peak)
+    return peaks
+
+
+def measure(repo: Path, params: str | None) -> dict:
+    """Run `dvc repro` from nothing, then a no-op one, in ``repo``. Returns the times."""
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
-    if args.params:
-        shutil.copy(args.params, repo / "params.yaml")
+    if params:
+        shutil.copy(params, repo / "params.yaml")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
     total, stages = timed_repro(repo, env)
-    print(f"{'stage':40s} {'seconds':>8s}")
-    for name, seconds in stages:
-        print(f"{name:40s} {seconds:8.1f}")
-    print(f"{'TOTAL dvc repro from nothing':40s} {total:8.1f}")
     noop, ran = timed_repro(repo, env)
-    print(f"{'no-op dvc repro':40s} {noop:8.2f}   (stages run: {len(ran)})")
-    if args.keep:
-        print(f"kept {repo}")
-    else:
-        shutil.rmtree(tmp)
+    return {"total_seconds": total, "stages": dict(stages), "noop_seconds": noop,
+            "noop_stages_run": len(ran), "peak_rss_bytes": stage_peaks(repo)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=None, help="params file to use (default: the repo's)")
+    parser.add_argument("--compare", metavar="REV", default=None,
+                        help="also measure this git revision as committed (e.g. HEAD~1)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
+    try:
+        repo = tmp / "repo"
+        repo.mkdir()
+        copy_worktree(ROOT, repo)
+        runs = {"working tree": measure(repo, args.params)}
+        if args.compare:
+            commit = export_revision(ROOT, args.compare, tmp / "compare")
+            runs[f"{args.compare} ({commit[:7]})"] = measure(tmp / "compare", args.params)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    names = list(runs)
+    stages = list(dict.fromkeys(s for r in runs.values() for s in r["stages"]))
+    print(f"{'stage':40s}" + "".join(f" {n[:22]:>22s}" for n in names) + "   (seconds)")
+    for stage in stages:
+        print(f"{stage:40s}" + "".join(
+            f" {runs[n]['stages'].get(stage, float('nan')):22.1f}" for n in names))
+    print(f"{'TOTAL dvc repro from nothing':40s}"
+          + "".join(f" {runs[n]['total_seconds']:22.1f}" for n in names))
+    print(f"{'no-op dvc repro':40s}" + "".join(f" {runs[n]['noop_seconds']:22.2f}" for n in names))
+    if len(names) == 2:
+        a, b = (runs[n]["total_seconds"] for n in names)
+        print(f"from nothing: the working tree takes {a / b:.2f}x the time of {names[1]}")
+    print(f"\npeak resident memory per stage, working tree (MB): largest "
+          f"{max(runs[names[0]]['peak_rss_bytes'].values(), default=0) / 2**20:.0f}")
+    for name, peak in runs[names[0]]["peak_rss_bytes"].items():
+        print(f"  {name:38s} {peak / 2**20:8.0f}")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from transferlab.compute import stage_peak_rss  # noqa: E402
 from transferlab.workspace import copy_worktree, export_revision  # noqa: E402
 
 
@@ -52,16 +53,6 @@ def timed_repro(repo: Path, env: dict) -> tuple[float, list[tuple[str, float]]]:
     return end - start, stages
 
 
-def stage_peaks(repo: Path) -> dict[str, int]:
-    """{timing file, e.g. "runs/digits/finetune": the stage process's peak RSS in bytes}."""
-    peaks = {}
-    for path in sorted((repo / "timing").rglob("*.json")):
-        peak = json.loads(path.read_text()).get("process_peak_rss_bytes")
-        if peak is not None:
-            peaks[path.relative_to(repo / "timing").with_suffix("").as_posix()] = int(peak)
-    return peaks
-
-
 def measure(repo: Path, params: str | None) -> dict:
     """Run `dvc repro` from nothing, then a no-op one, in ``repo``. Returns the times."""
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
@@ -72,7 +63,7 @@ def measure(repo: Path, params: str | None) -> dict:
     total, stages = timed_repro(repo, env)
     noop, ran = timed_repro(repo, env)
     return {"total_seconds": total, "stages": dict(stages), "noop_seconds": noop,
-            "noop_stages_run": len(ran), "peak_rss_bytes": stage_peaks(repo)}
+            "noop_stages_run": len(ran), "peak_rss_bytes": stage_peak_rss(repo / "timing")}
 
 
 def main() -> None:

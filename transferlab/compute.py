@@ -78,12 +78,6 @@ def compute_summary(timing_root: Path) -> dict:
             with_features[row["source"]][row["budget"]].append(
                 (row["seconds"] + row["feature_seconds"]) / ft)
 
-    stage_peaks = {}  # every stage writes its process's peak RSS into its timing file
-    for path in sorted(timing_root.rglob("*.json")):
-        peak = read_timing(path).get("process_peak_rss_bytes")
-        if peak is not None:
-            stage_peaks[path.relative_to(timing_root).with_suffix("").as_posix()] = int(peak)
-
     def means(fractions: dict) -> dict:
         return {s: {b: float(np.mean(v)) for b, v in by_b.items()} for s, by_b in
                 fractions.items()}
@@ -94,8 +88,19 @@ def compute_summary(timing_root: Path) -> dict:
         "transferability_fraction_of_finetune": means(alone),
         "transferability_fraction_with_features": means(with_features),
         "transferability_features_cached": {row["source"]: row["cached"] for row in score_timing},
-        "stage_peak_rss_bytes": stage_peaks,
+        "stage_peak_rss_bytes": stage_peak_rss(timing_root),
     }
+
+
+def stage_peak_rss(timing_root: Path) -> dict[str, int]:
+    """{a stage's output, e.g. "runs/digits/finetune": its process's peak RSS in bytes}, from
+    the timing files (every stage writes its peak through ``write_timing``)."""
+    peaks = {}
+    for path in sorted(timing_root.rglob("*.json")):
+        peak = read_timing(path).get("process_peak_rss_bytes")
+        if peak is not None:
+            peaks[path.relative_to(timing_root).with_suffix("").as_posix()] = int(peak)
+    return peaks
 
 
 def _median(values: Iterable[int | None]) -> float | None:

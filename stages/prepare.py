@@ -24,7 +24,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    seed_everything(params.prepare.seed, params.common.num_threads)
+    seed_everything(params.prepare.seed, params.common.num_threads,
+                    params.common.gemm_branch)
     with staged_outputs(args.out) as (out,):
         manifests = prepare_all(params, out)
     for name, manifest in manifests.items():

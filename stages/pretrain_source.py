@@ -41,7 +41,8 @@ def main() -> None:
     if args.source not in params.prepare.sources:
         raise SystemExit(f"error: --source {args.source!r} is not in prepare.sources "
                          f"({', '.join(params.prepare.sources)})")
-    seed_everything(params.pretrain.seed, params.common.num_threads)
+    seed_everything(params.pretrain.seed, params.common.num_threads,
+                    params.common.gemm_branch)
     device = resolve_device(params.common.device)
     data = PreparedDataset.open(args.data)
     used = {"pretrain": to_dict(params.pretrain),
@@ -51,8 +52,8 @@ def main() -> None:
                       dvc_stage=f"pretrain@{args.source}")
     outputs = (args.model, args.metrics, args.history)
     with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, history_path):
-        model, config, metrics, timing = pretrain_source(params.pretrain, data, device,
-                                                         args.source)
+        model, config, metrics, timing = pretrain_source(
+            params.pretrain, data, device, args.source, params.prepare.sources[args.source].init)
         history = {"history": timing.pop("history", [])}  # deterministic: a DVC output
         save_checkpoint(model, model_path, config)
         metrics_path.write_text(dumps_json(metrics))

@@ -41,7 +41,8 @@ def main() -> None:
 
     params = strategies.resolve(load_params(args.params))
     cfg = strategies.block(params.transfer, args.strategy)
-    seed_everything(params.pretrain.seed, params.common.num_threads)
+    seed_everything(params.pretrain.seed, params.common.num_threads,
+                    params.common.gemm_branch)
     device = resolve_device(params.common.device)
     target = load_target(args.target)
     mapping = None

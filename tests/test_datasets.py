@@ -34,7 +34,7 @@ def test_imagefolder_single_dir(tmp_path: Path) -> None:
     write_tree(tmp_path / "data", {"cat": 4, "dog": 3})
     raw = load_dataset(spec(kind="imagefolder", root=str(tmp_path / "data")), 12, 0, "t")
     assert raw.test is None
-    assert raw.train.images.shape == (7, 12, 12) and raw.train.images.dtype == np.uint8
+    assert raw.train.examples.shape == (7, 12, 12) and raw.train.examples.dtype == np.uint8
     assert raw.train.class_names == ("cat", "dog")
     assert raw.train.labels.tolist() == [0, 0, 0, 0, 1, 1, 1]
 
@@ -44,7 +44,7 @@ def test_imagefolder_train_test(tmp_path: Path) -> None:
     write_tree(tmp_path / "d" / "test", {"a": 1, "b": 2})
     raw = load_dataset(spec(kind="imagefolder", root=str(tmp_path / "d")), 16, 0, "t")
     assert len(raw.train.labels) == 5 and len(raw.test.labels) == 3
-    assert raw.test.images.shape[1:] == (16, 16)
+    assert raw.test.examples.shape[1:] == (16, 16)
 
 
 def test_imagefolder_missing_dir(tmp_path: Path) -> None:
@@ -88,8 +88,8 @@ def test_torchvision_mnist_from_local_files(tmp_path: Path) -> None:
         _write_idx(raw_dir / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     raw = load_dataset(spec(kind="torchvision", name="MNIST", root=str(tmp_path),
                             download=False), 16, 0, "t")
-    assert raw.train.images.shape == (30, 16, 16)
-    assert raw.test.images.shape == (10, 16, 16)
+    assert raw.train.examples.shape == (30, 16, 16)
+    assert raw.test.examples.shape == (10, 16, 16)
     assert raw.train.labels.tolist() == [i % 10 for i in range(30)]
     assert raw.train.class_names[0].startswith("0")
 
@@ -109,7 +109,7 @@ def test_sklearn_digits_subset_relabels() -> None:
     raw = load_dataset(spec(kind="sklearn_digits", classes=[5, 6, 7, 8, 9]), 16, 0, "t")
     assert raw.train.class_names == ("5", "6", "7", "8", "9")
     assert set(raw.train.labels.tolist()) == {0, 1, 2, 3, 4}
-    assert raw.train.images.max() > 200  # 0..16 was brought to 0..255
+    assert raw.train.examples.max() > 200  # 0..16 was brought to 0..255
 
 
 def test_resize_keeps_range() -> None:
@@ -121,4 +121,4 @@ def test_resize_keeps_range() -> None:
 
 def test_fonts_kind() -> None:
     raw = load_dataset(spec(kind="fonts", chars="AB", n_per_class=3), 16, 0, "t")
-    assert raw.train.class_names == ("A", "B") and raw.train.images.shape == (6, 16, 16)
+    assert raw.train.class_names == ("A", "B") and raw.train.examples.shape == (6, 16, 16)

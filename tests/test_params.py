@@ -60,8 +60,8 @@ def test_round_trip(params_file: Path) -> None:
         # unknown choices
         (lambda p: p["pretrain"].update(arch="vgg99"),
          r"pretrain\.arch: unknown architecture 'vgg99'; expected one of small_cnn, resnet18"),
-        (lambda p: p["prepare"]["target"].update(kind="csv"),
-         r"prepare\.target\.kind: unknown value 'csv'; expected one of fonts, sklearn_digits"),
+        (lambda p: p["prepare"]["target"].update(kind="parquet"),
+         r"prepare\.target\.kind: unknown value 'parquet'; expected one of fonts, sklearn_digits"),
         (lambda p: p["transfer"]["finetune"].update(optimizer="adam"),
          r"transfer\.finetune\.optimizer: unknown value 'adam'; expected one of sgd, adamw"),
         (lambda p: p["common"].update(device="tpu"), r"common\.device: unknown value 'tpu'"),

@@ -40,7 +40,7 @@ def test_layout_and_manifest(prepared: Path) -> None:
         assert sha256_file(prepared / "target" / name) == digest
     assert 0 < m["normalization"]["mean"] < 1 and m["normalization"]["std"] > 0
     test = target.load("test")
-    assert test.images.dtype == np.uint8 and test.images.shape[1:] == (16, 16)
+    assert test.examples.dtype == np.uint8 and test.examples.shape[1:] == (16, 16)
     source = PreparedDataset.open(prepared / "sources" / "printed_digits")
     assert source.manifest["aligned"] is True
     assert source.manifest["source_to_target"] == {str(i): i for i in range(10)}
@@ -60,7 +60,7 @@ def test_budgets_nested_in_pool(prepared: Path) -> None:
 
 def test_splits_do_not_overlap(prepared: Path) -> None:
     target = PreparedDataset.open(prepared / "target")
-    rows = {s: {a.tobytes() for a in target.load(s).images} for s in ("train", "val", "test")}
+    rows = {s: {a.tobytes() for a in target.load(s).examples} for s in ("train", "val", "test")}
     # sklearn digits has a few exact duplicate images; overlap must stay at that level
     assert len(rows["train"] & rows["test"]) <= 3 and len(rows["val"] & rows["test"]) <= 1
 

@@ -30,7 +30,7 @@ from torch import nn
 from transferlab.adaptation import TargetData, run_replicates
 from transferlab.errors import ParamsError
 from transferlab.models import load_checkpoint
-from transferlab.prepared import ImageSet, PreparedDataset, write_dataset
+from transferlab.prepared import ExampleSet, PreparedDataset, write_dataset
 from transferlab.strategies import Context, parse_blocks
 from transferlab.strategies.dann import (
     DANN,
@@ -56,7 +56,7 @@ def source_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, k in enumerate(labels):
         images[i, 4 * k:4 * k + 3, 2:14] = 230
     folder = tmp_path_factory.mktemp("prepared") / "sources" / "bars"
-    write_dataset(folder, {"train": ImageSet(images, labels.astype(np.int64), tuple("abcd"))},
+    write_dataset(folder, {"train": ExampleSet(images, labels.astype(np.int64), tuple("abcd"))},
                   {"kind": "fonts"})
     return folder
 
@@ -130,7 +130,7 @@ def test_domain_loss_reverses_the_backbone_gradient_only(source: nn.Module,
 
 def test_progress_runs_over_the_planned_epochs(source: nn.Module, target: TargetData,
                                                source_data: Path) -> None:
-    images = to_tensor(PreparedDataset.open(source_data).load("train").images)
+    images = to_tensor(PreparedDataset.open(source_data).load("train").examples)
     cfg = DANNParams(epochs=2, batch_size=4)
     strategy = DANN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=1,
                                  source_data=(images, torch.zeros(len(images)))))

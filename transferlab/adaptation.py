@@ -33,7 +33,6 @@ from transferlab.training import (
     fit,
     flops_per_example,
     predict_logits,
-    to_tensor,
 )
 
 
@@ -48,6 +47,7 @@ class TargetData:
     num_classes: int
     budgets: dict[str, dict[str, list[int]]]  # {seed: {budget: pool indices}}
     normalization: dict[str, float]
+    modality: str = "image"  # what the inputs are (transferlab.modalities)
 
     def replicates(self) -> Iterator[tuple[str, str]]:
         """(seed, budget) of every drawn replicate, in a fixed order."""
@@ -215,10 +215,9 @@ def load_pool_features(folder: Path, rows: int) -> np.ndarray | None:
 def load_target(folder: str | Path) -> TargetData:
     """The prepared target's pool, validation set and budgets (sha256-verified)."""
     data = PreparedDataset.open(folder)
-    pool, val = data.load("train"), data.load("val")
-    return TargetData(to_tensor(pool.images), torch.from_numpy(pool.labels),
-                      to_tensor(val.images), torch.from_numpy(val.labels),
-                      len(data.class_names), data.budgets(), data.manifest["normalization"])
+    (pool_x, pool_y), (val_x, val_y) = data.inputs("train"), data.inputs("val")
+    return TargetData(pool_x, pool_y, val_x, val_y, len(data.class_names), data.budgets(),
+                      data.modality.normalization(data.manifest), data.modality.name)
 
 
 def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
@@ -260,8 +259,7 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         if source_data is None:
             raise ValueError(f"strategy {strategy} trains on the source's images; pass the "
                              "prepared source folder (--source-data)")
-        split = PreparedDataset.open(source_data).load("train")
-        images = (to_tensor(split.images), torch.from_numpy(split.labels))
+        images = PreparedDataset.open(source_data).inputs("train")
 
     def context(seed: int, shared: dict) -> Context:
         return Context(target, copy.deepcopy(source) if source is not None else None, config,

@@ -99,8 +99,8 @@ def find_duplicates(first: np.ndarray, second: np.ndarray, near_threshold: float
             "pairs": [[i, j, round(dist, 6)] for dist, i, j in pairs]}
 
 
-def out_of_fold_probs(images: np.ndarray, labels: np.ndarray, seed: int = 0
-                      ) -> tuple[np.ndarray, np.ndarray, str]:
+def out_of_fold_probs(images: np.ndarray, labels: np.ndarray, seed: int = 0,
+                      features: str = "pixels") -> tuple[np.ndarray, np.ndarray, str]:
     """Out-of-fold class probabilities of a PCA + logistic regression on pixels.
 
     Args:
@@ -125,11 +125,12 @@ def out_of_fold_probs(images: np.ndarray, labels: np.ndarray, seed: int = 0
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with threadpool_limits(limits=SINGLE_THREAD):
         probs = cross_val_predict(model, x, y, cv=cv, method="predict_proba")
-    return probs, y, f"{folds}-fold out-of-fold PCA({components}) + LogisticRegression on pixels"
+    return probs, y, (f"{folds}-fold out-of-fold PCA({components}) + LogisticRegression on "
+                      f"{features}")
 
 
-def label_issue_indices(images: np.ndarray, labels: np.ndarray, seed: int = 0
-                        ) -> tuple[np.ndarray, str]:
+def label_issue_indices(images: np.ndarray, labels: np.ndarray, seed: int = 0,
+                        features: str = "pixels") -> tuple[np.ndarray, str]:
     """Indices whose label cleanlab flags as likely wrong, least self-confident first.
 
     Args:
@@ -137,7 +138,7 @@ def label_issue_indices(images: np.ndarray, labels: np.ndarray, seed: int = 0
     Returns:
         (indices into ``images``, a one-line description of the method).
     """
-    probs, y, model = out_of_fold_probs(images, labels, seed)
+    probs, y, model = out_of_fold_probs(images, labels, seed, features)
     with threadpool_limits(limits=SINGLE_THREAD):
         ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence",
                                    n_jobs=1)
@@ -148,17 +149,19 @@ def label_issue_indices(images: np.ndarray, labels: np.ndarray, seed: int = 0
 
 def cleaning_report(splits: dict[str, tuple[np.ndarray, np.ndarray]],
                     near_threshold: float | None = None, seed: int = 0,
-                    max_listed: int = 20) -> dict[str, Any]:
+                    max_listed: int = 20, features: str = "pixels") -> dict[str, Any]:
     """Duplicates across splits and label-issue candidates in the train pool, as a JSON-able dict.
 
     Args:
         splits: ``{"train": (images, labels), "val": ..., "test": ...}``, images (N, H, W)
-            uint8; a missing split skips its pairs. Only the train labels are read.
+            uint8 (or any uint8 arrays of one shape per example: a modality's
+            ``cleaning_arrays``); a missing split skips its pairs. Only the train labels are read.
         near_threshold: L2 distance of [0, 1] pixel vectors under which two images are near
             copies; ``None`` for ``RELATIVE_THRESHOLD`` times :func:`typical_nn_distance` of the
             train images.
         seed: seed of the label-issue cross-validation.
         max_listed: cap on the pairs listed per split pair and on the indices listed.
+        features: what the arrays hold, in words, for the method's description.
     Returns:
         ``{"near_threshold": t, "duplicates": {"train/test": {"exact", "near", "pairs"}, ...},
         "label_issues": {"split": "train", "count", "indices", "method"}}``.
@@ -174,7 +177,7 @@ def cleaning_report(splits: dict[str, tuple[np.ndarray, np.ndarray]],
     duplicates = {f"{a}/{b}": find_duplicates(splits[a][0], splits[b][0], near_threshold,
                                               max_listed)
                   for a, b in SPLIT_PAIRS if a in splits and b in splits}
-    indices, method = label_issue_indices(train_images, train_labels, seed)
+    indices, method = label_issue_indices(train_images, train_labels, seed, features)
     return {
         "near_threshold": round(float(near_threshold), 6),
         "duplicates": duplicates,

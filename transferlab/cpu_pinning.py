@@ -64,6 +64,58 @@ def apply() -> dict[str, str]:
     return dict(applied)
 
 
+# common.gemm_branch -> (MKL_CBWR value, the code mkl_serv_cbwr_get reports for it)
+GEMM_BRANCHES = {"compatible": ("COMPATIBLE", 3), "avx2": ("AVX2", 10)}
+
+
+def set_gemm_branch(name: str) -> str | None:
+    """Choose MKL's reproducible GEMM branch (``common.gemm_branch``), before the first GEMM.
+
+    MKL reads ``MKL_CBWR`` once, at its first GEMM or branch query, and keeps it for the
+    process, so this runs before any matrix product (the stages call it from
+    :func:`transferlab.runtime.seed_everything`). ``compatible`` (the pin) is MKL's branch that
+    gives the same results on every x86-64 CPU it supports; ``avx2`` is the branch that gives the
+    same results on CPUs with AVX2 (MKL's conditional numerical reproducibility) and runs GEMMs
+    about 2.4x faster (benchmarks/text_speed.py): it pays for transformers, whose time is GEMMs.
+
+    Returns:
+        The ``MKL_CBWR`` value in effect, or None where pinning is off or torch has no MKL.
+    Raises:
+        RuntimeError: when MKL had already chosen another branch (a GEMM ran earlier).
+    """
+    if name not in GEMM_BRANCHES:
+        raise ValueError(f"unknown GEMM branch {name!r}; expected one of "
+                         + ", ".join(GEMM_BRANCHES))
+    if not enabled():
+        return None
+    value, code = GEMM_BRANCHES[name]
+    query = _mkl_branch_query()
+    if query is None:
+        return None
+    os.environ["MKL_CBWR"] = value  # status() and the provenance tags read it back
+    got = query(1)  # MKL_CBWR_BRANCH; the first query also fixes the branch from the variable
+    if got != code:
+        raise RuntimeError(f"common.gemm_branch: MKL runs branch {got}, not {value} ({code}): "
+                           "a matrix product ran before the branch was set")
+    return value
+
+
+def _mkl_branch_query():  # noqa: ANN202 (a ctypes function, or None)
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.backends.mkl.is_available():
+        return None
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib",
+                                       "libtorch_cpu.so"))
+        query = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    query.restype, query.argtypes = ctypes.c_int, [ctypes.c_int]
+    return query
+
+
 def status() -> dict:
     """What this process runs under, for provenance and MLflow tags.
 

@@ -18,15 +18,15 @@ import torch.nn.functional as F
 
 from transferlab.errors import DataError
 from transferlab.params import DatasetSpec
-from transferlab.prepared import ImageSet
+from transferlab.prepared import ExampleSet
 
 
 @dataclass(frozen=True)
 class RawDataset:
     """A dataset as loaded: a training part and, where the data defines one, a test part."""
 
-    train: ImageSet
-    test: ImageSet | None = None
+    train: ExampleSet
+    test: ExampleSet | None = None
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def load_dataset(spec: DatasetSpec, image_size: int, seed: int, key: str) -> Raw
 
         extra = {} if spec.noise_std is None else {"noise_std": spec.noise_std}
         images, labels = render_glyphs(spec.chars, spec.n_per_class, image_size, seed, **extra)
-        return RawDataset(ImageSet(images, labels, tuple(spec.chars)))
+        return RawDataset(ExampleSet(images, labels, tuple(spec.chars)))
     if spec.kind == "sklearn_digits":
         return RawDataset(_sklearn_digits(spec.classes, image_size))
     if spec.kind == "imagefolder":
@@ -66,7 +66,7 @@ def load_dataset(spec: DatasetSpec, image_size: int, seed: int, key: str) -> Raw
     raise DataError(f"{key}.kind: {spec.kind!r} holds no images")
 
 
-def _sklearn_digits(classes: tuple[int, ...] | None, image_size: int) -> ImageSet:
+def _sklearn_digits(classes: tuple[int, ...] | None, image_size: int) -> ExampleSet:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -75,7 +75,7 @@ def _sklearn_digits(classes: tuple[int, ...] | None, image_size: int) -> ImageSe
     keep = tuple(range(10)) if classes is None else classes
     mask = np.isin(labels, keep)
     remap = {c: i for i, c in enumerate(keep)}
-    return ImageSet(resize(images[mask], image_size),
+    return ExampleSet(resize(images[mask], image_size),
                     np.array([remap[c] for c in labels[mask]], dtype=np.int64),
                     tuple(str(c) for c in keep))
 
@@ -104,7 +104,7 @@ def _imagefolder(root: Path, image_size: int, key: str) -> RawDataset:
         raise DataError(f"{key}.root: directory {root} does not exist")
     has_split = (root / "train").is_dir() and (root / "test").is_dir()
     parts = {"train": root / "train", "test": root / "test"} if has_split else {"train": root}
-    loaded: dict[str, ImageSet] = {}
+    loaded: dict[str, ExampleSet] = {}
     for part, folder in parts.items():
         class_dirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if len(class_dirs) < 2:
@@ -115,7 +115,7 @@ def _imagefolder(root: Path, image_size: int, key: str) -> RawDataset:
         except FileNotFoundError as err:
             raise DataError(f"{key}.root: {folder}: {err}") from None
         images = np.stack([_to_gray_uint8(ds.loader(path), image_size) for path, _ in ds.samples])
-        loaded[part] = ImageSet(images, np.array(ds.targets, dtype=np.int64), tuple(ds.classes))
+        loaded[part] = ExampleSet(images, np.array(ds.targets, dtype=np.int64), tuple(ds.classes))
     if has_split and loaded["train"].class_names != loaded["test"].class_names:
         raise DataError(f"{key}.root: {root}/train and {root}/test have different classes: "
                         f"{loaded['train'].class_names} vs {loaded['test'].class_names}")
@@ -158,5 +158,5 @@ def _torchvision(spec: DatasetSpec, image_size: int, key: str) -> RawDataset:
         labels = np.array([int(y) for _, y in items], dtype=np.int64)
         n_classes = int(labels.max()) + 1
         names = tuple(getattr(ds, "classes", None) or (str(c) for c in range(n_classes)))
-        parts[part] = ImageSet(images, labels, tuple(str(n) for n in names))
+        parts[part] = ExampleSet(images, labels, tuple(str(n) for n in names))
     return RawDataset(parts["train"], parts.get("test"))

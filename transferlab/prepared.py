@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from transferlab import modalities
 from transferlab.errors import DataError
 from transferlab.runtime import dumps_json, sha256_file
 
@@ -25,19 +27,20 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class ImageSet:
-    """Images (N, H, W) uint8 with ink high, labels (N,) int64 in [0, len(class_names))."""
+class ExampleSet:
+    """Examples in their modality's stored form (:mod:`transferlab.modalities`: images (N, H, W)
+    uint8 with ink high, or tokenized text (N, 2, L) int32), labels (N,) int64 in
+    [0, len(class_names))."""
 
-    images: np.ndarray
+    examples: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
+    modality: str = "image"
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise DataError(f"images must be (N, H, W) uint8, got {self.images.shape} "
-                            f"{self.images.dtype}")
-        if len(self.images) != len(self.labels):
-            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+        modalities.get(self.modality).check(self.examples)
+        if len(self.examples) != len(self.labels):
+            raise DataError(f"{len(self.examples)} examples but {len(self.labels)} labels")
 
 
 def load_verified(path: Path, expected: str | None, index: Path, stage: str) -> np.ndarray:
@@ -53,35 +56,28 @@ def load_verified(path: Path, expected: str | None, index: Path, stage: str) -> 
     return np.load(path, allow_pickle=False)
 
 
-def normalization_stats(images: np.ndarray) -> dict[str, float]:
-    """Pixel mean and std of uint8 images, in [0, 1] units."""
-    x = images.astype(np.float64) / 255.0
-    return {"mean": float(x.mean()), "std": float(max(x.std(), 1e-6))}
-
-
-def _write_split(folder: Path, split: str, data: ImageSet) -> dict[str, str]:
+def _write_split(folder: Path, split: str, data: ExampleSet) -> dict[str, str]:
     hashes = {}
-    for suffix, arr in (("x", data.images), ("y", data.labels)):
+    for suffix, arr in (("x", data.examples), ("y", data.labels)):
         path = folder / f"{split}_{suffix}.npy"
         np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
         hashes[path.name] = sha256_file(path)
     return hashes
 
 
-def _counts(data: ImageSet) -> dict[str, int]:
+def _counts(data: ExampleSet) -> dict[str, int]:
     counts = np.bincount(data.labels, minlength=len(data.class_names))
     return {name: int(n) for name, n in zip(data.class_names, counts, strict=True)}
 
 
-def write_dataset(folder: Path, splits: dict[str, ImageSet], extra: dict) -> dict:
+def write_dataset(folder: Path, splits: dict[str, ExampleSet], extra: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     first = next(iter(splits.values()))
     manifest = {
         "class_names": list(first.class_names),
-        "image_shape": list(first.images.shape[1:]),
         "counts": {s: _counts(d) for s, d in splits.items()},
         "sha256": {},
-        "normalization": normalization_stats(splits["train"].images),
+        **modalities.get(first.modality).manifest_fields(splits["train"].examples, extra),
         **extra,
     }
     for split, data in splits.items():
@@ -114,10 +110,14 @@ class PreparedDataset:
         return tuple(self.manifest["class_names"])
 
     @property
+    def modality(self) -> modalities.Modality:
+        return modalities.of(self.manifest)
+
+    @property
     def has_data(self) -> bool:
         return self.manifest.get("kind") != "none"
 
-    def load(self, split: str) -> ImageSet:
+    def load(self, split: str) -> ExampleSet:
         """Load one split after checking both arrays against the manifest's sha256."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -127,11 +127,16 @@ class PreparedDataset:
                                 self.manifest["sha256"].get(f"{split}_{suffix}.npy"),
                                 self.folder / "manifest.json", "prepare")
                   for suffix in ("x", "y")]
-        return ImageSet(arrays[0], arrays[1], self.class_names)
+        return ExampleSet(arrays[0], arrays[1], self.class_names, self.modality.name)
+
+    def inputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One split as the model reads it: (inputs (N, ...), labels (N,) int64)."""
+        data = self.load(split)
+        return self.modality.to_inputs(data.examples), torch.from_numpy(data.labels)
 
     def example_input(self) -> np.ndarray:
-        """A zero input batch (1, 1, H, W) float32, e.g. for model signatures."""
-        return np.zeros((1, 1, *self.manifest["image_shape"]), dtype=np.float32)
+        """One input batch of this modality (zero images; [CLS] [SEP]), e.g. for signatures."""
+        return self.modality.example_input(self.manifest)
 
     def budgets(self) -> dict[str, dict[str, list[int]]]:
         """{seed: {budget: pool indices}} as drawn by prepare (target only)."""

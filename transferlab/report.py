@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import figures
+from transferlab import figures, modalities
 from transferlab import report_results as results
 from transferlab.errors import DataError
 from transferlab.params import Params
@@ -188,7 +188,7 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
         results.label_efficiency(ev, params),
         results.transferability(ev, params, fig),
         results.costs(inputs.plots["per_curve"], inputs.target, params, fig),
-        _data_hygiene(ev),
+        _data_hygiene(ev, inputs.target),
         _source_models(inputs, params),
         _skipped(ev),
         _provenance(provenance),
@@ -197,7 +197,7 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
                                                                         strict=True))
 
 
-def _data_hygiene(ev: dict) -> list[Block]:
+def _data_hygiene(ev: dict, target: dict) -> list[Block]:
     """Copies across the target's splits and label-noise candidates (evaluate's
     ``data_hygiene``); it describes the data and chooses nothing."""
     h = ev.get("data_hygiene")
@@ -207,10 +207,13 @@ def _data_hygiene(ev: dict) -> list[Block]:
                  for pair, d in h["duplicates"].items())
     issues = h["label_issues"]
     listed = ", ".join(map(str, issues["indices"][:10])) or "none"
+    modality = modalities.of(target)
+    noun = modality.noun
+    vectors = "pixel vectors" if modality.features == "pixels" else modality.features
     return [
-        "Images of the second split with an exact or near copy (L2 distance of pixel vectors "
-        f"at most {f3(h['near_threshold'])}) in the first. A copy of a test image in the "
-        "training pool inflates test accuracy.",
+        f"{noun.capitalize()} of the second split with an exact or near copy (L2 distance of "
+        f"{vectors} at most {f3(h['near_threshold'])}) in the first. A copy of a test "
+        f"{noun[:-1]} in the training pool inflates test accuracy.",
         Table(("Splits", "Exact copies", "Near copies"), rows),
         f"Label-noise candidates in the training pool: {integer(issues['count'])} "
         f"({issues['method']}); the least confident first: {listed}. Nothing is removed: "
@@ -226,24 +229,31 @@ def _join(items: Any) -> str:
 def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
     p, t = params.prepare, inputs.target
     counts = t.get("counts", {})
+    modality = modalities.of(t)
+    network = (f"{params.pretrain.arch}, width {params.pretrain.width}, init "
+               f"{params.pretrain.init}") if modality.name == "image" else (
+        f"{params.pretrain.arch}, init {params.pretrain.init} unless the source says otherwise")
     sources = []
     for name in sorted(p.sources):
         manifest, kind = inputs.sources[name], p.sources[name].kind
-        if kind == "none":
+        own = p.sources[name].init
+        if kind == "none" and own not in (None, "random"):
+            sources.append(f"`{name}` (no source data: the network as {own} initialises it)")
+        elif kind == "none":
             sources.append(f"`{name}` (no source data: the untrained network)")
         else:
             aligned = ", classes aligned with the target's" if manifest.get("aligned") else ""
+            start = f", starting from {own}" if own else ""
             sources.append(f"`{name}` ({kind}, {len(manifest.get('class_names', []))} "
-                           f"classes{aligned})")
+                           f"classes{aligned}{start})")
     budgets = [results.budget_label(b, t).removesuffix(" per class").removesuffix(" labels")
                .removesuffix(" label") for b in results.budget_keys(params)]
     return [
         f"Target: `{p.target.kind}` ({len(t.get('class_names', []))} classes, "
-        f"{'×'.join(map(str, t.get('image_shape', [])))} pixels; a labelled pool of "
-        f"{sum(counts.get('train', {}).values()):,} training images, "
-        f"{sum(counts.get('test', {}).values()):,} test images). Candidate sources: "
-        f"{_join(sources)}. Each source network ({params.pretrain.arch}, width "
-        f"{params.pretrain.width}, init {params.pretrain.init}) is transferred with "
+        f"{modality.describe(t)}; a labelled pool of "
+        f"{sum(counts.get('train', {}).values()):,} training {modality.noun}, "
+        f"{sum(counts.get('test', {}).values()):,} test {modality.noun}). Candidate sources: "
+        f"{_join(sources)}. Each source network ({network}) is transferred with "
         f"{_join(f'`{s}`' for s in params.grid.strategies)}, and compared with `scratch`,"
         f" the same network trained on the target alone. Label budgets (labels per class): "
         f"{_join(budgets)}; seeds {_join(map(str, params.common.seeds))}. The runs table holds "

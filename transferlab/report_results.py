@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import figures, strategies
+from transferlab import figures, modalities, strategies
 from transferlab.params import Params
 from transferlab.render import (
     NA,
@@ -325,9 +325,8 @@ def costs(per_curve: pd.DataFrame, target: dict, params: Params, fig: dict) -> l
                      integer(r["trainable_params"]), flops(r["train_flops"])))
     return [
         f"At the largest budget: {budget_label(budget_keys(params)[-1], target)}; means over"
-        " seeds. Shifted: the test set with Gaussian pixel noise (std "
-        f"{e.shift_noise_std:g}), blur (sigma {e.shift_blur_sigma:g} px) and rotation (up to "
-        f"{e.shift_rotation_deg:g}°); shift gap = accuracy - shifted accuracy. Forgetting: source"
+        f" seeds. Shifted: the test set with {modalities.of(target).shift_description(e)}; "
+        "shift gap = accuracy - shifted accuracy. Forgetting: source"
         " test accuracy before minus after transfer, adapted backbone under the source head "
         "(positive = the source task got worse; n/a where no source backbone was adapted). NLL "
         "is the log loss. Wall time and memory are machine-specific and not part of this report: "

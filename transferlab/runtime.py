@@ -20,12 +20,20 @@ import torch
 from transferlab.errors import TransferlabError
 
 
-def seed_everything(seed: int, num_threads: int | None = None) -> torch.Generator:
+def seed_everything(seed: int, num_threads: int | None = None,
+                    gemm_branch: str | None = None) -> torch.Generator:
     """Seed python, numpy and torch, switch torch to deterministic algorithms.
 
     The library itself never draws from global state (it passes explicit generators); seeding
-    the globals only guards third-party code. Returns a CPU generator seeded with ``seed``.
+    the globals only guards third-party code. ``gemm_branch`` (``common.gemm_branch``) sets
+    MKL's reproducible GEMM branch, which must happen before the process's first matrix product
+    (:func:`transferlab.cpu_pinning.set_gemm_branch`); None leaves the pinned one. Returns a
+    CPU generator seeded with ``seed``.
     """
+    if gemm_branch is not None:
+        from transferlab.cpu_pinning import set_gemm_branch
+
+        set_gemm_branch(gemm_branch)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

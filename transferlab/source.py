@@ -9,11 +9,11 @@ from transferlab.models import (
     TransferNet,
     build_model,
     count_trainable,
-    load_torchvision_init,
+    load_init,
 )
 from transferlab.params import PretrainParams
 from transferlab.prepared import PreparedDataset
-from transferlab.training import Stopwatch, fit, predict_proba, to_tensor
+from transferlab.training import Stopwatch, fit, predict_proba
 
 
 def model_config(p: PretrainParams, num_classes: int, norm: dict, extra: dict) -> dict:
@@ -23,36 +23,38 @@ def model_config(p: PretrainParams, num_classes: int, norm: dict, extra: dict) -
 
 
 def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.device,
-                    name: str) -> tuple[TransferNet, dict, dict, dict]:
-    """Pretrain (or, for the null source, only initialise) one source model.
+                    name: str, init: str | None = None) -> tuple[TransferNet, dict, dict, dict]:
+    """Pretrain (or, for a source without data, only initialise) one source model.
 
     Args:
         p: the ``pretrain`` block.
         data: the source's prepared dataset.
         device: where to train.
         name: the source name, for the progress bar.
+        init: the source's own initial weights (its ``init`` key), overriding ``p.init``.
     Returns:
         (model on CPU, checkpoint config, metrics: source test metrics and training summary,
         timing: wall time, peak memory and per-epoch history). The null source reports
         ``trained: false`` and no test metrics.
     """
-    norm = data.manifest["normalization"]
+    norm = data.modality.normalization(data.manifest)
     classes = data.class_names
+    init = init or p.init
     model = build_model(p.arch, len(classes), norm["mean"], norm["std"], p.seed, p.width)
     config = model_config(p, max(len(classes), 1), norm,
-                          {"source_classes": list(classes), "init": p.init})
-    if p.init != "random":
-        load_torchvision_init(model, p.init)
+                          {"source_classes": list(classes), "init": init})
+    if init != "random":
+        load_init(model, init)
     if not data.has_data:
         return model.cpu().eval(), config, {"trained": False, "num_classes": 0}, {}
-    train, val, test = (data.load(s) for s in ("train", "val", "test"))
+    (x_train, y_train), val, (x_test, y_test) = (data.inputs(s) for s in ("train", "val", "test"))
     generator = torch.Generator().manual_seed(p.seed)
     with Stopwatch() as watch:
-        summary = fit(model, (to_tensor(train.images), torch.from_numpy(train.labels)),
-                      (to_tensor(val.images), torch.from_numpy(val.labels)), p,
+        summary = fit(model, (x_train, y_train), val, p,
                       [{"params": [q for q in model.parameters() if q.requires_grad]}],
                       generator, device, desc=f"pretrain {name}")
-    proba = predict_proba(model, to_tensor(test.images), device)
+    with Stopwatch() as infer:
+        proba = predict_proba(model, x_test, device)
     metrics = {
         "trained": True,
         "num_classes": len(classes),
@@ -60,8 +62,12 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
         "best_epoch": summary["best_epoch"],
         "epochs_run": summary["epochs_run"],
         "best_val_accuracy": summary["best_val_accuracy"],
-        "test": classification_metrics(test.labels, proba),
+        "test": classification_metrics(y_test.numpy(), proba),
     }
     timing = {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
-              "peak_added_bytes": watch.peak_added_bytes, "history": summary["history"]}
+              "peak_added_bytes": watch.peak_added_bytes, "history": summary["history"],
+              # throughput: training examples per second (epochs x training examples over the
+              # fit's wall time, its per-epoch validation passes included), test inference
+              "train_examples_per_second": summary["epochs_run"] * len(x_train) / watch.seconds,
+              "inference_examples_per_second": len(x_test) / max(infer.seconds, 1e-9)}
     return model.cpu().eval(), config, metrics, timing

@@ -18,13 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from transferlab.modalities.image import to_tensor  # noqa: F401  (re-exported)
 from transferlab.params import TrainParams
 from transferlab.runtime import peak_rss_bytes, reset_peak_rss
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W) uint8 -> (N, 1, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,

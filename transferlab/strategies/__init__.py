@@ -38,8 +38,12 @@ def resolve(params: Any) -> Any:
             if name not in valid:
                 fail(f"{key}[{i}]", f"unknown strategy {name!r}; expected one of "
                      f"{', '.join(valid)} ({baseline} always runs, as the baseline)")
+    image = params.prepare.target.modality == "image"
     for name in (*grid.strategies, *grid.methods.strategies, baseline):
-        block(blocks, name)
+        cfg = block(blocks, name)
+        if not image and getattr(cfg, "augment", False) not in (False, "none"):
+            fail(f"transfer.{name}.augment", f"{cfg.augment!r} augments images; "
+                 f"{params.prepare.target.modality} data needs false")
     return dataclasses.replace(params, transfer=blocks)
 
 

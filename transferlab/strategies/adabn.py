@@ -113,6 +113,7 @@ def freeze_batchnorm_statistics(model: TransferNet) -> None:
 class AdaBN(Strategy):
     name = "adabn"
     Params = AdaBNParams
+    needs_backbone = frozenset({"batchnorm"})
     uses_unlabeled = True
     style = (":", "v")
     rank = 12

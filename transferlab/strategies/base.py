@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from transferlab.models import TransferNet, reset_head
+from transferlab.models import TRAITS, TransferNet, backbone_traits, reset_head
 from transferlab.params import TrainParams
 from transferlab.typed_config import check_range, fail, from_dict, to_dict
 
@@ -123,6 +123,7 @@ class Strategy:
     needs_aligned_labels: ClassVar[bool] = False  # skip unless every target class has a source one
     uses_unlabeled: ClassVar[bool] = False  # reads the target pool's images without labels
     uses_source_data: ClassVar[bool] = False  # reads the source's training images
+    needs_backbone: ClassVar[frozenset[str]] = frozenset()  # models.TRAITS the backbone must have
     roles: ClassVar[frozenset[str]] = frozenset()
     style: ClassVar[tuple[str, str]] = ("-", ".")  # matplotlib line style and marker
     rank: ClassVar[int] = 100  # order in tables and figures: least trained first
@@ -140,6 +141,11 @@ class Strategy:
             return "the source has no trained classifier (null source)"
         if cls.uses_source_data and (not mapping or not mapping.get("class_names")):
             return "the source has no data (null source)"
+        missing = sorted(cls.needs_backbone - backbone_traits(source_config)) \
+            if source_config else []
+        if missing:
+            return (f"the {source_config.get('arch')} backbone has no "
+                    + " and no ".join(TRAITS[t] for t in missing))
         if cls.needs_aligned_labels and (not mapping or not mapping.get("aligned")):
             missing = (mapping or {}).get("unmapped_target_classes", [])
             return ("label spaces differ: the source has no class for target classes "

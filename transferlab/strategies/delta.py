@@ -174,6 +174,7 @@ def channel_attention(model: TransferNet, blocks: Sequence[str],
 class Delta(Finetune):
     name = "delta"
     Params = DeltaParams
+    needs_backbone = frozenset({"channel_maps"})
     roles = frozenset()
     style = (":", "2")
     rank = 44

@@ -34,7 +34,7 @@ class CommonParams:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_threads: int = 2
     # MKL's reproducible GEMM branch: compatible (the same on any x86-64) | avx2 (the same on
-    # CPUs with AVX2; about 2.4x faster GEMMs: transformers)
+    # CPUs with AVX2; 2.8x faster GEMMs, 1.8x faster MiniLM training: benchmarks/text_speed.py)
     gemm_branch: Literal["compatible", "avx2"] = "compatible"
 
     def validate(self, key: str) -> None:

@@ -95,6 +95,17 @@ def worker(branch: str, steps: int, device_name: str) -> dict:
             "inference_examples_per_second": infer, "mean_tokens": tokens, "gemm_gflops": gflops}
 
 
+def _supported(branch: str) -> bool:
+    """Whether MKL has ``branch`` on this CPU (asked in a subprocess: asking may switch it)."""
+    code = ("import transferlab, torch\nfrom transferlab.cpu_pinning import branch_supported\n"
+            f"print(branch_supported({branch!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.strip()
+    if out != "True":
+        print(f"{branch}: MKL has no such branch on this CPU; not timed")
+    return out == "True"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs")
@@ -107,6 +118,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.steps, args.device)))
         return
     branches = ("compatible", "avx2") if args.device == "cpu" else ("compatible",)
+    branches = tuple(b for b in branches if _supported(b))  # avx2: Intel CPUs only
     rows: dict[str, list[dict]] = {b: [] for b in branches}
     for _ in range(args.repeats):
         for branch in branches:

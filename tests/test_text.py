@@ -287,6 +287,8 @@ def test_gemm_branch_is_set_before_the_first_gemm_and_checked(branch: str, code:
         "torch.mm(torch.ones(4, 4), torch.ones(4, 4))\n"
         f"other = {'compatible' if branch == 'avx2' else 'avx2'!r}\n"
         "try:\n    set_gemm_branch(other)\nexcept RuntimeError as e:\n    print('refused:', e)\n")
+    if not _branch_supported(branch):
+        pytest.skip(f"MKL has no {branch} branch on this CPU: the next test covers the refusal")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     if "None" in out.split("\n")[0]:
@@ -294,3 +296,26 @@ def test_gemm_branch_is_set_before_the_first_gemm_and_checked(branch: str, code:
     first, refused = out.strip().split("\n")
     assert first.split()[1] == str(code)
     assert refused.startswith("refused: common.gemm_branch: MKL runs branch")
+
+
+def _branch_supported(branch: str) -> bool:
+    """Asked in a subprocess: the question may switch MKL's branch."""
+    script = ("import transferlab, torch\nfrom transferlab.cpu_pinning import branch_supported\n"
+              f"print(branch_supported({branch!r}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    return out.strip() == "True"
+
+
+def test_a_branch_this_cpu_lacks_is_refused_with_the_choice_that_works(monkeypatch) -> None:
+    from transferlab import cpu_pinning
+
+    # MKL on a CPU without the branch: the query reports the automatic branch (2), and asking
+    # for the branch answers MKL_CBWR_ERR_UNSUPPORTED_BRANCH (-3), as on an AMD EPYC
+    monkeypatch.setattr(cpu_pinning, "_mkl_branch_query", lambda: lambda _: 2)
+    monkeypatch.setattr(cpu_pinning, "_mkl_function", lambda name: lambda _: -3)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    with pytest.raises(RuntimeError, match=r"common\.gemm_branch: 'avx2': MKL has no AVX2 branch "
+                                           r"on this CPU .*set common\.gemm_branch: compatible"):
+        cpu_pinning.set_gemm_branch("avx2")
+    assert not cpu_pinning.branch_supported("avx2") and cpu_pinning.branch_supported("compatible")

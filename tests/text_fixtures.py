@@ -75,10 +75,11 @@ def write_csv(path: Path, rows: list[tuple[str, str]], text: str = "text",
 
 def text_params(checkpoint: Path, data: Path) -> dict:
     """``scenarios/text.yaml`` shrunk to the tiny checkpoint and CSV corpora in ``data``:
-    2 seeds, budgets 2 and 4, 2 epochs, tracking off."""
+    2 seeds, budgets 2 and 4, 2 epochs, tracking off, the compatible GEMM branch."""
     p = yaml.safe_load((ROOT / "scenarios" / "text.yaml").read_text())
     hf = f"hf:{checkpoint}"
-    p["common"].update(seeds=[0, 1], device="cpu")
+    # compatible: MKL's avx2 branch exists on Intel CPUs only (cpu_pinning.set_gemm_branch)
+    p["common"].update(seeds=[0, 1], device="cpu", gemm_branch="compatible")
     p["tracking"]["enabled"] = False
     p["prepare"].update(tokenizer=hf, max_length=16, budgets=[2, 4], test_per_class=20,
                         val_per_class=4)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 SWITCH = "TRANSFERLAB_CPU_PINNING"
 # variable -> pinned value, with who reads it and when (all: once, at load or first use)
@@ -80,10 +81,15 @@ def set_gemm_branch(name: str) -> str | None:
     training and 2.3x for inference of all-MiniLM-L6-v2 (2026-12-01, Intel Xeon, 2 cores). It
     pays for transformers, whose time is GEMMs; the small CNN's time is oneDNN convolutions.
 
+    MKL offers its branches other than ``compatible`` on Intel CPUs only: on others (an AMD
+    EPYC was seen) it refuses ``avx2`` and would run its automatic, machine-dependent branch.
+    That is refused here, with the choice that works on every x86-64 CPU.
+
     Returns:
         The ``MKL_CBWR`` value in effect, or None where pinning is off or torch has no MKL.
     Raises:
-        RuntimeError: when MKL had already chosen another branch (a GEMM ran earlier).
+        RuntimeError: when this CPU has no such branch in MKL, or MKL had already chosen
+            another branch (a GEMM ran earlier).
     """
     if name not in GEMM_BRANCHES:
         raise ValueError(f"unknown GEMM branch {name!r}; expected one of "
@@ -97,12 +103,50 @@ def set_gemm_branch(name: str) -> str | None:
     os.environ["MKL_CBWR"] = value  # status() and the provenance tags read it back
     got = query(1)  # MKL_CBWR_BRANCH; the first query also fixes the branch from the variable
     if got != code:
+        if not branch_supported(name):
+            raise RuntimeError(
+                f"common.gemm_branch: {name!r}: MKL has no {value} branch on this CPU "
+                f"({cpu_model()}; MKL offers it on Intel CPUs with AVX2 only), so results would "
+                "depend on the machine; set common.gemm_branch: compatible (the same results on "
+                "every x86-64 CPU)")
         raise RuntimeError(f"common.gemm_branch: MKL runs branch {got}, not {value} ({code}): "
                            "a matrix product ran before the branch was set")
     return value
 
 
+_UNSUPPORTED_BRANCH = -3  # MKL_CBWR_ERR_UNSUPPORTED_BRANCH
+
+
+def branch_supported(name: str) -> bool:
+    """Whether MKL offers the GEMM branch ``name`` on this CPU (``compatible``: always). Asks
+    MKL through ``mkl_serv_cbwr_set``, which may switch the branch: call it only to explain a
+    failure, or in a process that runs no GEMM after (e.g. a test's subprocess)."""
+    code = GEMM_BRANCHES[name][1]
+    if name == "compatible":
+        return True
+    setter = _mkl_function("mkl_serv_cbwr_set")
+    return setter is None or setter(code) != _UNSUPPORTED_BRANCH
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), or the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def _mkl_branch_query():  # noqa: ANN202 (a ctypes function, or None)
+    return _mkl_function("mkl_serv_cbwr_get")
+
+
+def _mkl_function(name: str):  # noqa: ANN202 (a ctypes function, or None)
+    """An ``int f(int)`` of the MKL linked into torch, or None (no torch, no MKL)."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.backends.mkl.is_available():
         return None
@@ -111,11 +155,11 @@ def _mkl_branch_query():  # noqa: ANN202 (a ctypes function, or None)
     try:
         lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib",
                                        "libtorch_cpu.so"))
-        query = lib.mkl_serv_cbwr_get
+        function = getattr(lib, name)
     except (OSError, AttributeError):
         return None
-    query.restype, query.argtypes = ctypes.c_int, [ctypes.c_int]
-    return query
+    function.restype, function.argtypes = ctypes.c_int, [ctypes.c_int]
+    return function
 
 
 def status() -> dict:

@@ -52,6 +52,9 @@ def main() -> None:
     device = resolve_device(params.common.device)
     data = Path(args.data)
     target = PreparedDataset.open(data / "target")
+    task = target.task
+    headline = task.headline
+    regression = task.name == "regression"
     names = sorted(params.prepare.sources)
     sources = {n: Path(args.models) / n / "model.pt" for n in names}
     source_data = {n: PreparedDataset.open(data / "sources" / n) for n in names}
@@ -71,21 +74,23 @@ def main() -> None:
         summary = analysis.summarize(results, budgets, all_lpc, p)
         scores, score_timing = transferability_scores(sources, target, Path(args.runs), device,
                                                       feature_probe in grid)
-        transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence)
+        transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence,
+                                                    headline, regression)
         verdicts = analysis.control_family(
-            summary, analysis.recommend(summary, results, budgets, transfer, p), p)
+            summary, analysis.recommend(summary, results, budgets, transfer, p, headline), p)
         summary = verdicts["summary"]
         report = {
+            **({"task": {"name": task.name, "headline": headline}} if regression else {}),
             "summary": summary,
             "label_efficiency": analysis.label_efficiency(
                 summary, budgets, all_lpc, p.reach_fraction,
                 labels_per_class_used(0, params.selection.protocol,
-                                      params.prepare.val_per_class)),
+                                      params.prepare.val_per_class), headline),
             "selection": to_dict(params.selection),
             "transferability": transfer,
             "recommendations": verdicts["recommendations"],
             "statistics": verdicts["statistics"],
-            "what_helped": what_helped(results, summary, budgets, p),
+            "what_helped": what_helped(results, summary, budgets, p, headline),
             "data_hygiene": cleaning_report(
                 {s: (target.modality.cleaning_arrays(split.examples), split.labels)
                  for s in ("train", "val", "test") for split in [target.load(s)]},
@@ -94,9 +99,9 @@ def main() -> None:
         }
         metrics_path.write_text(dumps_json(report))
         tables.runs_table(results).to_csv(table_path, index=False, float_format="%.6g")
-        test_labels = target.load("test").labels
-        tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_labels,
-                           target.class_names, p.calibration_bins)
+        test_truth = target.load("test").truth
+        tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_truth,
+                           target.class_names, p.calibration_bins, headline)
         child_ids = mirror_evaluate(tracker, report)
         champions = champion_checkpoints(report["recommendations"], runs)
         register_champions(tracker, champions, target.example_input(), child_ids)
@@ -106,7 +111,8 @@ def main() -> None:
                  {"scores": score_timing})
     best = report["recommendations"][budgets[-1]]
     print(f"evaluate: {len(results)} runs; best at {budgets[-1]} labels/class: {best['best']} "
-          + (f"({best['accuracy']['mean']:.3f})" if best["best"] else "(no selection score)"))
+          + (f"({headline} {best[headline]['mean']:.3f})" if best["best"]
+             else "(no selection score)"))
 
 
 if __name__ == "__main__":

@@ -151,6 +151,27 @@ def test_csv_kind_reads_columns_and_names_bad_keys(tmp_path: Path) -> None:
         load_texts(missing, "src")
 
 
+def test_csv_kind_with_a_numeric_label_is_a_stratified_regression(tmp_path: Path,
+                                                                  checkpoint: Path) -> None:
+    from transferlab.text_data import load_text_dataset
+
+    rows = [(f"review number {i}", str(i / 2)) for i in range(12)]
+    path = write_csv(tmp_path / "r.csv", rows, "review", "score")
+    spec = DatasetSpec(kind="csv", path=str(path), text_column="review", label_column="score",
+                       task="regression", strata=3)
+    tokenizer = load_tokenizer(f"hf:{checkpoint}")
+    data = load_text_dataset(spec, tokenizer, 8, "prepare.target").train
+    assert data.task == "regression" and data.modality == "text"
+    np.testing.assert_array_equal(data.targets, np.arange(12) / 2)
+    assert np.bincount(data.labels).tolist() == [4, 4, 4] and len(data.class_names) == 3
+    bad = write_csv(tmp_path / "b.csv", [*rows, ("a late review", "high")], "review", "score")
+    with pytest.raises(DataError, match=r"prepare\.target\.label_column: 'score' holds 'high', "
+                                        r"not a number"):
+        load_text_dataset(DatasetSpec(kind="csv", path=str(bad), text_column="review",
+                                      label_column="score", task="regression"),
+                          tokenizer, 8, "prepare.target")
+
+
 def test_hf_disk_kind_reads_a_dataset_and_a_split(tmp_path: Path) -> None:
     import datasets
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from transferlab import tasks
 from transferlab.models import TransferNet, count_trainable, load_checkpoint, save_checkpoint
 from transferlab.params import SelectionParams
 from transferlab.prepared import PreparedDataset, load_verified
@@ -41,13 +43,21 @@ class TargetData:
     """The target's train pool and validation set as tensors, with the drawn budgets."""
 
     pool_x: torch.Tensor  # (P, 1, H, W)
-    pool_y: torch.Tensor  # (P,)
+    pool_y: torch.Tensor  # (P,) labels, or a regression's numeric targets
     val_x: torch.Tensor
     val_y: torch.Tensor
-    num_classes: int
+    num_classes: int  # outputs of the head (a regression: 1)
     budgets: dict[str, dict[str, list[int]]]  # {seed: {budget: pool indices}}
     normalization: dict[str, float]
     modality: str = "image"  # what the inputs are (transferlab.modalities)
+    task: str = "classification"  # what a label is (transferlab.tasks)
+    pool_strata: torch.Tensor | None = None  # a regression's quantile strata of pool_y
+
+    @property
+    def strata(self) -> torch.Tensor:
+        """(P,) the groups that splits and held-out parts stratify by: the classes, or a
+        regression's quantile strata."""
+        return self.pool_y if self.pool_strata is None else self.pool_strata
 
     def replicates(self) -> Iterator[tuple[str, str]]:
         """(seed, budget) of every drawn replicate, in a fixed order."""
@@ -92,21 +102,28 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
     budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
     gen_seed = strategy.ctx.seed
     device = strategy.ctx.device
-    plan = plan_selection(budget_idx, target.pool_y.numpy(), selection, gen_seed)
+    task = tasks.get(target.task)
+    plan = plan_selection(budget_idx, target.strata.numpy(), selection, gen_seed)
     init = strategy.initial_model()
     inputs, val_inputs = strategy.inputs()
+    pool_y, val_y, scale = target.pool_y, target.val_y, None
+    if task.name == "regression":  # the head learns z-scores of the budget's targets
+        scale = target_scale(target.pool_y[torch.from_numpy(budget_idx)])
+        pool_y = ((pool_y - scale["target_mean"]) / scale["target_std"]).float()
+        val_y = ((val_y - scale["target_mean"]) / scale["target_std"]).float()
 
     def train(run_cfg: Any, idx: np.ndarray, val: tuple | None, epochs: int, label: str,
               chosen: dict | None = None) -> tuple:
         model = copy.deepcopy(init)
         ix = torch.from_numpy(idx)
-        data = (inputs[ix], target.pool_y[ix])
+        data = (inputs[ix], pool_y[ix])
         generator = torch.Generator().manual_seed(gen_seed)
         model = strategy.before_fit(model, data, run_cfg, generator)
         net, groups = strategy.trainable(model, run_cfg)
         summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
                       device, label, loss_term=strategy.loss_term(model, run_cfg),
-                      on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg))
+                      on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
+                      task=task)
         trainable = count_trainable(net)
         per_example = flops_per_example(net.cpu(), val_inputs[:1], train=True)
         model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
@@ -116,9 +133,9 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
     val = None
     if plan.method == HOLDOUT:
         held = torch.from_numpy(plan.choose_on)
-        val = (inputs[held], target.pool_y[held])
+        val = (inputs[held], pool_y[held])
     elif plan.method == EXTERNAL:
-        val = (val_inputs, target.val_y)
+        val = (val_inputs, val_y)
     # nothing held out to choose with: the block's own values, as written
     grid = [({}, cfg)] if plan.method == FIXED else cfg.search_grid()
     candidates = []
@@ -126,7 +143,8 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
         label = desc if len(grid) == 1 else f"{desc} cand {i + 1}/{len(grid)}"
         candidates.append((override, run_cfg, *train(run_cfg, plan.train_idx, val,
                                                      cfg.epochs, label)))
-    best = max(range(len(candidates)), key=lambda i: _candidate_key(candidates[i][3]))
+    best = max(range(len(candidates)),
+               key=lambda i: _candidate_key(candidates[i][3], task.val_key))
     override, run_cfg, model, chosen, choices, trainable, per_example = candidates[best]
     examples_x_epochs = sum(len(plan.train_idx) * c[3]["epochs_run"] for c in candidates)
     steps = sum(c[3]["steps"] for c in candidates)
@@ -136,25 +154,35 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
         examples_x_epochs += len(plan.refit_idx) * refit["epochs_run"]
         steps += refit["steps"]
     # (linear_probe: the one backbone forward per pool example is the shared feature cost)
-    record = {k: chosen[k] for k in ("best_epoch", "epochs_run", "best_val_accuracy",
-                                     "best_val_loss")}
-    record.update(plan.record(), selection_score=chosen["best_val_accuracy"], steps=steps,
+    record = {k: chosen[k] for k in ("best_epoch", "epochs_run", task.val_key, "best_val_loss")}
+    record.update(plan.record(), selection_score=chosen[task.val_key], steps=steps,
                   trainable_params=trainable,
                   train_flops=int(per_example * examples_x_epochs), history=chosen["history"])
     if len(grid) > 1 or choices:
         record["search"] = {
             "chosen": {**override, **{k: v for k, v in choices.items() if k != "diagnostics"}},
-            "candidates": [{"config": c[0], "best_val_accuracy": c[3]["best_val_accuracy"],
+            "candidates": [{"config": c[0], task.val_key: c[3][task.val_key],
                             "best_val_loss": c[3]["best_val_loss"],
                             "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}
+    if scale is not None:
+        record["target_scale"] = scale
     return model.cpu().eval(), record
 
 
-def _candidate_key(summary: dict) -> tuple:
-    """Higher is better: validation accuracy, then lower validation loss (the first candidate
-    wins a full tie, as ``max`` keeps the first maximum). Under a fixed schedule there is one."""
-    acc, loss = summary["best_val_accuracy"], summary["best_val_loss"]
-    return (-1.0 if acc is None else acc, -(loss if loss is not None else 0.0))
+def target_scale(budget_targets: torch.Tensor) -> dict[str, float]:
+    """Mean and standard deviation (population; 1 where the targets are all equal) of a
+    budget's regression targets: the head predicts their z-scores."""
+    values = budget_targets.double()
+    std = float(values.std(correction=0)) if len(values) > 1 else 0.0
+    return {"target_mean": float(values.mean()), "target_std": std if std > 0 else 1.0}
+
+
+def _candidate_key(summary: dict, val_key: str = "best_val_accuracy") -> tuple:
+    """Higher is better: the validation score (accuracy; a regression's R²), then lower
+    validation loss (the first candidate wins a full tie, as ``max`` keeps the first maximum).
+    Under a fixed schedule there is one."""
+    acc, loss = summary[val_key], summary["best_val_loss"]
+    return (-math.inf if acc is None else acc, -(loss if loss is not None else 0.0))
 
 
 def source_only_selection(model: TransferNet, target: TargetData, seed: str, budget: str,
@@ -162,7 +190,7 @@ def source_only_selection(model: TransferNet, target: TargetData, seed: str, bud
     """The selection fields of an untrained ``source_only`` replicate: its accuracy on the same
     held-out labels (or external validation set) as every other strategy of the replicate."""
     budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
-    plan = plan_selection(budget_idx, target.pool_y.numpy(), selection,
+    plan = plan_selection(budget_idx, target.strata.numpy(), selection,
                           replicate_seed(seed, budget))
     score = None
     if plan.method != FIXED:
@@ -216,8 +244,12 @@ def load_target(folder: str | Path) -> TargetData:
     """The prepared target's pool, validation set and budgets (sha256-verified)."""
     data = PreparedDataset.open(folder)
     (pool_x, pool_y), (val_x, val_y) = data.inputs("train"), data.inputs("val")
-    return TargetData(pool_x, pool_y, val_x, val_y, len(data.class_names), data.budgets(),
-                      data.modality.normalization(data.manifest), data.modality.name)
+    strata = None
+    if data.task.name == "regression":
+        strata = torch.from_numpy(data.load("train").labels)
+    return TargetData(pool_x, pool_y, val_x, val_y, data.task.outputs(len(data.class_names)),
+                      data.budgets(), data.modality.normalization(data.manifest),
+                      data.modality.name, data.task.name, strata)
 
 
 def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
@@ -249,7 +281,7 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
     source, config = (None, None)
     if source_path is not None:
         source, config = load_checkpoint(source_path)
-    reason = cls.skip_reason(config, mapping)
+    reason = cls.skip_reason(config, mapping) or cls.task_reason(target.task)
     result: dict = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
     if reason:
         return result
@@ -285,7 +317,7 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
             save_checkpoint(model, out_dir / name, {
                 "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
                 "mean": float(model.normalize.mean), "std": float(model.normalize.std),
-                "strategy": strategy})
+                "strategy": strategy, **info.get("target_scale", {})})
             record.update(info)
             result["timing"][f"{seed}_{budget}"] = {
                 "seconds": watch.seconds, "peak_bytes": watch.peak_bytes,

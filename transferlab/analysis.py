@@ -10,6 +10,10 @@ p-value in one evaluate output is one family, adjusted together by ``evaluate.mu
 Choices never read the test split: the recommended curve per budget is the one with the highest
 mean ``selection_score`` (accuracy on labels held out of the budget); its test accuracy is only
 reported, after the choice.
+
+On a regression target (:mod:`transferlab.tasks`) R² stands where accuracy stands: the functions
+that name the headline metric take it as ``headline`` (``"r2"``), and a run's per-example scores
+average to its R², so the paired t over seeds is the same procedure.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from transferlab.transferability import trusted
 
 SCORES = ("logme", "leep", "nce", "hscore")
 REPORTED = ("accuracy", "balanced_accuracy", "f1_macro", "log_loss", "brier", "ece",
-            "shifted_accuracy", "shift_gap", "forgetting")
+            "shifted_accuracy", "shift_gap", "forgetting",
+            # a regression target (transferlab.tasks): only the keys a run has are summarised
+            "r2", "mse", "mae", "rmse", "shifted_r2")
 SCRATCH = strategies.by_role("baseline")  # every gain is measured against it
 # the realised accuracies each transferability score is judged against
 JUDGES = tuple(s for s in (strategies.by_role("reference"), strategies.by_role("feature_probe"))
@@ -189,20 +195,22 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
 
 
 def label_efficiency(summary: dict, budgets: Sequence[str], all_labels_per_class: float,
-                     reach_fraction: float, extra_labels_per_class: float = 0.0) -> dict:
+                     reach_fraction: float, extra_labels_per_class: float = 0.0,
+                     headline: str = "accuracy") -> dict:
     """Labels per class to reach ``reach_fraction`` of scratch@largest-budget accuracy, and the
     area under the learning curve (log budget axis), for every curve.
 
     ``extra_labels_per_class``: labelled examples per class spent outside the budget (the
-    external validation set of the ``external_val`` selection protocol), counted on the axis."""
+    external validation set of the ``external_val`` selection protocol), counted on the axis.
+    ``headline``: the metric of the curves (:mod:`transferlab.tasks`; a regression's ``r2``)."""
     largest = budgets[-1]
-    target = reach_fraction * summary[SCRATCH][largest]["accuracy"]["mean"]
-    out = {"target_accuracy": target, "extra_labels_per_class": extra_labels_per_class,
+    target = reach_fraction * summary[SCRATCH][largest][headline]["mean"]
+    out = {f"target_{headline}": target, "extra_labels_per_class": extra_labels_per_class,
            "curves": {}}
     for curve, by_budget in sorted(summary.items()):
         xs = [budget_value(b, all_labels_per_class) + extra_labels_per_class
               for b in budgets if b in by_budget]
-        ys = [by_budget[b]["accuracy"]["mean"] for b in budgets if b in by_budget]
+        ys = [by_budget[b][headline]["mean"] for b in budgets if b in by_budget]
         reach = labels_to_reach(xs, ys, target)
         out["curves"][curve] = {
             "labels_to_reach": reach if math.isfinite(reach) else None,
@@ -213,7 +221,8 @@ def label_efficiency(summary: dict, budgets: Sequence[str], all_labels_per_class
 
 
 def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequence[str],
-                            confidence: float = 0.95) -> dict:
+                            confidence: float = 0.95, headline: str = "accuracy",
+                            regression: bool = False) -> dict:
     """Mean score per source and budget, and how well each score ranks the sources against
     their realised finetune and linear-probe accuracy, judged over sources.
 
@@ -223,6 +232,8 @@ def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequ
         summary: from :func:`summarize`.
         budgets: the budget keys in order.
         confidence: the level of the intervals over sources.
+        headline: the realised metric the scores are judged against (a regression's ``r2``).
+        regression: the target is a regression (only LogME is defined).
 
     Returns:
         {"scores": {source: {budget: {score: mean}}}, "agreement": {budget: {score:
@@ -239,7 +250,7 @@ def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequ
                 scores[source][budget] = {s: _nanmean([r[s] for r in rows]) for s in SCORES}
             for r, s in ((r, s) for r in rows for s in SCORES if "n_examples" in r):
                 ok, why = trusted(s, r["n_examples"], r["feature_dim"], r["min_per_class"],
-                                  r["source_classes"])
+                                  r["source_classes"], regression)
                 if not ok and why != "no source head":  # such a source is left out, not wrong
                     trust[budget][s].append(why)
     agreement: dict[str, dict] = {}
@@ -257,7 +268,7 @@ def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequ
             agreement[budget][s] = {}
             for strategy in JUDGES:
                 acc = [summary.get(f"{src}/{strategy}", {}).get(budget, {})
-                       .get("accuracy", {}).get("mean", math.nan) for src in sources]
+                       .get(headline, {}).get("mean", math.nan) for src in sources]
                 agreement[budget][s][strategy] = {
                     **judge_ranking(values, acc, confidence), "trusted": not reasons,
                     "untrusted_reason": "; ".join(reasons)}
@@ -291,7 +302,7 @@ def ranked_by_selection(summary: dict, budget: str) -> list[str]:
 
 
 def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
-              transfer: dict, p: EvaluateParams) -> dict:
+              transfer: dict, p: EvaluateParams, headline: str = "accuracy") -> dict:
     """Per budget: the curve chosen by selection score, its test accuracy, the paired t of chosen
     minus runner-up on test, and whether the transferability scores' source pick matched the
     realised best source (by finetune test accuracy; this judges the scores, it chooses nothing).
@@ -306,6 +317,7 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
         budgets: budget keys in order.
         transfer: from :func:`transferability_summary` (its ``picks``).
         p: the evaluate block.
+        headline: the test metric looked up for the choice (a regression's ``r2``).
     Returns:
         {budget: {"best", "selection_score", "accuracy" (test, of the chosen curve),
         "runner_up", "runner_up_selection_score", "vs_runner_up" (:func:`paired_difference`),
@@ -317,18 +329,18 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
         ranked = ranked_by_selection(summary, budget)
         if not ranked:
             entry = {"best": None, "reason": NO_SELECTION, "selection_score": None,
-                     "accuracy": None, "runner_up": None, "vs_runner_up": None}
+                     headline: None, "runner_up": None, "vs_runner_up": None}
         else:
             best = ranked[0]
             entry = {"best": best, "selection_score": summary[best][budget]["selection_score"],
-                     "accuracy": summary[best][budget]["accuracy"],
+                     headline: summary[best][budget][headline],
                      "runner_up": ranked[1] if len(ranked) > 1 else None, "vs_runner_up": None}
             if entry["runner_up"]:
                 runner = entry["runner_up"]
                 entry["runner_up_selection_score"] = summary[runner][budget]["selection_score"]
                 entry["vs_runner_up"] = paired_difference(groups[best][budget],
                                                           groups[runner][budget], p)
-        realised = {c.split("/")[0]: summary[c][budget]["accuracy"]["mean"]
+        realised = {c.split("/")[0]: summary[c][budget][headline]["mean"]
                     for c in summary if c.endswith(f"/{JUDGES[0]}") and budget in summary[c]}
         right = max(realised, key=lambda s: (realised[s], s)) if realised else None
         entry["best_source_by_finetune"] = right

@@ -200,12 +200,14 @@ def _stage_run_problems(client: Any, exp: str, root: Path, name: str, entry: dic
             problems.append(f"{rel}: test.accuracy = {have} but MLflow logged {got}")
     else:  # evaluate: one child run per curve x budget, named "<curve> b=<budget>"
         children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-        logged = {c.info.run_name: c.data.metrics.get("accuracy.mean") for c in children}
-        bad = [(f"summary.{curve}.{b}.accuracy.mean", e["accuracy"]["mean"],
+        # the headline metric: accuracy, or a regression's r2 (transferlab.tasks)
+        head = metrics.get("task", {}).get("headline", "accuracy")
+        logged = {c.info.run_name: c.data.metrics.get(f"{head}.mean") for c in children}
+        bad = [(f"summary.{curve}.{b}.{head}.mean", e[head]["mean"],
                 logged.get(f"{curve} b={b}"))
                for curve, by_budget in sorted(metrics.get("summary", {}).items())
                for b, e in by_budget.items()
-               if not _same(logged.get(f"{curve} b={b}"), e["accuracy"]["mean"])]
+               if not _same(logged.get(f"{curve} b={b}"), e[head]["mean"])]
         if bad:
             problems.append(f"{rel}: {len(bad)} value(s) disagree with MLflow; first "
                             f"{bad[0][0]} = {bad[0][1]} but MLflow logged {bad[0][2]}")

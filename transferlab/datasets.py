@@ -1,7 +1,8 @@
 """Raw datasets brought to one format: grayscale uint8 images (N, H, W), int64 labels, names.
 
 Kinds: synthetic printed glyphs (``fonts``), scikit-learn's bundled handwritten digits
-(``sklearn_digits``), class-per-folder trees (``imagefolder``) and any
+(``sklearn_digits``), the same digits turned by a random angle that is the regression target
+(``rotated_digits``), class-per-folder trees (``imagefolder``) and any
 ``torchvision.datasets`` classification dataset (``torchvision``). Nothing here downloads unless
 a ``torchvision`` spec says ``download: true``.
 """
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from transferlab.errors import DataError
 from transferlab.params import DatasetSpec
-from transferlab.prepared import ExampleSet
+from transferlab.prepared import ExampleSet, regression_set
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def load_dataset(spec: DatasetSpec, image_size: int, seed: int, key: str) -> Raw
         return RawDataset(ExampleSet(images, labels, tuple(spec.chars)))
     if spec.kind == "sklearn_digits":
         return RawDataset(_sklearn_digits(spec.classes, image_size))
+    if spec.kind == "rotated_digits":
+        return RawDataset(rotated_digits(spec, image_size, seed))
     if spec.kind == "imagefolder":
         return _imagefolder(Path(spec.root), image_size, key)
     if spec.kind == "torchvision":
@@ -78,6 +81,28 @@ def _sklearn_digits(classes: tuple[int, ...] | None, image_size: int) -> Example
     return ExampleSet(resize(images[mask], image_size),
                     np.array([remap[c] for c in labels[mask]], dtype=np.int64),
                     tuple(str(c) for c in keep))
+
+
+DEFAULT_MAX_ROTATION = 45.0
+
+
+def rotated_digits(spec: DatasetSpec, image_size: int, seed: int) -> ExampleSet:
+    """scikit-learn's handwritten digits, each turned by an angle drawn uniformly from
+    [-max_rotation, max_rotation] degrees (``seed``); the target is the angle, in degrees.
+
+    The rotation is bilinear (scipy.ndimage, float64) about the image centre, after the resize,
+    so the digit's strokes keep their width at every angle.
+    """
+    from scipy import ndimage
+
+    digits = _sklearn_digits(spec.classes, image_size)
+    limit = DEFAULT_MAX_ROTATION if spec.max_rotation is None else spec.max_rotation
+    angles = np.random.default_rng(seed).uniform(-limit, limit, len(digits.examples))
+    turned = np.stack([ndimage.rotate(img.astype(np.float64), angle, reshape=False, order=1,
+                                      mode="grid-constant", cval=0.0)
+                       for img, angle in zip(digits.examples, angles, strict=True)])
+    images = np.clip(turned, 0, 255).round().astype(np.uint8)
+    return regression_set(images, angles, spec.strata)
 
 
 def _to_gray_uint8(image: object, image_size: int) -> np.ndarray:

@@ -21,13 +21,12 @@ from tqdm.auto import tqdm
 from transferlab import strategies
 from transferlab.adaptation import load_pool_features
 from transferlab.analysis import curve_name
-from transferlab.metrics import classification_metrics
 from transferlab.models import load_checkpoint
 from transferlab.params import EvaluateParams
 from transferlab.prepared import PreparedDataset
 from transferlab.runtime import read_timing, timing_path
-from transferlab.training import extract_features, head_proba, predict_proba
-from transferlab.transferability import score_all
+from transferlab.training import extract_features, head_proba, predict_logits, predict_proba
+from transferlab.transferability import score_all, score_regression
 
 BASELINE = strategies.by_role("baseline")  # its runs live in runs/<its name>
 
@@ -37,9 +36,11 @@ class RunResult:
     """What evaluate keeps of one (source, strategy, budget, seed) run."""
 
     key: dict  # source, strategy, budget, seed
-    metrics: dict  # test metrics (flat), shifted accuracy, forgetting
-    correct: np.ndarray  # (N,) bool: test example classified correctly
-    proba: np.ndarray  # (N, C) test probabilities
+    metrics: dict  # test metrics (flat), shifted headline metric, forgetting
+    # (N,) per-example scores whose mean is the headline metric (transferlab.tasks): 1/0 for a
+    # correct / wrong class; 1 - (y - ŷ)² / Var(y_test) for a regression (mean: R²)
+    correct: np.ndarray
+    proba: np.ndarray  # (N, C) test probabilities; a regression: (N,) predicted values
     # accuracy on the labels held out of the budget (selection protocol); nan where the budget
     # was too small to hold any out. Every choice ranks runs by this, never by the test split.
     selection_score: float = math.nan
@@ -88,6 +89,9 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         (one RunResult per run, {"skipped": {"<source>/<strategy>": reason}}).
     """
     test = target.load("test")
+    task = target.task
+    truth = test.truth
+    headline = task.headline
     x_test = target.modality.to_inputs(test.examples)
     x_shift = target.modality.shifted(x_test, p, 0, target.manifest)
     source_tests = {}
@@ -99,25 +103,42 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
     for info, run in tqdm(todo, desc="evaluate", unit="run", disable=None):
         ckpt = info["folder"] / run["checkpoint"]
         if ckpt not in cache:
-            model, _ = load_checkpoint(ckpt)
-            proba = predict_proba(model, x_test, device)
-            # only the shifted copy's predicted labels are kept: (N,) not (N, C) per run
-            shifted = predict_proba(model, x_shift, device).argmax(1)
+            model, config = load_checkpoint(ckpt)
+            if task.name == "regression":
+                proba = predict_values(model, config, x_test, device)
+                shifted_score = float(task.per_example(
+                    truth, predict_values(model, config, x_shift, device)).mean())
+            else:
+                proba = predict_proba(model, x_test, device)
+                # only the shifted copy's predicted labels are kept: (N,) not (N, C) per run
+                shifted_score = float((predict_proba(model, x_shift, device).argmax(1)
+                                       == truth).mean())
             forget = _forgetting(model, info, sources, source_data, source_tests, device)
-            cache[ckpt] = (proba, shifted, forget)
-        proba, shifted, forget = cache[ckpt]
-        metrics = classification_metrics(test.labels, proba, p.calibration_bins)
-        metrics["shifted_accuracy"] = float((shifted == test.labels).mean())
-        metrics["shift_gap"] = metrics["accuracy"] - metrics["shifted_accuracy"]
+            cache[ckpt] = (proba, shifted_score, forget)
+        proba, shifted_score, forget = cache[ckpt]
+        metrics = task.test_metrics(truth, proba, p.calibration_bins)
+        metrics[f"shifted_{headline}"] = shifted_score
+        metrics["shift_gap"] = metrics[headline] - shifted_score
         metrics.update(forget)
         metrics.update(trainable_params=run["trainable_params"], train_flops=run["train_flops"])
         key = {"source": info["source"], "strategy": info["strategy"], "budget": run["budget"],
                "seed": run["seed"]}
         score = run.get("selection_score")
-        results.append(RunResult(key, metrics, proba.argmax(1) == test.labels, proba,
+        per_example = task.per_example(truth, proba)
+        if task.name == "classification":
+            per_example = per_example.astype(bool)  # as before: correct or not
+        results.append(RunResult(key, metrics, per_example, proba,
                                  math.nan if score is None else float(score),
                                  run.get("search")))
     return results, {"skipped": skipped}
+
+
+def predict_values(model: torch.nn.Module, config: dict, x: torch.Tensor,
+                   device: torch.device) -> np.ndarray:
+    """A regression model's predictions (N,) in target units: the head's z-score times the
+    budget's target deviation plus its mean, both kept in the checkpoint's config."""
+    z = predict_logits(model, x, device).double().reshape(-1).numpy()
+    return z * config["target_std"] + config["target_mean"]  # as models.TargetScaled does
 
 
 def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
@@ -162,6 +183,7 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
     """
     pool = target.load("train")
     x_pool = target.modality.to_inputs(pool.examples)
+    regression = target.task.name == "regression"
     rows, timing = [], []
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)
@@ -177,15 +199,19 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
             pass_seconds = time.perf_counter() - start
         start = time.perf_counter()
         feats = features.double().numpy()
-        probs = head_proba(model.cpu(), features) if config.get("source_classes") else None
+        probs = head_proba(model.cpu(), features) \
+            if config.get("source_classes") and not regression else None
         shared = time.perf_counter() - start  # one head pass over the pool serves every budget
         # the scores' matrices are small: one BLAS thread is faster than two that synchronise
         with threadpool_limits(1, user_api="blas"):
             for seed, budgets in sorted(target.budgets().items(), key=lambda kv: int(kv[0])):
                 for budget, idx in budgets.items():
                     start = time.perf_counter()
-                    scores = score_all(feats[idx], None if probs is None else probs[idx],
-                                       pool.labels[idx])
+                    if regression:
+                        scores = score_regression(feats[idx], pool.targets[idx])
+                    else:
+                        scores = score_all(feats[idx], None if probs is None else probs[idx],
+                                           pool.labels[idx])
                     share = len(idx) / len(x_pool)
                     rows.append({"source": name, "budget": budget, "seed": int(seed), **scores,
                                  "n_examples": len(idx), "feature_dim": int(feats.shape[1]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,19 @@ REFERENCE = strategies.by_role("reference")  # its realised accuracy judges the 
 STRATEGY_STYLE = {name: strategies.get(name).style for name in strategies.names()
                   if name != SCRATCH}  # strategy -> (line style, marker)
 SCORE_LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The headline metric a figure plots (:mod:`transferlab.tasks`)."""
+
+    key: str  # its column in the plot tables
+    words: str  # axis labels
+    bounded: bool  # lies in [0, 1]: axes and CI bands are clipped there
+    group: str  # what a budget counts labels per
+
+
+ACCURACY = Metric("accuracy", "accuracy", True, "class")
 _RC = {
     "svg.hashsalt": "transferlab",
     "font.family": "DejaVu Sans",
@@ -124,9 +138,12 @@ def _outside_legend(ax) -> None:
 
 
 @_styled
-def learning_curves(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> Path:
-    """Accuracy against labels per class (log x), one panel per source, CI bands clipped to
-    [0, 1]. ``df`` has columns curve, labels_per_class, accuracy, ci_low, ci_high."""
+def learning_curves(df: pd.DataFrame, path: str | Path, styles: dict | None = None,
+                    metric: Metric = ACCURACY) -> Path:
+    """Accuracy (``metric``) against labels per class (log x), one panel per source, CI bands
+    clipped to [0, 1] where the metric is bounded. ``df`` has columns curve, labels_per_class,
+    the metric's key, ci_low, ci_high."""
+    key = metric.key
     if df.empty:
         return _empty(path, "no learning-curve data")
     styles = styles or curve_styles(df["curve"])
@@ -136,20 +153,24 @@ def learning_curves(df: pd.DataFrame, path: str | Path, styles: dict | None = No
         for curve in curves:
             d = df[df["curve"] == curve].sort_values("labels_per_class")
             st = styles[curve]
-            ax.plot(d["labels_per_class"], d["accuracy"], label=curve.split("/")[-1], **st)
-            low = d["ci_low"].clip(0, 1).fillna(d["accuracy"])
-            high = d["ci_high"].clip(0, 1).fillna(d["accuracy"])
+            ax.plot(d["labels_per_class"], d[key], label=curve.split("/")[-1], **st)
+            low, high = d["ci_low"], d["ci_high"]
+            if metric.bounded:
+                low, high = low.clip(0, 1), high.clip(0, 1)
+            low, high = low.fillna(d[key]), high.fillna(d[key])
             ax.fill_between(d["labels_per_class"], low, high, color=st["color"], alpha=0.07,
                             linewidth=0)
-        ax.set(xscale="log", ylim=(0, 1.02), title=source, xlabel="labels per class",
-               ylabel="test accuracy")
+        ax.set(xscale="log", title=source, xlabel=f"labels per {metric.group}",
+               ylabel=f"test {metric.words}")
+        ax.set_ylim(0 if metric.bounded else None, 1.02)
         _budget_ticks(ax, df["labels_per_class"])
         _outside_legend(ax)
     return _save(fig, path)
 
 
 @_styled
-def transfer_gain(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> Path:
+def transfer_gain(df: pd.DataFrame, path: str | Path, styles: dict | None = None,
+                  metric: Metric = ACCURACY) -> Path:
     """Gain over scratch with its CI as error bars, per curve and budget, one panel per source.
     ``df`` has columns curve, labels_per_class, gain, ci_low, ci_high."""
     if df.empty:
@@ -169,8 +190,8 @@ def transfer_gain(df: pd.DataFrame, path: str | Path, styles: dict | None = None
                         label=curve.split("/")[-1], color=st["color"], marker=st["marker"],
                         linestyle="none")
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set(xscale="log", title=source, xlabel="labels per class",
-               ylabel="accuracy gain over scratch")
+        ax.set(xscale="log", title=source, xlabel=f"labels per {metric.group}",
+               ylabel=f"{metric.words} gain over scratch")
         _budget_ticks(ax, df["labels_per_class"])
         _outside_legend(ax)
     return _save(fig, path)
@@ -205,25 +226,27 @@ def confusion_matrix(df: pd.DataFrame, path: str | Path, title: str,
 
 
 @_styled
-def transferability(df: pd.DataFrame, agreement: dict, path: str | Path) -> Path:
+def transferability(df: pd.DataFrame, agreement: dict, path: str | Path,
+                    metric: Metric = ACCURACY) -> Path:
     """Score against realised finetune accuracy, one panel per score, points labelled by source.
 
     Args:
-        df: rows of one budget with columns source, score, value, finetune_accuracy.
+        df: rows of one budget with columns source, score, value, finetune_<metric key>.
         agreement: {score: {"finetune": {"kendall_tau": ...}}} at the same budget.
         path: the PNG to write.
     """
     if df.empty:
         return _empty(path, "no transferability scores")
+    realised = f"{REFERENCE}_{metric.key}"
     scores = [s for s in SCORE_LABELS if s in set(df["score"])]
     scores += sorted(set(df["score"]) - set(scores))
     fig, axes = _grid(len(scores), 4, (3.0, 2.8))
     for ax, score in zip(axes, scores, strict=True):
         d = df[df["score"] == score].sort_values("source")
-        ok = d[np.isfinite(d["value"]) & np.isfinite(d["finetune_accuracy"])]
-        ax.scatter(ok["value"], ok["finetune_accuracy"], color="#1f77b4")
+        ok = d[np.isfinite(d["value"]) & np.isfinite(d[realised])]
+        ax.scatter(ok["value"], ok[realised], color="#1f77b4")
         for _, row in ok.iterrows():
-            ax.annotate(row["source"], (row["value"], row["finetune_accuracy"]), fontsize=7,
+            ax.annotate(row["source"], (row["value"], row[realised]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         missing = sorted(set(d["source"]) - set(ok["source"]))
         if missing:
@@ -232,7 +255,7 @@ def transferability(df: pd.DataFrame, agreement: dict, path: str | Path) -> Path
         tau = (agreement.get(score) or {}).get(REFERENCE, {}).get("kendall_tau")
         tau_text = "n/a" if tau is None or not math.isfinite(tau) else f"{tau:.2f}"
         ax.set(title=f"{SCORE_LABELS.get(score, score)} (Kendall τ = {tau_text})",
-               xlabel="score", ylabel="finetune accuracy")
+               xlabel="score", ylabel=f"{REFERENCE} {metric.words}")
         ax.margins(0.2)
     return _save(fig, path)
 
@@ -242,7 +265,8 @@ PUBLISHED_WEIGHTED_TAU = {"logme": 0.665, "hscore": 0.67, "nce": 0.50, "leep": 0
 
 
 @_styled
-def ranking_tau(agreement: dict, budgets: Sequence[str], path: str | Path) -> Path:
+def ranking_tau(agreement: dict, budgets: Sequence[str], path: str | Path,
+                metric: Metric = ACCURACY) -> Path:
     """Kendall and weighted tau against finetune accuracy per budget, with their intervals over
     sources, one line per score; hollow markers where the score cannot be trusted, dotted lines
     at TLlib's published mean weighted tau.
@@ -276,9 +300,26 @@ def ranking_tau(agreement: dict, budgets: Sequence[str], path: str | Path) -> Pa
                 ax.axhline(PUBLISHED_WEIGHTED_TAU[score], color=color, ls=":", lw=1)
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xticks(x, budgets)
-        ax.set(ylim=(-1.05, 1.05), xlabel="labels per class", ylabel=title,
-               title=f"{title} against finetune accuracy")
+        ax.set(ylim=(-1.05, 1.05), xlabel=f"labels per {metric.group}", ylabel=title,
+               title=f"{title} against {REFERENCE} {metric.words}")
     axes[0].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+@_styled
+def predictions(df: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """A regression's predicted against actual targets, one point per test example, with the
+    diagonal of perfect prediction. ``df`` has columns actual, predicted (numbers)."""
+    if df.empty:
+        return _empty(path, "no predictions")
+    actual = pd.to_numeric(df["actual"]).to_numpy()
+    predicted = pd.to_numeric(df["predicted"]).to_numpy()
+    fig, (ax,) = _grid(1, 1, (4.6, 4.4))
+    ax.scatter(actual, predicted, s=8, alpha=0.6, color="#1f77b4", linewidth=0)
+    low = float(min(actual.min(), predicted.min()))
+    high = float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--")
+    ax.set(xlabel="actual", ylabel="predicted", title=title)
     return _save(fig, path)
 
 
@@ -302,43 +343,47 @@ def reliability(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 @_styled
-def shift(df: pd.DataFrame, path: str | Path) -> Path:
-    """In-distribution against shifted-test accuracy per curve, as grouped horizontal bars.
-    ``df`` has columns curve, accuracy, shifted_accuracy."""
+def shift(df: pd.DataFrame, path: str | Path, metric: Metric = ACCURACY) -> Path:
+    """In-distribution against shifted-test accuracy (``metric``) per curve, as grouped
+    horizontal bars. ``df`` has columns curve, the metric's key, shifted_<key>."""
     if df.empty:
         return _empty(path, "no per-curve data")
     d = df.sort_values("curve", ascending=False)
     y = np.arange(len(d))
     fig, (ax,) = _grid(1, 1, (6.5, 0.45 * len(d) + 1.4))
-    ax.barh(y + 0.2, d["accuracy"], height=0.4, label="in distribution", color="#1f77b4")
-    ax.barh(y - 0.2, d["shifted_accuracy"], height=0.4, label="shifted", color="#ff7f0e")
+    ax.barh(y + 0.2, d[metric.key], height=0.4, label="in distribution", color="#1f77b4")
+    ax.barh(y - 0.2, d[f"shifted_{metric.key}"], height=0.4, label="shifted", color="#ff7f0e")
     ax.set_yticks(y, d["curve"])
-    ax.set(xlim=(0, 1), xlabel="test accuracy")
+    ax.set(xlabel=f"test {metric.words}")
+    if metric.bounded:
+        ax.set(xlim=(0, 1))
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2)
     return _save(fig, path)
 
 
 @_styled
-def compute(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> Path:
+def compute(df: pd.DataFrame, path: str | Path, styles: dict | None = None,
+            metric: Metric = ACCURACY) -> Path:
     """Accuracy against training FLOPs (log x), one labelled point per curve; curves that train
     nothing (0 FLOPs) cannot sit on a log axis and are listed instead. ``df`` has columns
     curve, accuracy, train_flops."""
     if df.empty:
         return _empty(path, "no per-curve data")
     styles = styles or curve_styles(df["curve"])
-    positive = df[df["train_flops"] > 0].sort_values(["train_flops", "accuracy"])
+    key = metric.key
+    positive = df[df["train_flops"] > 0].sort_values(["train_flops", key])
     fig, (ax,) = _grid(1, 1, (6.5, 4.2))
     # Curves with (nearly) equal FLOPs, e.g. finetune and scratch, would overprint their labels:
     # stack the labels of each such cluster beside it, each with a leader line to its point.
     log_x = np.log10(positive["train_flops"].to_numpy())
     cluster = np.concatenate([[0], np.cumsum(np.diff(log_x) > 0.35)])
     for c in np.unique(cluster):
-        members = positive[cluster == c].sort_values("accuracy", ascending=False)
+        members = positive[cluster == c].sort_values(key, ascending=False)
         for k, (_, row) in enumerate(members.iterrows()):
             st = styles[row["curve"]]
-            ax.plot(row["train_flops"], row["accuracy"], marker=st["marker"], color=st["color"],
+            ax.plot(row["train_flops"], row[key], marker=st["marker"], color=st["color"],
                     linestyle="none")
-            ax.annotate(row["curve"], (row["train_flops"], row["accuracy"]), fontsize=7,
+            ax.annotate(row["curve"], (row["train_flops"], row[key]), fontsize=7,
                         xytext=(12, -14 * k - 4 * (len(members) > 1)),
                         textcoords="offset points", va="center",
                         arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "0.4"})
@@ -346,7 +391,8 @@ def compute(df: pd.DataFrame, path: str | Path, styles: dict | None = None) -> P
     if zero:
         ax.text(0.01, 0.99, "not shown (0 training FLOPs): " + ", ".join(zero),
                 transform=ax.transAxes, fontsize=7, va="top")
-    ax.set(xscale="log", ylim=(0, 1.05), xlabel="training FLOPs per run (log scale)",
-           ylabel="test accuracy")
+    ax.set(xscale="log", xlabel="training FLOPs per run (log scale)",
+           ylabel=f"test {metric.words}")
+    ax.set_ylim(0 if metric.bounded else None, 1.05)
     ax.margins(x=0.25)
     return _save(fig, path)

@@ -28,7 +28,7 @@ WORDS = {"positive transfer": "helped", "negative transfer": "hurt",
 
 
 def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
-                p: EvaluateParams) -> dict:
+                p: EvaluateParams, headline: str = "accuracy") -> dict:
     """The ``what_helped`` block of ``metrics/evaluate.json``.
 
     Args:
@@ -37,6 +37,8 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
         summary: from :func:`transferlab.analysis.summarize`.
         budgets: budget keys in order.
         p: the evaluate block (confidence, multiplicity).
+        headline: the test metric (:mod:`transferlab.tasks`; a regression's ``r2``, whose key
+            then stands where ``accuracy`` does below).
     Returns:
         {"reference", "statistics", "sources": {source: {budget: {"reference_accuracy",
         "methods": {strategy: {"gain" (paired t, p_adjusted, verdict), "accuracy",
@@ -70,9 +72,9 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
                 entry = summary[curve][budget]
                 methods[strategy] = {
                     "gain": paired_difference(groups[curve][budget], ref_runs, p),
-                    "accuracy": entry["accuracy"], "selection_score": entry["selection_score"],
+                    headline: entry[headline], "selection_score": entry["selection_score"],
                     "trainable_params": entry["trainable_params"]}
-                searched = search_scores(groups[curve][budget])
+                searched = search_scores(groups[curve][budget], headline)
                 if searched:
                     methods[strategy]["search"] = searched
                 family.append(methods[strategy]["gain"])
@@ -83,13 +85,13 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
                 best = ranked[0]
                 chosen = {"strategy": best.partition("/")[2],
                           "selection_score": local[best][budget]["selection_score"],
-                          "accuracy": local[best][budget]["accuracy"],
+                          headline: local[best][budget][headline],
                           "configs": {str(r.key["seed"]): (r.search or {}).get("chosen", {})
                                       for r in groups[best][budget]}}
             else:
                 reason = "no held-out labels at this budget: nothing can be chosen"
             sources[source][budget] = {
-                "reference_accuracy": summary[ref_curve][budget]["accuracy"],
+                f"reference_{headline}": summary[ref_curve][budget][headline],
                 "methods": methods, "chosen": chosen, "reason": reason}
     alpha = 1.0 - p.confidence
     adjusted = adjust_p_values([g["p_value"] for g in family], p.multiplicity)
@@ -103,15 +105,15 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
                   "sources x budgets)"}}
 
 
-def search_scores(runs: Sequence) -> dict[str, float]:
-    """Mean held-out accuracy of each search candidate over the seeds that scored it (what a
-    user reads to see, e.g., which block surgical fine-tuning would tune)."""
+def search_scores(runs: Sequence, headline: str = "accuracy") -> dict[str, float]:
+    """Mean held-out accuracy (a regression: R²) of each search candidate over the seeds that
+    scored it (what a user reads to see, e.g., which block surgical fine-tuning would tune)."""
+    key = f"best_val_{headline}"
     scores: dict[str, list[float]] = {}
     for r in runs:
         for cand in (r.search or {}).get("candidates", []):
-            if cand.get("best_val_accuracy") is not None:
-                scores.setdefault(config_label(cand["config"]), []).append(
-                    cand["best_val_accuracy"])
+            if cand.get(key) is not None:
+                scores.setdefault(config_label(cand["config"]), []).append(cand[key])
     return {k: sum(v) / len(v) for k, v in scores.items()}
 
 
@@ -120,8 +122,9 @@ def _rank(strategy: str) -> tuple:
     return (known.index(strategy) if strategy in known else len(known), strategy)
 
 
-def helped_rows(block: dict) -> list[dict]:
-    """One flat row per (source, budget, method) for tables and figures."""
+def helped_rows(block: dict, headline: str = "accuracy") -> list[dict]:
+    """One flat row per (source, budget, method) for tables and figures (the headline metric
+    in the ``accuracy`` column: a regression's R²)."""
     rows = []
     for source, by_budget in block["sources"].items():
         for budget, entry in by_budget.items():
@@ -130,6 +133,6 @@ def helped_rows(block: dict) -> list[dict]:
                 rows.append({"source": source, "budget": budget, "strategy": strategy,
                              "gain": g.get("diff"), "ci_low": g.get("ci_low"),
                              "ci_high": g.get("ci_high"), "p_adjusted": g.get("p_adjusted"),
-                             "verdict": g.get("verdict"), "accuracy": m["accuracy"]["mean"],
+                             "verdict": g.get("verdict"), "accuracy": m[headline]["mean"],
                              "trainable_params": m["trainable_params"]})
     return rows

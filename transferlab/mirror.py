@@ -99,12 +99,12 @@ def register_champions(tracker: Tracker, champions: Mapping[str, tuple[str, Path
         champions: {budget: (curve, checkpoint path)} from
             :func:`transferlab.evaluation.champion_checkpoints`.
     """
-    from transferlab.models import load_checkpoint
+    from transferlab.models import in_target_units, load_checkpoint
 
     if not (tracker.enabled and tracker.params.log_models):
         return
     for budget, (curve, path) in champions.items():
-        model, _ = load_checkpoint(path)
+        model = in_target_units(*load_checkpoint(path))  # a regression predicts target units
         tracker.log_model(child_ids.get((curve, budget)), model, example, "model",
                           registered_name=f"{tracker.params.experiment}-{budget}",
                           alias="champion")

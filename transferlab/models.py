@@ -34,6 +34,29 @@ class Normalize(nn.Module):
         return x.expand(-1, self.channels, -1, -1) if self.channels != 1 else x
 
 
+class TargetScaled(nn.Module):
+    """A regression model that predicts in target units: the wrapped model's z-score (N, 1)
+    times the budget's target deviation plus its mean (:mod:`transferlab.tasks`). Used where a
+    model leaves the pipeline (the registered champion), so it needs no config beside it."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("target_mean", torch.tensor(float(mean)))
+        self.register_buffer("target_std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.target_std + self.target_mean
+
+
+def in_target_units(model: nn.Module, config: dict[str, Any]) -> nn.Module:
+    """``model`` as it should leave the pipeline: a regression checkpoint (its config has
+    ``target_mean`` and ``target_std``) wrapped in :class:`TargetScaled`; others unchanged."""
+    if "target_std" not in config:
+        return model
+    return TargetScaled(model, config["target_mean"], config["target_std"]).eval()
+
+
 class Passthrough(nn.Module):
     """The ``normalize`` slot of a text model: token ids pass unchanged. ``mean`` 0 and ``std``
     1 are kept only so every checkpoint records the same fields."""

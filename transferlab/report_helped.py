@@ -17,7 +17,8 @@ MARK = {"helped": "▲", "hurt": "▼", "no detectable difference": "○"}
 
 
 @figures._styled
-def helped_figure(block: dict, budgets: list[str], path: str | Path) -> Path:
+def helped_figure(block: dict, budgets: list[str], path: str | Path,
+                  m: figures.Metric = figures.ACCURACY) -> Path:
     """Gain over the reference with its CI, per method and budget, one panel per source."""
     sources = [s for s, by_b in block.get("sources", {}).items()
                if any(e["methods"] for e in by_b.values())]
@@ -48,8 +49,8 @@ def helped_figure(block: dict, budgets: list[str], path: str | Path) -> Path:
                         linestyle="none", label=method, color=colours(i % colours.N))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(budgets)), budgets)
-        ax.set(title=source, xlabel="labels per class",
-               ylabel=f"accuracy gain over {block['reference']}")
+        ax.set(title=source, xlabel=f"labels per {m.group}",
+               ylabel=f"{m.words} gain over {block['reference']}")
         figures._outside_legend(ax)
     return figures._save(fig, path)
 
@@ -66,15 +67,16 @@ def _gain_cell(g: dict | None) -> str:
             f"{MARK.get(g.get('verdict'), '?')}")
 
 
-def helped_section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
-    """The blocks of the "What helped" section."""
+def helped_section(ev: dict, budgets: list[str], figure: str | None,
+                   m: figures.Metric = figures.ACCURACY) -> list[Block]:
+    """The blocks of the "What helped" section (``m``: the headline metric, accuracy or R²)."""
     block = ev.get("what_helped") or {}
     if not block.get("sources"):
         return ["No source ran the reference adaptation, so there is nothing to measure the "
                 "methods against."]
     ref, stats = block["reference"], block["statistics"]
     out: list[Block] = [
-        f"Each method's test accuracy minus that of `{ref}` on the same source, budget and "
+        f"Each method's test {m.words} minus that of `{ref}` on the same source, budget and "
         f"seeds: the mean paired difference, its {1 - stats['alpha']:.0%} t interval over seeds "
         f"(not adjusted) and the verdict after {stats['multiplicity']} adjustment over this "
         f"family ({stats['family_size']} comparisons; α = {stats['alpha']:g}): "
@@ -89,14 +91,14 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None) -> list[Blo
         if not methods:
             continue
         out.append(Subheading(source))
-        rows = [(f"{ref} (test accuracy)", *(f3((by_budget.get(b) or {}).get(
-            "reference_accuracy", {}).get("mean")) for b in budgets), NA)]
-        for m in methods:
-            cells = [_gain_cell((by_budget.get(b) or {}).get("methods", {}).get(m, {})
+        rows = [(f"{ref} (test {m.words})", *(f3((by_budget.get(b) or {}).get(
+            f"reference_{m.key}", {}).get("mean")) for b in budgets), NA)]
+        for method in methods:
+            cells = [_gain_cell((by_budget.get(b) or {}).get("methods", {}).get(method, {})
                                 .get("gain")) for b in budgets]
-            params = next((e["methods"][m]["trainable_params"] for e in by_budget.values()
-                           if m in e["methods"]), None)
-            rows.append((m, *cells, integer(params)))
+            params = next((e["methods"][method]["trainable_params"] for e in by_budget.values()
+                           if method in e["methods"]), None)
+            rows.append((method, *cells, integer(params)))
         out.append(Table(("Method", *budgets, "Trainable params"), tuple(rows)))
         chosen_rows = []
         for b in budgets:
@@ -109,21 +111,21 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None) -> list[Blo
                 continue
             configs = sorted({config_label(v) for v in c["configs"].values()})
             chosen_rows.append((b, c["strategy"], f3(c["selection_score"].get("mean")),
-                                f3(c["accuracy"].get("mean")), "; ".join(configs)))
+                                f3(c[m.key].get("mean")), "; ".join(configs)))
         out += ["What the labels held out of each budget choose among this source's methods "
                 "(mean selection score over seeds), the configuration its search chose per "
-                "seed, and its test accuracy, read once after the choice.",
-                Table(("Budget", "Chosen", "Selection score", "Test accuracy",
+                f"seed, and its test {m.words}, read once after the choice.",
+                Table(("Budget", "Chosen", "Selection score", f"Test {m.words}",
                        "Configuration(s)"), tuple(chosen_rows))]
         search_rows = []
-        for m in methods:
+        for method in methods:
             for b in budgets:
-                s = (by_budget.get(b) or {}).get("methods", {}).get(m, {}).get("search")
+                s = (by_budget.get(b) or {}).get("methods", {}).get(method, {}).get("search")
                 if s and len(s) > 1:
-                    search_rows.append((m, b, "; ".join(f"{k}: {f3(v)}"
-                                                        for k, v in sorted(s.items()))))
+                    search_rows.append((method, b, "; ".join(f"{k}: {f3(v)}"
+                                                             for k, v in sorted(s.items()))))
         if search_rows:
-            out += ["Held-out accuracy of every candidate of each method's in-stage search "
+            out += [f"Held-out {m.words} of every candidate of each method's in-stage search "
                     "(mean over seeds): where a method tunes one block at a time, this shows "
                     "where the shift lives.",
                     Table(("Method", "Budget", "Candidates"), tuple(search_rows))]

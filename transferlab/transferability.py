@@ -169,6 +169,36 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(_logme_evidence(sigma, x2, res_x2, n, d)))
 
 
+def logme_regression(features: np.ndarray, targets: np.ndarray) -> float:
+    """LogME of numeric targets: the mean over target columns of the maximum log evidence / N
+    of Bayesian linear regression of the column on the features (You et al. 2021, as
+    thuml/LogME's ``regression=True``: the targets as given, no one-vs-rest coding).
+
+    Args:
+        features: (N, D) target features from the source model.
+        targets: (N,) or (N, K) finite numeric targets.
+
+    Returns:
+        The LogME score (higher is better). Shifting or scaling the targets changes every
+        source's score by the same amount, so the ranking of sources does not depend on units.
+    """
+    f = _check_features(features)
+    n, d = f.shape
+    y = np.asarray(targets, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.ndim != 2 or len(y) != n:
+        raise ValueError(f"targets must be (N,) or (N, K) with N = {n} rows of features, got "
+                         f"{np.shape(targets)}")
+    if not np.isfinite(y).all():
+        raise ValueError("targets must be finite")
+    if not np.any(f):
+        raise ValueError("features must not be all zero")
+    sigma, proj = _spectrum(f, y)
+    x2 = proj**2
+    res_x2 = np.maximum((y**2).sum(axis=0) - x2.sum(axis=0), 0.0)
+    return float(np.mean(_logme_evidence(sigma, x2, res_x2, n, d)))
+
+
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     """LEEP: log expected empirical prediction of the source head on target data.
 
@@ -298,8 +328,15 @@ def score_all(
     return out
 
 
+def score_regression(features: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The scores of one source on a regression target: LogME (:func:`logme_regression`);
+    LEEP, NCE and H-score are defined for class labels only and are nan."""
+    return {"logme": logme_regression(features, targets), "leep": _NAN, "nce": _NAN,
+            "hscore": _NAN}
+
+
 def trusted(score: str, n_examples: int, feature_dim: int, min_per_class: int,
-            source_classes: int) -> tuple[bool, str]:
+            source_classes: int, regression: bool = False) -> tuple[bool, str]:
     """Whether a score computed on ``n_examples`` labelled examples can rank sources at all.
 
     Every score needs at least 2 examples in every class: with one, no two examples share a
@@ -316,6 +353,9 @@ def trusted(score: str, n_examples: int, feature_dim: int, min_per_class: int,
 
     LEEP and NCE need a source head (``source_classes > 0``).
 
+    On a regression target (``regression``) only LogME is defined; with continuous targets no
+    two examples need share a value, so it needs only N >= 3 (two points fit any line).
+
     Args:
         score: one of :data:`SCORES`.
         n_examples: N, the labelled target examples the score was computed on.
@@ -328,6 +368,10 @@ def trusted(score: str, n_examples: int, feature_dim: int, min_per_class: int,
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
+    if regression:
+        if score != "logme":
+            return False, "defined for class labels; the target is a regression"
+        return (True, "") if n_examples >= 3 else (False, f"N = {n_examples} < 3 targets")
     if score in ("leep", "nce") and source_classes < 1:
         return False, "no source head"
     if min_per_class < 2:

@@ -44,6 +44,11 @@ def resolve(params: Any) -> Any:
         if not image and getattr(cfg, "augment", False) not in (False, "none"):
             fail(f"transfer.{name}.augment", f"{cfg.augment!r} augments images; "
                  f"{params.prepare.target.modality} data needs false")
+        if params.prepare.target.kind == "rotated_digits" and getattr(
+                cfg, "augment", False) not in (False, "none"):
+            fail(f"transfer.{name}.augment", f"{cfg.augment!r} rotates images, and the target "
+                 "of kind rotated_digits is the rotation angle: augmenting would change the "
+                 "labels; set false")
     return dataclasses.replace(params, transfer=blocks)
 
 

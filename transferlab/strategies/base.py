@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from transferlab import tasks as tasks_registry
 from transferlab.models import TRAITS, TransferNet, backbone_traits, reset_head
 from transferlab.params import TrainParams
+from transferlab.tasks import Task
 from transferlab.typed_config import check_range, fail, from_dict, to_dict
 
 if TYPE_CHECKING:
@@ -124,6 +126,9 @@ class Strategy:
     uses_unlabeled: ClassVar[bool] = False  # reads the target pool's images without labels
     uses_source_data: ClassVar[bool] = False  # reads the source's training images
     needs_backbone: ClassVar[frozenset[str]] = frozenset()  # models.TRAITS the backbone must have
+    # the target tasks it is defined for (transferlab.tasks): a strategy whose own code uses
+    # class logits (a cross-entropy probe, accuracy of an interpolation) is classification-only
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
     roles: ClassVar[frozenset[str]] = frozenset()
     style: ClassVar[tuple[str, str]] = ("-", ".")  # matplotlib line style and marker
     rank: ClassVar[int] = 100  # order in tables and figures: least trained first
@@ -150,6 +155,18 @@ class Strategy:
             missing = (mapping or {}).get("unmapped_target_classes", [])
             return ("label spaces differ: the source has no class for target classes "
                     + ", ".join(map(str, missing)))
+        return None
+
+    def target_task(self) -> Task:
+        """The target's task (:mod:`transferlab.tasks`): its loss and validation score."""
+        return tasks_registry.get(getattr(self.ctx.target, "task", "classification"))
+
+    @classmethod
+    def task_reason(cls, task: str) -> str | None:
+        """Why this strategy cannot run for a target of this task, or None if it can."""
+        if task not in cls.tasks:
+            return (f"defined for {' and '.join(sorted(cls.tasks))} targets; the target is a "
+                    f"{task}")
         return None
 
     def setup(self) -> dict:

@@ -173,6 +173,7 @@ def channel_attention(model: TransferNet, blocks: Sequence[str],
 @register
 class Delta(Finetune):
     name = "delta"
+    tasks = frozenset({"classification"})  # its own code scores class logits
     Params = DeltaParams
     needs_backbone = frozenset({"channel_maps"})
     roles = frozenset()

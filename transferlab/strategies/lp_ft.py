@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from transferlab import tasks
 from transferlab.models import TransferNet
 from transferlab.strategies.finetune import Finetune, FinetuneParams
 from transferlab.strategies.registry import register
@@ -44,7 +44,8 @@ class LpFtParams(FinetuneParams):
 
 
 def probe_head(model: TransferNet, train: tuple[torch.Tensor, torch.Tensor], steps: int,
-               lr: float, weight_decay: float, device: torch.device) -> TransferNet:
+               lr: float, weight_decay: float, device: torch.device,
+               task: tasks.Task = tasks.CLASSIFICATION) -> TransferNet:
     """Train ``model.head`` alone on the frozen backbone's features of ``train``.
 
     Args:
@@ -53,6 +54,8 @@ def probe_head(model: TransferNet, train: tuple[torch.Tensor, torch.Tensor], ste
         steps: full-batch AdamW steps (0: the head is left as it is).
         lr, weight_decay: of those steps.
         device: where the features and the head steps are computed.
+        task: the target's task: its loss trains the head (cross-entropy; a regression's MSE of
+            the standardised target).
     Returns:
         ``model``, its head trained in place.
     """
@@ -65,7 +68,7 @@ def probe_head(model: TransferNet, train: tuple[torch.Tensor, torch.Tensor], ste
     head = model.head.to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
-        loss = F.cross_entropy(head(features), labels)
+        loss = task.loss(head(features), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -83,4 +86,4 @@ class LpFt(Finetune):
     def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
                    cfg: LpFtParams, generator: torch.Generator) -> TransferNet:
         return probe_head(model, train, cfg.probe_epochs, cfg.probe_lr, cfg.weight_decay,
-                          self.ctx.device)
+                          self.ctx.device, self.target_task())

@@ -18,6 +18,7 @@ from transferlab.strategies.registry import register
 @register
 class SourceOnly(Strategy):
     name = "source_only"
+    tasks = frozenset({"classification"})  # its own code scores class logits
     Params = UntrainedParams
     trains = False
     needs_source_head = True

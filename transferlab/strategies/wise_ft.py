@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from transferlab.models import TransferNet
@@ -102,18 +101,18 @@ class WiseFt(LpFt):
         elif val is None:  # a fixed schedule: nothing to choose with
             choices = {"alpha": cfg.default_alpha}
         else:
-            scores = {}
+            task, scores = self.target_task(), {}
             for alpha in cfg.alphas:
                 model.load_state_dict(interpolate(self.theta_0, theta_1, alpha))
                 logits = predict_logits(model, val[0], self.ctx.device)
-                scores[alpha] = (float((logits.argmax(1) == val[1]).double().mean()),
-                                 float(F.cross_entropy(logits, val[1])))
+                # held-out accuracy (a regression: R²), then loss
+                scores[alpha] = (task.val_score(logits, val[1]), float(task.loss(logits, val[1])))
             best = max(scores, key=lambda a: (scores[a][0], -scores[a][1], a))
+            by_alpha = task.val_key.removeprefix("best_") + "_by_alpha"  # val_accuracy_by_alpha
             choices = {"alpha": best,
-                       "diagnostics": {"val_accuracy_by_alpha": {str(a): s[0]
-                                                                 for a, s in scores.items()}},
+                       "diagnostics": {by_alpha: {str(a): s[0] for a, s in scores.items()}},
                        # the returned (mixed) model is what the held-out labels scored
-                       "selection": {"best_val_accuracy": scores[best][0],
+                       "selection": {task.val_key: scores[best][0],
                                      "best_val_loss": scores[best][1]}}
         model.load_state_dict(interpolate(self.theta_0, theta_1, choices["alpha"]))
         return model, choices

@@ -45,7 +45,6 @@ class Task:
     headline: ClassVar[str] = ""  # the metric key the statistics and report are built on
     headline_words: ClassVar[str] = ""  # the headline in the report's prose
     val_key: ClassVar[str] = ""  # the training record's key for the best validation score
-    reported: ClassVar[tuple[str, ...]] = ()  # test metrics summarised over seeds
     bounded: ClassVar[bool] = True  # the headline lies in [0, 1] (R² has no lower bound)
     group: ClassVar[str] = "class"  # what a budget counts labels per
 
@@ -74,7 +73,6 @@ class Classification(Task):
     headline = "accuracy"
     headline_words = "accuracy"
     val_key = "best_val_accuracy"
-    reported = ("accuracy", "balanced_accuracy", "f1_macro", "log_loss", "brier", "ece")
 
     def outputs(self, num_classes: int) -> int:
         return max(num_classes, 1)
@@ -101,7 +99,6 @@ class Regression(Task):
     headline = "r2"
     headline_words = "R²"
     val_key = "best_val_r2"
-    reported = ("r2", "mse", "mae", "rmse")
     bounded = False
     group = "stratum"
 

@@ -9,12 +9,6 @@ import transferlab  # noqa: F401
 # isort: split
 import copy
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +16,9 @@ import pytest
 import torch
 import yaml
 
+from transferlab import services
 from transferlab.runtime import seed_everything
+from transferlab.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,44 +72,23 @@ def deterministic() -> Iterator[None]:
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3:]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 and a free port, stopped by its PID."""
+    """A real `mlflow server` on 127.0.0.1 and a free port, on a sqlite store, stopped by its
+    PID (transferlab.services)."""
 
     def __init__(self, store: Path) -> None:
         self.store = store
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        self.service = services.mlflow_server(f"sqlite:///{store}", str(store.parent / "artifacts"),
+                                     self.port, log=store.parent / "mlflow-server.log")
 
     def start(self, timeout: float = 90.0) -> MlflowServer:
-        mlflow_bin = Path(sys.executable).parent / "mlflow"
-        self.proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{self.store}",
-             "--default-artifact-root", str(self.store.parent / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout  # bounded start-up wait
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
-                return self
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {timeout} s")
+        self.service.start(timeout)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the whole group: uvicorn workers too
-            self.proc.wait(timeout=30)
+        self.service.stop(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,162 @@
+"""A DVC remote that two machines share, through the real `dvc` and a real remote on this host:
+
+- a directory, standing for a shared filesystem (NFS, a mounted volume);
+- an S3-compatible server on 127.0.0.1 (moto's server, an emulator of the S3 API; not Amazon S3),
+  reached through `dvc-s3` exactly as a real bucket would be.
+
+Machine A runs the pipeline and pushes its outputs and its run-cache. Machine B, a fresh clone
+with an empty cache, pulls and reruns nothing. Machine C has the commit but no lock (a run A
+made and never committed): `dvc repro --pull` restores the stages whose outputs are all in the
+DVC cache (prepare, transfers, report) from the shared run-cache, and reruns the two that write
+git-tracked metrics (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, shrunk_params
+from transferlab import services
+from transferlab.workspace import copy_worktree
+
+pytestmark = pytest.mark.slow
+
+ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           AWS_ACCESS_KEY_ID="transferlab-test", AWS_SECRET_ACCESS_KEY="transferlab-test",
+           AWS_DEFAULT_REGION="us-east-1")
+BUCKET = "transferlab-cache"
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], repo)
+
+
+def ran(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", log))
+
+
+def tiny_params() -> dict:
+    """The smallest pipeline with every kind of stage: prepare, a pretrain, a transfer,
+    scratch, evaluate and report (about a minute on 2 cores)."""
+    p = shrunk_params()
+    p["common"]["seeds"] = [0]
+    p["prepare"].update(budgets=[1, "all"], test_per_class=10, val_per_class=5)
+    p["prepare"]["sources"] = {"printed_digits": {"kind": "fonts", "chars": "0123456789",
+                                                  "n_per_class": 20}}
+    p["grid"]["strategies"] = ["linear_probe"]
+    p["grid"]["methods"] = {"sources": [], "strategies": []}
+    p["pretrain"]["epochs"] = 1
+    for name, block in p["transfer"].items():
+        if "epochs" in block:
+            block["epochs"] = 5 if name == "linear_probe" else 1
+    return p
+
+
+def lock_outs(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for entry in lock["stages"].values() for o in entry["outs"]}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    import boto3
+
+    port = services.free_port()
+    server = services.s3_server(port, log=tmp_path_factory.mktemp("s3") / "s3.log").start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="transferlab-test",
+                 aws_secret_access_key="transferlab-test",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def machine_a(tmp_path_factory: pytest.TempPathFactory, s3: str) -> tuple[Path, dict, set]:
+    """Machine A: the pipeline run once, pushed with its run-cache to both remotes, committed."""
+    root = tmp_path_factory.mktemp("shared")
+    repo = root / "a"
+    copy_worktree(ROOT, repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny")
+    first = ran(run(["dvc", "repro"], repo))
+    run(["dvc", "remote", "add", "shared-dir", str(root / "remote-dir")], repo)
+    run(["dvc", "remote", "add", "shared-s3", f"s3://{BUCKET}/cache"], repo)
+    run(["dvc", "remote", "modify", "shared-s3", "endpointurl", s3], repo)
+    for remote in ("shared-dir", "shared-s3"):
+        assert "pushed" in run(["dvc", "push", "--run-cache", "-r", remote], repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "lock and remotes")
+    return repo, lock_outs(repo), first
+
+
+def clone(machine_a: tuple[Path, dict, set], name: str, remote: str) -> Path:
+    a, _, _ = machine_a
+    dest = a.parent / name
+    shutil.rmtree(dest, ignore_errors=True)
+    run(["git", "clone", "-q", str(a), str(dest)], a.parent)
+    assert not (dest / ".dvc" / "cache").exists()  # its own, empty cache
+    run(["dvc", "remote", "default", "--local", remote], dest)
+    return dest
+
+
+@pytest.mark.parametrize("remote", ["shared-dir", "shared-s3"])
+def test_fresh_clone_pulls_and_reruns_nothing(machine_a, remote: str) -> None:
+    a, outs, first = machine_a
+    assert first == set(run(["dvc", "stage", "list", "--name-only"], a).split())
+    b = clone(machine_a, f"b-{remote}", remote)
+    run(["dvc", "pull"], b)
+    log = run(["dvc", "repro"], b)
+    assert ran(log) == set(), log
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], b)
+    assert lock_outs(b) == outs
+    for rel in ["models/printed_digits/model.pt", "models/printed_digits/history.json",
+                "reports/report.md", "metrics/evaluate.json"]:
+        assert (b / rel).read_bytes() == (a / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("remote", ["shared-dir", "shared-s3"])
+def test_second_machine_reuses_stages_it_never_ran(machine_a, remote: str) -> None:
+    a, outs, _ = machine_a
+    c = clone(machine_a, f"c-{remote}", remote)
+    (c / "dvc.lock").unlink()  # this machine has not run, nor been told the results
+    log = run(["dvc", "repro", "--pull"], c)
+    stages = set(run(["dvc", "stage", "list", "--name-only"], c).split())
+    restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", log))
+    # the stages that write git-tracked metrics (cache: false) rerun: DVC pushes no object of
+    # an uncached output, so the run-cache entry cannot be completed elsewhere (README)
+    uncached = {"pretrain@printed_digits", "evaluate"}
+    assert ran(log) == uncached, log
+    assert restored == stages - uncached, log
+    # they rerun to the same bytes, so every stage after them was restored, and the lock is A's
+    assert lock_outs(c) == outs
+
+
+def test_unreachable_remote_is_a_clear_error(machine_a) -> None:
+    a, _, _ = machine_a
+    port = services.free_port()  # nothing listens there
+    b = clone(machine_a, "b-down", "shared-s3")
+    run(["dvc", "remote", "modify", "--local", "shared-s3", "endpointurl",
+         f"http://127.0.0.1:{port}"], b)
+    proc = subprocess.run(["dvc", "pull"], cwd=b, capture_output=True, text=True,
+                          env=dict(ENV, AWS_MAX_ATTEMPTS="1"))  # no retry back-off
+    assert proc.returncode != 0
+    assert "failed to connect to s3" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr, (
+        proc.stderr)
+    assert not (b / "models/printed_digits/model.pt").exists()

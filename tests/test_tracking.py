@@ -32,6 +32,9 @@ def all_runs(uri: str) -> list:
 
 def test_flatten() -> None:
     assert flatten({"a": 1, "b": {"c": 2.5, "d": "x", "e": True}}) == {"a": 1.0, "b.c": 2.5}
+    # undefined numbers are JSON null in the outputs, so the live mirror leaves them out too
+    assert flatten({"ci": {"low": float("nan"), "high": float("inf"), "n": 1},
+                    "none": None}) == {"ci.n": 1.0}
 
 
 def test_stage_run_tree_and_tags(store: str) -> None:
@@ -195,3 +198,21 @@ def test_finish_ends_the_pipeline_run_with_this_machines_summary(
     assert run.data.metrics["compute.pretrain_seconds.s"] == 4.0
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(run_id)}
     assert {"compute.json", "provenance.json", "summary.md"} <= artifacts
+
+
+def test_importing_the_package_switches_mlflow_telemetry_off() -> None:
+    """MLflow's telemetry thread edits os.environ while requests iterate it (KeyError under
+    concurrent writers); the package turns it off unless the user chose otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import transferlab, os; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "true"
+    kept = subprocess.run([sys.executable, "-c", code], env=dict(env,
+                          MLFLOW_DISABLE_TELEMETRY="false"), capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert kept == "false"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -38,13 +39,16 @@ PIPELINE_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """{"test": {"accuracy": 0.9}} -> {"test.accuracy": 0.9}; non-numbers are dropped."""
+    """{"test": {"accuracy": 0.9}} -> {"test.accuracy": 0.9}. Non-numbers are dropped, and so
+    are undefined numbers (NaN, infinities): the outputs on disk write them as JSON null, so a
+    mirror logged live and one rebuilt from the outputs (`sync`) hold the same metrics."""
     out: dict[str, float] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value)):
             out[name] = float(value)
     return out
 
@@ -132,22 +136,44 @@ class Tracker:
                                     "tracking.on_unreachable: warn") from None
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(self.params.experiment)
-        self.experiment_id = (exp.experiment_id if exp else self.client.create_experiment(
-            self.params.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+        if exp is None:  # several writers may get here at once (a shared server)
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.create_experiment(self.params.experiment,
+                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            exp = self.client.get_experiment_by_name(self.params.experiment)
+        self.experiment_id = exp.experiment_id
         if exp is not None and exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                            EXPERIMENT_KIND)
 
-    def _execution_run(self, execution: str, commit: str) -> str:
+    def _execution_runs(self, execution: str) -> list:
+        """The execution's pipeline runs, oldest first (ties by run id)."""
         found = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`transferlab.execution` = '{execution}' "
-                          "and tags.`transferlab.kind` = 'pipeline'", max_results=1)
+                          "and tags.`transferlab.kind` = 'pipeline'", max_results=1000)
+        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def _execution_run(self, execution: str, commit: str) -> str:
+        """The one parent run of this execution. Writers that start at once (stages on a shared
+        server, parallel workers) may each create one; each then adopts the oldest it sees and
+        deletes its own if that is not it. The oldest exists before any later one is created,
+        so every writer that created one converges on it."""
+        found = self._execution_runs(execution)
         if found:
             return found[0].info.run_id
-        return self._create(f"pipeline {execution}", {
+        mine = self._create(f"pipeline {execution}", {
             "transferlab.kind": "pipeline", "transferlab.execution": execution,
             "git.commit": commit}, None)
+        oldest = self._execution_runs(execution)[0].info.run_id
+        if oldest != mine:
+            self.client.delete_run(mine)
+        return oldest
 
     def _create(self, name: str, tags: Mapping[str, str], parent: str | None) -> str:
         tags = dict(tags)

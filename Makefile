@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-dev repro sync test test-fast lint ui bench gpu-check audit
+.PHONY: setup setup-dev repro sync test test-fast lint ui server bench gpu-check audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ lint: setup-dev
 ui: setup                     ## MLflow UI on the local store; prints the link to the training runs
 	@$(BIN)/python -m transferlab.tracking ui-url
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+
+# PostgreSQL (the pinned wheel's server, on 127.0.0.1) and an MLflow tracking server on it, with
+# data, artifacts and logs in SERVER_DIR; SERVER_ARGS go to the serve command (--host, --port,
+# --pg-port, --workers) and on to `mlflow server` (e.g. --allowed-hosts). Ctrl-C stops both.
+SERVER_DIR ?= .mlflow-server
+SERVER_ARGS ?=
+server: setup                 ## a team's tracking server: PostgreSQL + mlflow server (README "A tracking server for a team")
+	$(BIN)/python -m transferlab.services serve --dir $(SERVER_DIR) $(SERVER_ARGS)
 
 # the pipeline from nothing, here and at BENCH_COMPARE (empty: skip): about 2 x 20 min on 2 cores
 BENCH_COMPARE ?= HEAD~1

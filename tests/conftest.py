@@ -47,6 +47,23 @@ def shrunk_params() -> dict:
     return p
 
 
+def tiny_params() -> dict:
+    """The smallest pipeline with every kind of stage: prepare, a pretrain, a transfer,
+    scratch, evaluate and report (about a minute on 2 cores)."""
+    p = shrunk_params()
+    p["common"]["seeds"] = [0]
+    p["prepare"].update(budgets=[1, "all"], test_per_class=10, val_per_class=5)
+    p["prepare"]["sources"] = {"printed_digits": {"kind": "fonts", "chars": "0123456789",
+                                                  "n_per_class": 20}}
+    p["grid"]["strategies"] = ["linear_probe"]
+    p["grid"]["methods"] = {"sources": [], "strategies": []}
+    p["pretrain"]["epochs"] = 1
+    for name, block in p["transfer"].items():
+        if "epochs" in block:
+            block["epochs"] = 5 if name == "linear_probe" else 1
+    return p
+
+
 @pytest.fixture
 def params_dict() -> dict:
     return copy.deepcopy(shrunk_params())

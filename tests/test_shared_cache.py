@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, shrunk_params
+from tests.conftest import ROOT, tiny_params
 from transferlab import services
 from transferlab.workspace import copy_worktree
 
@@ -47,23 +47,6 @@ def git(repo: Path, *args: str) -> str:
 
 def ran(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", log))
-
-
-def tiny_params() -> dict:
-    """The smallest pipeline with every kind of stage: prepare, a pretrain, a transfer,
-    scratch, evaluate and report (about a minute on 2 cores)."""
-    p = shrunk_params()
-    p["common"]["seeds"] = [0]
-    p["prepare"].update(budgets=[1, "all"], test_per_class=10, val_per_class=5)
-    p["prepare"]["sources"] = {"printed_digits": {"kind": "fonts", "chars": "0123456789",
-                                                  "n_per_class": 20}}
-    p["grid"]["strategies"] = ["linear_probe"]
-    p["grid"]["methods"] = {"sources": [], "strategies": []}
-    p["pretrain"]["epochs"] = 1
-    for name, block in p["transfer"].items():
-        if "epochs" in block:
-            block["epochs"] = 5 if name == "linear_probe" else 1
-    return p
 
 
 def lock_outs(repo: Path) -> dict[str, str]:

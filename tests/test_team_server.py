@@ -187,4 +187,5 @@ def test_sync_and_audit_against_the_server_as_against_sqlite(server: TeamServer,
                 server.uri)
     report = json.loads((repo / "audit/audit.json").read_text())
     assert report["mlflow"]["uri"] == server.uri
-    assert report["mlflow"]["stages"] and not report["mlflow"]["unexplained"], audit.stdout
+    assert len(report["mlflow"]["stages"]) == 4  # pretrain, transfer, scratch, evaluate: checked
+    assert report["unexplained"] == [] and report["verdict"] == "pass", audit.stdout

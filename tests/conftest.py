@@ -98,7 +98,7 @@ class MlflowServer:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.service = services.mlflow_server(f"sqlite:///{store}", str(store.parent / "artifacts"),
-                                     self.port, log=store.parent / "mlflow-server.log")
+                                              self.port, log=store.parent / "mlflow-server.log")
 
     def start(self, timeout: float = 90.0) -> MlflowServer:
         self.service.start(timeout)

@@ -1,9 +1,9 @@
 """Servers a team shares, run as local child processes: PostgreSQL, an MLflow tracking server on
 top of it, and an S3-compatible object store for a DVC remote (the tests' stand-in for S3).
 
-Each :class:`Service` binds 127.0.0.1 on a port it is given (:func:`free_port` finds one), is
-waited for with a bounded wait, and is stopped by the PID of its own process group: never by
-name, so nothing else on the machine is touched.
+Each :class:`Service` binds the address and port it is given (127.0.0.1 unless a caller asks
+otherwise; :func:`free_port` finds a port), is waited for with a bounded wait, and is stopped by
+the PID of its own process group: never by name, so nothing else on the machine is touched.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+def local_address(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (a wildcard means loopback)."""
+    return LOOPBACK if host in ("0.0.0.0", "::") else host
 
 
 def http_ok(url: str) -> Callable[[], bool]:
@@ -84,12 +89,12 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before it "
-                                   f"was ready: {self._tail()}")
+                                   f"was ready: {self.tail()}")
             if self.ready():
                 return self
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"{self.name} was not ready within {timeout:.0f} s: {self._tail()}")
+        raise RuntimeError(f"{self.name} was not ready within {timeout:.0f} s: {self.tail()}")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Terminate the process group (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
@@ -106,7 +111,8 @@ class Service:
             except subprocess.TimeoutExpired:
                 continue
 
-    def _tail(self, chars: int = 2000) -> str:
+    def tail(self, chars: int = 2000) -> str:
+        """The end of the service's log, for error messages."""
         text = self.log.read_text(errors="replace") if self.log.is_file() else ""
         return f"(log {self.log}) ...{text[-chars:]}" if text else f"(log {self.log} is empty)"
 
@@ -125,8 +131,8 @@ def mlflow_server(backend_store_uri: str, artifacts: str, port: int, *, workers:
     argv = [executable("mlflow"), "server", "--backend-store-uri", backend_store_uri,
             "--artifacts-destination", artifacts, "--serve-artifacts",
             "--host", host, "--port", str(port), "--workers", str(workers), *extra]
-    probe_host = LOOPBACK if host in ("0.0.0.0", "::") else host
-    return Service("mlflow server", argv, http_ok(f"http://{probe_host}:{port}/health"), log)
+    return Service("mlflow server", argv, http_ok(f"http://{local_address(host)}:{port}/health"),
+                   log)
 
 
 def s3_server(port: int, *, log: Path) -> Service:
@@ -270,7 +276,7 @@ def serve(folder: Path, port: int, host: str, pg_port: int, workers: int,
         pg.start(timeout=60)
         create_database(pg_port)
         ml.start(timeout=300)  # the first start creates MLflow's tables
-        shown = LOOPBACK if host in ("0.0.0.0", "::") else host
+        shown = local_address(host)
         print(f"MLflow tracking server on http://{host}:{port} (PostgreSQL backend store on "
               f"{LOOPBACK}:{pg_port}, artifacts in {folder / 'artifacts'}, logs in {folder})\n"
               f"point clients at it:  export MLFLOW_TRACKING_URI=http://{shown}:{port}\n"
@@ -280,7 +286,7 @@ def serve(folder: Path, port: int, host: str, pg_port: int, workers: int,
         for service in (pg, ml):
             if service.proc.poll() is not None and stop["signal"] is None:
                 print(f"{service.name} exited with {service.proc.returncode}: "
-                      f"{service._tail(800)}", file=sys.stderr)
+                      f"{service.tail(800)}", file=sys.stderr)
     finally:
         ml.stop()
         pg.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,48 @@ def test_cpu_pinning_status_and_tags() -> None:
     tags = cpu_pinning.tags()
     assert tags["transferlab.cpu.pinning"] == "on"
     assert tags["transferlab.cpu.OPENBLAS_CORETYPE"] == "Haswell"
+
+
+_SWALLOWING_STAGE = """
+import sys, time
+sys.path.insert(0, {root!r})
+from transferlab.runtime import run_stage
+
+def busy(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+class Collected:
+    def __del__(self):  # Python swallows an exception raised in here ("Exception ignored in")
+        print("collecting", flush=True)
+        busy(0.4)
+
+def main():
+    try:
+        while True:
+            Collected()  # collected at once: the SIGTERM lands inside __del__
+            busy(0.55)
+    except KeyboardInterrupt as interrupt:
+        print("cleaned up after:", interrupt, flush=True)
+        raise
+
+run_stage(main)
+"""
+
+
+def test_a_sigterm_swallowed_by_a_finalizer_is_raised_again() -> None:
+    """A SIGTERM that lands in a ``__del__`` is printed and swallowed by Python; ``run_stage``
+    raises it again until a handler cleans up, so the stage still ends (exit 130)."""
+    proc = subprocess.Popen([sys.executable, "-c", _SWALLOWING_STAGE.format(root=str(ROOT))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "collecting\n"
+        proc.send_signal(signal.SIGTERM)  # the finalizer is still running for 0.4 s
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Exception ignored" in err  # the first delivery was swallowed ...
+    assert "cleaned up after: signal 15 (raised again" in out  # ... and raised again
+    assert proc.returncode == 130 and "error: interrupted" in err

@@ -227,15 +227,51 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+#: Mean seconds between re-deliveries of a SIGTERM that nothing has handled yet (`run_stage`).
+INTERRUPT_RETRY_SECONDS = 1.0
+
+
+def _retry_delay(attempt: int) -> float:
+    """Between 0.5 and 1.5 x :data:`INTERRUPT_RETRY_SECONDS`, never periodic (golden-ratio
+    steps), so a retry cannot lock onto the phase of a loop whose finalizer swallowed the last."""
+    return INTERRUPT_RETRY_SECONDS * (0.5 + (attempt * 0.6180339887) % 1.0)
+
+
+def _handling_interrupt() -> bool:
+    """True while an except/finally block (or a context manager's exit) is handling a
+    KeyboardInterrupt, directly or as the context of another exception."""
+    exc = sys.exc_info()[1]
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main``: expected user errors become one clear line and exit 1.
 
     SIGTERM is turned into ``KeyboardInterrupt`` so that open MLflow runs end KILLED and staged
-    outputs are cleaned up, exactly as for Ctrl-C.
+    outputs are cleaned up, exactly as for Ctrl-C. Python runs a signal handler between any two
+    bytecodes, also inside a ``__del__`` or a weakref callback, where the exception is printed
+    ("Exception ignored in ...") and swallowed; the stage would then train on. So the interrupt
+    is raised again, about every :data:`INTERRUPT_RETRY_SECONDS` (SIGALRM), until a handler is
+    seen cleaning up after it, and the timer stops when the stage exits.
     """
 
+    attempts = [0]
+
     def _terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGALRM, _again)
+        signal.setitimer(signal.ITIMER_REAL, _retry_delay(0))
         raise KeyboardInterrupt(f"signal {signum}")
+
+    def _again(signum: int, frame: object) -> None:
+        attempts[0] += 1
+        signal.setitimer(signal.ITIMER_REAL, _retry_delay(attempts[0]))
+        if _handling_interrupt():  # the cleanup is under way: let it finish
+            return
+        raise KeyboardInterrupt("signal 15 (raised again: the first was swallowed)")
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -246,3 +282,5 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab import strategies  # noqa: E402
 from transferlab.adaptation import load_target, run_replicates  # noqa: E402
+from transferlab.execution import Executor  # noqa: E402
 from transferlab.mirror import mirror_transfer_record, outputs_digest  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
@@ -58,14 +59,17 @@ def main() -> None:
         mirror_transfer_record(tracker, source_name, args.strategy, record)
 
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
-    with tracked(tracker), staged_outputs(args.out) as (out,):
+    executor = Executor(params.execution, params.common.num_threads, params.common.gemm_branch,
+                        params.common.device)
+    # connected first: an unreachable cluster fails the stage before anything is written
+    with executor, tracked(tracker), staged_outputs(args.out) as (out,):
         if args.source_model:
             tracker.link_source_run(sha256_file(args.source_model))
         out.mkdir(parents=True)
         source_model = Path(args.source_model) if args.source_model else None
         result = run_replicates(args.strategy, cfg, source_model, target, device, out, arch,
                                 params.selection, on_result, mapping,
-                                Path(args.source_data) if args.source_data else None)
+                                Path(args.source_data) if args.source_data else None, executor)
         timing = result.pop("timing")
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
         if result["skipped"]:

@@ -23,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from transferlab import tasks
+from transferlab.execution import Executor
 from transferlab.models import TransferNet, count_trainable, load_checkpoint, save_checkpoint
-from transferlab.params import SelectionParams
+from transferlab.params import ExecutionParams, SelectionParams
 from transferlab.prepared import PreparedDataset, load_verified
 from transferlab.runtime import sha256_file
 from transferlab.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
@@ -256,7 +257,8 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
                    device: torch.device, out_dir: Path, arch: dict,
                    selection: SelectionParams,
                    on_result: Callable[[dict, TransferNet], None] | None = None,
-                   mapping: dict | None = None, source_data: Path | None = None) -> dict:
+                   mapping: dict | None = None, source_data: Path | None = None,
+                   executor: Executor | None = None) -> dict:
     """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
 
     Args:
@@ -273,11 +275,14 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         mapping: the source->target label mapping from the source manifest.
         source_data: the prepared source folder; its training split is loaded only for a
             strategy that declares ``uses_source_data``.
+        executor: where the replicates train (:mod:`transferlab.execution`); default: one
+            after another in this process.
     Returns:
         {"strategy", "skipped": reason or None, "runs": [record...], "timing": {...}} plus what
         the strategy's setup adds.
     """
     cls = get(strategy)
+    executor = executor or Executor(ExecutionParams(), torch.get_num_threads(), "compatible")
     source, config = (None, None)
     if source_path is not None:
         source, config = load_checkpoint(source_path)
@@ -293,39 +298,79 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
                              "prepared source folder (--source-data)")
         images = PreparedDataset.open(source_data).inputs("train")
 
-    def context(seed: int, shared: dict) -> Context:
-        return Context(target, copy.deepcopy(source) if source is not None else None, config,
-                       mapping, arch, device, seed, shared, images)
-
     shared: dict = {"out_dir": out_dir}
-    result.update(cls(cfg, context(0, shared)).setup())
+    result.update(cls(cfg, Context(target, copy.deepcopy(source) if source is not None else None,
+                                   config, mapping, arch, device, 0, shared, images)).setup())
     result["timing"].update(shared.pop("timing", {}))
-    if not cls.trains:
-        model = cls(cfg, context(0, shared)).untrained_model()
-        save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})
     replicates = list(target.replicates())
-    bar = tqdm(replicates, desc=strategy, unit="run", disable=None)
-    for seed, budget in bar:
-        bar.set_postfix(seed=seed, budget=budget)
-        name = f"{seed}_{budget}.pt" if cls.trains else "model.pt"
-        record = {"seed": int(seed), "budget": budget, "checkpoint": name}
-        if cls.trains:
-            member = cls(cfg, context(replicate_seed(seed, budget), shared))
-            with Stopwatch() as watch:
-                model, info = adapt(member, target, cfg, seed, budget, selection,
-                                    desc=f"{strategy} b={budget} s={seed}")
-            save_checkpoint(model, out_dir / name, {
-                "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
-                "mean": float(model.normalize.mean), "std": float(model.normalize.std),
-                "strategy": strategy, **info.get("target_scale", {})})
-            record.update(info)
-            result["timing"][f"{seed}_{budget}"] = {
-                "seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
-                "peak_added_bytes": watch.peak_added_bytes}
-        else:
+    if not cls.trains:
+        model = cls(cfg, Context(target, copy.deepcopy(source) if source is not None else None,
+                                 config, mapping, arch, device, 0, shared,
+                                 images)).untrained_model()
+        save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})
+        for seed, budget in tqdm(replicates, desc=strategy, unit="run", disable=None):
+            record = {"seed": int(seed), "budget": budget, "checkpoint": "model.pt"}
             record.update(source_only_selection(model, target, seed, budget, selection, device),
                           trainable_params=0, train_flops=0, steps=0, history=[])
+            result["runs"].append(record)
+            if on_result is not None:
+                on_result(record, model)
+        return result
+
+    on_cluster = executor.backend == "ray"  # a task picks its device where it runs
+    job = ReplicateJob(strategy, cfg, target, source, config, mapping, arch,
+                       None if on_cluster else device, selection, shared, images,
+                       executor.device_spec)
+    for (seed, budget), (model, info, timing) in zip(
+            replicates, executor.map(train_replicate, job, replicates, desc=strategy,
+                                     label=lambda r: f"seed={r[0]} budget={r[1]}"),
+            strict=True):
+        name = f"{seed}_{budget}.pt"
+        save_checkpoint(model, out_dir / name, {
+            "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
+            "mean": float(model.normalize.mean), "std": float(model.normalize.std),
+            "strategy": strategy, **info.get("target_scale", {})})
+        record = {"seed": int(seed), "budget": budget, "checkpoint": name, **info}
+        result["timing"][f"{seed}_{budget}"] = timing
         result["runs"].append(record)
         if on_result is not None:
             on_result(record, model)
     return result
+
+
+@dataclass
+class ReplicateJob:
+    """What every replicate of one strategy shares: sent once to a Ray cluster."""
+
+    strategy: str
+    cfg: Any
+    target: TargetData
+    source: TransferNet | None
+    config: dict | None
+    mapping: dict | None
+    arch: dict
+    device: torch.device | None  # None: the device ``common.device`` picks where the task runs
+    selection: SelectionParams
+    shared: dict
+    images: tuple | None
+    device_spec: str = "auto"
+
+
+def train_replicate(job: ReplicateJob, replicate: tuple[str, str]) -> tuple[TransferNet, dict,
+                                                                             dict]:
+    """Train one (seed, budget) replicate of a strategy (:func:`adapt`), in the stage's process
+    or in a Ray worker. Returns (model on CPU, record, its wall time and memory)."""
+    seed, budget = replicate
+    device = job.device
+    if device is None:
+        from transferlab.runtime import resolve_device
+
+        device = resolve_device(job.device_spec)
+    member = get(job.strategy)(job.cfg, Context(
+        job.target, copy.deepcopy(job.source) if job.source is not None else None, job.config,
+        job.mapping, job.arch, device, replicate_seed(seed, budget), job.shared, job.images))
+    with Stopwatch() as watch:
+        model, info = adapt(member, job.target, job.cfg, seed, budget, job.selection,
+                            desc=f"{job.strategy} b={budget} s={seed}")
+    return model, info, {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
+                         "peak_added_bytes": watch.peak_added_bytes}

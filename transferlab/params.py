@@ -58,6 +58,29 @@ class TrackingParams:
 
 
 @dataclass(frozen=True)
+class ExecutionParams:
+    """Where a transfer stage's replicates run (:mod:`transferlab.execution`). Not a DVC
+    dependency of any stage: both backends write the same bytes."""
+
+    backend: Literal["local", "ray"] = "local"
+    # ray: a running cluster's GCS "host:port", "auto" (the cluster `ray start` started on this
+    # machine), or null (start a private one-machine Ray instance for the stage)
+    address: str | None = None
+    num_cpus: float | None = None  # per task; null: common.num_threads
+    num_gpus: float = 0.0  # per task; fractions share a GPU (0.25: four tasks on one)
+    max_retries: int = 3  # reruns of a task whose worker process or node died
+
+    def validate(self, key: str) -> None:
+        if self.backend == "local" and self.address is not None:
+            fail(f"{key}.address", "applies to backend ray only; set execution.backend: ray "
+                 "or remove the address")
+        if self.num_cpus is not None:
+            check_range(f"{key}.num_cpus", self.num_cpus, 0.0, 1024.0, low_open=True)
+        check_range(f"{key}.num_gpus", self.num_gpus, 0.0, 64.0)
+        check_range(f"{key}.max_retries", self.max_retries, 0, 100)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One dataset. Which keys apply depends on ``kind``; the others must be left out."""
 
@@ -366,6 +389,7 @@ class Params:
     evaluate: EvaluateParams
     selection: SelectionParams
     grid: GridParams
+    execution: ExecutionParams = ExecutionParams()
 
     def validate(self, key: str) -> None:
         text = self.prepare.target.modality == "text"

@@ -1,0 +1,176 @@
+"""The Ray backend through the real `dvc` and a real two-node Ray cluster on loopback
+(tests/ray_cluster.py: one GCS, two raylets with their own worker processes, all on 127.0.0.1).
+
+- The transfer stages write the same bytes on Ray as in the stage process (the same dvc.lock).
+- A worker process killed mid-task: Ray reruns the task, the outputs are complete and the same,
+  and MLflow holds one run per replicate (only the stage process logs).
+- An address where no cluster answers: a clear error naming execution.address, and nothing
+  written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, tiny_params
+from tests.ray_cluster import DRIVER_ENV
+from transferlab import services
+from transferlab.workspace import copy_worktree
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["transfer@printed_digits-linear_probe", "transfer@printed_digits-finetune"]
+ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **DRIVER_ENV)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """{"address", "raylet_pids"} of a two-node cluster with one CPU per node."""
+    # Ray's unix sockets live under its temp dir: keep the path short (108-byte limit)
+    temp = Path(tempfile.mkdtemp(prefix="tlray", dir="/tmp"))
+    log = tmp_path_factory.mktemp("ray") / "cluster.log"
+
+    def info() -> dict | None:
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        lines = [ln for ln in text.splitlines() if ln.startswith('{"address"')]
+        return json.loads(lines[0]) if lines else None
+
+    argv = [sys.executable, str(ROOT / "tests" / "ray_cluster.py"), "--nodes", "2", "--cpus",
+            "1", "--temp-dir", str(temp)]
+    holder = services.Service("ray cluster", argv, lambda: info() is not None, log, env=ENV)
+    try:
+        with holder.start(timeout=120):
+            yield info()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pipeline whose two transfer stages ran locally; tracking into a sqlite store."""
+    repo = tmp_path_factory.mktemp("rayrepo") / "repo"
+    copy_worktree(ROOT, repo)
+    params = tiny_params()
+    params["grid"]["strategies"] = ["linear_probe", "finetune"]
+    params["transfer"]["finetune"].update(epochs=30, patience=30)  # a task lasts seconds
+    params["tracking"].update(enabled=True, log_models=False)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    ENV["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], repo)
+    run(["dvc", "repro", *STAGES], repo)
+    return repo
+
+
+def use_ray(repo: Path, address: str, **extra: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["execution"] = {"backend": "ray", "address": address, "num_cpus": 1, **extra}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def locked_outs(repo: Path) -> dict:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: lock[name]["outs"] for name in STAGES}
+
+
+def transfer_runs(repo: Path, stage: str) -> list:
+    client = MlflowClient(ENV["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("transferlab")
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get("dvc.stage") == stage]
+
+
+def test_ray_backend_writes_the_bytes_of_the_local_backend(repo: Path, cluster: dict) -> None:
+    local = locked_outs(repo)
+    use_ray(repo, cluster["address"])
+    log = run(["dvc", "repro", "--force", "--single-item", *STAGES], repo)
+    assert log.stdout.count("Running stage") == 2
+    assert locked_outs(repo) == local  # every file of both stages, byte for byte (md5)
+
+
+def _task_workers(raylets: list[int]) -> list[psutil.Process]:
+    """The worker processes of this cluster's raylets that are running a transfer task now
+    (Ray titles a worker `ray::<task name>` while it runs one)."""
+    found = []
+    for pid in raylets:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if "transferlab:finetune" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+    return found
+
+
+def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster: dict) -> None:
+    local = locked_outs(repo)
+    use_ray(repo, cluster["address"])
+    before = {r.info.run_id for r in transfer_runs(repo, STAGES[1])}
+    dvc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", STAGES[1]], cwd=repo,
+                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        victims: list[psutil.Process] = []
+        deadline = time.monotonic() + 120
+        while not victims and time.monotonic() < deadline and dvc.poll() is None:
+            time.sleep(0.2)
+            victims = _task_workers(cluster["raylet_pids"])
+        assert victims, "no worker ever ran a finetune task"
+        time.sleep(1.0)
+        # still titled with the task, so the kill lands mid-task (Ray retitles it when it ends)
+        assert "transferlab:finetune" in " ".join(victims[0].cmdline())
+        victims[0].send_signal(signal.SIGKILL)
+        log = dvc.communicate(timeout=300)[0]
+    finally:
+        if dvc.poll() is None:
+            os.killpg(dvc.pid, signal.SIGKILL)
+            dvc.wait()
+    assert dvc.returncode == 0, log
+    assert locked_outs(repo) == local
+    new = [r for r in transfer_runs(repo, STAGES[1]) if r.info.run_id not in before]
+    children = [r for r in new if "mlflow.parentRunId" in r.data.tags
+                and r.info.run_name != "transfer"]
+    stage_runs = [r for r in new if r.info.run_name == "transfer"]
+    replicates = {(r.data.tags.get("transferlab.seed"), r.data.tags.get("transferlab.budget"))
+                  for r in children}
+    assert len(stage_runs) == 1 and stage_runs[0].info.status == "FINISHED"
+    assert len(children) == len(replicates) == 2, [r.info.run_name for r in children]
+
+
+def test_an_unreachable_cluster_names_the_address_and_writes_nothing(repo: Path) -> None:
+    lock = (repo / "dvc.lock").read_bytes()
+    address = f"127.0.0.1:{services.free_port()}"
+    use_ray(repo, address)
+    shutil.rmtree(repo / "runs" / "printed_digits" / "finetune")
+    runs_before = len(transfer_runs(repo, STAGES[1]))
+    start = time.monotonic()
+    proc = run(["dvc", "repro", "--force", "--single-item", STAGES[1]], repo, check=False)
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 120  # a bounded wait, not Ray's minutes of retries
+    assert f"execution.address: no Ray cluster answers at '{address}'" in proc.stderr
+    assert (repo / "dvc.lock").read_bytes() == lock
+    assert not (repo / "runs" / "printed_digits" / "finetune").exists()
+    assert not (repo / "runs" / "printed_digits" / ".finetune.partial").exists()
+    assert len(transfer_runs(repo, STAGES[1])) == runs_before  # no MLflow run either

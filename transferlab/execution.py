@@ -108,13 +108,15 @@ class Executor:
             shared_ref = ray.put(shared)
             refs = [task.remote(fn, self.num_threads, self.gemm_branch, shared_ref, item)
                     for item in items]
+            received = 0
             try:
                 for item, ref in zip(items, refs, strict=True):
                     bar.set_postfix_str(label(item))
                     yield ray.get(ref)
+                    received += 1
                     bar.update()
             finally:  # an error or an interrupt: leave nothing running on the cluster
-                for ref in refs:
+                for ref in refs[received:]:
                     ray.cancel(ref, force=True)
         finally:
             bar.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, shrunk_params
+from tests.conftest import ROOT, tiny_params
 from transferlab.audit import (
     environment_fingerprint,
     expected_tags,
@@ -164,7 +164,7 @@ def synced_clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         if (ROOT / rel).is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)
-    params = shrunk_params()
+    params = tiny_params()  # every kind of stage: the audit reruns them all
     params["tracking"].update(enabled=True, log_models=False)  # models: slow, not audited
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)

@@ -1,11 +1,15 @@
 """Stage pretrain-source: train one candidate source model on its prepared source data."""
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transferlab import distributed  # noqa: E402
 from transferlab.mirror import mirror_pretrain, outputs_digest  # noqa: E402
 from transferlab.models import save_checkpoint  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
@@ -41,33 +45,50 @@ def main() -> None:
     if args.source not in params.prepare.sources:
         raise SystemExit(f"error: --source {args.source!r} is not in prepare.sources "
                          f"({', '.join(params.prepare.sources)})")
+    if params.execution.ddp_procs > 1 and not distributed.is_rank():  # start the ranks
+        raise SystemExit(distributed.launch(params.execution.ddp_procs, sys.argv))
     seed_everything(params.pretrain.seed, params.common.num_threads,
                     params.common.gemm_branch)
-    device = resolve_device(params.common.device)
+    device = distributed.rank_device(resolve_device(params.common.device))
+    world = distributed.init(device)
     data = PreparedDataset.open(args.data)
     used = {"pretrain": to_dict(params.pretrain),
             "source": to_dict(params.prepare.sources[args.source])}
     tags = {"transferlab.source": args.source, "transferlab.device": device_description(device)}
-    tracker = Tracker(params.tracking, "pretrain", tags, used,
-                      dvc_stage=f"pretrain@{args.source}")
+    if world.distributed:
+        tags["transferlab.ddp_procs"] = str(world.size)
+    # only rank 0 writes outputs and logs; the other ranks train alongside it
+    tracking = params.tracking if world.main else replace(params.tracking, enabled=False)
+    tracker = Tracker(tracking, "pretrain", tags, used, dvc_stage=f"pretrain@{args.source}")
     outputs = (args.model, args.metrics, args.history)
-    with tracked(tracker), staged_outputs(*outputs) as (model_path, metrics_path, history_path):
+    with tracked(tracker), staged_outputs(*outputs) if world.main else _nowhere(3) as (
+            model_path, metrics_path, history_path):
         model, config, metrics, timing = pretrain_source(
-            params.pretrain, data, device, args.source, params.prepare.sources[args.source].init)
-        history = {"history": timing.pop("history", [])}  # deterministic: a DVC output
-        save_checkpoint(model, model_path, config)
-        metrics_path.write_text(dumps_json(metrics))
-        history_path.write_text(dumps_json(history))
-        mirror_pretrain(tracker, metrics, history)
-        tracker.log_model(tracker.run_id, model, data.example_input(), "source_model")
-        tracker.set_tags({"transferlab.checkpoint_sha256": sha256_file(model_path),
-                          "transferlab.outputs_digest": outputs_digest(
-                              dict(zip(outputs, (model_path, metrics_path, history_path),
-                                       strict=True)))})
+            params.pretrain, data, device, args.source, params.prepare.sources[args.source].init,
+            world)
+        if world.main:
+            history = {"history": timing.pop("history", [])}  # deterministic: a DVC output
+            save_checkpoint(model, model_path, config)
+            metrics_path.write_text(dumps_json(metrics))
+            history_path.write_text(dumps_json(history))
+            mirror_pretrain(tracker, metrics, history)
+            tracker.log_model(tracker.run_id, model, data.example_input(), "source_model")
+            tracker.set_tags({"transferlab.checkpoint_sha256": sha256_file(model_path),
+                              "transferlab.outputs_digest": outputs_digest(
+                                  dict(zip(outputs, (model_path, metrics_path, history_path),
+                                           strict=True)))})
+    distributed.finish(world)
+    if not world.main:
+        return
     write_timing(args.timing or timing_path(Path(args.model).parent),
                  {**timing, "source": args.source})
     print(f"pretrain {args.source}: {dumps_json(metrics.get('test', metrics)).strip()}")
 
+
+@contextlib.contextmanager
+def _nowhere(n: int) -> Iterator[tuple[None, ...]]:
+    """What a rank other than 0 writes into: nothing."""
+    yield (None,) * n
 
 if __name__ == "__main__":
     run_stage(main)

@@ -69,6 +69,10 @@ class ExecutionParams:
     num_cpus: float | None = None  # per task; null: common.num_threads
     num_gpus: float = 0.0  # per task; fractions share a GPU (0.25: four tasks on one)
     max_retries: int = 3  # reruns of a task whose worker process or node died
+    # processes that train one pretrain run together (PyTorch DDP; 1: no DDP). Unlike the keys
+    # above, it changes the bytes (each process sees a shard of every batch), so the pretrain
+    # stages depend on it
+    ddp_procs: int = 1
 
     def validate(self, key: str) -> None:
         if self.backend == "local" and self.address is not None:
@@ -78,6 +82,7 @@ class ExecutionParams:
             check_range(f"{key}.num_cpus", self.num_cpus, 0.0, 1024.0, low_open=True)
         check_range(f"{key}.num_gpus", self.num_gpus, 0.0, 64.0)
         check_range(f"{key}.max_retries", self.max_retries, 0, 100)
+        check_range(f"{key}.ddp_procs", self.ddp_procs, 1, 64)
 
 
 @dataclass(frozen=True)

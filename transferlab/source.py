@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from transferlab.distributed import SINGLE, World, sync_buffers
 from transferlab.metrics import classification_metrics
 from transferlab.models import (
     TransferNet,
@@ -23,7 +24,8 @@ def model_config(p: PretrainParams, num_classes: int, norm: dict, extra: dict) -
 
 
 def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.device,
-                    name: str, init: str | None = None) -> tuple[TransferNet, dict, dict, dict]:
+                    name: str, init: str | None = None,
+                    world: World = SINGLE) -> tuple[TransferNet, dict, dict, dict]:
     """Pretrain (or, for a source without data, only initialise) one source model.
 
     Args:
@@ -32,6 +34,8 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
         device: where to train.
         name: the source name, for the progress bar.
         init: the source's own initial weights (its ``init`` key), overriding ``p.init``.
+        world: this process's rank when several processes train the run (DDP,
+            ``execution.ddp_procs``); every rank returns the same model.
     Returns:
         (model on CPU, checkpoint config, metrics: source test metrics and training summary,
         timing: wall time, peak memory and per-epoch history). The null source reports
@@ -52,7 +56,8 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
     with Stopwatch() as watch:
         summary = fit(model, (x_train, y_train), val, p,
                       [{"params": [q for q in model.parameters() if q.requires_grad]}],
-                      generator, device, desc=f"pretrain {name}")
+                      generator, device, desc=f"pretrain {name}", world=world)
+        sync_buffers(model, world)  # the best epoch's statistics are rank 0's everywhere
     with Stopwatch() as infer:
         proba = predict_proba(model, x_test, device)
     metrics = {

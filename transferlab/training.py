@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from transferlab.distributed import SINGLE, World, all_sum, shard, sync_buffers, wrap
 from transferlab.modalities.image import to_tensor  # noqa: F401  (re-exported)
 from transferlab.params import TrainParams
 from transferlab.runtime import peak_rss_bytes, reset_peak_rss
@@ -107,7 +108,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         augment: bool | str | None = None,
         loss_term: Callable[..., torch.Tensor] | None = None,
         on_epoch: Callable[[int], None] | None = None,
-        task: Task | None = None) -> dict:
+        task: Task | None = None, world: World = SINGLE) -> dict:
     """Train with early stopping on validation accuracy; restore the best epoch's weights.
 
     Model selection uses ``val`` only (never a test set). Ties in validation accuracy go to the
@@ -131,13 +132,18 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         task: what a label is (:mod:`transferlab.tasks`; default classification). A regression
             trains on the MSE and stops early on validation R² (``best_val_r2``,
             ``val_r2``); its labels are float targets.
+        world: this process's rank among the processes that train this run together
+            (:mod:`transferlab.distributed`); each trains on its shard of every batch.
     Returns:
         {"best_epoch", "epochs_run", "steps", "best_val_accuracy", "best_val_loss", "history"}.
     """
     task = task or CLASSIFICATION
     score_key = task.val_key.removeprefix("best_")  # val_accuracy | val_r2
     augment = cfg.augment if augment is None else augment
+    if world.distributed and loss_term is not None:  # it calls the model's parts, not DDP
+        raise ValueError("an extra loss term is not supported under DDP (execution.ddp_procs)")
     model.to(device)
+    net = wrap(model, world, device)  # the module that trains (DDP averages the gradients)
     x_train, y_train = train
     optimizer = make_optimizer(groups, cfg)
     scheduler = None
@@ -160,14 +166,14 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            if len(idx) == 1 and len(order) > 1:
-                continue  # BatchNorm cannot train on a last batch of one (e.g. 1x1 resnet maps)
+            if len(idx) < 2 * world.size and len(order) > 1:
+                continue  # BatchNorm cannot train on a last batch (or shard) of one
             xb = x_train[idx]
-            xb = augment_inputs(xb, augment, generator)
-            xb, yb = xb.to(device), y_train[idx].to(device)
+            xb = augment_inputs(xb, augment, generator)  # every rank draws the whole batch
+            xb, yb = shard(xb, world).to(device), shard(y_train[idx], world).to(device)
             with _autocast(device):
                 if loss_term is None:
-                    loss = task.loss(model(xb), yb)
+                    loss = task.loss(net(xb), yb)
                 else:
                     features = model.features(xb)
                     logits = model.head(features)
@@ -177,13 +183,15 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.detach().double() * len(idx)
-            seen += len(idx)
+            total += loss.detach().double() * len(yb)
+            seen += len(yb)
             steps += 1
-        row = {"epoch": epoch, "train_loss": float(total) / max(seen, 1)}
+        total, seen = all_sum([float(total), float(seen)], world, device)
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
         history.append(row)
         if val is None:  # fixed schedule: nothing to choose with
             continue
+        sync_buffers(model, world)  # every rank validates rank 0's weights and statistics
         logits = predict_logits(model, val[0], device)
         val_loss = float(task.loss(logits, val[1]))
         val_acc = task.val_score(logits, val[1])

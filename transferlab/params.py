@@ -59,8 +59,9 @@ class TrackingParams:
 
 @dataclass(frozen=True)
 class ExecutionParams:
-    """Where a transfer stage's replicates run (:mod:`transferlab.execution`). Not a DVC
-    dependency of any stage: both backends write the same bytes."""
+    """Where the work runs: a transfer stage's replicates (:mod:`transferlab.execution`; no
+    stage depends on these keys, both backends write the same bytes) and the processes of one
+    pretrain run (``ddp_procs``, :mod:`transferlab.distributed`; a pretrain dependency)."""
 
     backend: Literal["local", "ray"] = "local"
     # ray: a running cluster's GCS "host:port", "auto" (the cluster `ray start` started on this

@@ -4,9 +4,12 @@ that stop a Ray run before it can hang (tests/test_ray.py runs the real cluster)
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.conftest import ROOT
 from transferlab import cpu_pinning
 from transferlab.errors import ParamsError
 from transferlab.execution import (
@@ -16,7 +19,7 @@ from transferlab.execution import (
     _check_reachable,
     _worker_env,
 )
-from transferlab.params import ExecutionParams, Params
+from transferlab.params import ExecutionParams, load_params
 from transferlab.services import free_port
 from transferlab.typed_config import from_dict
 
@@ -38,9 +41,13 @@ def test_bad_execution_blocks_name_the_key(block: dict, key: str) -> None:
         _execution(block)
 
 
-def test_execution_block_defaults_to_local_and_is_optional() -> None:
-    assert Params.__dataclass_fields__["execution"].default == ExecutionParams()
-    assert ExecutionParams().backend == "local"
+def test_execution_block_is_required_and_its_keys_default_to_local(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del data["execution"]  # like every block: a params file is complete (dvc.yaml reads it)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError, match="^execution: "):
+        load_params(tmp_path / "params.yaml")
+    assert _execution({}) == ExecutionParams() and ExecutionParams().backend == "local"
     assert _execution({"backend": "ray", "num_gpus": 0.25}).num_gpus == 0.25
 
 

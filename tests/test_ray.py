@@ -1,9 +1,11 @@
 """The Ray backend through the real `dvc` and a real two-node Ray cluster on loopback
 (tests/ray_cluster.py: one GCS, two raylets with their own worker processes, all on 127.0.0.1).
 
-- The transfer stages write the same bytes on Ray as in the stage process (the same dvc.lock).
+- The transfer stages write the same bytes on Ray (each search point and each refit a task) as
+  in the stage process (the same dvc.lock).
 - A worker process killed mid-task: Ray reruns the task, the outputs are complete and the same,
   and MLflow holds one run per replicate (only the stage process logs).
+- No address: the stage starts a private Ray of its own, with the same bytes.
 - An address where no cluster answers: a clear error naming execution.address, and nothing
   written.
 """
@@ -74,6 +76,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = tiny_params()
     params["grid"]["strategies"] = ["linear_probe", "finetune"]
     params["transfer"]["finetune"].update(epochs=30, patience=30)  # a task lasts seconds
+    # two search points: where labels are held out, 2 candidate tasks and a refit task
+    params["transfer"]["finetune"]["search"] = {"lr": [0.003, 0.01]}
     params["tracking"].update(enabled=True, log_models=False)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
@@ -157,6 +161,22 @@ def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster
                   for r in children}
     assert len(stage_runs) == 1 and stage_runs[0].info.status == "FINISHED"
     assert len(children) == len(replicates) == 2, [r.info.run_name for r in children]
+
+
+def test_a_private_ray_on_this_machine_writes_the_same_bytes(repo: Path) -> None:
+    """execution.address null: the stage starts its own Ray (on loopback, DRIVER_ENV) and
+    stops it when it ends."""
+    local = locked_outs(repo)
+    use_ray(repo, None)
+    temp = Path(tempfile.mkdtemp(prefix="tlray", dir="/tmp"))  # Ray's session files
+    try:
+        ENV["RAY_TMPDIR"] = str(temp)
+        log = run(["dvc", "repro", "--force", "--single-item", STAGES[1]], repo)
+    finally:
+        ENV.pop("RAY_TMPDIR")
+        shutil.rmtree(temp, ignore_errors=True)
+    assert "Running stage" in log.stdout
+    assert locked_outs(repo) == local
 
 
 def test_an_unreachable_cluster_names_the_address_and_writes_nothing(repo: Path) -> None:

@@ -100,73 +100,143 @@ def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: s
         params, FLOPs, validation history of the choosing run, and the search where there was
         one).
     """
+    rep = prepare_replicate(strategy, target, cfg, seed, budget, selection, desc)
+    candidates = [train_candidate(rep, i) for i in range(len(rep.frame.grid))]
+    best = best_candidate(rep.frame, candidates)
+    refit = refit_choice(rep, candidates[best]) if rep.frame.plan.refit_idx is not None else None
+    return assemble(rep.frame, candidates, best, refit)
+
+
+@dataclass
+class SelectionFrame:
+    """What a replicate's choice is made within: cheap to build, the same everywhere."""
+
+    plan: Any  # transferlab.selection.SelectionPlan
+    task: Any  # transferlab.tasks.Task
+    grid: list  # [(override, run_cfg)]: the search points (one: the block as written)
+    scale: dict | None  # a regression's target scale (the head learns z-scores)
+
+
+def selection_frame(target: TargetData, cfg: Any, seed: str, budget: str,
+                    selection: SelectionParams, gen_seed: int) -> SelectionFrame:
+    """The plan, task, search points and target scale of one (seed, budget) replicate whose
+    generators start from ``gen_seed`` (in a stage: :func:`replicate_seed`)."""
     budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
-    gen_seed = strategy.ctx.seed
-    device = strategy.ctx.device
-    task = tasks.get(target.task)
     plan = plan_selection(budget_idx, target.strata.numpy(), selection, gen_seed)
+    task = tasks.get(target.task)
+    scale = None
+    if task.name == "regression":
+        scale = target_scale(target.pool_y[torch.from_numpy(budget_idx)])
+    # nothing held out to choose with: the block's own values, as written
+    grid = [({}, cfg)] if plan.method == FIXED else cfg.search_grid()
+    return SelectionFrame(plan, task, grid, scale)
+
+
+@dataclass
+class Replicate:
+    """One replicate ready to train: its frame, the strategy's start model and inputs."""
+
+    strategy: Strategy
+    cfg: Any
+    frame: SelectionFrame
+    init: TransferNet
+    inputs: torch.Tensor
+    val_inputs: torch.Tensor
+    pool_y: torch.Tensor
+    val: tuple | None
+    desc: str
+
+
+def prepare_replicate(strategy: Strategy, target: TargetData, cfg: Any, seed: str,
+                      budget: str, selection: SelectionParams, desc: str = "") -> Replicate:
+    """Everything a replicate's candidates and refit train from (``strategy.ctx.seed`` is
+    :func:`replicate_seed` of ``seed`` and ``budget``); rebuilt alike in any process."""
+    frame = selection_frame(target, cfg, seed, budget, selection, strategy.ctx.seed)
+    plan, scale = frame.plan, frame.scale
     init = strategy.initial_model()
     inputs, val_inputs = strategy.inputs()
-    pool_y, val_y, scale = target.pool_y, target.val_y, None
-    if task.name == "regression":  # the head learns z-scores of the budget's targets
-        scale = target_scale(target.pool_y[torch.from_numpy(budget_idx)])
+    pool_y, val_y = target.pool_y, target.val_y
+    if scale is not None:  # the head learns z-scores of the budget's targets
         pool_y = ((pool_y - scale["target_mean"]) / scale["target_std"]).float()
         val_y = ((val_y - scale["target_mean"]) / scale["target_std"]).float()
-
-    def train(run_cfg: Any, idx: np.ndarray, val: tuple | None, epochs: int, label: str,
-              chosen: dict | None = None) -> tuple:
-        model = copy.deepcopy(init)
-        ix = torch.from_numpy(idx)
-        data = (inputs[ix], pool_y[ix])
-        generator = torch.Generator().manual_seed(gen_seed)
-        model = strategy.before_fit(model, data, run_cfg, generator)
-        net, groups = strategy.trainable(model, run_cfg)
-        summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
-                      device, label, loss_term=strategy.loss_term(model, run_cfg),
-                      on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
-                      task=task)
-        trainable = count_trainable(net)
-        per_example = flops_per_example(net.cpu(), val_inputs[:1], train=True)
-        model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
-        summary = {**summary, **(choices.pop("selection", None) or {})}
-        return model, summary, choices, trainable, per_example
-
     val = None
     if plan.method == HOLDOUT:
         held = torch.from_numpy(plan.choose_on)
         val = (inputs[held], pool_y[held])
     elif plan.method == EXTERNAL:
         val = (val_inputs, val_y)
-    # nothing held out to choose with: the block's own values, as written
-    grid = [({}, cfg)] if plan.method == FIXED else cfg.search_grid()
-    candidates = []
-    for i, (override, run_cfg) in enumerate(grid):
-        label = desc if len(grid) == 1 else f"{desc} cand {i + 1}/{len(grid)}"
-        candidates.append((override, run_cfg, *train(run_cfg, plan.train_idx, val,
-                                                     cfg.epochs, label)))
-    best = max(range(len(candidates)),
-               key=lambda i: _candidate_key(candidates[i][3], task.val_key))
+    return Replicate(strategy, cfg, frame, init, inputs, val_inputs, pool_y, val, desc)
+
+
+def _train(rep: Replicate, run_cfg: Any, idx: np.ndarray, val: tuple | None, epochs: int,
+           label: str, chosen: dict | None = None) -> tuple:
+    """One fit of the replicate: (model, summary, choices, trainable params, FLOPs/example)."""
+    strategy = rep.strategy
+    model = copy.deepcopy(rep.init)
+    ix = torch.from_numpy(idx)
+    data = (rep.inputs[ix], rep.pool_y[ix])
+    generator = torch.Generator().manual_seed(strategy.ctx.seed)
+    model = strategy.before_fit(model, data, run_cfg, generator)
+    net, groups = strategy.trainable(model, run_cfg)
+    summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
+                  strategy.ctx.device, label, loss_term=strategy.loss_term(model, run_cfg),
+                  on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
+                  task=rep.frame.task)
+    trainable = count_trainable(net)
+    per_example = flops_per_example(net.cpu(), rep.val_inputs[:1], train=True)
+    model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
+    summary = {**summary, **(choices.pop("selection", None) or {})}
+    return model, summary, choices, trainable, per_example
+
+
+def train_candidate(rep: Replicate, i: int) -> tuple:
+    """Train search point ``i`` on the budget's training part, validated on the held-out
+    labels: (override, run_cfg, model, summary, choices, trainable, FLOPs/example)."""
+    override, run_cfg = rep.frame.grid[i]
+    n = len(rep.frame.grid)
+    label = rep.desc if n == 1 else f"{rep.desc} cand {i + 1}/{n}"
+    return (override, run_cfg, *_train(rep, run_cfg, rep.frame.plan.train_idx, rep.val,
+                                       rep.cfg.epochs, label))
+
+
+def best_candidate(frame: SelectionFrame, candidates: list[tuple]) -> int:
+    """The chosen search point: the best validation score, then the lower validation loss,
+    then the first."""
+    return max(range(len(candidates)),
+               key=lambda i: _candidate_key(candidates[i][3], frame.task.val_key))
+
+
+def refit_choice(rep: Replicate, candidate: tuple) -> tuple:
+    """Refit the chosen search point on the whole budget for its chosen number of epochs."""
+    _, run_cfg, _, chosen, choices, _, _ = candidate
+    return _train(rep, run_cfg, rep.frame.plan.refit_idx, None, chosen["best_epoch"],
+                  f"{rep.desc} refit", choices)
+
+
+def assemble(frame: SelectionFrame, candidates: list[tuple], best: int,
+             refit: tuple | None) -> tuple[TransferNet, dict]:
+    """The replicate's model (the refit, else the chosen candidate's) and its record."""
+    plan, task = frame.plan, frame.task
     override, run_cfg, model, chosen, choices, trainable, per_example = candidates[best]
     examples_x_epochs = sum(len(plan.train_idx) * c[3]["epochs_run"] for c in candidates)
     steps = sum(c[3]["steps"] for c in candidates)
-    if plan.refit_idx is not None:
-        model, refit, _, trainable, per_example = train(
-            run_cfg, plan.refit_idx, None, chosen["best_epoch"], f"{desc} refit", choices)
-        examples_x_epochs += len(plan.refit_idx) * refit["epochs_run"]
-        steps += refit["steps"]
+    if refit is not None:
+        model, refit_summary, _, trainable, per_example = refit
+        examples_x_epochs += len(plan.refit_idx) * refit_summary["epochs_run"]
+        steps += refit_summary["steps"]
     # (linear_probe: the one backbone forward per pool example is the shared feature cost)
     record = {k: chosen[k] for k in ("best_epoch", "epochs_run", task.val_key, "best_val_loss")}
     record.update(plan.record(), selection_score=chosen[task.val_key], steps=steps,
                   trainable_params=trainable,
                   train_flops=int(per_example * examples_x_epochs), history=chosen["history"])
-    if len(grid) > 1 or choices:
+    if len(frame.grid) > 1 or choices:
         record["search"] = {
             "chosen": {**override, **{k: v for k, v in choices.items() if k != "diagnostics"}},
             "candidates": [{"config": c[0], task.val_key: c[3][task.val_key],
                             "best_val_loss": c[3]["best_val_loss"],
                             "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}
-    if scale is not None:
-        record["target_scale"] = scale
+    if frame.scale is not None:
+        record["target_scale"] = frame.scale
     return model.cpu().eval(), record
 
 
@@ -321,10 +391,9 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
     job = ReplicateJob(strategy, cfg, target, source, config, mapping, arch,
                        None if on_cluster else device, selection, shared, images,
                        executor.device_spec)
-    for (seed, budget), (model, info, timing) in zip(
-            replicates, executor.map(train_replicate, job, replicates, desc=strategy,
-                                     label=lambda r: f"seed={r[0]} budget={r[1]}"),
-            strict=True):
+    outcomes = (_on_cluster(job, replicates, executor) if on_cluster else executor.map(
+        train_replicate, job, replicates, desc=strategy, label=_label))
+    for (seed, budget), (model, info, timing) in zip(replicates, outcomes, strict=True):
         name = f"{seed}_{budget}.pt"
         save_checkpoint(model, out_dir / name, {
             "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
@@ -356,21 +425,93 @@ class ReplicateJob:
     device_spec: str = "auto"
 
 
-def train_replicate(job: ReplicateJob, replicate: tuple[str, str]) -> tuple[TransferNet, dict,
-                                                                             dict]:
-    """Train one (seed, budget) replicate of a strategy (:func:`adapt`), in the stage's process
-    or in a Ray worker. Returns (model on CPU, record, its wall time and memory)."""
-    seed, budget = replicate
+def _label(item: tuple) -> str:
+    return f"seed={item[0]} budget={item[1]}" + (f" point={item[2]}" if len(item) > 2 else "")
+
+
+def _member(job: ReplicateJob, seed: str, budget: str) -> Strategy:
+    """The strategy for one replicate, built alike in the stage process and in a worker."""
     device = job.device
     if device is None:
         from transferlab.runtime import resolve_device
 
         device = resolve_device(job.device_spec)
-    member = get(job.strategy)(job.cfg, Context(
+    return get(job.strategy)(job.cfg, Context(
         job.target, copy.deepcopy(job.source) if job.source is not None else None, job.config,
         job.mapping, job.arch, device, replicate_seed(seed, budget), job.shared, job.images))
+
+
+def _prepare(job: ReplicateJob, seed: str, budget: str) -> Replicate:
+    return prepare_replicate(_member(job, seed, budget), job.target, job.cfg, seed, budget,
+                             job.selection, desc=f"{job.strategy} b={budget} s={seed}")
+
+
+def _timing(watch: Stopwatch) -> dict:
+    return {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
+            "peak_added_bytes": watch.peak_added_bytes}
+
+
+def _merged(timings: list[dict]) -> dict:
+    """One replicate's time and memory over its tasks: summed seconds, the highest peaks."""
+    added = [t["peak_added_bytes"] for t in timings]
+    return {"seconds": sum(t["seconds"] for t in timings),
+            "peak_bytes": max(t["peak_bytes"] for t in timings),
+            "peak_added_bytes": None if None in added else max(added)}
+
+
+def train_replicate(job: ReplicateJob, replicate: tuple[str, str]) -> tuple[TransferNet, dict,
+                                                                             dict]:
+    """Train one (seed, budget) replicate of a strategy (:func:`adapt`), in the stage's process.
+    Returns (model on CPU, record, its wall time and memory)."""
+    seed, budget = replicate
     with Stopwatch() as watch:
-        model, info = adapt(member, job.target, job.cfg, seed, budget, job.selection,
-                            desc=f"{job.strategy} b={budget} s={seed}")
-    return model, info, {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
-                         "peak_added_bytes": watch.peak_added_bytes}
+        model, info = adapt(_member(job, seed, budget), job.target, job.cfg, seed, budget,
+                            job.selection, desc=f"{job.strategy} b={budget} s={seed}")
+    return model, info, _timing(watch)
+
+
+def candidate_task(job: ReplicateJob, point: tuple[str, str, int]) -> tuple[tuple, dict]:
+    """A Ray task: search point ``i`` of replicate (seed, budget) (:func:`train_candidate`).
+    Its model comes back only where no refit replaces it."""
+    seed, budget, i = point
+    with Stopwatch() as watch:
+        rep = _prepare(job, seed, budget)
+        candidate = train_candidate(rep, i)
+    if rep.frame.plan.refit_idx is not None:
+        candidate = (*candidate[:2], None, *candidate[3:])
+    return candidate, _timing(watch)
+
+
+def refit_task(job: ReplicateJob, item: tuple[tuple[str, str], tuple]) -> tuple[tuple, dict]:
+    """A Ray task: refit replicate (seed, budget)'s chosen search point (:func:`refit_choice`)."""
+    (seed, budget), candidate = item
+    with Stopwatch() as watch:
+        refit = refit_choice(_prepare(job, seed, budget), candidate)
+    return refit, _timing(watch)
+
+
+def _on_cluster(job: ReplicateJob, replicates: list[tuple[str, str]],
+                executor: Executor) -> list[tuple[TransferNet, dict, dict]]:
+    """Every replicate's search points as tasks, then every refit as a task, then the records:
+    the same steps :func:`adapt` takes one after another, so the same bytes."""
+    frames = {r: selection_frame(job.target, job.cfg, *r, job.selection, replicate_seed(*r))
+              for r in replicates}
+    points = [(*r, i) for r in replicates for i in range(len(frames[r].grid))]
+    found: dict[tuple[str, str], list] = {r: [] for r in replicates}
+    for point, result in zip(points, executor.map(candidate_task, job, points,
+                                                  desc=f"{job.strategy} search", label=_label),
+                             strict=True):
+        found[point[:2]].append(result)
+    best = {r: best_candidate(frames[r], [c for c, _ in found[r]]) for r in replicates}
+    todo = [(r, found[r][best[r]][0]) for r in replicates
+            if frames[r].plan.refit_idx is not None]
+    refits = dict(zip([r for r, _ in todo],
+                      executor.map(refit_task, job, todo, desc=f"{job.strategy} refit",
+                                   label=lambda item: _label(item[0])), strict=True))
+    outcomes = []
+    for r in replicates:
+        refit, refit_timing = refits.get(r, (None, None))
+        model, info = assemble(frames[r], [c for c, _ in found[r]], best[r], refit)
+        timings = [t for _, t in found[r]] + ([refit_timing] if refit_timing else [])
+        outcomes.append((model, info, _merged(timings)))
+    return outcomes

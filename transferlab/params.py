@@ -395,7 +395,7 @@ class Params:
     evaluate: EvaluateParams
     selection: SelectionParams
     grid: GridParams
-    execution: ExecutionParams = ExecutionParams()
+    execution: ExecutionParams
 
     def validate(self, key: str) -> None:
         text = self.prepare.target.modality == "text"

@@ -75,7 +75,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy_worktree(ROOT, repo)
     params = tiny_params()
     params["grid"]["strategies"] = ["linear_probe", "finetune"]
-    params["transfer"]["finetune"].update(epochs=30, patience=30)  # a task lasts seconds
+    params["transfer"]["finetune"].update(epochs=10, patience=10)  # a task lasts seconds
     # two search points: where labels are held out, 2 candidate tasks and a refit task
     params["transfer"]["finetune"]["search"] = {"lr": [0.003, 0.01]}
     params["tracking"].update(enabled=True, log_models=False)

@@ -42,6 +42,7 @@ pretrain: {}
 transfer: {}
 evaluate: {}
 selection: {}
+execution: {}
 grid: {strategies: [source_only, linear_probe, partial_finetune, finetune]}
 """
 

@@ -29,11 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.ray_cluster import DRIVER_ENV  # noqa: E402
+from tests.ray_cluster import DRIVER_ENV, holder  # noqa: E402
 
 os.environ.update(DRIVER_ENV)
 
-from transferlab import services  # noqa: E402
 from transferlab.execution import Executor  # noqa: E402
 from transferlab.params import ExecutionParams, TrackingParams  # noqa: E402
 
@@ -77,20 +76,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tlbench", dir="/tmp"))  # short: Ray's socket paths
-    log = tmp / "cluster.log"
-
-    def info() -> dict | None:
-        lines = [ln for ln in (log.read_text() if log.is_file() else "").splitlines()
-                 if ln.startswith('{"address"')]
-        return json.loads(lines[0]) if lines else None
-
-    holder = services.Service("ray cluster", [
-        sys.executable, str(ROOT / "tests" / "ray_cluster.py"), "--nodes", "2", "--cpus", "1",
-        "--temp-dir", str(tmp / "ray")], lambda: info() is not None, log)
+    service, info = holder(tmp / "ray", tmp / "cluster.log")
     results: dict = {"nodes": 2, "cpus_per_node": 1, "cpu_count": os.cpu_count(),
                      "scheduling": [], "logging": []}
     try:
-        with holder.start(timeout=120):
+        with service.start(timeout=120):
             ray_params = ExecutionParams(backend="ray", address=info()["address"], num_cpus=1)
             with Executor(ray_params, 1, "compatible") as on_ray:
                 time_map(on_ray, 20)  # workers start, the runtime env is set up

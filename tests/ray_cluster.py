@@ -23,9 +23,27 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-os.environ.update(DRIVER_ENV)
+
+
+def holder(temp_dir: Path, log: Path, nodes: int = 2, cpus: int = 1,
+           env: dict | None = None) -> tuple[Any, Callable[[], dict | None]]:
+    """This script as a :class:`transferlab.services.Service` (its own session, stopped by
+    PID), and a reader of its {"address", "raylet_pids"} line (None until it is up)."""
+    from transferlab import services
+
+    def info() -> dict | None:
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        lines = [ln for ln in text.splitlines() if ln.startswith('{"address"')]
+        return json.loads(lines[0]) if lines else None
+
+    argv = [sys.executable, str(Path(__file__).resolve()), "--nodes", str(nodes), "--cpus",
+            str(cpus), "--temp-dir", str(temp_dir)]
+    return services.Service("ray cluster", argv, lambda: info() is not None, log, env=env), info
 
 
 def main() -> None:
@@ -35,6 +53,7 @@ def main() -> None:
     parser.add_argument("--temp-dir", required=True, help="Ray's session folder (short path)")
     args = parser.parse_args()
 
+    os.environ.update(DRIVER_ENV)  # before Ray loads: its node address is the loopback one
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 

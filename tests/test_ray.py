@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -29,7 +28,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, tiny_params
-from tests.ray_cluster import DRIVER_ENV
+from tests.ray_cluster import DRIVER_ENV, holder
 from transferlab import services
 from transferlab.workspace import copy_worktree
 
@@ -51,18 +50,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """{"address", "raylet_pids"} of a two-node cluster with one CPU per node."""
     # Ray's unix sockets live under its temp dir: keep the path short (108-byte limit)
     temp = Path(tempfile.mkdtemp(prefix="tlray", dir="/tmp"))
-    log = tmp_path_factory.mktemp("ray") / "cluster.log"
-
-    def info() -> dict | None:
-        text = log.read_text(errors="replace") if log.is_file() else ""
-        lines = [ln for ln in text.splitlines() if ln.startswith('{"address"')]
-        return json.loads(lines[0]) if lines else None
-
-    argv = [sys.executable, str(ROOT / "tests" / "ray_cluster.py"), "--nodes", "2", "--cpus",
-            "1", "--temp-dir", str(temp)]
-    holder = services.Service("ray cluster", argv, lambda: info() is not None, log, env=ENV)
+    service, info = holder(temp, tmp_path_factory.mktemp("ray") / "cluster.log", env=ENV)
     try:
-        with holder.start(timeout=120):
+        with service.start(timeout=120):
             yield info()
     finally:
         shutil.rmtree(temp, ignore_errors=True)

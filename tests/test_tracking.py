@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from transferlab.errors import TrackingError
 from transferlab.models import build_model
 from transferlab.params import TrackingParams
 from transferlab.run_context import EXECUTION_ENV, execution_id
-from transferlab.tracking import Tracker, flatten, tracked
+from transferlab.tracking import Tracker, execution_run, flatten, tracked
 
 
 @pytest.fixture
@@ -216,3 +219,60 @@ def test_importing_the_package_switches_mlflow_telemetry_off() -> None:
                           MLFLOW_DISABLE_TELEMETRY="false"), capture_output=True, text=True,
                           check=True).stdout.strip()
     assert kept == "false"
+
+
+class SlowCreate:
+    """An MlflowClient whose create_run waits for `go`: a writer that holds the execution's lock
+    and has not yet stored the pipeline run."""
+
+    def __init__(self, uri: str, go: threading.Event) -> None:
+        self.client, self.go = MlflowClient(uri), go
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def create_run(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.go.wait(30)
+        return self.client.create_run(*args, **kwargs)
+
+
+def test_writers_that_start_at_once_share_one_pipeline_run(store: str) -> None:
+    # the interleaving that split a run tree on the team server: a second writer finds no run
+    # while the first is still storing its own; it must wait for that run, not create another
+    exp = MlflowClient(store).create_experiment("transferlab")
+    go, got = threading.Event(), {}
+
+    def write(name: str, client: Any) -> None:
+        got[name] = execution_run(client, exp, "exec-1", {"git.commit": "c"}, wait_s=30)
+
+    first = threading.Thread(target=write, args=("first", SlowCreate(store, go)))
+    first.start()
+    lock = f"transferlab lock: experiment {exp}, execution exec-1"
+    for _ in range(200):
+        if MlflowClient(store).get_experiment_by_name(lock) is not None:
+            break
+        time.sleep(0.05)
+    second = threading.Thread(target=write, args=("second", MlflowClient(store)))
+    second.start()
+    time.sleep(1.0)
+    assert "second" not in got, "the second writer went on before the first stored its run"
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert got["first"][1] is True and got["second"][1] is False
+    assert got["first"][0] == got["second"][0]
+    pipelines = [r for r in all_runs(store) if r.data.tags.get("transferlab.kind") == "pipeline"]
+    assert [r.info.run_id for r in pipelines] == [got["first"][0]]
+    assert pipelines[0].data.tags["git.commit"] == "c"
+    # the lock is in MLflow's trash, not among the experiments the UI lists
+    assert MlflowClient(store).get_experiment_by_name(lock).lifecycle_stage == "deleted"
+    assert execution_run(MlflowClient(store), exp, "exec-1") == (got["first"][0], False)
+
+
+def test_a_lock_whose_writer_died_is_a_clear_error(store: str) -> None:
+    client = MlflowClient(store)
+    exp = client.create_experiment("transferlab")
+    lock = f"transferlab lock: experiment {exp}, execution exec-1"
+    lock_id = client.create_experiment(lock)
+    with pytest.raises(TrackingError, match=f"'{lock}'.*mlflow gc --experiment-ids {lock_id}"):
+        execution_run(client, exp, "exec-1", wait_s=1)

@@ -22,7 +22,7 @@ import yaml
 
 from transferlab.run_context import EXECUTION_ENV
 from transferlab.runtime import sha256_file
-from transferlab.tracking import Tracker
+from transferlab.tracking import Tracker, execution_run
 
 MATRIX_KINDS = ("transfer", "methods")  # <kind>@<source>-<strategy>: one strategy's replicates
 OTHER_KINDS = ("prepare", "pretrain", "evaluate", "report")
@@ -251,13 +251,8 @@ def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], diges
 
 def _mark_skipped(client: Any, exp: str, name: str, execution: str, producer: str,
                   digest: str) -> None:
-    parents = client.search_runs([exp], filter_string="tags.`transferlab.kind` = 'pipeline' and "
-                                 f"tags.`transferlab.execution` = '{execution}'", max_results=1)
-    if parents:
-        parent = parents[0].info.run_id
-    else:  # DVC skipped every stage of this execution: nothing has created its parent yet
-        parent = client.create_run(exp, run_name=f"pipeline {execution}", tags={
-            "transferlab.kind": "pipeline", "transferlab.execution": execution}).info.run_id
+    parent, created = execution_run(client, exp, execution)
+    if created:  # DVC skipped every stage of this execution: nothing had created its parent
         client.set_terminated(parent, "FINISHED")
     tags = {"dvc.stage": name, "transferlab.status": "skipped",
             "transferlab.execution": execution, "transferlab.produced_by": producer,
@@ -283,11 +278,7 @@ def finish_pipeline(tracker_params: Any, status: str, timing_dir: Path) -> str |
     execution = _current_execution(client, exp)
     if execution is None:
         return None
-    found = client.search_runs([exp], filter_string="tags.`transferlab.kind` = 'pipeline' and "
-                               f"tags.`transferlab.execution` = '{execution}'", max_results=1)
-    run_id = found[0].info.run_id if found else client.create_run(
-        exp, run_name=f"pipeline {execution}", tags={
-            "transferlab.kind": "pipeline", "transferlab.execution": execution}).info.run_id
+    run_id = execution_run(client, exp, execution)[0]
     probe.run_id = run_id
     provenance = timing_dir / "provenance.json"
     if provenance.is_file():

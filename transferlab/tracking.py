@@ -73,6 +73,69 @@ def _guarded(method: Callable) -> Callable:
     return wrapper
 
 
+LOCK_TAG = "transferlab.pipeline_run"
+LOCK_WAIT_S = 120.0
+
+
+def _execution_runs(client: Any, experiment_id: str, execution: str) -> list:
+    """The execution's pipeline runs, oldest first (ties by run id)."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`transferlab.execution` = '{execution}' "
+                                       "and tags.`transferlab.kind` = 'pipeline'",
+        max_results=1000)
+    return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def execution_run(client: Any, experiment_id: str, execution: str,
+                  tags: Mapping[str, str] | None = None,
+                  wait_s: float = LOCK_WAIT_S) -> tuple[str, bool]:
+    """The one ``pipeline`` parent run of an execution, created if none exists yet:
+    (run id, whether this call created it).
+
+    Writers that start at once (stages on a shared server, parallel workers under one
+    ``$TRANSFERLAB_EXECUTION``) must agree on one run. MLflow cannot create a run under a
+    chosen id, and run start times are the clients' clocks, not the order in which the store
+    commits runs, so "the oldest run" is no election. An experiment name is unique in every
+    MLflow store, even once the experiment is deleted: the one writer whose ``create_experiment``
+    of the execution's lock name succeeds creates the run, writes its id as a tag of the lock
+    experiment and deletes that experiment (it stays in MLflow's trash until ``mlflow gc``);
+    every other writer reads the id from there, waiting at most ``wait_s`` seconds.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = _execution_runs(client, experiment_id, execution)
+    if found:  # stores written before this lock may hold several: the oldest, as they did
+        return found[0].info.run_id, False
+    lock = f"transferlab lock: experiment {experiment_id}, execution {execution}"
+    try:
+        lock_id = client.create_experiment(lock, tags={"transferlab.lock": "true"})
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    else:
+        run_id = client.create_run(experiment_id, run_name=f"pipeline {execution}", tags={
+            "transferlab.kind": "pipeline", "transferlab.execution": execution,
+            **(tags or {})}).info.run_id
+        client.set_experiment_tag(lock_id, LOCK_TAG, run_id)
+        client.delete_experiment(lock_id)
+        return run_id, True
+    deadline = time.monotonic() + wait_s
+    while True:
+        held = client.get_experiment_by_name(lock)
+        if held is not None and held.tags.get(LOCK_TAG):
+            return held.tags[LOCK_TAG], False
+        found = _execution_runs(client, experiment_id, execution)
+        if found:  # only the lock's holder creates one: it stopped before writing the tag
+            return found[0].info.run_id, False
+        if time.monotonic() > deadline:
+            raise TrackingError(
+                f"the pipeline run of execution {execution} was not written within {wait_s:.0f}"
+                f" s: the writer holding MLflow experiment '{lock}' stopped before it wrote "
+                f"the run's id; delete that experiment for good (`mlflow gc --experiment-ids "
+                f"{held.experiment_id if held else '<id>'}`) and rerun")
+        time.sleep(0.5)
+
+
 class Tracker:
     """Mirror one stage into MLflow; a no-op when tracking is disabled."""
 
@@ -108,7 +171,8 @@ class Tracker:
         execution = execution_id()
         base = {"transferlab.stage": self.stage, "transferlab.execution": execution, **where,
                 **self.tags}
-        parent = self._execution_run(execution, where["git.commit"])
+        parent = execution_run(self.client, self.experiment_id, execution,
+                               {"git.commit": where["git.commit"]})[0]
         self.run_id = self._create(f"{self.stage}", base, parent)
         params_json = json.dumps(self.params_used, sort_keys=True, default=str)
         self.client.set_tag(self.run_id, "transferlab.params_sha256",
@@ -150,30 +214,6 @@ class Tracker:
         if exp is not None and exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                            EXPERIMENT_KIND)
-
-    def _execution_runs(self, execution: str) -> list:
-        """The execution's pipeline runs, oldest first (ties by run id)."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`transferlab.execution` = '{execution}' "
-                          "and tags.`transferlab.kind` = 'pipeline'", max_results=1000)
-        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
-
-    def _execution_run(self, execution: str, commit: str) -> str:
-        """The one parent run of this execution. Writers that start at once (stages on a shared
-        server, parallel workers) may each create one; each then adopts the oldest it sees and
-        deletes its own if that is not it. The oldest exists before any later one is created,
-        so every writer that created one converges on it."""
-        found = self._execution_runs(execution)
-        if found:
-            return found[0].info.run_id
-        mine = self._create(f"pipeline {execution}", {
-            "transferlab.kind": "pipeline", "transferlab.execution": execution,
-            "git.commit": commit}, None)
-        oldest = self._execution_runs(execution)[0].info.run_id
-        if oldest != mine:
-            self.client.delete_run(mine)
-        return oldest
 
     def _create(self, name: str, tags: Mapping[str, str], parent: str | None) -> str:
         tags = dict(tags)

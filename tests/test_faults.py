@@ -1,5 +1,6 @@
-"""Faults: a real MLflow server that is down or dies, stages that raise or get SIGTERM, a fresh
-sqlite store hit by several processes at once, and `dvc exp run --queue` with two workers."""
+"""Faults: a real MLflow server that is down or dies, a server whose starter dies, stages that
+raise or get SIGTERM, a fresh sqlite store hit by several processes at once, and
+`dvc exp run --queue` with two workers."""
 
 from __future__ import annotations
 
@@ -61,6 +62,44 @@ def test_server_killed_mid_run_does_not_stop_the_stage(tmp_path: Path,
     assert finished_work and tracker.failures == 1 and tracker.enabled is False
     err = capsys.readouterr().err
     assert "MLflow tracking failed" in err and "python -m transferlab.tracking sync" in err
+
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from transferlab import services
+server = services.Service("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"],
+                          lambda: True, Path(sys.argv[1]))
+server.start(timeout=30)
+print(server.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not collected it yet
+
+
+def test_a_server_does_not_outlive_the_process_that_started_it(tmp_path: Path) -> None:
+    # a test run killed by a timeout (or `serve` killed with SIGKILL) must not leave its servers
+    starter = subprocess.Popen([sys.executable, "-c", STARTER, str(tmp_path / "sleeper.log")],
+                               stdout=subprocess.PIPE, text=True,
+                               env=dict(VENV_ENV, PYTHONPATH=str(ROOT)))
+    try:
+        server = int(starter.stdout.readline())
+        time.sleep(1.5)
+        assert _running(server)
+    finally:
+        starter.kill()
+        starter.wait()
+    deadline = time.monotonic() + 30
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(server), f"the server (pid {server}) outlived its starter by 30 s"
 
 
 def test_fresh_sqlite_store_survives_concurrent_first_use(tmp_path: Path) -> None:

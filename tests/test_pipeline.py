@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -33,12 +35,21 @@ def ran_stages(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", log))
 
 
+def pipeline_params() -> dict:
+    """The shrunk params, plus l2_sp: a method whose in-stage search chooses on held-out labels
+    (the forced rerun checks that no choice reads the test labels)."""
+    params = shrunk_params()
+    params["grid"]["methods"]["strategies"].append("l2_sp")
+    params["transfer"]["l2_sp"]["epochs"] = 2  # 2 search points and a refit per replicate
+    return params
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A fresh git+dvc clone of the tracked tree with shrunk params, and its environment."""
     repo = tmp_path_factory.mktemp("clone") / "repo"
     copy_worktree(ROOT, repo)  # what is on disk, uncommitted edits included
-    (repo / "params.yaml").write_text(yaml.safe_dump(shrunk_params(), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(pipeline_params(), sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
     run(["git", "add", "-A"], repo)
@@ -84,7 +95,7 @@ def test_plausible_numbers(workspace, first_run: str) -> None:
     assert source_only.accuracy.min() > 0.3  # chance is 0.1: printed digits transfer as is
     scratch_all = runs[(runs.strategy == "scratch") & (runs.budget == "all")]
     assert scratch_all.accuracy.mean() >= 0.9
-    methods = len(shrunk_params()["grid"]["methods"]["strategies"])  # on printed_digits
+    methods = len(pipeline_params()["grid"]["methods"]["strategies"])  # on printed_digits
     # seeds x budgets x curves (scratch; printed_digits: 4 + the methods; random_init: 3)
     assert len(runs) == 2 * 3 * (1 + 4 + methods + 3)
     report = json.loads((repo / "metrics" / "evaluate.json").read_text())
@@ -119,7 +130,7 @@ def test_report_has_every_section_and_its_numbers_match_the_metrics(workspace,
         assert f"`{rec['best']}` with accuracy **{_f3(rec['accuracy']['mean'])}**" in md
     helped = report["what_helped"]["sources"]["printed_digits"]
     for budget, entry in helped.items():
-        assert set(shrunk_params()["grid"]["methods"]["strategies"]) <= set(entry["methods"])
+        assert set(pipeline_params()["grid"]["methods"]["strategies"]) <= set(entry["methods"])
         for method, m in entry["methods"].items():
             assert f"{_f3(m['gain']['diff'], True)} " in md, (budget, method)
     for curve, le in report["label_efficiency"]["curves"].items():
@@ -201,17 +212,71 @@ def _lock_outs(repo: Path) -> dict[str, dict[str, str]]:
             for name, entry in lock["stages"].items()}
 
 
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _choices(repo: Path, params: dict) -> dict:
+    """Every choice the pipeline made: checkpoints (by hash), recommendations, champions."""
+    from transferlab.evaluation import champion_checkpoints, discover_runs
+
+    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    recs = metrics["recommendations"]
+    methods = params["grid"]["methods"]
+    runs = discover_runs(repo / "runs", list(params["prepare"]["sources"]),
+                         params["grid"]["strategies"],
+                         [(s, m) for s in methods["sources"] for m in methods["strategies"]])
+    champions = champion_checkpoints(recs, runs)
+    return {
+        "checkpoints": {str(p.relative_to(repo)): _sha(p)
+                        for p in sorted((repo / "runs").rglob("*.pt"))},
+        "recommended": {b: (r.get("best"), r.get("runner_up")) for b, r in recs.items()},
+        "champions": {b: (c, str(path.relative_to(repo))) for b, (c, path) in champions.items()},
+        "test_accuracy": {b: (r.get("accuracy") or {}).get("mean") for b, r in recs.items()},
+    }
+
+
+def _permute_test_labels(target: Path, seed: int) -> None:
+    """Shuffle the target's test labels in place and re-record their sha256."""
+    path = target / "test_y.npy"
+    labels = np.load(path)
+    np.save(path, np.random.default_rng(seed).permutation(labels), allow_pickle=False)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["sha256"]["test_y.npy"] = _sha(path)
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first_run) -> None:
+    """Every stage reruns, tracked, in one execution: first every stage downstream of the data on
+    permuted test labels (no checkpoint, recommendation or champion may change: the test split
+    never chooses), then `prepare` (which restores the labels), `evaluate` and `report`. Every
+    output is the first run's, byte for byte."""
     repo, env = workspace
+    env = dict(env, TRANSFERLAB_EXECUTION="forced-rerun")  # one execution, as `make repro` sets
     before = {p: (repo / p).read_bytes() for p in
               ["metrics/evaluate.json", "metrics/runs.csv", "models/printed_digits/metrics.json",
                "plots/learning_curves.csv"]}
     outs_before = _lock_outs(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    choices = _choices(repo, params)
     assert params["tracking"]["enabled"] is False  # the first run was untracked
     params["tracking"]["enabled"] = True
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["dvc", "repro", "--force"], repo, env)
+    _permute_test_labels(repo / "data" / "prepared" / "target", seed=1)
+    order = ("pretrain", "scratch", "transfer", "methods", "evaluate", "report")
+    downstream = sorted((s for s in outs_before if s != "prepare"),
+                        key=lambda s: order.index(s.split("@")[0]))
+    run(["dvc", "repro", "--force", "--single-item", *downstream], repo, env)
+    permuted = _choices(repo, params)
+    assert permuted["checkpoints"] == choices["checkpoints"]
+    assert permuted["recommended"] == choices["recommended"]
+    assert permuted["champions"] == choices["champions"]
+    # ... while the test split did change what evaluate measured (the permutation took effect)
+    assert permuted["test_accuracy"] != choices["test_accuracy"]
+    # 1 label per class: nothing can be held out, so no choice is made there
+    assert choices["recommended"]["1"][0] is None
+    assert choices["recommended"]["10"][0] is not None
+    run(["dvc", "repro", "--force", "--single-item", "prepare", "evaluate", "report"], repo, env)
     for path, content in before.items():
         assert (repo / path).read_bytes() == content, f"{path} changed on a forced rerun"
     # every out's md5 in the lock, the checkpoints included; the report is the one exception,
@@ -239,8 +304,9 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for budget in ("10", "all"):  # at 1 label per class nothing is chosen, so no champion
+        # registered by each tracked evaluate: on the permuted labels, then on the true ones
         version = client.get_model_version_by_alias(f"transferlab-{budget}", "champion")
-        assert int(version.version) == 1 and "champion" in version.aliases
+        assert int(version.version) == 2 and "champion" in version.aliases
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("transferlab-1", "champion")
     exp = client.get_experiment_by_name("transferlab").experiment_id

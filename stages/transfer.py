@@ -55,8 +55,8 @@ def main() -> None:
     tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)},
                       dvc_stage=args.stage)
 
-    def on_result(record: dict, model: object) -> None:
-        mirror_transfer_record(tracker, source_name, args.strategy, record)
+    def on_result(record: dict, model: object, trained_on: str) -> None:
+        mirror_transfer_record(tracker, source_name, args.strategy, record, trained_on)
 
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
     executor = Executor(params.execution, params.common.num_threads, params.common.gemm_branch,
@@ -71,6 +71,9 @@ def main() -> None:
                                 params.selection, on_result, mapping,
                                 Path(args.source_data) if args.source_data else None, executor)
         timing = result.pop("timing")
+        if executor.backend == "ray":  # the stage's tag named the driver's device: the tasks'
+            tracker.set_tags({"transferlab.device": ", ".join(sorted(
+                {t["device"] for t in timing.values() if isinstance(t, dict)}))})
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
         if result["skipped"]:
             tracker.set_tags({"transferlab.skipped": result["skipped"]})

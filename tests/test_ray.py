@@ -151,6 +151,9 @@ def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster
                   for r in children}
     assert len(stage_runs) == 1 and stage_runs[0].info.status == "FINISHED"
     assert len(children) == len(replicates) == 2, [r.info.run_name for r in children]
+    # each replicate's run and the stage's are tagged with the device the tasks ran on (here
+    # the driver's too: on CPU only, this checks the tags are there, not where they come from)
+    assert {r.data.tags["transferlab.device"] for r in children + stage_runs} == {"cpu"}
 
 
 def test_a_private_ray_on_this_machine_writes_the_same_bytes(repo: Path) -> None:

@@ -166,9 +166,11 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
 def test_on_result_sees_every_replicate(target: TargetData, tmp_path: Path) -> None:
     seen = []
     result = run_replicates("scratch", CONFIGS["scratch"], None, target, CPU, tmp_path, ARCH,
-                            SELECTION, on_result=lambda record, model: seen.append((record, model)))
-    assert [r for r, _ in seen] == result["runs"]
-    assert all(isinstance(m, nn.Module) and not m.training for _, m in seen)
+                            SELECTION, on_result=lambda *args: seen.append(args))
+    assert [r for r, _, _ in seen] == result["runs"]
+    assert all(isinstance(m, nn.Module) and not m.training for _, m, _ in seen)
+    assert [d for _, _, d in seen] == ["cpu"] * len(result["runs"])  # where each one trained
+    assert {t["device"] for t in result["timing"].values()} == {"cpu"}
 
 
 # ---------------------------------------------------------------------------- source_only

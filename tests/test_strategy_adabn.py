@@ -62,7 +62,7 @@ def searched(target: TargetData, source_path: Path,
     cfg = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01,
                       search={"then": ("probe", "all")})
     result = run_replicates("adabn", cfg, source_path, target, CPU, folder, ARCH, SELECTION,
-                            on_result=lambda r, m: models.update({r["checkpoint"]: m}))
+                            on_result=lambda r, m, _device: models.update({r["checkpoint"]: m}))
     return result, folder, models
 
 

@@ -177,7 +177,7 @@ def test_run_replicates_records_search_and_checkpoints(target: TargetData, sourc
     cfg = DANNParams(**common, search={"domain_weight": (0.03, 3.0)})
     models = {}
     result = _run("dann", cfg, source_path, target, tmp_path / "dann", source_data, mapping,
-                  on_result=lambda r, m: models.update({r["checkpoint"]: m}))
+                  on_result=lambda r, m, _device: models.update({r["checkpoint"]: m}))
     assert result["skipped"] is None and len(result["runs"]) == 4
     _run("dann", DANNParams(**common, domain_weight=0.0),
                  source_path, target, tmp_path / "plain", source_data, mapping)

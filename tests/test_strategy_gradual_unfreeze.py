@@ -80,7 +80,7 @@ def test_run_replicates_records_and_checkpoints(target: TargetData, source_path:
     cfg = replace(CFG, epochs=2, search={"epochs_per_block": (1, 2)})
     seen = []
     result = run_replicates("gradual_unfreeze", cfg, source_path, target, CPU, tmp_path, ARCH,
-                            SELECTION, on_result=lambda record, model: seen.append(model))
+                            SELECTION, on_result=lambda record, model, _device: seen.append(model))
     assert {p.name for p in tmp_path.iterdir()} == CHECKPOINTS
     for r, model in zip(result["runs"], seen, strict=True):
         candidates = r["search"]["candidates"]

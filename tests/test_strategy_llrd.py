@@ -71,7 +71,7 @@ def test_run_replicates_searches_the_decay(target: TargetData, source_path: Path
     cfg = LlrdParams(epochs=2, batch_size=8, patience=5, decay=0.6, search={"decay": (0.3, 0.6)})
     seen = []
     result = run_replicates("llrd", cfg, source_path, target, CPU, tmp_path, ARCH, SELECTION,
-                            on_result=lambda record, model: seen.append(model))
+                            on_result=lambda record, model, _device: seen.append(model))
     assert {p.name for p in tmp_path.iterdir()} == CHECKPOINTS
     for r in result["runs"]:
         candidates = r["search"]["candidates"]

@@ -55,7 +55,7 @@ def searched(target: TargetData, source_path: Path,
     models = {}
     cfg = LoraParams(epochs=2, batch_size=8, patience=5, search={"rank": (2, 8)})
     result = run_replicates("lora", cfg, source_path, target, CPU, folder, ARCH, SELECTION,
-                            on_result=lambda r, m: models.update({r["checkpoint"]: m}))
+                            on_result=lambda r, m, _device: models.update({r["checkpoint"]: m}))
     return result, folder, models
 
 

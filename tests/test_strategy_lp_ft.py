@@ -108,7 +108,7 @@ def test_saved_model_gives_identical_logits(target: TargetData, source_path: Pat
                                             tmp_path: Path) -> None:
     seen = []
     run_replicates("lp_ft", CFG, source_path, target, CPU, tmp_path, ARCH, SELECTION,
-                   on_result=lambda record, model: seen.append((record["checkpoint"], model)))
+                   on_result=lambda record, model, _: seen.append((record["checkpoint"], model)))
     for name, model in seen:
         loaded, _ = load_checkpoint(tmp_path / name)
         with torch.no_grad():

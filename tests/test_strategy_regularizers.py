@@ -376,7 +376,7 @@ def test_end_to_end_search_records_and_checkpoints(name: str, deterministic,
         folder.mkdir()
         results.append(run_replicates(
             name, cfg, source_path, one_run, CPU, folder, ARCH, SELECTION,
-            on_result=lambda record, model: seen.__setitem__(record["checkpoint"], model)))
+            on_result=lambda record, model, _device: seen.__setitem__(record["checkpoint"], model)))
         states.append(loaded_states(folder))
     result = results[0]
     assert result["strategy"] == name and result["skipped"] is None

@@ -84,7 +84,7 @@ def test_search_picks_the_block_with_the_best_val_accuracy(target: TargetData,
                          search={"block": ("block1", "block2", "block3")})
     seen = []
     result = run_replicates("surgical", cfg, source_path, target, CPU, tmp_path, ARCH,
-                            SELECTION, on_result=lambda record, model: seen.append(model))
+                            SELECTION, on_result=lambda record, model, _device: seen.append(model))
     src = source.state_dict()
     for r, model in zip(result["runs"], seen, strict=True):
         candidates = r["search"]["candidates"]

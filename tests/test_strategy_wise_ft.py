@@ -138,7 +138,7 @@ def test_run_replicates_records_the_chosen_alpha(target: TargetData, source_path
     selection = SelectionParams(min_labels_to_split=3)  # budget 2: a fixed schedule
     seen = []
     result = run_replicates("wise_ft", CFG, source_path, target, CPU, tmp_path, ARCH, selection,
-                            on_result=lambda record, model: seen.append(model))
+                            on_result=lambda record, model, _device: seen.append(model))
     assert {p.name for p in tmp_path.iterdir()} == CHECKPOINTS
     for r in result["runs"]:
         search = r["search"]

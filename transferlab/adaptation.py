@@ -27,7 +27,7 @@ from transferlab.execution import Executor
 from transferlab.models import TransferNet, count_trainable, load_checkpoint, save_checkpoint
 from transferlab.params import ExecutionParams, SelectionParams
 from transferlab.prepared import PreparedDataset, load_verified
-from transferlab.runtime import sha256_file
+from transferlab.runtime import device_description, resolve_device, sha256_file
 from transferlab.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
 from transferlab.strategies import Context, Strategy, get
 from transferlab.training import (
@@ -326,7 +326,7 @@ def load_target(folder: str | Path) -> TargetData:
 def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
                    device: torch.device, out_dir: Path, arch: dict,
                    selection: SelectionParams,
-                   on_result: Callable[[dict, TransferNet], None] | None = None,
+                   on_result: Callable[[dict, TransferNet, str], None] | None = None,
                    mapping: dict | None = None, source_data: Path | None = None,
                    executor: Executor | None = None) -> dict:
     """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
@@ -341,7 +341,8 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
             does not train).
         arch: {"arch", "width"} of the source architecture.
         selection: the ``selection`` params block (how each replicate chooses).
-        on_result: called with (record, model) after each replicate (e.g. tracking).
+        on_result: called with (record, model, the device it trained on) after each
+            replicate (e.g. tracking; on a cluster, each task's device is where it ran).
         mapping: the source->target label mapping from the source manifest.
         source_data: the prepared source folder; its training split is loaded only for a
             strategy that declares ``uses_source_data``.
@@ -384,7 +385,7 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
                           trainable_params=0, train_flops=0, steps=0, history=[])
             result["runs"].append(record)
             if on_result is not None:
-                on_result(record, model)
+                on_result(record, model, device_description(device))
         return result
 
     on_cluster = executor.backend == "ray"  # a task picks its device where it runs
@@ -403,7 +404,7 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         result["timing"][f"{seed}_{budget}"] = timing
         result["runs"].append(record)
         if on_result is not None:
-            on_result(record, model)
+            on_result(record, model, timing["device"])
     return result
 
 
@@ -429,16 +430,17 @@ def _label(item: tuple) -> str:
     return f"seed={item[0]} budget={item[1]}" + (f" point={item[2]}" if len(item) > 2 else "")
 
 
+def _device(job: ReplicateJob) -> torch.device:
+    """The job's device: the stage's, or on a cluster the one ``common.device`` picks here."""
+    return job.device if job.device is not None else resolve_device(job.device_spec)
+
+
 def _member(job: ReplicateJob, seed: str, budget: str) -> Strategy:
     """The strategy for one replicate, built alike in the stage process and in a worker."""
-    device = job.device
-    if device is None:
-        from transferlab.runtime import resolve_device
-
-        device = resolve_device(job.device_spec)
     return get(job.strategy)(job.cfg, Context(
         job.target, copy.deepcopy(job.source) if job.source is not None else None, job.config,
-        job.mapping, job.arch, device, replicate_seed(seed, budget), job.shared, job.images))
+        job.mapping, job.arch, _device(job), replicate_seed(seed, budget), job.shared,
+        job.images))
 
 
 def _prepare(job: ReplicateJob, seed: str, budget: str) -> Replicate:
@@ -446,17 +448,20 @@ def _prepare(job: ReplicateJob, seed: str, budget: str) -> Replicate:
                              job.selection, desc=f"{job.strategy} b={budget} s={seed}")
 
 
-def _timing(watch: Stopwatch) -> dict:
+def _timing(watch: Stopwatch, job: ReplicateJob) -> dict:
     return {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
-            "peak_added_bytes": watch.peak_added_bytes}
+            "peak_added_bytes": watch.peak_added_bytes,
+            "device": device_description(_device(job))}
 
 
 def _merged(timings: list[dict]) -> dict:
-    """One replicate's time and memory over its tasks: summed seconds, the highest peaks."""
+    """One replicate's time and memory over its tasks: summed seconds, the highest peaks,
+    the devices they ran on."""
     added = [t["peak_added_bytes"] for t in timings]
     return {"seconds": sum(t["seconds"] for t in timings),
             "peak_bytes": max(t["peak_bytes"] for t in timings),
-            "peak_added_bytes": None if None in added else max(added)}
+            "peak_added_bytes": None if None in added else max(added),
+            "device": ", ".join(sorted({t["device"] for t in timings}))}
 
 
 def train_replicate(job: ReplicateJob, replicate: tuple[str, str]) -> tuple[TransferNet, dict,
@@ -467,7 +472,7 @@ def train_replicate(job: ReplicateJob, replicate: tuple[str, str]) -> tuple[Tran
     with Stopwatch() as watch:
         model, info = adapt(_member(job, seed, budget), job.target, job.cfg, seed, budget,
                             job.selection, desc=f"{job.strategy} b={budget} s={seed}")
-    return model, info, _timing(watch)
+    return model, info, _timing(watch, job)
 
 
 def candidate_task(job: ReplicateJob, point: tuple[str, str, int]) -> tuple[tuple, dict]:
@@ -479,7 +484,7 @@ def candidate_task(job: ReplicateJob, point: tuple[str, str, int]) -> tuple[tupl
         candidate = train_candidate(rep, i)
     if rep.frame.plan.refit_idx is not None:
         candidate = (*candidate[:2], None, *candidate[3:])
-    return candidate, _timing(watch)
+    return candidate, _timing(watch, job)
 
 
 def refit_task(job: ReplicateJob, item: tuple[tuple[str, str], tuple]) -> tuple[tuple, dict]:
@@ -487,7 +492,7 @@ def refit_task(job: ReplicateJob, item: tuple[tuple[str, str], tuple]) -> tuple[
     (seed, budget), candidate = item
     with Stopwatch() as watch:
         refit = refit_choice(_prepare(job, seed, budget), candidate)
-    return refit, _timing(watch)
+    return refit, _timing(watch, job)
 
 
 def _on_cluster(job: ReplicateJob, replicates: list[tuple[str, str]],

@@ -71,13 +71,16 @@ def mirror_pretrain(tracker: Tracker, metrics: dict, history: dict) -> None:
     tracker.log_metrics(tracker.run_id, metrics)
 
 
-def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record: dict) -> None:
+def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record: dict,
+                           trained_on: str | None = None) -> None:
     """One child run per (budget, seed) replicate, with its validation curve; what its
-    in-stage search chose is logged as ``search.<key>`` params."""
+    in-stage search chose is logged as ``search.<key>`` params. ``trained_on``: the device the
+    replicate trained on (tag ``transferlab.device``; on a Ray cluster, where its tasks ran)."""
     chosen = (record.get("search") or {}).get("chosen", {})
+    device = {"transferlab.device": trained_on} if trained_on else {}
     run_id = tracker.child(f"{source}/{strategy} b={record['budget']} s={record['seed']}",
                            {"transferlab.budget": str(record["budget"]),
-                            "transferlab.seed": str(record["seed"])},
+                            "transferlab.seed": str(record["seed"]), **device},
                            {"budget": record["budget"], "seed": record["seed"],
                             **{f"search.{k}": v for k, v in chosen.items()}},
                            {k: v for k, v in record.items() if k not in ("history", "search")})

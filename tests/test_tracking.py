@@ -276,3 +276,13 @@ def test_a_lock_whose_writer_died_is_a_clear_error(store: str) -> None:
     lock_id = client.create_experiment(lock)
     with pytest.raises(TrackingError, match=f"'{lock}'.*mlflow gc --experiment-ids {lock_id}"):
         execution_run(client, exp, "exec-1", wait_s=1)
+
+
+def test_an_execution_whose_parent_was_deleted_gets_it_back(store: str) -> None:
+    client = MlflowClient(store)
+    exp = client.create_experiment("transferlab")
+    parent, created = execution_run(client, exp, "exec-1")
+    assert created
+    client.delete_run(parent)  # by hand, in the UI; the lock still names it
+    assert execution_run(client, exp, "exec-1", wait_s=1) == (parent, False)
+    assert client.get_run(parent).info.lifecycle_stage == "active"

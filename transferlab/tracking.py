@@ -123,7 +123,10 @@ def execution_run(client: Any, experiment_id: str, execution: str,
     while True:
         held = client.get_experiment_by_name(lock)
         if held is not None and held.tags.get(LOCK_TAG):
-            return held.tags[LOCK_TAG], False
+            run_id = held.tags[LOCK_TAG]
+            if client.get_run(run_id).info.lifecycle_stage == "deleted":
+                client.restore_run(run_id)  # deleted by hand, its execution id used again
+            return run_id, False
         found = _execution_runs(client, experiment_id, execution)
         if found:  # only the lock's holder creates one: it stopped before writing the tag
             return found[0].info.run_id, False

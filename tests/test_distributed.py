@@ -117,6 +117,16 @@ def test_pretrain_stage_on_two_ranks_writes_once_and_logs_one_run(tmp_path: Path
     assert len(runs) == 2  # one per execution, never one per rank
     assert sorted(r.data.tags.get("transferlab.ddp_procs", "1") for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    # sync rebuilds the mirror in an empty store from the outputs and dvc.lock: the same tag
+    rebuilt = f"sqlite:///{repo / 'rebuilt.db'}"
+    env["MLFLOW_TRACKING_URI"] = rebuilt
+    run(sys.executable, "-m", "transferlab.tracking", "sync")
+    client = MlflowClient(rebuilt)
+    (synced,) = [r for r in client.search_runs(
+        [client.get_experiment_by_name("transferlab").experiment_id])
+        if r.data.tags.get("dvc.stage") == stage]
+    assert synced.data.tags["transferlab.synced"] == "true"
+    assert synced.data.tags.get("transferlab.ddp_procs") == "2"
     # the stated tolerance (README): per-epoch training loss within 10% relative, source test
     # accuracy within 0.1 (BatchNorm's batch statistics are per shard)
     one, two = outputs[1], outputs[2]

@@ -209,7 +209,7 @@ def _sync_stages(root: Path, tracker_params: Any, lock: dict, client: Any, exp: 
         producer = next((r for r in made if r.data.tags.get("transferlab.execution") == current),
                         made[0] if made else None)
         if producer is None:
-            producer_id = _recreate(tracker_params, name, kind, outs, digest)
+            producer_id = _recreate(tracker_params, name, kind, outs, digest, entry)
             result["recreated"].append(name)
         else:
             producer_id = producer.info.run_id
@@ -241,8 +241,16 @@ def _current_execution(client: Any, exp: str) -> str | None:
     return latest[0].data.tags["transferlab.execution"] if latest else None
 
 
-def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], digest: str) -> str:
-    tags = {**_tags_for(name), "transferlab.synced": "true",
+def _ran_on(entry: dict) -> dict[str, str]:
+    """The tags a live stage run has for how it ran, from its lock entry's params: a pretrain
+    on several DDP ranks (``execution.ddp_procs``, a parameter of the pretrain stages)."""
+    procs = entry.get("params", {}).get("params.yaml", {}).get("execution.ddp_procs", 1)
+    return {"transferlab.ddp_procs": str(procs)} if procs > 1 else {}
+
+
+def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], digest: str,
+              entry: dict) -> str:
+    tags = {**_tags_for(name), **_ran_on(entry), "transferlab.synced": "true",
             "transferlab.outputs_digest": digest}
     tracker = Tracker(tracker_params, "transfer" if runs_strategy(kind) else kind, tags,
                       dvc_stage=name)

@@ -71,9 +71,9 @@ def main() -> None:
                                 params.selection, on_result, mapping,
                                 Path(args.source_data) if args.source_data else None, executor)
         timing = result.pop("timing")
-        if executor.backend == "ray":  # the stage's tag named the driver's device: the tasks'
-            tracker.set_tags({"transferlab.device": ", ".join(sorted(
-                {t["device"] for t in timing.values() if isinstance(t, dict)}))})
+        ran_on = sorted({t["device"] for t in timing.values() if isinstance(t, dict)})
+        if executor.backend == "ray" and ran_on:  # tasks ran there, not in this process
+            tracker.set_tags({"transferlab.device": ", ".join(ran_on)})
         (out / "runs.json").write_text(dumps_json({**result, "source": source_name}))
         if result["skipped"]:
             tracker.set_tags({"transferlab.skipped": result["skipped"]})

@@ -10,9 +10,10 @@ variable (:data:`DRIVER_ENV`).
 
     python tests/ray_cluster.py --nodes 2 --cpus 1 --temp-dir DIR
 
-prints one JSON line {"address", "raylet_pids"} when every node is up, and runs until SIGTERM
-(or until the process that started it dies), when it stops its nodes' processes (by the PIDs
-Ray recorded) and exits.
+prints one JSON line {"address", "raylet_pids"} when every node is up, and runs until SIGTERM,
+when it stops its nodes' processes (by the PIDs Ray recorded) and exits. Started by
+:func:`holder`, it gets that SIGTERM from its service's watchdog too if the process that started
+it dies without stopping it (:class:`transferlab.services.Service`).
 """
 
 from __future__ import annotations
@@ -70,14 +71,6 @@ def main() -> None:
                           head=False, shutdown_at_exit=False, spawn_reaper=False))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    parent = os.getppid()
-
-    def orphaned() -> None:  # the test process died without stopping us: stop anyway
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                stop.set()
-
-    threading.Thread(target=orphaned, daemon=True).start()
     raylets = [p.process.pid for n in nodes for p in n.all_processes.get("raylet", [])]
     print(json.dumps({"address": nodes[0].gcs_address, "raylet_pids": raylets}), flush=True)
     stop.wait()

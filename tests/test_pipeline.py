@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, shrunk_params
+from transferlab.runtime import sha256_file
 from transferlab.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
@@ -212,10 +212,6 @@ def _lock_outs(repo: Path) -> dict[str, dict[str, str]]:
             for name, entry in lock["stages"].items()}
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _choices(repo: Path, params: dict) -> dict:
     """Every choice the pipeline made: checkpoints (by hash), recommendations, champions."""
     from transferlab.evaluation import champion_checkpoints, discover_runs
@@ -228,7 +224,7 @@ def _choices(repo: Path, params: dict) -> dict:
                          [(s, m) for s in methods["sources"] for m in methods["strategies"]])
     champions = champion_checkpoints(recs, runs)
     return {
-        "checkpoints": {str(p.relative_to(repo)): _sha(p)
+        "checkpoints": {str(p.relative_to(repo)): sha256_file(p)
                         for p in sorted((repo / "runs").rglob("*.pt"))},
         "recommended": {b: (r.get("best"), r.get("runner_up")) for b, r in recs.items()},
         "champions": {b: (c, str(path.relative_to(repo))) for b, (c, path) in champions.items()},
@@ -242,7 +238,7 @@ def _permute_test_labels(target: Path, seed: int) -> None:
     labels = np.load(path)
     np.save(path, np.random.default_rng(seed).permutation(labels), allow_pickle=False)
     manifest = json.loads((target / "manifest.json").read_text())
-    manifest["sha256"]["test_y.npy"] = _sha(path)
+    manifest["sha256"]["test_y.npy"] = sha256_file(path)
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 

@@ -16,7 +16,7 @@ from transferlab.errors import TrackingError
 from transferlab.models import build_model
 from transferlab.params import TrackingParams
 from transferlab.run_context import EXECUTION_ENV, execution_id
-from transferlab.tracking import Tracker, execution_run, flatten, tracked
+from transferlab.tracking import Tracker, execution_run, flatten, lock_name, tracked
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def test_writers_that_start_at_once_share_one_pipeline_run(store: str) -> None:
 
     first = threading.Thread(target=write, args=("first", SlowCreate(store, go)))
     first.start()
-    lock = f"transferlab lock: experiment {exp}, execution exec-1"
+    lock = lock_name(exp, "exec-1")
     for _ in range(200):
         if MlflowClient(store).get_experiment_by_name(lock) is not None:
             break
@@ -272,7 +272,7 @@ def test_writers_that_start_at_once_share_one_pipeline_run(store: str) -> None:
 def test_a_lock_whose_writer_died_is_a_clear_error(store: str) -> None:
     client = MlflowClient(store)
     exp = client.create_experiment("transferlab")
-    lock = f"transferlab lock: experiment {exp}, execution exec-1"
+    lock = lock_name(exp, "exec-1")
     lock_id = client.create_experiment(lock)
     with pytest.raises(TrackingError, match=f"'{lock}'.*mlflow gc --experiment-ids {lock_id}"):
         execution_run(client, exp, "exec-1", wait_s=1)

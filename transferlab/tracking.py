@@ -86,6 +86,11 @@ def _execution_runs(client: Any, experiment_id: str, execution: str) -> list:
     return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
+def lock_name(experiment_id: str, execution: str) -> str:
+    """The experiment whose creation elects an execution's pipeline run (:func:`execution_run`)."""
+    return f"transferlab lock: experiment {experiment_id}, execution {execution}"
+
+
 def execution_run(client: Any, experiment_id: str, execution: str,
                   tags: Mapping[str, str] | None = None,
                   wait_s: float = LOCK_WAIT_S) -> tuple[str, bool]:
@@ -106,7 +111,7 @@ def execution_run(client: Any, experiment_id: str, execution: str,
     found = _execution_runs(client, experiment_id, execution)
     if found:  # stores written before this lock may hold several: the oldest, as they did
         return found[0].info.run_id, False
-    lock = f"transferlab lock: experiment {experiment_id}, execution {execution}"
+    lock = lock_name(experiment_id, execution)
     try:
         lock_id = client.create_experiment(lock, tags={"transferlab.lock": "true"})
     except MlflowException as err:

@@ -9,7 +9,11 @@ import transferlab  # noqa: F401
 # isort: split
 import copy
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,10 @@ import torch
 import yaml
 
 from transferlab import services
+from transferlab.run_context import EXECUTION_ENV
 from transferlab.runtime import seed_everything
 from transferlab.services import free_port
+from transferlab.workspace import copy_worktree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +68,66 @@ def tiny_params() -> dict:
         if "epochs" in block:
             block["epochs"] = 5 if name == "linear_probe" else 1
     return p
+
+
+def tiny_pipeline_params() -> dict:
+    """tiny_params() tracked (no model artifacts), with a finetune curve that searches two
+    learning rates (so a replicate is several runs: candidates and a refit). The pipeline that
+    the integration tests share (:func:`tiny_pipeline`)."""
+    p = tiny_params()
+    p["grid"]["strategies"] = ["linear_probe", "finetune"]
+    p["transfer"]["finetune"].update(epochs=10, patience=10, search={"lr": [0.003, 0.01]})
+    p["tracking"].update(enabled=True, log_models=False)
+    return p
+
+
+VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+GIT_ID = ["-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+@dataclass(frozen=True)
+class BuiltPipeline:
+    """A git repository of this working tree with :func:`tiny_pipeline_params`, reproduced by
+    the real ``dvc repro`` (``log``: its output), its dvc.lock and metrics committed. The runs
+    its stages logged live, as execution :attr:`EXECUTION`, are in ``mlflow_db``, outside the
+    repo: a copy syncs into a store of its own."""
+
+    EXECUTION = "tiny-pipeline"
+
+    repo: Path
+    log: str
+    mlflow_db: Path
+
+    def copy(self, dest: Path) -> Path:
+        """A copy at ``dest``: git, the DVC cache and the outputs (each test writes only in its
+        own copy)."""
+        shutil.copytree(self.repo, dest, symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> BuiltPipeline:
+    """The tiny pipeline run once per session for the tests of what comes after a run: the
+    audit, the Ray backend, the team's server and the shared DVC cache."""
+    root = tmp_path_factory.mktemp("tiny-pipeline")
+    repo = root / "repo"
+    copy_worktree(ROOT, repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_pipeline_params(), sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
+               **{EXECUTION_ENV: BuiltPipeline.EXECUTION})
+
+    def run(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    run("git", "add", "-A")
+    run("git", *GIT_ID, "commit", "-qm", "tiny", "--allow-empty")
+    log = run("dvc", "repro")
+    run("git", "add", "-A")  # dvc.lock and the git-tracked metrics and plots
+    run("git", *GIT_ID, "commit", "-qm", "lock")
+    return BuiltPipeline(repo, log, root / "mlflow.db")
 
 
 @pytest.fixture

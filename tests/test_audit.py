@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, tiny_params
+from tests.conftest import ROOT, VENV_ENV, BuiltPipeline
 from transferlab.audit import (
     environment_fingerprint,
     expected_tags,
@@ -151,31 +150,15 @@ def test_make_audit_runs_the_module() -> None:
 
 
 @pytest.fixture(scope="module")
-def synced_clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A clone of the working tree with shrunk, tracked params: reproduced, dvc.lock committed,
-    MLflow (a store inside the clone) synced."""
-    from tests.test_pipeline import VENV_ENV, run
-
-    repo = tmp_path_factory.mktemp("audit") / "repo"
-    run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(repo)], ROOT)
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for rel in listed.split():
-        if (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    params = tiny_params()  # every kind of stage: the audit reruns them all
-    params["tracking"].update(enabled=True, log_models=False)  # models: slow, not audited
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / "dvc.lock").unlink(missing_ok=True)
+def synced_clone(tiny_pipeline: BuiltPipeline,
+                 tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A copy of the session's tiny pipeline (every kind of stage: the audit reruns them all),
+    its MLflow mirror synced into a store inside the copy."""
+    repo = tiny_pipeline.copy(tmp_path_factory.mktemp("audit") / "repo")
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
-    commit = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm"]
-    run(["git", "add", "-A"], repo)
-    run([*commit, "shrunk", "--allow-empty"], repo)
-    run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo)  # dvc.lock and the committed metrics and plots
-    run([*commit, "lock"], repo)
-    run([sys.executable, "-m", "transferlab.tracking", "sync"], repo, env)
+    done = subprocess.run([sys.executable, "-m", "transferlab.tracking", "sync"], cwd=repo,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
     return repo, env
 
 
@@ -197,8 +180,7 @@ def _run_count(uri: str) -> int:
                                   max_results=50000))
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # the fixture's pipeline run plus the audit's rerun: two executions
+@pytest.mark.timeout(1800)  # the session's pipeline run (if first) plus the audit's rerun
 def test_audit_passes_on_an_untouched_run(synced_clone: tuple[Path, dict]) -> None:
     repo, env = synced_clone
     runs_before = _run_count(env["MLFLOW_TRACKING_URI"])
@@ -223,7 +205,6 @@ def test_audit_passes_on_an_untouched_run(synced_clone: tuple[Path, dict]) -> No
                           capture_output=True, text=True).stdout == ""
 
 
-@pytest.mark.slow
 def test_audit_fails_and_names_a_tampered_metrics_file(
         synced_clone: tuple[Path, dict]) -> None:
     repo, env = synced_clone

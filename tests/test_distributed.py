@@ -51,7 +51,6 @@ distributed.finish(world)
 """
 
 
-@pytest.mark.slow
 def test_fit_on_two_ranks_equals_one_process_without_batchnorm(tmp_path: Path) -> None:
     script = tmp_path / "fit.py"
     script.write_text(_FIT.format(root=str(ROOT)))
@@ -77,7 +76,6 @@ def test_a_failing_rank_stops_the_others_and_its_status_is_returned(tmp_path: Pa
     assert time.monotonic() - start < 60  # rank 0 was stopped, not waited for
 
 
-@pytest.mark.slow
 def test_pretrain_stage_on_two_ranks_writes_once_and_logs_one_run(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     copy_worktree(ROOT, repo)

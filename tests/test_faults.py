@@ -16,13 +16,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, MlflowServer, shrunk_params
+from tests.conftest import ROOT, VENV_ENV, MlflowServer, shrunk_params
 from transferlab.params import TrackingParams
 from transferlab.run_context import EXECUTION_ENV
 from transferlab.tracking import Tracker, tracked
 from transferlab.workspace import copy_worktree
-
-VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
 
 def runs_of(uri: str, experiment: str = "transferlab") -> list:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,14 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, shrunk_params
+from tests.conftest import ROOT, VENV_ENV, shrunk_params
 from transferlab.runtime import sha256_file
 from transferlab.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
 
 
-VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:

@@ -27,12 +27,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, tiny_params
+from tests.conftest import BuiltPipeline
 from tests.ray_cluster import DRIVER_ENV, holder
 from transferlab import services
-from transferlab.workspace import copy_worktree
-
-pytestmark = pytest.mark.slow
 
 STAGES = ["transfer@printed_digits-linear_probe", "transfer@printed_digits-finetune"]
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **DRIVER_ENV)
@@ -59,22 +56,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny pipeline whose two transfer stages ran locally; tracking into a sqlite store."""
-    repo = tmp_path_factory.mktemp("rayrepo") / "repo"
-    copy_worktree(ROOT, repo)
-    params = tiny_params()
-    params["grid"]["strategies"] = ["linear_probe", "finetune"]
-    params["transfer"]["finetune"].update(epochs=10, patience=10)  # a task lasts seconds
-    # two search points: where labels are held out, 2 candidate tasks and a refit task
-    params["transfer"]["finetune"]["search"] = {"lr": [0.003, 0.01]}
-    params["tracking"].update(enabled=True, log_models=False)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / "dvc.lock").unlink(missing_ok=True)
+def repo(tiny_pipeline: BuiltPipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's tiny pipeline (its two transfer stages ran in the stage
+    process), tracking into a sqlite store of its own."""
+    repo = tiny_pipeline.copy(tmp_path_factory.mktemp("rayrepo") / "repo")
     ENV["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], repo)
-    run(["dvc", "repro", *STAGES], repo)
     return repo
 
 
@@ -156,6 +142,7 @@ def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster
     assert {r.data.tags["transferlab.device"] for r in children + stage_runs} == {"cpu"}
 
 
+@pytest.mark.slow  # a third Ray start and stage run: make test-all
 def test_a_private_ray_on_this_machine_writes_the_same_bytes(repo: Path) -> None:
     """execution.address null: the stage starts its own Ray (on loopback, DRIVER_ENV) and
     stops it when it ends."""

@@ -20,14 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT, tiny_params
+from tests.conftest import ROOT, BuiltPipeline
 from transferlab import services
 from transferlab.run_context import EXECUTION_ENV
-from transferlab.workspace import copy_worktree
-
-pytestmark = pytest.mark.slow
 
 VENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             PYTHONPATH=str(ROOT))
@@ -149,43 +145,36 @@ def assert_same(a: dict, b: dict) -> None:
             assert run_params == b[name][2], name
 
 
-def test_sync_and_audit_against_the_server_as_against_sqlite(server: TeamServer,
-                                                              tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    copy_worktree(ROOT, repo)
-    params = tiny_params()
-    params["tracking"].update(enabled=True, experiment="team-pipeline")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / "dvc.lock").unlink(missing_ok=True)
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=repo, check=True)
+def test_sync_and_audit_against_the_server_as_against_sqlite(
+        server: TeamServer, tiny_pipeline: BuiltPipeline, tmp_path: Path) -> None:
+    repo = tiny_pipeline.copy(tmp_path / "repo")
 
     def run(cmd: list[str], uri: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(VENV, MLFLOW_TRACKING_URI=uri, **{EXECUTION_ENV: "pipeline-exec"})
+        env = dict(VENV, MLFLOW_TRACKING_URI=uri, **{EXECUTION_ENV: BuiltPipeline.EXECUTION})
         env.pop("PYTHONPATH")
         done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
         assert not check or done.returncode == 0, f"{cmd}:\n{done.stdout}\n{done.stderr}"
         return done
 
-    run(["dvc", "repro"], server.uri)
-    subprocess.run([*git, "commit", "-qam", "lock"], cwd=repo, check=True)
+    # what `make repro` leaves in a sqlite store: the runs the stages logged live, and sync's
+    live = f"sqlite:///{shutil.copy(tiny_pipeline.mlflow_db, tmp_path / 'live.db')}"
+    run([sys.executable, "-m", "transferlab.tracking", "sync"], live)
+    on_sqlite = run_tree(live, "transferlab")
+
+    # `make sync` against the server: the same tree, rebuilt from the outputs; twice, no change
     run([sys.executable, "-m", "transferlab.tracking", "sync"], server.uri)
-    on_server = run_tree(server.uri, "team-pipeline")
+    on_server = run_tree(server.uri, "transferlab")
     run([sys.executable, "-m", "transferlab.tracking", "sync"], server.uri)
-    assert_same(run_tree(server.uri, "team-pipeline"), on_server)  # a second sync: no change
+    assert_same(run_tree(server.uri, "transferlab"), on_server)
     run([sys.executable, "-m", "transferlab.tracking", "finish", "--status", "FINISHED"],
         server.uri)
-
-    sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run([sys.executable, "-m", "transferlab.tracking", "sync"], sqlite)  # rebuilt from outputs
-    on_sqlite = run_tree(sqlite, "team-pipeline")
     assert len(on_server) > 10
-    assert_same(on_server, on_sqlite)
+    assert_same(on_sqlite, on_server)
 
     audit = run([sys.executable, "-m", "transferlab.audit", "--skip-rerun", "--out", "audit"],
                 server.uri)
     report = json.loads((repo / "audit/audit.json").read_text())
     assert report["mlflow"]["uri"] == server.uri
-    assert len(report["mlflow"]["stages"]) == 4  # pretrain, transfer, scratch, evaluate: checked
+    # pretrain, the two transfers, scratch and evaluate: each checked against the outputs
+    assert len(report["mlflow"]["stages"]) == 5
     assert report["unexplained"] == [] and report["verdict"] == "pass", audit.stdout

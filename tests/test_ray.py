@@ -83,10 +83,12 @@ def transfer_runs(repo: Path, stage: str) -> list:
 
 
 def test_ray_backend_writes_the_bytes_of_the_local_backend(repo: Path, cluster: dict) -> None:
+    """The linear probe here; finetune's bytes on this cluster are checked under a worker's
+    kill (next test), and with a private Ray (slow)."""
     local = locked_outs(repo)
     use_ray(repo, cluster["address"])
-    log = run(["dvc", "repro", "--force", "--single-item", *STAGES], repo)
-    assert log.stdout.count("Running stage") == 2
+    log = run(["dvc", "repro", "--force", "--single-item", STAGES[0]], repo)
+    assert log.stdout.count("Running stage") == 1
     assert locked_outs(repo) == local  # every file of both stages, byte for byte (md5)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def holder(temp_dir: Path, log: Path, nodes: int = 2, cpus: int = 1,
+def holder(temp_dir: Path, log: Path, nodes: int = 2, cpus: int = 1, gpus: int = 0,
            env: dict | None = None) -> tuple[Any, Callable[[], dict | None]]:
     """This script as a :class:`transferlab.services.Service` (its own session, stopped by
     PID), and a reader of its {"address", "raylet_pids"} line (None until it is up)."""
@@ -43,7 +43,7 @@ def holder(temp_dir: Path, log: Path, nodes: int = 2, cpus: int = 1,
         return json.loads(lines[0]) if lines else None
 
     argv = [sys.executable, str(Path(__file__).resolve()), "--nodes", str(nodes), "--cpus",
-            str(cpus), "--temp-dir", str(temp_dir)]
+            str(cpus), "--gpus", str(gpus), "--temp-dir", str(temp_dir)]
     return services.Service("ray cluster", argv, lambda: info() is not None, log, env=env), info
 
 
@@ -51,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=1, help="CPUs of each node")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="GPUs each node declares: Ray schedules by this count, whether or "
+                             "not the devices exist")
     parser.add_argument("--temp-dir", required=True, help="Ray's session folder (short path)")
     args = parser.parse_args()
 
@@ -59,7 +62,7 @@ def main() -> None:
     from ray._private.parameter import RayParams
 
     def params(**extra: object) -> RayParams:
-        return RayParams(node_ip_address="127.0.0.1", num_cpus=args.cpus, num_gpus=0,
+        return RayParams(node_ip_address="127.0.0.1", num_cpus=args.cpus, num_gpus=args.gpus,
                          object_store_memory=150 * 1024 * 1024, min_worker_port=0,
                          max_worker_port=0, temp_dir=args.temp_dir, include_dashboard=False,
                          **extra)

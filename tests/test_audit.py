@@ -180,6 +180,7 @@ def _run_count(uri: str) -> int:
                                   max_results=50000))
 
 
+@pytest.mark.slow  # the audit reruns the whole pipeline: a second execution of minutes
 @pytest.mark.timeout(1800)  # the session's pipeline run (if first) plus the audit's rerun
 def test_audit_passes_on_an_untouched_run(synced_clone: tuple[Path, dict]) -> None:
     repo, env = synced_clone
@@ -226,3 +227,21 @@ def test_audit_fails_and_names_a_tampered_metrics_file(
                for u in result["unexplained"])
     assert any(u.startswith("MLflow evaluate") and "summary.scratch.all.accuracy.mean" in u
                for u in result["unexplained"])
+
+
+def test_audit_of_one_stage_reruns_only_it(synced_clone: tuple[Path, dict]) -> None:
+    """--stage: the rerun and the checks cover one stage of the lock (seconds, not the whole
+    pipeline's minutes); a stage the lock lacks is refused with the valid names."""
+    repo, env = synced_clone
+    stage = "transfer@printed_digits-linear_probe"
+    code, output, result, _ = _audit(repo, env, "--stage", stage)
+    assert code == 0, output
+    assert result["verdict"] == "pass" and result["unexplained"] == [], output
+    assert result["options"]["stage"] == stage
+    assert result["rerun"]["stages"] == {stage: result["rerun"]["stages"][stage]}
+    assert result["rerun"]["stages"][stage]["label"] in {IDENTICAL, WITHIN}
+    assert set(result["mlflow"]["stages"]) == {stage}
+    code, output, _, _ = _audit(repo, env, "--stage", "transfer@nowhere", "--skip-rerun")
+    assert code != 0
+    assert "--stage 'transfer@nowhere': not in dvc.lock; expected one of" in output
+    assert stage in output

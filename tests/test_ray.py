@@ -4,7 +4,8 @@
 - The transfer stages write the same bytes on Ray (each search point and each refit a task) as
   in the stage process (the same dvc.lock).
 - A worker process killed mid-task: Ray reruns the task, the outputs are complete and the same,
-  and MLflow holds one run per replicate (only the stage process logs).
+  and MLflow holds one run per replicate (only the stage process logs). Its tasks ask for
+  half a GPU each (execution.num_gpus: 0.5) of the GPU each node declares.
 - No address: the stage starts a private Ray of its own, with the same bytes.
 - An address where no cluster answers: a clear error naming execution.address, and nothing
   written.
@@ -44,10 +45,12 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """{"address", "raylet_pids"} of a two-node cluster with one CPU per node."""
+    """{"address", "raylet_pids"} of a two-node cluster with one CPU per node, each node
+    declaring one GPU (Ray schedules by the declared count; no CUDA runs here)."""
     # Ray's unix sockets live under its temp dir: keep the path short (108-byte limit)
     temp = Path(tempfile.mkdtemp(prefix="tlray", dir="/tmp"))
-    service, info = holder(temp, tmp_path_factory.mktemp("ray") / "cluster.log", env=ENV)
+    service, info = holder(temp, tmp_path_factory.mktemp("ray") / "cluster.log", gpus=1,
+                           env=ENV)
     try:
         with service.start(timeout=120):
             yield info()
@@ -107,8 +110,10 @@ def _task_workers(raylets: list[int]) -> list[psutil.Process]:
 
 
 def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster: dict) -> None:
+    """Each task also asks for half a GPU: a fractional GPU through the real scheduler (a task
+    holds half of its node's declared GPU; it trains on common.device, the CPU)."""
     local = locked_outs(repo)
-    use_ray(repo, cluster["address"])
+    use_ray(repo, cluster["address"], num_gpus=0.5)
     before = {r.info.run_id for r in transfer_runs(repo, STAGES[1])}
     dvc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", STAGES[1]], cwd=repo,
                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -107,7 +107,8 @@ def test_fresh_clone_pulls_and_reruns_nothing(machine_a, remote: str) -> None:
         assert (b / rel).read_bytes() == (a / rel).read_bytes(), rel
 
 
-# the directory remote's run is the S3 one's again without the network: make test-all
+# the run-cache through the directory remote: make test-all (make test pulls outputs from it
+# above, and takes the run-cache through S3)
 @pytest.mark.parametrize("remote", [pytest.param("shared-dir", marks=pytest.mark.slow),
                                     "shared-s3"])
 def test_second_machine_reuses_stages_it_never_ran(machine_a, remote: str) -> None:

@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# pip byte-compiles on one core; compileall, with a worker per core, does the same in half the
-# wall time (82 s on 2 cores). The .pyc files are needed: where PYTHONDONTWRITEBYTECODE is set (as
-# on CI), every process would otherwise compile every module it imports, and the test suite ran
-# twice as slow. As with pip, a file that does not compile on this Python (torch's Python 3.12
+# pip byte-compiles on one core (137 s of the install's 289 s of CPU time); compileall, with a
+# worker per core, took 82 s on 2 cores. The .pyc files are needed: where PYTHONDONTWRITEBYTECODE
+# is set (as on CI), every process would otherwise compile every module it imports (pytest took
+# 2,308 s without them, 1,289 s with them). As with pip, a file that does not compile on this Python (torch's Python 3.12
 # test helpers) fails only if imported; compileall's messages go to .venv/compileall.log.
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -c constraints.txt
 COMPILE = $(BIN)/python -m compileall -q -j 0 \
@@ -44,9 +44,10 @@ repro: setup                  ## run the whole pipeline on the built-in default 
 	$(BIN)/python -m transferlab.tracking finish --status $$status; \
 	test $$status = FINISHED
 
-# make test: every test but those marked slow (the scenarios' own end-to-end pipelines), about
-# 25 min on 2 cores with the install; make test-all: every test, slow ones included (about an hour)
-test: setup-dev               ## lint, then the test suite (the real services and one pipeline; not the slow scenarios)
+# make test: every test but those marked slow (a whole pipeline run of minutes of its own, or a
+# second variant of a service test): 24.5 min on 2 cores with the install; make test-all: every
+# test, slow ones included (about an hour)
+test: setup-dev               ## lint, then every test not marked slow (the real services and one shared pipeline)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow"
 

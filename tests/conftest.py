@@ -85,6 +85,13 @@ VENV_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PA
 GIT_ID = ["-c", "user.email=t@t", "-c", "user.name=t"]
 
 
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
+    """``cmd`` in ``cwd`` (the venv's tools first on PATH), asserted to succeed; its output."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or VENV_ENV)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
 @dataclass(frozen=True)
 class BuiltPipeline:
     """A git repository of this working tree with :func:`tiny_pipeline_params`, reproduced by
@@ -116,17 +123,11 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> BuiltPipeline:
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
                **{EXECUTION_ENV: BuiltPipeline.EXECUTION})
-
-    def run(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
-        return done.stdout + done.stderr
-
-    run("git", "add", "-A")
-    run("git", *GIT_ID, "commit", "-qm", "tiny", "--allow-empty")
-    log = run("dvc", "repro")
-    run("git", "add", "-A")  # dvc.lock and the git-tracked metrics and plots
-    run("git", *GIT_ID, "commit", "-qm", "lock")
+    run(["git", "add", "-A"], repo)
+    run(["git", *GIT_ID, "commit", "-qm", "tiny", "--allow-empty"], repo)
+    log = run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo)  # dvc.lock and the git-tracked metrics and plots
+    run(["git", *GIT_ID, "commit", "-qm", "lock"], repo)
     return BuiltPipeline(repo, log, root / "mlflow.db")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,19 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, VENV_ENV, shrunk_params
+from tests.conftest import GIT_ID, ROOT, VENV_ENV, run, shrunk_params
 from transferlab.runtime import sha256_file
 from transferlab.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
-
-
-
-
-def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or VENV_ENV)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
 
 
 def ran_stages(log: str) -> set[str]:
@@ -51,7 +42,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
     run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "shrunk",
+    run(["git", *GIT_ID, "commit", "-qm", "shrunk",
          "--allow-empty"], repo)
     return repo, env
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BuiltPipeline
+from tests.conftest import GIT_ID, BuiltPipeline
 from transferlab import services
 
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -39,7 +39,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 
 def git(repo: Path, *args: str) -> str:
-    return run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], repo)
+    return run(["git", *GIT_ID, *args], repo)
 
 
 def ran(log: str) -> set[str]:

@@ -19,6 +19,7 @@ from torch import nn
 from transferlab.adaptation import TargetData, run_replicates
 from transferlab.models import build_model, load_checkpoint, save_checkpoint
 from transferlab.params import SelectionParams
+from transferlab.prepared import ExampleSet, PreparedDataset, write_dataset
 from transferlab.strategies import Context
 
 CPU = torch.device("cpu")
@@ -136,6 +137,26 @@ def target_fixture() -> TargetData:
 @pytest.fixture(scope="module", name="source_path")
 def source_path_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_source(tmp_path_factory.mktemp("source") / "source.pt")
+
+
+@pytest.fixture(scope="module", name="source_data")
+def source_data_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared source folder (for strategies that train on the source's images): 4 classes
+    of horizontal bars, a domain unlike the target's."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(4), 6)
+    images = (rng.random((len(labels), 16, 16)) * 60).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 4 * k:4 * k + 3, 2:14] = 230
+    folder = tmp_path_factory.mktemp("prepared") / "sources" / "bars"
+    write_dataset(folder, {"train": ExampleSet(images, labels.astype(np.int64), tuple("abcd"))},
+                  {"kind": "fonts"})
+    return folder
+
+
+@pytest.fixture(scope="module", name="mapping")
+def mapping_fixture(source_data: Path) -> dict:
+    return PreparedDataset.open(source_data).manifest  # what the transfer stage passes
 
 
 @pytest.fixture(name="source")

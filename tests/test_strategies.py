@@ -153,8 +153,11 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
         assert r["steps"] == (r["epochs_run"] * math.ceil((n - held) / cfg.batch_size)
                               + r["best_epoch"] * math.ceil(n / cfg.batch_size))
         assert r["trainable_params"] == trainable
-        assert r["train_flops"] == per_example * ((n - held) * r["epochs_run"]
-                                                  + n * r["best_epoch"])
+        # plus one forward pass over the held-out labels per epoch of the choosing run
+        val_forward = head if name == "linear_probe" else forward
+        assert r["train_flops"] == (per_example * ((n - held) * r["epochs_run"]
+                                                   + n * r["best_epoch"])
+                                    + val_forward * held * r["epochs_run"])
     for ckpt in folder.glob("*.pt"):
         model, config = load_checkpoint(ckpt)
         assert model.head.out_features == 3

@@ -7,7 +7,6 @@ import copy
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
@@ -17,9 +16,11 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     SELECTION,
     assert_reproducible,
     loaded_states,
+    mapping_fixture,
     one_thread_fixture,
     run_and_load,
     run_into,
+    source_data_fixture,
     source_fixture,
     source_path_fixture,
     states_equal,
@@ -30,7 +31,7 @@ from torch import nn
 from transferlab.adaptation import TargetData, run_replicates
 from transferlab.errors import ParamsError
 from transferlab.models import load_checkpoint
-from transferlab.prepared import ExampleSet, PreparedDataset, write_dataset
+from transferlab.prepared import PreparedDataset
 from transferlab.strategies import Context, parse_blocks
 from transferlab.strategies.dann import (
     DANN,
@@ -47,25 +48,6 @@ CFG = DANNParams(epochs=2, batch_size=8, patience=5, domain_weight=0.3)
 
 
 # -------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def source_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prepared source folder: 4 classes of horizontal bars (a domain unlike the target's)."""
-    rng = np.random.default_rng(5)
-    labels = np.repeat(np.arange(4), 6)
-    images = (rng.random((len(labels), 16, 16)) * 60).astype(np.uint8)
-    for i, k in enumerate(labels):
-        images[i, 4 * k:4 * k + 3, 2:14] = 230
-    folder = tmp_path_factory.mktemp("prepared") / "sources" / "bars"
-    write_dataset(folder, {"train": ExampleSet(images, labels.astype(np.int64), tuple("abcd"))},
-                  {"kind": "fonts"})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def mapping(source_data: Path) -> dict:
-    return PreparedDataset.open(source_data).manifest  # what the transfer stage passes
-
-
 def _run(name: str, cfg: object, source_path: Path, target: TargetData, folder: Path,
          source_data: Path, mapping: dict, **kwargs: object) -> dict:
     return run_into(name, cfg, source_path, target, folder, mapping=mapping,
@@ -161,7 +143,14 @@ def test_domain_weight_zero_is_exactly_finetune(target: TargetData, source_path:
                 tmp_path / "dann", source_data, mapping)
     finetune = _run("finetune", FinetuneParams(**common), source_path, target,
                     tmp_path / "finetune", source_data, mapping)
-    assert dann["runs"] == finetune["runs"]
+    # the same runs, but dann still computes (at weight 0) its domain passes and trains a
+    # discriminator of 32 * 100 + 100 + 100 + 1 parameters: both are counted
+    cost = ("train_flops", "trainable_params")
+    assert ([{k: v for k, v in r.items() if k not in cost} for r in dann["runs"]]
+            == [{k: v for k, v in r.items() if k not in cost} for r in finetune["runs"]])
+    for d, f in zip(dann["runs"], finetune["runs"], strict=True):
+        assert d["trainable_params"] == f["trainable_params"] + 32 * 100 + 100 + 100 + 1
+        assert d["train_flops"] > f["train_flops"]
     a, b = loaded_states(tmp_path / "dann"), loaded_states(tmp_path / "finetune")
     assert a.keys() == b.keys() == CHECKPOINTS
     for name in CHECKPOINTS:
@@ -189,8 +178,9 @@ def test_run_replicates_records_search_and_checkpoints(target: TargetData, sourc
         best = max(search["candidates"],
                    key=lambda c: (c["best_val_accuracy"], -c["best_val_loss"]))
         assert search["chosen"] == best["config"]
-        # the discriminator is not part of the model that is counted and saved
-        assert r["trainable_params"] == 88 + 1184 + 4672 + 32 * 3 + 3
+        # the model's parameters, and the discriminator's (trained, then discarded)
+        assert r["trainable_params"] == (88 + 1184 + 4672 + 32 * 3 + 3) + (32 * 100 + 100
+                                                                           + 100 + 1)
         model, config = load_checkpoint(tmp_path / "dann" / r["checkpoint"])
         assert config["strategy"] == "dann"
         assert torch.equal(predict_logits(model, target.val_x, CPU),

@@ -162,8 +162,17 @@ def test_run_replicates_is_bitwise_reproducible_and_counts_flops(
         net = wrap(reset_head(copy.deepcopy(source), 3, replicate_seed(str(r["seed"]),
                                                                         r["budget"])), 4, 8.0, 0)
         per_example = flops_per_example(net, target.val_x[:1], train=True)
+        forward = flops_per_example(net, target.val_x[:1], train=False)
         n = len(target.budgets[str(r["seed"])][r["budget"]])
         fit_examples = r["fit_examples"]
-        assert r["train_flops"] == per_example * (fit_examples * r["epochs_run"]
-                                                  + n * r["best_epoch"])
+        # plus a forward pass over the held-out labels per epoch of the choosing run (merging
+        # the adapters after training is a few tiny products: B @ A of every layer)
+        merge = sum(2 * m.lora_B["default"].weight.shape[0] * 4
+                    * m.lora_A["default"].weight[0].numel()
+                    for m in net.modules() if hasattr(m, "lora_A") and "default" in m.lora_A)
+        assert merge > 0
+        assert r["train_flops"] == (per_example * (fit_examples * r["epochs_run"]
+                                                   + n * r["best_epoch"])
+                                    + forward * r["holdout_examples"] * r["epochs_run"]
+                                    + 2 * merge)
         assert r["trainable_params"] == _hand_trainable(source, 4)

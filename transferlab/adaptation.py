@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from transferlab import tasks
 from transferlab.execution import Executor
-from transferlab.models import TransferNet, count_trainable, load_checkpoint, save_checkpoint
+from transferlab.models import TransferNet, load_checkpoint, save_checkpoint
 from transferlab.params import ExecutionParams, SelectionParams
 from transferlab.prepared import PreparedDataset, load_verified
 from transferlab.runtime import device_description, resolve_device, sha256_file
@@ -32,9 +32,9 @@ from transferlab.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
 from transferlab.strategies import Context, Strategy, get
 from transferlab.training import (
     Stopwatch,
+    counted_flops,
     extract_features,
     fit,
-    flops_per_example,
     predict_logits,
 )
 
@@ -168,30 +168,46 @@ def prepare_replicate(strategy: Strategy, target: TargetData, cfg: Any, seed: st
     return Replicate(strategy, cfg, frame, init, inputs, val_inputs, pool_y, val, desc)
 
 
+def trained_parameters(groups: list[dict]) -> int:
+    """Elements of the distinct tensors in the optimizer's groups that train (require a
+    gradient): what a run trains, a discriminator or adapters discarded afterwards included."""
+    params = {id(p): p for group in groups for p in group["params"]}
+    return sum(p.numel() for p in params.values() if p.requires_grad)
+
+
 def _train(rep: Replicate, run_cfg: Any, idx: np.ndarray, val: tuple | None, epochs: int,
            label: str, chosen: dict | None = None) -> tuple:
-    """One fit of the replicate: (model, summary, choices, trainable params, FLOPs/example)."""
+    """One fit of the replicate: (model, summary, choices, trainable params, FLOPs).
+
+    The FLOPs are everything the run computes: the phases before and after the main fit (a
+    probe, statistics, scoring interpolations on the held-out labels), counted exactly, and
+    the fit's steps (extra loss terms, a teacher's or a discriminator's passes included) and
+    validation passes, as :func:`~transferlab.training.fit` counts them. Work a stage shares
+    between its runs (``Strategy.setup``) is the stage's ``setup_flops``."""
     strategy = rep.strategy
     model = copy.deepcopy(rep.init)
     ix = torch.from_numpy(idx)
     data = (rep.inputs[ix], rep.pool_y[ix])
     generator = torch.Generator().manual_seed(strategy.ctx.seed)
-    model = strategy.before_fit(model, data, run_cfg, generator)
-    net, groups = strategy.trainable(model, run_cfg)
+    with counted_flops() as before:
+        model = strategy.before_fit(model, data, run_cfg, generator)
+        net, groups = strategy.trainable(model, run_cfg)
+        loss_term = strategy.loss_term(model, run_cfg)
     summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
-                  strategy.ctx.device, label, loss_term=strategy.loss_term(model, run_cfg),
+                  strategy.ctx.device, label, loss_term=loss_term,
                   on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
                   task=rep.frame.task)
-    trainable = count_trainable(net)
-    per_example = flops_per_example(net.cpu(), rep.val_inputs[:1], train=True)
-    model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
+    trainable = trained_parameters(groups)
+    with counted_flops() as after:
+        model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
+    flops = before.total + summary.pop("flops") + after.total
     summary = {**summary, **(choices.pop("selection", None) or {})}
-    return model, summary, choices, trainable, per_example
+    return model, summary, choices, trainable, flops
 
 
 def train_candidate(rep: Replicate, i: int) -> tuple:
     """Train search point ``i`` on the budget's training part, validated on the held-out
-    labels: (override, run_cfg, model, summary, choices, trainable, FLOPs/example)."""
+    labels: (override, run_cfg, model, summary, choices, trainable, FLOPs)."""
     override, run_cfg = rep.frame.grid[i]
     n = len(rep.frame.grid)
     label = rep.desc if n == 1 else f"{rep.desc} cand {i + 1}/{n}"
@@ -217,18 +233,18 @@ def assemble(frame: SelectionFrame, candidates: list[tuple], best: int,
              refit: tuple | None) -> tuple[TransferNet, dict]:
     """The replicate's model (the refit, else the chosen candidate's) and its record."""
     plan, task = frame.plan, frame.task
-    override, run_cfg, model, chosen, choices, trainable, per_example = candidates[best]
-    examples_x_epochs = sum(len(plan.train_idx) * c[3]["epochs_run"] for c in candidates)
+    override, run_cfg, model, chosen, choices, trainable, _ = candidates[best]
+    flops = sum(c[6] for c in candidates)  # every candidate's run, then the refit
     steps = sum(c[3]["steps"] for c in candidates)
     if refit is not None:
-        model, refit_summary, _, trainable, per_example = refit
-        examples_x_epochs += len(plan.refit_idx) * refit_summary["epochs_run"]
+        model, refit_summary, _, trainable, refit_flops = refit
+        flops += refit_flops
         steps += refit_summary["steps"]
-    # (linear_probe: the one backbone forward per pool example is the shared feature cost)
+    # (linear_probe: the backbone pass over the pool is the stage's shared setup_flops)
     record = {k: chosen[k] for k in ("best_epoch", "epochs_run", task.val_key, "best_val_loss")}
     record.update(plan.record(), selection_score=chosen[task.val_key], steps=steps,
-                  trainable_params=trainable,
-                  train_flops=int(per_example * examples_x_epochs), history=chosen["history"])
+                  trainable_params=trainable, train_flops=int(flops),
+                  history=chosen["history"])
     if len(frame.grid) > 1 or choices:
         record["search"] = {
             "chosen": {**override, **{k: v for k, v in choices.items() if k != "diagnostics"}},
@@ -370,8 +386,11 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         images = PreparedDataset.open(source_data).inputs("train")
 
     shared: dict = {"out_dir": out_dir}
-    result.update(cls(cfg, Context(target, copy.deepcopy(source) if source is not None else None,
-                                   config, mapping, arch, device, 0, shared, images)).setup())
+    with counted_flops() as setup:  # work the stage's runs share (e.g. cached features)
+        result.update(cls(cfg, Context(target, copy.deepcopy(source) if source is not None
+                                       else None, config, mapping, arch, device, 0, shared,
+                                       images)).setup())
+    result["setup_flops"] = setup.total
     result["timing"].update(shared.pop("timing", {}))
     replicates = list(target.replicates())
     if not cls.trains:

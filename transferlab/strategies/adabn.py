@@ -28,7 +28,8 @@ computed once per stage and input normalisation, and reused by every replicate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -118,18 +119,32 @@ class AdaBN(Strategy):
     style = (":", "v")
     rank = 12
 
-    def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
-                   cfg: AdaBNParams, generator: torch.Generator) -> TransferNet:
+    def setup(self) -> dict:
+        # once per stage, for each input normalisation the search can give: every replicate
+        # then copies them (and the stage's setup_flops, not each run's, carry their cost)
+        for _, cfg in self.cfg.search_grid():
+            fresh = replace(self.ctx, source=copy.deepcopy(self.ctx.source))
+            self._statistics(type(self)(cfg, fresh).initial_model())
+        return {}
+
+    def _statistics(self, model: TransferNet) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The recalibrated statistics for the model's input normalisation (computed on a
+        copy, once per stage and normalisation; a replicate trained outside a stage computes
+        them itself)."""
         cache = self.ctx.shared.setdefault("adabn_statistics", {})
         key = (float(model.normalize.mean), float(model.normalize.std))
         if key not in cache:
-            cache[key] = recalibrate_batchnorm(model, self.ctx.target.pool_x, self.ctx.device)
-        else:
-            layers = dict(batchnorm_layers(model))
-            with torch.no_grad():
-                for name, (mean, var) in cache[key].items():
-                    layers[name].running_mean.copy_(mean)
-                    layers[name].running_var.copy_(var)
+            cache[key] = recalibrate_batchnorm(copy.deepcopy(model), self.ctx.target.pool_x,
+                                               self.ctx.device)
+        return cache[key]
+
+    def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
+                   cfg: AdaBNParams, generator: torch.Generator) -> TransferNet:
+        layers = dict(batchnorm_layers(model))
+        with torch.no_grad():
+            for name, (mean, var) in self._statistics(model).items():
+                layers[name].running_mean.copy_(mean)
+                layers[name].running_var.copy_(var)
         freeze_batchnorm_statistics(model)
         return model
 

@@ -16,8 +16,8 @@ BatchNorm running statistics too (``TransferNet.frozen_bn``) until it thaws.
 Simplifications: ULMFiT's discriminative rates and slanted triangular schedule are not part of
 this strategy (``llrd`` has the former). Early stopping may stop before every block has thawed
 (keep ``patience`` above ``epochs_per_block``), and the refit replays the same schedule for the
-chosen number of epochs. The record's ``trainable_params`` and per-example FLOPs are those of
-the last epoch's configuration.
+chosen number of epochs. The record's ``trainable_params`` are those that train in the last
+epoch; ``train_flops`` counts every epoch's steps at that epoch's configuration.
 """
 
 from __future__ import annotations

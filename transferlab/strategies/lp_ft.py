@@ -13,9 +13,9 @@ labels. The backbone's features of those examples are computed once, in eval mod
 held-out labels stay for the main fit. The main fit is then :class:`Finetune` from the probed
 head (head at ``lr``, backbone at ``lr * backbone_lr_mult``).
 
-Simplifications: the probe uses the un-augmented training images, draws no randomness (full
-batch), and its cost (one backbone forward per example plus the head steps) is not counted in
-the record's ``steps`` and ``train_flops``, which count the main fit only.
+Simplifications: the probe uses the un-augmented training images and draws no randomness (full
+batch). Its head steps are not in the record's ``steps`` (the main fit's optimizer steps); its
+FLOPs (one backbone forward per example, then the head steps) are in ``train_flops``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ refit on the whole budget applies the same alpha. Under a fixed schedule (nothin
 Simplifications: interpolated BatchNorm statistics are not re-estimated for the interpolated
 network; the record's ``best_val_accuracy`` and ``selection_score`` are the fit's (``theta_1``
 at its best epoch), while the interpolated model's held-out accuracy per alpha is in the
-record's ``search`` entry; the probe's and the alpha scoring's cost is not in ``train_flops``.
+record's ``search`` entry. The probe's and the alpha scoring's FLOPs are in ``train_flops``.
 """
 
 from __future__ import annotations

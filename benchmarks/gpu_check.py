@@ -34,14 +34,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,7 +59,7 @@ from transferlab.provenance import cpu_model  # noqa: E402
 from transferlab.run_context import git_state  # noqa: E402
 from transferlab.runtime import seed_everything, sha256_file  # noqa: E402
 from transferlab.training import fit, flops_per_example  # noqa: E402
-from transferlab.workspace import copy_worktree  # noqa: E402
+from transferlab.workspace import copy_worktree, run_repro  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendor's data sheets. Matched as
 # substrings of torch.cuda.get_device_name, first match wins (so "H200 NVL" before "H200").
@@ -170,46 +165,6 @@ def measure_throughput(arch: str, device: torch.device, image_size: int, batch_s
     return {"samples_per_s": samples / seconds, "flops_per_sample": flops,
             "achieved_flops_per_s": flops * samples / seconds, "seconds": seconds,
             "steps": result["steps"], "batch_size": batch_size, "image_size": image_size}
-
-
-def run_repro(repo: Path, targets: list[str], timeout_s: float, log: Path) -> dict[str, Any]:
-    """``dvc repro [targets]`` in ``repo``, killed (its whole process group) after ``timeout_s``;
-    the output goes to ``log``. Returns status (ok | failed | timeout), seconds, the stages run
-    and each one's seconds (from DVC announcing it to announcing the next, or exiting)."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
-    marks: list[tuple[str, float]] = []
-    start = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(["dvc", "repro", *targets], cwd=repo, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", start_new_session=True)
-
-        def pump() -> None:  # the log, and when each stage starts
-            for line in proc.stdout:
-                out.write(line)
-                if m := re.match(r"Running stage '([^']+)'", line):
-                    marks.append((m.group(1), time.perf_counter()))
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
-            status = "ok" if proc.wait(timeout=timeout_s) == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs
-            proc.wait()
-            status = "timeout"
-        reader.join(timeout=30)
-    end = time.perf_counter()
-    row: dict[str, Any] = {
-        "status": status, "seconds": end - start, "timeout_s": timeout_s, "targets": targets,
-        "stages_run": [name for name, _ in marks],
-        "stage_seconds": {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - t
-                          for i, (name, t) in enumerate(marks)},
-        "log": log.name}
-    if status != "ok":
-        row["log_tail"] = log.read_text(errors="replace").splitlines()[-25:]
-    return row
 
 
 def make_copy(dest: Path, params: dict) -> Path:
@@ -374,8 +329,8 @@ def pipeline_parts(budget: Budget, base: dict, scenarios: dict[str, dict[str, An
             start, repo = time.perf_counter(), tmp / copy_name
             if not repo.exists():
                 make_copy(repo, params)  # within the part's limit
-            runs[name] = run_repro(repo, targets, limit - (time.perf_counter() - start),
-                                   logs / f"{name}.log")
+            runs[name] = run_repro(repo, targets, logs / f"{name}.log",
+                                   limit - (time.perf_counter() - start))
             budget.end(name, runs[name]["status"], time.perf_counter() - start)
         unfinished = [f"{n}: {runs[n]['status'] if n in runs else 'not run'}"
                       for n in ("determinism_a", "determinism_b")

@@ -17,40 +17,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from transferlab.compute import stage_peak_rss  # noqa: E402
-from transferlab.workspace import copy_worktree, export_revision  # noqa: E402
+from transferlab.workspace import copy_worktree, export_revision, run_repro  # noqa: E402
 
 
-def timed_repro(repo: Path, env: dict) -> tuple[float, list[tuple[str, float]]]:
-    """Total seconds and [(stage, seconds)] of one `dvc repro`, stages timed from its output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    marks: list[tuple[str, float]] = []
-    output = []
-    for line in proc.stdout:
-        output.append(line)
-        m = re.match(r"Running stage '([^']+)'", line)
-        if m:
-            marks.append((m.group(1), time.perf_counter()))
-    if proc.wait() != 0:
-        sys.exit("dvc repro failed:\n" + "".join(output[-40:]))
-    end = time.perf_counter()
-    stages = [(name, (marks[i + 1][1] if i + 1 < len(marks) else end) - t)
-              for i, (name, t) in enumerate(marks)]
-    return end - start, stages
+def timed_repro(repo: Path) -> tuple[float, list[tuple[str, float]]]:
+    """Total seconds and [(stage, seconds)] of one `dvc repro` in ``repo`` (its log in
+    ``repo/repro.log``); exits with the log's tail if it fails."""
+    row = run_repro(repo, [], repo / "repro.log")
+    if row["status"] != "ok":
+        sys.exit("dvc repro failed:\n" + "\n".join(row["log_tail"]))
+    return row["seconds"], list(row["stage_seconds"].items())
 
 
 def measure(repo: Path, params: str | None) -> dict:
@@ -58,10 +43,8 @@ def measure(repo: Path, params: str | None) -> dict:
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
     if params:
         shutil.copy(params, repo / "params.yaml")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
-    total, stages = timed_repro(repo, env)
-    noop, ran = timed_repro(repo, env)
+    total, stages = timed_repro(repo)
+    noop, ran = timed_repro(repo)
     return {"total_seconds": total, "stages": dict(stages), "noop_seconds": noop,
             "noop_stages_run": len(ran), "peak_rss_bytes": stage_peak_rss(repo / "timing")}
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from transferlab.workspace import copy_worktree, export_revision
+from transferlab.workspace import copy_worktree, export_revision, run_repro
 
 IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
 
@@ -61,3 +63,62 @@ def test_copy_worktree_takes_uncommitted_edits_not_ignored_files(repo: Path,
     assert (dest / "a.txt").read_text() == "uncommitted"
     assert (dest / "b.txt").read_text() == "b"
     assert not (dest / "ignored.txt").exists()
+
+
+def _toy_pipeline(root: Path, second_cmd: str) -> Path:
+    """A git + DVC repo with stage ``first`` (writes a) and stage ``second`` (reads a)."""
+    root.mkdir()
+    _git(root, "init", "-q")
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run([str(dvc), "init", "-q"], cwd=root, check=True)
+    py = "python -c"
+    (root / "dvc.yaml").write_text(
+        "stages:\n"
+        f"  first:\n    cmd: {py} \"open('a', 'w').write('1')\"\n    outs: [a]\n"
+        f"  second:\n    cmd: {second_cmd}\n    deps: [a]\n    outs: [b]\n")
+    _git(root, "add", "-A")
+    _git(root, *IDENT, "commit", "-qm", "toy")
+    return root
+
+
+def test_run_repro_times_each_stage(tmp_path: Path) -> None:
+    repo = _toy_pipeline(tmp_path / "toy", "python -c \"open('b', 'w').write('2')\"")
+    row = run_repro(repo, [], tmp_path / "repro.log")
+    assert row["status"] == "ok" and row["stages_run"] == ["first", "second"]
+    assert set(row["stage_seconds"]) == {"first", "second"} and "log_tail" not in row
+    assert all(s > 0 for s in row["stage_seconds"].values())
+    assert row["seconds"] >= sum(row["stage_seconds"].values()) - 1e-6
+    assert (repo / "b").read_text() == "2"
+    assert "Running stage 'second'" in (tmp_path / "repro.log").read_text()
+
+
+def test_run_repro_kills_the_whole_run_at_its_timeout(tmp_path: Path) -> None:
+    # the second stage writes its pid, then sleeps far past the timeout
+    repo = _toy_pipeline(tmp_path / "toy", "python -c \"import os, time; "
+                         "open('pid', 'w').write(str(os.getpid())); time.sleep(600)\"")
+    row = run_repro(repo, [], tmp_path / "repro.log", timeout_s=15)
+    assert row["status"] == "timeout" and row["stages_run"] == ["first", "second"]
+    assert row["seconds"] < 60 and row["log_tail"]
+    pid = int((repo / "pid").read_text())
+    assert _ends(pid, within_s=10)  # the stage's process went with dvc
+
+
+def _ends(pid: int, within_s: float) -> bool:
+    """Whether process ``pid`` is gone (or a zombie waiting to be reaped) within the time."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_run_repro_reports_a_failed_stage(tmp_path: Path) -> None:
+    repo = _toy_pipeline(tmp_path / "toy", "python -c \"raise SystemExit('boom')\"")
+    row = run_repro(repo, ["second"], tmp_path / "repro.log")
+    assert row["status"] == "failed" and row["targets"] == ["second"]
+    assert any("boom" in line for line in row["log_tail"])

@@ -1,11 +1,19 @@
-"""A throwaway copy of the project, for reruns (audit), benchmarks and end-to-end tests."""
+"""A throwaway copy of the project, for reruns (audit), benchmarks and end-to-end tests, and a
+timed ``dvc repro`` in it."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 def copy_worktree(root: Path, dest: Path, extra: Iterable[str] = ()) -> None:
@@ -48,3 +56,51 @@ def export_revision(root: Path, revision: str, dest: Path) -> str:
     for args in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", commit, "-n"]):
         subprocess.run(["git", *args], cwd=dest, capture_output=True, text=True, check=True)
     return commit
+
+
+def run_repro(repo: Path, targets: list[str], log: Path, timeout_s: float | None = None
+              ) -> dict[str, Any]:
+    """``dvc repro [targets]`` in ``repo`` with this interpreter's environment (MLflow in
+    ``repo/mlflow.db``), its output written to ``log``; with ``timeout_s``, killed (its whole
+    process group: dvc and the stage it runs) after that many seconds.
+
+    Returns:
+        {"status": ok | failed | timeout, "seconds", "timeout_s", "targets", "stages_run",
+        "stage_seconds": each stage's seconds, from DVC announcing it to announcing the next
+        (or exiting), "log": the log's file name}, and where it did not end ok, "log_tail": the
+        log's last 25 lines.
+    """
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    marks: list[tuple[str, float]] = []
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(["dvc", "repro", *targets], cwd=repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", start_new_session=True)
+
+        def pump() -> None:  # the log, and when each stage starts
+            for line in proc.stdout:
+                out.write(line)
+                if m := re.match(r"Running stage '([^']+)'", line):
+                    marks.append((m.group(1), time.perf_counter()))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            status = "ok" if proc.wait(timeout=timeout_s) == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            status = "timeout"
+        reader.join(timeout=30)
+    end = time.perf_counter()
+    row: dict[str, Any] = {
+        "status": status, "seconds": end - start, "timeout_s": timeout_s, "targets": targets,
+        "stages_run": [name for name, _ in marks],
+        "stage_seconds": {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - t
+                          for i, (name, t) in enumerate(marks)},
+        "log": log.name}
+    if status != "ok":
+        row["log_tail"] = log.read_text(errors="replace").splitlines()[-25:]
+    return row

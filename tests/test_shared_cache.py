@@ -13,29 +13,25 @@ git-tracked metrics (see the README).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import GIT_ID, BuiltPipeline
+from tests import conftest
+from tests.conftest import GIT_ID, VENV_ENV, BuiltPipeline
 from transferlab import services
 
-ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           AWS_ACCESS_KEY_ID="transferlab-test", AWS_SECRET_ACCESS_KEY="transferlab-test",
-           AWS_DEFAULT_REGION="us-east-1")
+ENV = dict(VENV_ENV, AWS_ACCESS_KEY_ID="transferlab-test",
+           AWS_SECRET_ACCESS_KEY="transferlab-test", AWS_DEFAULT_REGION="us-east-1")
 BUCKET = "transferlab-cache"
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+    return conftest.run(cmd, cwd, ENV)
 
 
 def git(repo: Path, *args: str) -> str:

@@ -56,7 +56,7 @@ def time_logging(n: int, store: Path) -> float:
     metrics = {k: 0.5 for k in ("accuracy", "best_val_accuracy", "best_val_loss", "best_epoch",
                                 "epochs_run", "selection_score", "steps", "trainable_params",
                                 "train_flops", "f1_macro", "recall_macro", "seconds")}
-    with tracked(Tracker(TrackingParams(log_models=False), "transfer",
+    with tracked(Tracker(TrackingParams(live=True, log_models=False), "transfer",
                          {"transferlab.strategy": "noop"})) as tracker:
         tracker.child("warm-up", {}, {}, metrics)
         start = time.perf_counter()

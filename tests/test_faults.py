@@ -33,7 +33,7 @@ def test_real_server_receives_the_run_tree(mlflow_server: MlflowServer,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     monkeypatch.setenv(EXECUTION_ENV, "server-exec")
-    with tracked(Tracker(TrackingParams(experiment="server"), "pretrain")) as tracker:
+    with tracked(Tracker(TrackingParams(live=True, experiment="server"), "pretrain")) as tracker:
         tracker.child("c", {}, {"budget": "1"}, {"accuracy": 0.5})
     names = {r.info.run_name: r for r in runs_of(mlflow_server.uri, "server")}
     assert {"pipeline server-exec", "pretrain", "c"} <= set(names)
@@ -49,7 +49,7 @@ def test_server_killed_mid_run_does_not_stop_the_stage(tmp_path: Path,
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     finished_work = False
     try:
-        with tracked(Tracker(TrackingParams(), "pretrain")) as tracker:
+        with tracked(Tracker(TrackingParams(live=True), "pretrain")) as tracker:
             tracker.log_metrics(tracker.run_id, {"epoch_loss": 1.0})
             server.stop()  # the server dies while the stage is training
             for epoch in range(3):
@@ -104,7 +104,7 @@ def test_fresh_sqlite_store_survives_concurrent_first_use(tmp_path: Path) -> Non
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = ("from transferlab.params import TrackingParams\n"
             "from transferlab.tracking import Tracker, tracked\n"
-            "with tracked(Tracker(TrackingParams(), 'pretrain')) as t:\n"
+            "with tracked(Tracker(TrackingParams(live=True), 'pretrain')) as t:\n"
             "    t.log_metrics(t.run_id, {'m': 1.0})\n")
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=uri, EXECUTION_ENV="x", PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
@@ -129,8 +129,7 @@ def prepared_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     repo = tmp_path_factory.mktemp("faults") / "repo"
     copy_worktree(ROOT, repo)
     params = shrunk_params()
-    params["tracking"]["enabled"] = True
-    params["tracking"]["log_models"] = False
+    params["tracking"].update(enabled=True, log_models=False, live=True)  # runs as they happen
     # training that cannot end by itself within the test: the SIGTERM always lands mid-training
     params["pretrain"].update(epochs=100_000, patience=100_000)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -231,7 +230,7 @@ def test_queue_with_two_workers_lands_every_run(tmp_path: Path) -> None:
         "from transferlab.params import TrackingParams\n"
         "from transferlab.tracking import Tracker, tracked\n"
         "x = yaml.safe_load(open('params.yaml'))['x']\n"
-        "with tracked(Tracker(TrackingParams(), 'toy', {}, {'x': x})) as t:\n"
+        "with tracked(Tracker(TrackingParams(live=True), 'toy', {}, {'x': x})) as t:\n"
         "    t.log_metrics(t.run_id, {'x': float(x)})\n"
         "open('out.txt', 'w').write(str(x))\n")
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"toy": {

@@ -73,7 +73,7 @@ import sys
 from transferlab.params import TrackingParams
 from transferlab.tracking import Tracker, tracked
 i = int(sys.argv[1])
-with tracked(Tracker(TrackingParams(experiment="team"), f"writer{i}")) as t:
+with tracked(Tracker(TrackingParams(live=True, experiment="team"), f"writer{i}")) as t:
     t.log_metrics(t.run_id, {f"epoch_loss": 1.0 / (i + 1)})
     for j in range(10):
         t.child(f"w{i}-c{j}", {"writer": str(i), "child": str(j)}, {"j": j, "lr": 0.1 * i},

@@ -41,13 +41,13 @@ def test_flatten() -> None:
 
 
 def test_stage_run_tree_and_tags(store: str) -> None:
-    with tracked(Tracker(TrackingParams(), "transfer", {"transferlab.source": "s"},
+    with tracked(Tracker(TrackingParams(live=True), "transfer", {"transferlab.source": "s"},
                          {"finetune": {"lr": 0.1}})) as tracker:
         child = tracker.child("s/finetune b=1 s=0", {"transferlab.budget": "1"},
                               {"budget": "1"}, {"best_val_accuracy": 0.5, "nested": {"x": 1}})
         tracker.log_history(child, [{"epoch": 1, "val_accuracy": 0.2},
                                     {"epoch": 2, "val_accuracy": 0.4}])
-    with tracked(Tracker(TrackingParams(), "evaluate")):
+    with tracked(Tracker(TrackingParams(live=True), "evaluate")):
         pass
     runs = {r.info.run_name: r for r in all_runs(store)}
     pipeline = runs["pipeline exec-1"]  # one parent for the whole execution
@@ -68,7 +68,7 @@ def test_stage_run_tree_and_tags(store: str) -> None:
 
 def test_rerun_creates_a_new_run(store: str) -> None:
     for lr in (0.1, 0.2):  # changing a param value must never hit MLflow's immutability error
-        with tracked(Tracker(TrackingParams(), "pretrain", {}, {"lr": lr})):
+        with tracked(Tracker(TrackingParams(live=True), "pretrain", {}, {"lr": lr})):
             pass
     assert sum(r.info.run_name == "pretrain" for r in all_runs(store)) == 2
 
@@ -76,16 +76,16 @@ def test_rerun_creates_a_new_run(store: str) -> None:
 @pytest.mark.parametrize(("error", "status"), [(RuntimeError, "FAILED"),
                                                (KeyboardInterrupt, "KILLED")])
 def test_failed_stage_ends_its_run(store: str, error: type, status: str) -> None:
-    with pytest.raises(error), tracked(Tracker(TrackingParams(), "pretrain")):
+    with pytest.raises(error), tracked(Tracker(TrackingParams(live=True), "pretrain")):
         raise error("boom")
     (run,) = [r for r in all_runs(store) if r.info.run_name == "pretrain"]
     assert run.info.status == status
 
 
 def test_link_to_source_run(store: str) -> None:
-    with tracked(Tracker(TrackingParams(), "pretrain")) as pre:
+    with tracked(Tracker(TrackingParams(live=True), "pretrain")) as pre:
         pre.set_tags({"transferlab.checkpoint_sha256": "abc"})
-    with tracked(Tracker(TrackingParams(), "transfer")) as tr:
+    with tracked(Tracker(TrackingParams(live=True), "transfer")) as tr:
         assert tr.link_source_run("abc") == pre.run_id
         tr.child("c", {}, {}, {"m": 1.0})
     runs = {r.info.run_name: r for r in all_runs(store)}
@@ -95,7 +95,7 @@ def test_link_to_source_run(store: str) -> None:
 
 def test_log_model_with_signature(store: str) -> None:
     model = build_model("small_cnn", 3, 0.1, 0.3, seed=0, width=4).eval()
-    with tracked(Tracker(TrackingParams(), "pretrain")) as tracker:
+    with tracked(Tracker(TrackingParams(live=True), "pretrain")) as tracker:
         tracker.log_model(tracker.run_id, model, np.zeros((1, 1, 16, 16), np.float32), "m")
     import mlflow
     import torch
@@ -113,7 +113,7 @@ def test_log_model_with_signature(store: str) -> None:
 
 def test_disabled_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with tracked(Tracker(TrackingParams(enabled=False), "pretrain")) as tracker:
+    with tracked(Tracker(TrackingParams(live=True, enabled=False), "pretrain")) as tracker:
         assert tracker.child("c", {}, {}, {"m": 1.0}) is None
         tracker.log_metrics(None, {"m": 1.0})
     assert not (tmp_path / "mlflow.db").exists()
@@ -128,13 +128,13 @@ def _closed_port() -> int:
 def test_unreachable_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
     with pytest.raises(TrackingError, match=r"unreachable.*tracking\.on_unreachable: warn"):
-        Tracker(TrackingParams(), "pretrain").start()
+        Tracker(TrackingParams(live=True), "pretrain").start()
 
 
 def test_unreachable_server_can_warn_and_continue(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
     with pytest.warns(UserWarning, match="continuing with tracking off"):
-        tracker = Tracker(TrackingParams(on_unreachable="warn"), "pretrain").start()
+        tracker = Tracker(TrackingParams(live=True, on_unreachable="warn"), "pretrain").start()
     assert tracker.enabled is False
 
 
@@ -152,11 +152,11 @@ def test_experiment_opens_on_training_runs(store: str) -> None:
     client = MlflowClient(store)
     assert "experiments" not in ui_url("transferlab")  # no experiment yet: the UI's home
     client.create_experiment("transferlab")  # made by an older version: no kind tag
-    with tracked(Tracker(TrackingParams(), "pretrain")):
+    with tracked(Tracker(TrackingParams(live=True), "pretrain")):
         pass
     exp = client.get_experiment_by_name("transferlab")
     assert exp.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
-    with tracked(Tracker(TrackingParams(experiment="fresh"), "pretrain")):
+    with tracked(Tracker(TrackingParams(live=True, experiment="fresh"), "pretrain")):
         pass
     assert client.get_experiment_by_name("fresh").tags[EXPERIMENT_KIND_TAG] == (
         "custom_model_development")
@@ -165,7 +165,7 @@ def test_experiment_opens_on_training_runs(store: str) -> None:
 
 
 def test_stage_runs_record_the_cpu_pins(store: str) -> None:
-    with tracked(Tracker(TrackingParams(), "pretrain")):
+    with tracked(Tracker(TrackingParams(live=True), "pretrain")):
         pass
     tags = next(r for r in all_runs(store) if r.info.run_name == "pretrain").data.tags
     assert tags["transferlab.cpu.pinning"] == "on"
@@ -179,7 +179,7 @@ def test_finish_ends_the_pipeline_run_with_this_machines_summary(
     from transferlab.mirror import finish_pipeline
     from transferlab.runtime import dumps_json
 
-    with tracked(Tracker(TrackingParams(), "pretrain")):
+    with tracked(Tracker(TrackingParams(live=True), "pretrain")):
         pass
     pipeline = next(r for r in all_runs(store) if r.info.run_name == "pipeline exec-1")
     assert pipeline.info.status == "RUNNING"  # what `dvc repro` alone leaves
@@ -192,7 +192,7 @@ def test_finish_ends_the_pipeline_run_with_this_machines_summary(
          "cpu": {"model": "m", "isa": "avx2 fma", "pinning": "on",
                  "pins": {"ATEN_CPU_CAPABILITY": "avx2"}}}))
     (timing / "summary.md").write_text("# summary\n")
-    run_id = finish_pipeline(TrackingParams(), status, timing)
+    run_id = finish_pipeline(TrackingParams(live=True), status, timing)
     run = MlflowClient(store).get_run(run_id)
     assert run_id == pipeline.info.run_id and run.info.status == status
     assert run.data.tags["transferlab.cpu.model"] == "m"
@@ -286,3 +286,84 @@ def test_an_execution_whose_parent_was_deleted_gets_it_back(store: str) -> None:
     client.delete_run(parent)  # by hand, in the UI; the lock still names it
     assert execution_run(client, exp, "exec-1", wait_s=1) == (parent, False)
     assert client.get_run(parent).info.lifecycle_stage == "active"
+
+
+# -- deferred mirroring: the stages journal, the `mirror` stage replays -----------------------
+
+def _stage(params: TrackingParams, status_error: type[BaseException] | None = None) -> None:
+    """A stage's tracking calls: a child with history, tags, a summary, a registered model."""
+    model = build_model("small_cnn", 10, 0.1, 0.3, seed=0, width=4).eval()
+    example = np.zeros((1, 1, 16, 16), dtype=np.float32)
+    try:
+        with tracked(Tracker(params, "evaluate", {"transferlab.device": "cpu"},
+                             {"evaluate": {"confidence": 0.95}}, dvc_stage="evaluate")) as t:
+            child = t.child("c b=1", {"transferlab.budget": "1"}, {"budget": 1},
+                            {"test": {"accuracy": 0.5}})
+            t.log_history(child, [{"epoch": 1, "val_loss": 2.0}, {"epoch": 2, "val_loss": 1.5}])
+            ids = t.log_summary({"s/finetune": {"1": {"accuracy": {"mean": 0.7}}}})
+            t.log_model(ids[("s/finetune", "1")], model, example, "model",
+                        registered_name="transferlab-1", alias="champion")
+            t.set_tags({"transferlab.outputs_digest": "abc"})
+            if status_error is not None:
+                raise status_error("boom")
+    except (RuntimeError, KeyboardInterrupt):
+        pass
+
+
+def _tree(uri: str) -> list[tuple]:
+    """The runs as the UI compares them: name, status, parent's name, params, metric histories
+    and tags (ids, clocks and the source-code tags left out)."""
+    client = MlflowClient(uri)
+    runs = all_runs(uri)
+    names = {r.info.run_id: r.info.run_name for r in runs}
+    skip = ("mlflow.source", "mlflow.user", "mlflow.parentRunId", "mlflow.log-model.history",
+            "mlflow.runName")
+    out = []
+    for r in runs:
+        history = {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
+                   for k in r.data.metrics}
+        tags = {k: v for k, v in r.data.tags.items() if not k.startswith(skip)}
+        out.append((r.info.run_name, r.info.status,
+                    names.get(r.data.tags.get("mlflow.parentRunId")), r.data.params, history,
+                    tags))
+    return sorted(out, key=repr)
+
+
+def test_a_deferred_stage_writes_nothing_until_the_replay_and_then_the_live_tree(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferlab.tracking import journal_dir, replay_journals
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv(EXECUTION_ENV, "exec-1")
+    live_uri, deferred_uri = (f"sqlite:///{tmp_path / n}" for n in ("live.db", "deferred.db"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_uri)
+    _stage(TrackingParams(live=True))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", deferred_uri)
+    _stage(TrackingParams(live=False))
+    assert not (tmp_path / "deferred.db").exists()  # nothing reached MLflow yet
+    assert len(list(journal_dir().glob("*.journal"))) == 1
+    assert replay_journals(TrackingParams()) == ["evaluate"]
+    assert not list(journal_dir().glob("*"))  # replayed once, then gone
+    assert replay_journals(TrackingParams()) == []  # a second replay writes nothing again
+    assert _tree(deferred_uri) == _tree(live_uri)
+    for uri in (live_uri, deferred_uri):  # the champion is registered in both
+        version = MlflowClient(uri).get_model_version_by_alias("transferlab-1", "champion")
+        assert version.run_id
+
+
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError, "FAILED"),
+                                               (KeyboardInterrupt, "KILLED")])
+def test_a_deferred_stage_that_fails_is_replayed_with_its_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type, status: str) -> None:
+    from transferlab.tracking import replay_journals
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv(EXECUTION_ENV, "exec-1")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _stage(TrackingParams(live=False, log_models=False), error)
+    replay_journals(TrackingParams())
+    stage = [r for r in all_runs(uri) if r.info.run_name == "evaluate"]
+    assert [r.info.status for r in stage] == [status]

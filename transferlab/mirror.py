@@ -11,6 +11,7 @@ idempotent: a second ``sync`` changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,8 +26,8 @@ from transferlab.runtime import sha256_file
 from transferlab.tracking import Tracker, execution_run
 
 MATRIX_KINDS = ("transfer", "methods")  # <kind>@<source>-<strategy>: one strategy's replicates
-OTHER_KINDS = ("prepare", "pretrain", "evaluate", "report")
-UNTRACKED_KINDS = ("prepare", "report")
+OTHER_KINDS = ("prepare", "pretrain", "evaluate", "report", "mirror")
+UNTRACKED_KINDS = ("prepare", "report", "mirror")  # mirror: writes MLflow, has no run of its own
 
 
 def runs_strategy(kind: str) -> bool:
@@ -167,6 +168,7 @@ def sync(root: Path, tracker_params: Any) -> dict[str, list[str]]:
     if not lock_path.is_file():
         raise FileNotFoundError(f"{lock_path}: no lock file; run `dvc repro` first")
     lock = yaml.safe_load(lock_path.read_text())["stages"]
+    tracker_params = dataclasses.replace(tracker_params, live=True)  # sync writes, never journals
     probe = Tracker(tracker_params, "sync")
     probe._connect()
     client, exp = probe.client, probe.experiment_id
@@ -283,7 +285,7 @@ def finish_pipeline(tracker_params: Any, status: str, timing_dir: Path) -> str |
     (commit, device, CPU, pins), wall time and memory as metrics, and the summary files as
     artifacts (``timing/``: :mod:`transferlab.compute`). Returns the run id (None: no run).
     """
-    probe = Tracker(tracker_params, "pipeline")
+    probe = Tracker(dataclasses.replace(tracker_params, live=True), "pipeline")
     probe._connect()
     client, exp = probe.client, probe.experiment_id
     execution = _current_execution(client, exp)

@@ -55,6 +55,9 @@ class TrackingParams:
     experiment: str = "transferlab"
     log_models: bool = True
     on_unreachable: Literal["error", "warn"] = "error"
+    # false: each stage journals its runs and the `mirror` stage writes them all at the end of
+    # `dvc repro` (one MLflow start-up, not one per stage); true: each stage writes as it runs
+    live: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ comparison. With ``tracking.enabled: false`` every call here is a no-op.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import math
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -23,6 +25,7 @@ from typing import Any
 from transferlab.errors import TrackingError
 from transferlab.params import TrackingParams
 from transferlab.run_context import (
+    EXECUTION_ENV,
     execution_id,
     init_sqlite_store,
     repo_root,
@@ -63,6 +66,8 @@ def _guarded(method: Callable) -> Callable:
         if not self.enabled:
             return None
         try:
+            if self.journal is not None and method.__name__ in JOURNALED:
+                return self._record(method.__name__, args, kwargs)
             return method(self, *args, **kwargs)
         except Exception as err:  # noqa: BLE001 - counted and reported, never silent
             self.failures += 1
@@ -71,6 +76,21 @@ def _guarded(method: Callable) -> Callable:
             return None
 
     return wrapper
+
+
+# Deferred mirroring (``tracking.live: false``): these calls are journaled by the stage and
+# replayed, in order, by the `mirror` stage (:func:`replay_journals`); the others run as usual
+# and reach MLflow only through the journaled ones (``log_summary`` creates children)
+JOURNALED = frozenset({"child", "link_source_run", "set_tags", "finish", "log_params",
+                       "log_metrics", "log_history", "log_artifact", "log_model"})
+JOURNAL_DIR = ".tracking-journal"  # under the project root, beside mlflow.db; git-ignored
+PENDING = "pending-run:"  # a journaled run's id until the replay creates it
+
+
+def journal_dir() -> Path:
+    """Where stages leave their journals: the project root's ``.tracking-journal/`` (also
+    from ``dvc exp run --temp`` copies, as the sqlite store)."""
+    return repo_root() / JOURNAL_DIR
 
 
 LOCK_TAG = "transferlab.pipeline_run"
@@ -162,10 +182,26 @@ class Tracker:
         self.client = None
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        # deferred mode: [(method, args, kwargs)], written at finish, replayed by `mirror`
+        self.journal: list[tuple[str, tuple, dict]] | None = None
+        self._journal_head: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> Tracker:
+    def start(self, where: Mapping[str, str] | None = None,
+              execution: str | None = None) -> Tracker:
+        """Open this stage's run under its execution's pipeline run. Deferred
+        (``tracking.live: false``): nothing reaches MLflow yet; the calls are journaled.
+        ``where`` and ``execution`` (the replay's) default to this process's."""
         if not self.enabled:
+            return self
+        where = dict(where or run_tags())
+        execution = execution or execution_id()
+        if not self.params.live:
+            self.journal = []
+            self._journal_head = {"stage": self.stage, "tags": dict(self.tags),
+                                  "params_used": self.params_used, "where": where,
+                                  "execution": execution}
+            self.run_id = f"{PENDING}0"
             return self
         try:
             self._connect()
@@ -175,8 +211,6 @@ class Tracker:
             warnings.warn(f"{err}; continuing with tracking off", stacklevel=2)
             self.enabled = False
             return self
-        where = run_tags()
-        execution = execution_id()
         base = {"transferlab.stage": self.stage, "transferlab.execution": execution, **where,
                 **self.tags}
         parent = execution_run(self.client, self.experiment_id, execution,
@@ -289,6 +323,64 @@ class Tracker:
         if self.enabled and self.run_id:
             self.client.set_terminated(self.run_id, status)
 
+    # -- the journal (deferred mirroring) ----------------------------------------------------
+    def _record(self, method: str, args: tuple, kwargs: dict) -> Any:
+        """Journal one call; return what the stage's code needs back (a pending run id)."""
+        if method == "log_model":  # the model as it is now, not as it may be changed later
+            kwargs = dict(zip(("run_id", "model", "example", "name", "registered_name",
+                               "alias"), args, strict=False)) | kwargs
+            kwargs["model"] = pickle.dumps(kwargs["model"])
+            args = ()
+        if method == "log_artifact":  # the file as it is now
+            run_id, path = (*args, *kwargs.values())[:2]
+            args, kwargs = (run_id, Path(path).name, Path(path).read_bytes()), {}
+            method = "_log_artifact_bytes"
+        self.journal.append((method, args, kwargs))
+        if method == "child":
+            return f"{PENDING}{sum(m == 'child' for m, _, _ in self.journal)}"
+        if method == "finish":
+            self._write_journal()
+        return None
+
+    def _write_journal(self) -> Path:
+        folder = journal_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.time_ns():020d}-{os.getpid()}.journal"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps({**self._journal_head, "calls": self.journal}))
+        tmp.rename(path)  # whole or absent: a replay never reads a half-written journal
+        self.journal = None
+        return path
+
+    def _log_artifact_bytes(self, run_id: str | None, name: str, blob: bytes) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / name).write_bytes(blob)
+            self.log_artifact(run_id, Path(tmp) / name)
+
+    def replay(self, calls: list[tuple[str, tuple, dict]], where: Mapping[str, str],
+               execution: str) -> None:
+        """Make the journaled calls for real, in order, with pending run ids mapped."""
+        ids: dict[str, str | None] = {}
+
+        def real(value: Any) -> Any:
+            return ids.get(value) if isinstance(value, str) and value.startswith(PENDING) \
+                else value
+
+        self.start(where, execution)
+        ids[f"{PENDING}0"] = self.run_id
+        children = 0
+        for method, args, kwargs in calls:
+            args = tuple(real(a) for a in args)
+            kwargs = {k: real(v) for k, v in kwargs.items()}
+            if method == "log_model":
+                kwargs["model"] = pickle.loads(kwargs["model"])
+            result = getattr(self, method)(*args, **kwargs)
+            if method == "child":
+                children += 1
+                ids[f"{PENDING}{children}"] = result
+
     # -- logging -----------------------------------------------------------------------------
     @_guarded
     def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
@@ -391,6 +483,43 @@ def tracked(tracker: Tracker) -> Iterator[Tracker]:
     tracker.finish("FINISHED")
 
 
+def replay_journals(params: TrackingParams) -> list[str]:
+    """Write every journal that stages left (``tracking.live: false``) into MLflow, oldest
+    first, and delete it. Each journal is claimed by renaming it first, so two replays at once
+    (parallel ``dvc exp`` workers) never write one twice. Returns the replayed stages' names.
+
+    Journals are pickles that this project's own stages wrote into the git-ignored
+    ``.tracking-journal/`` folder of the project; nothing else should be put there.
+    """
+    folder = journal_dir()
+    done: list[str] = []
+    live = dataclasses.replace(params, enabled=True, live=True)
+    for path in sorted(folder.glob("*.journal")) if folder.is_dir() else []:
+        claimed = path.with_suffix(f".replaying-{os.getpid()}")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:  # another replay took it
+            continue
+        entry = pickle.loads(claimed.read_bytes())
+        tags = dict(entry["tags"])
+        dvc_stage = tags.pop("dvc.stage", None)
+        tracker = Tracker(live, entry["stage"], tags, entry["params_used"], dvc_stage=dvc_stage)
+        tracker.replay(entry["calls"], entry["where"], entry["execution"])
+        if not tracker.enabled and not tracker.failures:  # unreachable, on_unreachable: warn
+            claimed.rename(path)
+            warnings.warn(f"MLflow unreachable: {len(list(folder.glob('*.journal')))} stage "
+                          "journals kept; `python -m transferlab.tracking replay` writes them "
+                          "later", stacklevel=2)
+            break
+        if tracker.failures:
+            claimed.rename(path)  # kept for the next replay; `sync` restores the rest
+            raise TrackingError(f"replaying {path.name} ({dvc_stage or entry['stage']}) "
+                                f"failed: {tracker.last_error}")
+        claimed.unlink()
+        done.append(dvc_stage or entry["stage"])
+    return done
+
+
 def ui_url(experiment: str, base: str = "http://127.0.0.1:5000") -> str:
     """The MLflow UI link that opens ``experiment`` on its training runs (the Machine-learning
     view), or the UI's home where the experiment does not exist yet."""
@@ -406,11 +535,11 @@ def ui_url(experiment: str, base: str = "http://127.0.0.1:5000") -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m transferlab.tracking sync | finish --status S | ui-url``: rebuild the MLflow
-    mirror from the DVC outputs; end the pipeline run (with this machine's timing/ summary);
-    print the UI link to the experiment's training runs."""
+    """``python -m transferlab.tracking replay | sync | finish --status S | ui-url``: write the
+    runs that stages journaled (the `mirror` stage); rebuild the MLflow mirror from the DVC
+    outputs; end the pipeline run (with this machine's timing/ summary); print the UI link to
+    the experiment's training runs."""
     import argparse
-    import dataclasses
 
     from transferlab.mirror import finish_pipeline, sync
     from transferlab.params import load_params
@@ -418,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m transferlab.tracking",
                                      description=main.__doc__)
-    parser.add_argument("command", choices=["sync", "finish", "ui-url"])
+    parser.add_argument("command", choices=["replay", "sync", "finish", "ui-url"])
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--status", default="FINISHED", choices=PIPELINE_STATUSES,
                         help="finish: how the pipeline run ends")
@@ -426,15 +555,30 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def _main() -> None:
+        configured = load_params(args.params).tracking
+        if args.command == "replay":  # the `mirror` stage: nothing to do with tracking off
+            if configured.enabled:
+                stages = replay_journals(configured)
+                # then tie the runs to dvc.lock (this execution's copy of the repo: the
+                # stage's working directory, also under `dvc exp run --temp`)
+                os.environ.setdefault(EXECUTION_ENV, execution_id())
+                result = sync(Path.cwd(), configured)
+                print(f"mirror: {len(stages)} stage runs written to MLflow; "
+                      f"{len(result['skipped_marked'])} stages marked as skipped by DVC")
+            return
         # an explicit sync/finish mirrors even when the stages ran with tracking switched off
-        params = dataclasses.replace(load_params(args.params).tracking, enabled=True)
+        params = dataclasses.replace(configured, enabled=True)
         if args.command == "ui-url":
             print(f"MLflow UI, training runs of {params.experiment!r}: "
                   f"{ui_url(params.experiment)}")
         elif args.command == "finish":
+            replay_journals(params)  # the stages that ran, a failed one included
+            if args.status == "FINISHED":  # complete the mirror first (idempotent)
+                sync(repo_root(), params)
             run_id = finish_pipeline(params, args.status, Path(args.timing))
             print(f"pipeline run {run_id}: {args.status}" if run_id else "no pipeline run")
         else:
+            replay_journals(params)  # what stages journaled first, then what is still missing
             result = sync(repo_root(), params)
             for key, stages in result.items():
                 print(f"{key:15s} {len(stages):3d}  {' '.join(stages)}")

@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--models", required=True, help="directory of source models")
     parser.add_argument("--runs", required=True, help="directory of transfer runs")
     parser.add_argument("--metrics", required=True, help="output metrics JSON")
+    parser.add_argument("--headline", required=True, help="output folder of headline metrics, one "
+                        "JSON per curve (the few numbers `dvc metrics show` displays)")
     parser.add_argument("--runs-table", required=True, help="output per-run CSV")
     parser.add_argument("--timing", default=None, help="the scores' wall time, not a DVC "
                         "output (default: timing/<metrics>.json)")
@@ -68,8 +70,9 @@ def main() -> None:
     tracker = Tracker(params.tracking, "evaluate",
                       {"transferlab.device": device_description(device)}, {"evaluate": to_dict(p)},
                       dvc_stage="evaluate")
-    outputs = (args.metrics, args.runs_table, args.plots)
-    with tracked(tracker), staged_outputs(*outputs) as (metrics_path, table_path, plots):
+    outputs = (args.metrics, args.headline, args.runs_table, args.plots)
+    with tracked(tracker), staged_outputs(*outputs) as staged:
+        metrics_path, headline_path, table_path, plots = staged
         results, extra = evaluate_runs(runs, target, sources, source_data, p, device)
         summary = analysis.summarize(results, budgets, all_lpc, p)
         scores, score_timing = transferability_scores(sources, target, Path(args.runs), device,
@@ -98,6 +101,7 @@ def main() -> None:
             **extra,
         }
         metrics_path.write_text(dumps_json(report))
+        tables.write_headline(headline_path, tables.headline_metrics(summary, budgets, headline))
         tables.runs_table(results).to_csv(table_path, index=False, float_format="%.6g")
         test_truth = target.load("test").truth
         tables.write_plots(plots, results, summary, report, budgets, all_lpc, test_truth,
@@ -106,7 +110,7 @@ def main() -> None:
         champions = champion_checkpoints(report["recommendations"], runs)
         register_champions(tracker, champions, target.example_input(), child_ids)
         tracker.set_tags({"transferlab.outputs_digest": outputs_digest(
-            dict(zip(outputs, (metrics_path, table_path, plots), strict=True)))})
+            dict(zip(outputs, staged, strict=True)))})
     write_timing(args.timing or timing_path(Path(args.metrics).with_suffix("")),
                  {"scores": score_timing})
     best = report["recommendations"][budgets[-1]]

@@ -97,7 +97,92 @@ def test_write_plots_writes_every_declared_csv(tmp_path: Path, best: str | None)
                        ["zero", "one"], 5)
     assert {p.name for p in tmp_path.iterdir()} == {
         "learning_curves.csv", "gain.csv", "confusion.csv", "reliability.csv", "per_curve.csv",
-        "transferability.csv"}
+        "transferability.csv", *(f"transferability_{s}.csv" for s in analysis.SCORES)}
     confusion = pd.read_csv(tmp_path / "confusion.csv")
     # the recommended curve's first seed predicts perfectly; scratch's (the fallback) does not
     assert (confusion["actual"] == confusion["predicted"]).all() == (best is not None)
+
+
+# a hand-made summary: 3 curves x 2 budgets; "b/lp" has no run at budget "10"
+HAND_SUMMARY = {
+    "scratch": {"1": {"accuracy": {"mean": 0.412345}}, "10": {"accuracy": {"mean": 0.8}}},
+    "a/ft": {
+        "1": {"accuracy": {"mean": 0.61237}, "gain": {"diff": 0.200025, "verdict":
+                                                     "positive transfer"}},
+        "10": {"accuracy": {"mean": 0.75}, "gain": {"diff": -0.05, "verdict":
+                                                   "negative transfer"}}},
+    "b/lp": {"1": {"accuracy": {"mean": 0.5}, "gain": {"diff": 0.087654, "verdict":
+                                                      "no detectable effect"}}},
+}
+
+
+def test_headline_metrics_of_a_hand_made_summary() -> None:
+    out = tables.headline_metrics(HAND_SUMMARY, ["1", "10"])
+    assert out == {
+        "a/ft": {"1": {"accuracy": 0.6124, "gain": 0.2, "verdict": 1},
+                 "10": {"accuracy": 0.75, "gain": -0.05, "verdict": -1}},
+        "b/lp": {"1": {"accuracy": 0.5, "gain": 0.0877, "verdict": 0}},
+        "scratch": {"1": {"accuracy": 0.4123}, "10": {"accuracy": 0.8}},
+    }
+    # a mean per curve x budget present, a gain and a verdict for each non-scratch one:
+    # 5 entries (2 + 2 + 1), 3 of them not scratch -> 5 + 2 * 3 numbers
+    numbers = [v for by_budget in out.values() for entry in by_budget.values()
+               for v in entry.values()]
+    assert len(numbers) == 5 + 2 * 3
+    assert all(isinstance(v, int) for e in out.values() for b in e.values()
+               for k, v in b.items() if k == "verdict")
+
+
+def test_headline_metrics_count_is_budgets_times_three_curves_minus_two() -> None:
+    """10 curves x 3 budgets, complete: 3 * (3 * 10 - 2) = 84 numbers, within the ~150 that
+    `dvc metrics show` is meant to carry."""
+    budgets = ["1", "3", "10"]
+    entry = {"accuracy": {"mean": 0.5}, "gain": {"diff": 0.1, "verdict": "positive transfer"}}
+    summary = {"scratch": {b: {"accuracy": {"mean": 0.4}} for b in budgets},
+               **{f"s/m{i}": {b: entry for b in budgets} for i in range(9)}}
+    out = tables.headline_metrics(summary, budgets)
+    count = sum(len(e) for by_budget in out.values() for e in by_budget.values())
+    assert count == len(budgets) * (3 * len(summary) - 2) == 84
+
+
+def test_headline_metrics_regression_headline_and_missing_values() -> None:
+    summary = {"scratch": {"1": {"r2": {"mean": 0.3}}},
+               "a/ft": {"1": {"r2": {"mean": float("nan")},  # no finite mean: left out
+                              "gain": {"diff": float("nan"), "verdict": "no detectable effect"}}},
+               "b/ft": {"1": {"r2": {"mean": 0.1}, "gain": {"method": "paired t over seeds"}}}}
+    out = tables.headline_metrics(summary, ["1"], headline="r2")
+    assert out == {"scratch": {"1": {"r2": 0.3}}, "a/ft": {"1": {"verdict": 0}},
+                   "b/ft": {"1": {"r2": 0.1}}}
+
+
+def test_headline_metrics_errors_name_the_bad_key() -> None:
+    bad = {"a/ft": {"1": {"accuracy": {"mean": 0.5}, "gain": {"diff": 0.1, "verdict": "better"}}}}
+    with pytest.raises(ValueError, match=r"'better' of the gain at a/ft/1; expected one of "
+                                         r"positive transfer, negative transfer"):
+        tables.headline_metrics(bad, ["1"])
+    with pytest.raises(KeyError, match=r"summary\['scratch'\]\['1'\] has no 'r2'"):
+        tables.headline_metrics({"scratch": {"1": {"accuracy": {"mean": 0.5}}}}, ["1"], "r2")
+
+
+def test_headline_metrics_of_a_real_summary_match_the_gain_table() -> None:
+    summary = _report()["summary"]
+    out = tables.headline_metrics(summary, ["2"])
+    gain = tables.gain_table(summary, ["2"], 10.0).iloc[0]
+    assert out["src/finetune"]["2"]["gain"] == round(gain["gain"], 4)
+    assert out["src/finetune"]["2"]["verdict"] == tables.VERDICT_CODES[gain["verdict"]]
+    lc = tables.learning_curves(summary, ["2"], 10.0).set_index("curve")["accuracy"]
+    assert out["scratch"]["2"] == {"accuracy": round(lc["scratch"], 4)}
+
+
+def test_transferability_by_score_one_table_per_score() -> None:
+    transfer = {"scores": {src: {"1": {s: i + 0.5 * k for k, s in enumerate(analysis.SCORES)}}
+                           for i, src in enumerate(["a", "b"])}}
+    summary = {"a/finetune": {"1": {"accuracy": {"mean": 0.9}}}}
+    split = tables.transferability_by_score(tables.transferability_table(transfer, summary))
+    assert list(split) == list(analysis.SCORES)
+    for k, score in enumerate(analysis.SCORES):
+        df = split[score]
+        assert "score" not in df.columns and list(df["source"]) == ["a", "b"]
+        assert df["value"].tolist() == [0.5 * k, 1 + 0.5 * k]
+    empty = tables.transferability_by_score(pd.DataFrame())
+    assert set(empty) == set(analysis.SCORES) and all(df.empty for df in empty.values())

@@ -13,7 +13,7 @@ COMPILE = $(BIN)/python -m compileall -q -j 0 \
 	> $(VENV)/compileall.log 2>&1 || true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-dev repro sync test test-all lint ui server bench gpu-check audit
+.PHONY: setup setup-dev repro scenarios scenario study sync test test-all lint ui server bench gpu-check audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,13 @@ setup: $(VENV)/.deps          ## create .venv and install the pinned runtime dep
 setup-dev: $(VENV)/.dev       ## ... plus test and lint tools
 
 # dvc repro writes only deterministic outputs; the stages' wall time and memory go to timing/
-# (git-ignored), which transferlab.compute summarises with this machine's provenance. The MLflow
-# pipeline run then ends FINISHED, or FAILED when a step failed.
+# (git-ignored), which transferlab.compute summarises with this machine's provenance. dvc repro's
+# last stage, mirror, writes the MLflow runs; `finish` syncs what DVC skipped and ends the
+# pipeline run FINISHED, or FAILED when a step failed.
 repro: setup                  ## run the whole pipeline on the built-in default scenario
 	export TRANSFERLAB_EXECUTION=$$($(BIN)/python -c "import uuid; print(uuid.uuid4().hex[:12])"); \
 	status=FINISHED; \
-	dvc repro && $(BIN)/python -m transferlab.compute \
-		&& $(BIN)/python -m transferlab.tracking sync || status=FAILED; \
+	dvc repro && $(BIN)/python -m transferlab.compute || status=FAILED; \
 	$(BIN)/python -m transferlab.tracking finish --status $$status; \
 	test $$status = FINISHED
 
@@ -54,6 +54,18 @@ test: setup-dev               ## lint, then every test not marked slow (the real
 test-all: setup-dev           ## lint, then every test, the slow end-to-end scenarios included
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Studies are scenarios: short override files in scenarios/ composed onto params.yaml by DVC's
+# own --set-param (README "Scenarios"). S names one: make scenario S=text
+S ?=
+scenarios: setup              ## list the scenarios and the question each asks
+	$(BIN)/python -m transferlab.scenarios list
+
+scenario: setup               ## run scenario S as a DVC experiment (dvc exp run --temp); params.yaml untouched
+	$(BIN)/python -m transferlab.scenarios run "$(S)"
+
+study: setup                  ## rerun scenario S from nothing in a copy; write docs/results/S/ (report, figures, provenance)
+	$(BIN)/python -m transferlab.scenarios study "$(S)"
 
 sync: setup                   ## rebuild the MLflow mirror from the DVC outputs (idempotent)
 	$(BIN)/python -m transferlab.tracking sync

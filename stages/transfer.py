@@ -1,6 +1,7 @@
 """Stage transfer: adapt one source with one strategy at every label budget and seed."""
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -8,13 +9,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferlab import strategies  # noqa: E402
-from transferlab.adaptation import load_target, run_replicates  # noqa: E402
+from transferlab.adaptation import load_target, replicate_line, run_replicates  # noqa: E402
 from transferlab.execution import Executor  # noqa: E402
 from transferlab.mirror import mirror_transfer_record, outputs_digest  # noqa: E402
 from transferlab.params import load_params, to_dict  # noqa: E402
 from transferlab.runtime import (  # noqa: E402
     device_description,
     dumps_json,
+    progress,
     resolve_device,
     run_stage,
     seed_everything,
@@ -55,7 +57,10 @@ def main() -> None:
     tracker = Tracker(params.tracking, "transfer", tags, {args.strategy: to_dict(cfg)},
                       dvc_stage=args.stage)
 
+    total, done = len(list(target.replicates())), itertools.count(1)
+
     def on_result(record: dict, model: object, trained_on: str) -> None:
+        progress(replicate_line(source_name, args.strategy, record, next(done), total))
         mirror_transfer_record(tracker, source_name, args.strategy, record, trained_on)
 
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}

@@ -32,6 +32,20 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def scenario_params(name: str) -> dict:
+    """``scenarios/<name>.yaml`` composed onto params.yaml (as `make scenario` composes it), as a
+    dict read by the project's own YAML loader."""
+    import tempfile
+
+    from transferlab import scenarios
+    from transferlab.typed_config import read_yaml_mapping
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = scenarios.compose(scenarios.load(name, ROOT / "scenarios"), ROOT / "params.yaml",
+                                Path(tmp) / "params.yaml")
+        return read_yaml_mapping(out)
+
+
 def shrunk_params() -> dict:
     """params.yaml shrunk so the whole pipeline runs in about a minute on 2 CPU cores."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())

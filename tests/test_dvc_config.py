@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab.params import load_params
+from tests.conftest import scenario_params
 from transferlab.tracking import flatten_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+# dvc-render's own templates; any other `template:` is a file in .dvc/plots/
+BUILTIN_TEMPLATES = {"linear", "simple", "smooth", "scatter", "scatter_jitter", "confusion",
+                     "confusion_normalized", "bar_horizontal", "bar_horizontal_sorted"}
 
 
 def module_file(name: str) -> str:
@@ -70,7 +73,8 @@ def stage_bodies() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize(("name", "body"), stage_bodies(), ids=[n for n, _ in stage_bodies()])
 def test_stage_deps_cover_script_and_library(name: str, body: dict) -> None:
-    script = re.search(r"python (stages/\S+\.py)", body["cmd"]).group(1)
+    match = re.search(r"python (stages/\S+\.py)|python -m (\S+)", body["cmd"])
+    script = match.group(1) or module_file(match.group(2))
     deps = {d if isinstance(d, str) else next(iter(d)) for d in body["deps"]}
     assert script in deps, f"{name}: its script {script} is not a dep"
     modules = library_imports(ROOT / script)
@@ -100,10 +104,22 @@ def test_stage_params_exist(name: str, body: dict) -> None:
 
 
 def test_metrics_and_plots_are_declared() -> None:
+    """`dvc metrics show` displays the headline only; evaluate.json (every number, the report's
+    input) is a plain out. Every transferability score has its own plot."""
+    from transferlab.analysis import SCORES
+
     evaluate = DVC["stages"]["evaluate"]
-    assert any("metrics/evaluate.json" in m for m in evaluate["metrics"])
+    assert [next(iter(m)) for m in evaluate["metrics"]] == ["metrics/headline"]
+    assert "--headline metrics/headline" in evaluate["cmd"]
+    assert "metrics/evaluate.json" in _outs({"outs": evaluate["outs"]})
     plot_files = {f for p in DVC["plots"] for spec in p.values() for f in spec["y"]}
     assert {"plots/learning_curves.csv", "plots/confusion.csv"} <= plot_files
+    assert {f"plots/transferability_{s}.csv" for s in SCORES} <= plot_files
+    for p in DVC["plots"]:
+        (spec,) = p.values()
+        template = spec["template"]
+        assert template in BUILTIN_TEMPLATES or (ROOT / ".dvc" / "plots" / f"{template}.json"
+                                                 ).is_file(), f"no template {template}"
 
 
 def _outs(body: dict) -> dict[str, dict]:
@@ -119,7 +135,7 @@ def test_metrics_and_plots_are_committed_to_git_not_the_cache() -> None:
 
     committed = {**_outs(DVC["stages"]["evaluate"]),
                  **_outs(DVC["stages"]["pretrain"]["do"])}
-    small = ["metrics/evaluate.json", "metrics/runs.csv", "plots",
+    small = ["metrics/evaluate.json", "metrics/headline", "metrics/runs.csv", "plots",
              "models/${key}/metrics.json"]
     for path in small:
         assert committed[path].get("cache") is False, f"{path}: not cache: false"
@@ -138,26 +154,21 @@ def test_no_out_is_machine_specific() -> None:
         assert "--timing" not in body["cmd"] or "--timing timing/" in body["cmd"], name
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
-def test_scenarios_validate(path: Path) -> None:
-    load_params(path)
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
-def test_scenarios_set_every_key_the_default_sets(path: Path) -> None:
-    """A scenario is a complete params file: a key the default sets and a scenario leaves out
-    silently takes the dataclass default instead (new_classes once ran Holm while the default
+@pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "scenarios").glob("*.yaml"))])
+def test_scenarios_set_every_key_the_default_sets(name: str) -> None:
+    """A composed scenario keeps every key the default sets: a key removed (``~key``) would
+    silently take the dataclass default instead (new_classes once ran Holm while the default
     ran BH). Sources, the target and the strategies' blocks are what scenarios change."""
     changed = ("prepare.sources.", "prepare.target.", "transfer.")
     default = {k for k in flatten_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
                if not k.startswith(changed)}
-    scenario = {k for k in flatten_params(yaml.safe_load(path.read_text()))
+    scenario = {k for k in flatten_params(scenario_params(name))
                 if not k.startswith(changed)}
     # keys one modality reads and the other does not (the default is an image scenario)
     image_only = {"prepare.image_size", "evaluate.shift_noise_std", "evaluate.shift_blur_sigma",
                   "evaluate.shift_rotation_deg"}
     text_only = {"prepare.tokenizer", "prepare.max_length", "evaluate.shift_token_drop"}
     text = "prepare.tokenizer" in scenario
-    assert default - scenario == (image_only if text else set()), \
+    assert default - scenario <= (image_only if text else set()), \
         "keys of params.yaml missing from the scenario"
     assert scenario - default == (text_only if text else set()), "keys the default does not have"

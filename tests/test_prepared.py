@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import scenario_params
 from transferlab.errors import DataError
 from transferlab.params import load_params
 from transferlab.preparation import label_mapping, prepare_all
@@ -94,8 +95,7 @@ def test_budget_larger_than_pool(tmp_path: Path, params_dict: dict) -> None:
 
 
 def test_new_classes_scenario_is_not_aligned(tmp_path: Path, params_dict: dict) -> None:
-    scenario = yaml.safe_load((Path(__file__).parents[1] / "scenarios" / "new_classes.yaml")
-                              .read_text())
+    scenario = scenario_params("new_classes")
     params_dict["prepare"]["target"] = scenario["prepare"]["target"]
     params_dict["prepare"]["sources"] = scenario["prepare"]["sources"]
     params_dict["grid"]["methods"] = scenario["grid"].get("methods", {})

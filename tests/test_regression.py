@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn import metrics as skm
 
 from transferlab import tasks
@@ -224,11 +225,13 @@ def test_rotation_augmentation_is_refused_on_rotated_digits(tmp_path, params_dic
         strategies.resolve(load_params(path))
 
 
-def test_the_built_in_regression_scenario_is_valid() -> None:
-    from tests.conftest import ROOT
+def test_the_built_in_regression_scenario_is_valid(tmp_path) -> None:
+    from tests.conftest import scenario_params
     from transferlab import strategies
 
-    params = strategies.resolve(load_params(ROOT / "scenarios" / "regression.yaml"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(scenario_params("regression")))
+    params = strategies.resolve(load_params(path))
     assert params.prepare.target.task_name == "regression"
 
 

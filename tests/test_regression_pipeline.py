@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scenario_params
 from transferlab.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def regression_params() -> dict:
     """The regression scenario shrunk: 2 seeds, budgets 2 and 20 per stratum, few epochs."""
-    p = yaml.safe_load((ROOT / "scenarios" / "regression.yaml").read_text())
+    p = scenario_params("regression")
     p["common"].update(seeds=[0, 1], device="cpu")
     p["prepare"].update(budgets=[2, 20], test_per_class=30, val_per_class=5)
     p["prepare"]["sources"] = {

@@ -11,9 +11,8 @@ import random
 from pathlib import Path
 
 import torch
-import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import scenario_params
 
 POSITIVE = ["good", "great", "fun", "moving", "brilliant", "charming"]
 NEGATIVE = ["bad", "awful", "dull", "boring", "clumsy", "tedious"]
@@ -76,7 +75,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]], text: str = "text",
 def text_params(checkpoint: Path, data: Path) -> dict:
     """``scenarios/text.yaml`` shrunk to the tiny checkpoint and CSV corpora in ``data``:
     2 seeds, budgets 2 and 4, 2 epochs, tracking off, the compatible GEMM branch."""
-    p = yaml.safe_load((ROOT / "scenarios" / "text.yaml").read_text())
+    p = scenario_params("text")
     hf = f"hf:{checkpoint}"
     # compatible: MKL's avx2 branch exists on Intel CPUs only (cpu_pinning.set_gemm_branch)
     p["common"].update(seeds=[0, 1], device="cpu", gemm_branch="compatible")

@@ -339,6 +339,16 @@ def load_target(folder: str | Path) -> TargetData:
                       data.modality.name, data.task.name, strata)
 
 
+def replicate_line(source: str, strategy: str, record: dict, done: int, total: int) -> str:
+    """One progress line per finished replicate, the same in a terminal and in a log file:
+    ``transfer printed_digits/finetune b=10 seed 3 (12/15) selection 0.950``."""
+    curve = f"{source}/{strategy}" if source != "none" else strategy
+    score = record.get("selection_score")
+    chose = "selection n/a" if score is None else f"selection {score:.3f}"
+    return (f"transfer {curve} b={record['budget']} seed {record['seed']} ({done}/{total}) "
+            f"{chose}")
+
+
 def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
                    device: torch.device, out_dir: Path, arch: dict,
                    selection: SelectionParams,

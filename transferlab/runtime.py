@@ -284,3 +284,9 @@ def run_stage(main: Callable[[], None]) -> None:
         raise SystemExit(130) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def progress(line: str) -> None:
+    """Print one progress line, flushed at once: readable in a terminal, in a log file and in
+    ``dvc queue logs``, where a progress bar (tqdm draws only in a terminal) shows nothing."""
+    print(line, flush=True)

@@ -246,7 +246,9 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         bar.set_postfix({score_key: f"{val_acc:.3f}"})
         if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
             best = {"epoch": epoch, "acc": val_acc, "loss": val_loss,
-                    "state": copy.deepcopy(model.state_dict())}
+                    # clone, not deepcopy: the same values, without deepcopy's slow per-tensor
+                    # storage copies (1.3 s of a 7 s transfer stage on 2 cores)
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             since_best = 0
         else:
             since_best += 1

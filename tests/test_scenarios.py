@@ -1,0 +1,121 @@
+"""Scenarios are short override files composed onto params.yaml by DVC's own --set-param."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transferlab import scenarios
+from transferlab.errors import ParamsError
+from transferlab.params import load_params, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = ROOT / "scenarios"
+PARAMS = ROOT / "params.yaml"
+
+
+@pytest.mark.parametrize("name", scenarios.names(FOLDER))
+def test_every_scenario_composes_into_params_that_validate(name, tmp_path):
+    scenario = scenarios.load(name, FOLDER)
+    out = scenarios.compose(scenario, PARAMS, tmp_path / "params.yaml")
+    params = load_params(out)
+    # the overrides took effect: every `key=value` and `+key=value` is in the composed file
+    composed = yaml.safe_load(out.read_text())
+    for override in scenario.overrides:
+        if override.startswith("~"):
+            node = composed
+            *parents, last = override[1:].split(".")
+            for key in parents:
+                node = node[key]
+            assert last not in node, override
+            continue
+        key = override.lstrip("+").split("=", 1)[0]
+        node = composed
+        for part in key.split("."):
+            assert part in node, f"{name}: {override} did not land"
+            node = node[part]
+    assert params is not None
+
+
+def test_the_default_scenario_is_params_yaml_itself(tmp_path):
+    out = scenarios.compose(scenarios.load("default", FOLDER), PARAMS, tmp_path / "p.yaml")
+    assert out.read_text() == PARAMS.read_text()
+
+
+def test_scenarios_are_overrides_not_copies():
+    """No scenario repeats params.yaml: each holds a question and a list of overrides, far
+    fewer lines than the default's keys."""
+    leaves = len(_leaves(yaml.safe_load(PARAMS.read_text())))
+    for path in FOLDER.glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert set(data) == {"question", "overrides"}, path.name
+        assert len(data["overrides"]) < leaves / 2, path.name
+
+
+def test_the_study_scenario_keeps_the_former_default(tmp_path):
+    """digits_study is the former default: five seeds, the `all` budget, four strategies and
+    five methods."""
+    p = load_params(scenarios.compose(scenarios.load("digits_study", FOLDER), PARAMS,
+                                      tmp_path / "p.yaml"))
+    assert list(p.common.seeds) == [0, 1, 2, 3, 4]
+    assert [str(b) for b in p.prepare.budgets] == ["1", "3", "10", "30", "all"]
+    assert "partial_finetune" in p.grid.strategies
+    assert len(p.grid.methods.strategies) == 5
+
+
+def test_unknown_scenario_names_the_valid_ones():
+    with pytest.raises(ParamsError, match="unknown scenario 'nope'; expected one of .*default"):
+        scenarios.load("nope", FOLDER)
+
+
+def test_bad_files_and_overrides_are_clear_errors(tmp_path):
+    (tmp_path / "extra.yaml").write_text("question: q\noverrides: []\nseeds: 3\n")
+    with pytest.raises(ParamsError, match="unknown key 'seeds'"):
+        scenarios.load("extra", tmp_path)
+    (tmp_path / "notlist.yaml").write_text("question: q\noverrides: common.seeds=[1]\n")
+    with pytest.raises(ParamsError, match="overrides must be a list"):
+        scenarios.load("notlist", tmp_path)
+    # a key that is not in params.yaml must be added with +: DVC's rule, named with the scenario
+    typo = scenarios.Scenario("typo", "q", ("common.sedes=[1]",))
+    with pytest.raises(ParamsError, match="scenario 'typo'"):
+        scenarios.compose(typo, PARAMS, tmp_path / "p.yaml")
+    # a value of the wrong type fails validation, naming the key
+    bad = scenarios.Scenario("bad", "q", ("common.num_threads='many'",))
+    with pytest.raises(ParamsError, match="scenario 'bad' composes into invalid params.*"
+                                          "num_threads"):
+        scenarios.compose(bad, PARAMS, tmp_path / "p.yaml")
+
+
+def test_a_float_dvc_writes_without_a_dot_reads_as_a_number(tmp_path):
+    """DVC (ruamel, YAML 1.2) writes 0.00005 as 5e-05, which YAML 1.1 reads as a string."""
+    lr = scenarios.Scenario("lr", "q", ("pretrain.lr=0.00005",))
+    out = scenarios.compose(lr, PARAMS, tmp_path / "p.yaml")
+    assert "lr: 5e-05" in out.read_text()
+    assert load_params(out).pretrain.lr == pytest.approx(5e-5)
+
+
+def test_run_is_a_dvc_experiment_in_a_temporary_copy():
+    scenario = scenarios.load("digits_study", FOLDER)
+    cmd = scenarios.exp_run_command(scenario)
+    assert cmd[:6] == ["dvc", "exp", "run", "--temp", "-n", "digits_study"]
+    assert cmd[6::2] == ["-S"] * len(scenario.overrides)
+    assert cmd[7::2] == list(scenario.overrides)
+    assert "--queue" in scenarios.exp_run_command(scenario, queue=True)
+
+
+def test_params_digest_ignores_comments(tmp_path):
+    text = PARAMS.read_text()
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text("# another comment\n" + text)
+    assert scenarios.params_digest(tmp_path / "a.yaml") == scenarios.params_digest(
+        tmp_path / "b.yaml")
+    assert json.dumps(to_dict(load_params(tmp_path / "a.yaml")), default=str)
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict) and node:
+        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+    return [prefix]

@@ -64,6 +64,7 @@ def test_the_study_scenario_keeps_the_former_default(tmp_path):
     assert [str(b) for b in p.prepare.budgets] == ["1", "3", "10", "30", "all"]
     assert "partial_finetune" in p.grid.strategies
     assert len(p.grid.methods.strategies) == 5
+    assert p.pretrain.width == 32  # the default is width 16
 
 
 def test_unknown_scenario_names_the_valid_ones():

@@ -186,3 +186,17 @@ def test_transferability_by_score_one_table_per_score() -> None:
         assert df["value"].tolist() == [0.5 * k, 1 + 0.5 * k]
     empty = tables.transferability_by_score(pd.DataFrame())
     assert set(empty) == set(analysis.SCORES) and all(df.empty for df in empty.values())
+
+
+def test_write_headline_is_one_small_file_per_curve(tmp_path: Path) -> None:
+    """`dvc metrics show` prints one row per file: a curve per row, a budget's numbers per
+    column."""
+    import json
+
+    headline = {"scratch": {"1": {"accuracy": 0.5}},
+                "printed_digits/finetune": {"1": {"accuracy": 0.7, "gain": 0.2, "verdict": 1}}}
+    written = tables.write_headline(tmp_path / "headline", headline)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "headline/printed_digits/finetune.json", "headline/scratch.json"]
+    assert json.loads((tmp_path / "headline/printed_digits/finetune.json").read_text()) == \
+        headline["printed_digits/finetune"]

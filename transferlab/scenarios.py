@@ -141,55 +141,75 @@ def _machine() -> dict:
             "packages": package_versions(("torch", "dvc", "mlflow", "numpy"))}
 
 
-def study(scenario: Scenario, root: Path, results: Path | None = None,
-          timeout_s: float | None = None) -> Path:
-    """Rerun the scenario from nothing in a temporary copy of ``root``'s working tree and write
-    its report, figures, headline metrics and provenance to ``results`` (default
-    ``root/docs/results/<name>``), replacing what was there only once the run succeeded.
+def reproduce(scenario: Scenario, root: Path, workdir: Path,
+              timeout_s: float | None = None) -> tuple[Path, dict]:
+    """``dvc repro`` of the scenario from nothing, in a copy of ``root``'s working tree made
+    in ``workdir``. Its MLflow runs go to ``root``'s store (``$MLFLOW_TRACKING_URI`` wins).
 
-    The copy's MLflow runs go to ``root``'s store (``$MLFLOW_TRACKING_URI`` wins).
+    Returns:
+        (the copy, :func:`transferlab.workspace.run_repro`'s row: seconds, per-stage seconds)
+    Raises:
+        RuntimeError: dvc repro failed or ran out of time (with its log's tail).
     """
-    from transferlab.run_context import git_state
     from transferlab.workspace import copy_worktree, run_repro
+
+    repo = workdir / "repo"
+    repo.mkdir(parents=True)
+    copy_worktree(root, repo)
+    (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
+    compose(scenario, repo / "params.yaml", repo / "params.yaml")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    row = run_repro(repo, [], repo / "repro.log", timeout_s, tracking_uri=uri)
+    if row["status"] != "ok":
+        raise RuntimeError(f"scenario '{scenario.name}': dvc repro {row['status']}:\n"
+                           + "\n".join(row.get("log_tail", [])))
+    return repo, row
+
+
+def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
+                  results: Path | None = None, command: str | None = None) -> Path:
+    """Copy a reproduced scenario's report, figures and headline metrics, with its provenance
+    (commit, params hash, lock hash, machine, wall time per stage), to ``results`` (default
+    ``root/docs/results/<name>``), replacing what was there in one step."""
+    from transferlab.run_context import git_state
 
     results = results or root / RESULTS_DIR / scenario.name
     state = git_state(root)
-    with tempfile.TemporaryDirectory(prefix=f"transferlab-study-{scenario.name}-") as tmp:
-        repo = Path(tmp) / "repo"
-        repo.mkdir()
-        copy_worktree(root, repo)
-        (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
-        compose(scenario, repo / "params.yaml", repo / "params.yaml")
-        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        row = run_repro(repo, [], repo / "repro.log", timeout_s)
-        if row["status"] != "ok":
-            raise RuntimeError(f"scenario '{scenario.name}': dvc repro {row['status']}:\n"
-                               + "\n".join(row.get("log_tail", [])))
-        staging = results.with_name(results.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copy(repo / "reports" / "report.md", staging / "report.md")
-        if (repo / "reports" / "figures").is_dir():
-            shutil.copytree(repo / "reports" / "figures", staging / "figures")
-        if (repo / "metrics" / "headline").is_dir():
-            shutil.copytree(repo / "metrics" / "headline", staging / "headline")
-        shutil.copy(repo / "params.yaml", staging / "params.yaml")
-        provenance = {
-            "scenario": scenario.name, "question": scenario.question,
-            "overrides": list(scenario.overrides),
-            "git_commit": state["commit"], "git_dirty": state["dirty"],
-            "params_sha256": params_digest(repo / "params.yaml"),
-            "dvc_lock_sha256": hashlib.sha256((repo / "dvc.lock").read_bytes()).hexdigest(),
-            "started": started, "wall_seconds": round(row["seconds"], 1),
-            "stage_seconds": {k: round(v, 1) for k, v in row["stage_seconds"].items()},
-            "machine": _machine(),
-            "command": f"make study S={scenario.name}",
-        }
-        (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        shutil.rmtree(results, ignore_errors=True)
-        staging.rename(results)
+    staging = results.with_name(results.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copy(repo / "reports" / "report.md", staging / "report.md")
+    if (repo / "reports" / "figures").is_dir():
+        shutil.copytree(repo / "reports" / "figures", staging / "figures")
+    if (repo / "metrics" / "headline").is_dir():
+        shutil.copytree(repo / "metrics" / "headline", staging / "headline")
+    shutil.copy(repo / "params.yaml", staging / "params.yaml")
+    provenance = {
+        "scenario": scenario.name, "question": scenario.question,
+        "overrides": list(scenario.overrides),
+        "git_commit": state["commit"], "git_dirty": state["dirty"],
+        "params_sha256": params_digest(repo / "params.yaml"),
+        "dvc_lock_sha256": hashlib.sha256((repo / "dvc.lock").read_bytes()).hexdigest(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": round(row["seconds"], 1),
+        "stage_seconds": {k: round(v, 1) for k, v in row["stage_seconds"].items()},
+        "machine": _machine(),
+        "command": command or f"make study S={scenario.name}",
+    }
+    (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    shutil.rmtree(results, ignore_errors=True)
+    staging.rename(results)
     return results
+
+
+def study(scenario: Scenario, root: Path, results: Path | None = None,
+          timeout_s: float | None = None) -> Path:
+    """Rerun the scenario from nothing in a temporary copy of ``root``'s working tree and write
+    its results to ``results`` (default ``root/docs/results/<name>``): :func:`reproduce`, then
+    :func:`write_results`. What was there is replaced only once the run succeeded."""
+    with tempfile.TemporaryDirectory(prefix=f"transferlab-study-{scenario.name}-") as tmp:
+        repo, row = reproduce(scenario, root, Path(tmp), timeout_s)
+        return write_results(scenario, root, repo, row, results)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,11 +58,12 @@ def export_revision(root: Path, revision: str, dest: Path) -> str:
     return commit
 
 
-def run_repro(repo: Path, targets: list[str], log: Path, timeout_s: float | None = None
-              ) -> dict[str, Any]:
+def run_repro(repo: Path, targets: list[str], log: Path, timeout_s: float | None = None,
+              tracking_uri: str | None = None) -> dict[str, Any]:
     """``dvc repro [targets]`` in ``repo`` with this interpreter's environment (MLflow in
-    ``repo/mlflow.db``), its output written to ``log``; with ``timeout_s``, killed (its whole
-    process group: dvc and the stage it runs) after that many seconds.
+    ``tracking_uri``, default ``repo/mlflow.db``), its output written to ``log``; with
+    ``timeout_s``, killed (its whole process group: dvc and the stage it runs) after that many
+    seconds.
 
     Returns:
         {"status": ok | failed | timeout, "seconds", "timeout_s", "targets", "stages_run",
@@ -71,7 +72,7 @@ def run_repro(repo: Path, targets: list[str], log: Path, timeout_s: float | None
         log's last 25 lines.
     """
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+               MLFLOW_TRACKING_URI=tracking_uri or f"sqlite:///{repo / 'mlflow.db'}")
     marks: list[tuple[str, float]] = []
     start = time.perf_counter()
     with log.open("w") as out:

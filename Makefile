@@ -53,7 +53,7 @@ test: setup-dev               ## lint, then every test not marked slow (the real
 
 test-all: setup-dev           ## lint, then every test, the slow end-to-end scenarios included
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	TRANSFERLAB_FULL_FUZZ=1 $(BIN)/python -m pytest
 
 # Studies are scenarios: short override files in scenarios/ composed onto params.yaml by DVC's
 # own --set-param (README "Scenarios"). S names one: make scenario S=text

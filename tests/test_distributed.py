@@ -82,7 +82,7 @@ def test_pretrain_stage_on_two_ranks_writes_once_and_logs_one_run(tmp_path: Path
     params = tiny_params()
     params["prepare"]["sources"]["printed_digits"]["n_per_class"] = 40
     params["pretrain"].update(epochs=6, patience=6)
-    params["tracking"].update(enabled=True, log_models=False)
+    params["tracking"].update(enabled=True, log_models=False, live=True)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -171,4 +171,4 @@ def test_scenarios_set_every_key_the_default_sets(name: str) -> None:
     text = "prepare.tokenizer" in scenario
     assert default - scenario <= (image_only if text else set()), \
         "keys of params.yaml missing from the scenario"
-    assert scenario - default == (text_only if text else set()), "keys the default does not have"
+    assert scenario - default <= (text_only if text else set()), "keys the default does not have"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -31,11 +32,31 @@ from transferlab import strategies
 from transferlab.errors import ParamsError
 from transferlab.params import Params, to_dict
 from transferlab.params import load_params as load_file
+from transferlab.typed_config import YAML12_FLOAT
 
 FAST = settings(deadline=None, derandomize=True, database=None)
+# `make test` draws a quarter of the examples (the same derandomized ones every run);
+# `make test-all` sets TRANSFERLAB_FULL_FUZZ=1 and draws them all
+SCALE = 1.0 if os.environ.get("TRANSFERLAB_FULL_FUZZ") == "1" else 0.25
+
+
+def examples(n: int) -> int:
+    return max(10, int(n * SCALE))
 
 BASE = shrunk_params()
 KeyPath = tuple[Any, ...]  # a key path into the params dict, e.g. ("prepare", "target", "kind")
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's dumper, quoting strings such as '1e5' that the params loader (YAML 1.2 floats,
+    as DVC writes them) reads as numbers: a string mutation must stay a string."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789"))
+
+
+def _dump(data: object, **kwargs: object) -> str:
+    return yaml.dump(data, Dumper=_Dumper, **kwargs)
 
 
 def _nodes(node: Any, path: KeyPath = ()) -> list[tuple[KeyPath, Any]]:
@@ -110,7 +131,7 @@ class Mutation:
 
     def write(self, path: Path) -> None:
         if self.text is None:
-            path.write_text(yaml.safe_dump(self.data, sort_keys=False), encoding="utf-8")
+            path.write_text(_dump(self.data, sort_keys=False), encoding="utf-8")
         elif isinstance(self.text, bytes):
             path.write_bytes(self.text)
         else:
@@ -223,8 +244,8 @@ def missing_key(draw: st.DrawFn) -> Mutation:
     return Mutation("missing key", dotted(path), edited(path, lambda p, k: p.pop(k)))
 
 
-YAML_TEXTS = [yaml.safe_dump(BASE, sort_keys=False),
-              yaml.safe_dump(BASE, sort_keys=False, default_flow_style=None)]
+YAML_TEXTS = [_dump(BASE, sort_keys=False),
+              _dump(BASE, sort_keys=False, default_flow_style=None)]
 ONE_LINE_VALUE = re.compile(r"^\s*[^\s:#\[{-][^:]*: \S")  # `key: value`, not `key:` or `- item`
 BAD_SCALARS = ["2020-13-45", "2021-02-30", "!!bool maybe", "!!int abc", "!!int ''", "!!float x",
                "!!timestamp x", "!!python/object:os.system x", "*undefined_alias",
@@ -315,7 +336,7 @@ def check(mutation: Mutation, path: Path) -> None:
     assert all(dataclasses.is_dataclass(block) for block in vars(params).values()
                if not isinstance(block, dict))
     assert all(dataclasses.is_dataclass(block) for block in params.transfer.values())
-    path.write_text(yaml.safe_dump(to_dict(params), sort_keys=False), encoding="utf-8")
+    path.write_text(_dump(to_dict(params), sort_keys=False), encoding="utf-8")
     assert load_params(path) == params
 
 
@@ -332,14 +353,14 @@ def load_params(path: Path) -> Params:
 
 def test_base_params_load(params_path: Path) -> None:
     """The unmutated shrunk config is valid: every failure below is due to its mutation."""
-    params_path.write_text(yaml.safe_dump(BASE, sort_keys=False))
+    params_path.write_text(_dump(BASE, sort_keys=False))
     assert isinstance(load_params(params_path), Params)
     for text in YAML_TEXTS:
         params_path.write_text(text)
         assert isinstance(load_params(params_path), Params)
 
 
-@settings(FAST, max_examples=400)
+@settings(FAST, max_examples=examples(400))
 @given(mutation=wrong_type())
 @example(mutation=Mutation("empty string", "tracking.experiment",
                            replaced(("tracking", "experiment"), "")))
@@ -349,13 +370,13 @@ def test_wrong_type_names_the_key(params_path: Path, mutation: Mutation) -> None
     check(mutation, params_path)
 
 
-@settings(FAST, max_examples=200)
+@settings(FAST, max_examples=examples(200))
 @given(mutation=unknown_key())
 def test_unknown_key_names_the_key(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
 
 
-@settings(FAST, max_examples=60)
+@settings(FAST, max_examples=examples(60))
 @given(mutation=bad_source_name())
 @example(mutation=Mutation("bad source name", "prepare.sources.é",
                            replaced(("prepare", "sources", "é"), {"kind": "none"})))
@@ -363,19 +384,19 @@ def test_bad_source_name_names_the_key(params_path: Path, mutation: Mutation) ->
     check(mutation, params_path)
 
 
-@settings(FAST, max_examples=200)
+@settings(FAST, max_examples=examples(200))
 @given(mutation=out_of_range())
 def test_negative_or_huge_number_names_the_key(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
 
 
-@settings(FAST, max_examples=150)
+@settings(FAST, max_examples=examples(150))
 @given(mutation=bad_list())
 def test_bad_list_names_the_key(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
 
 
-@settings(FAST, max_examples=30)
+@settings(FAST, max_examples=examples(30))
 @given(mutation=missing_key())
 def test_missing_required_key_names_the_key(params_path: Path, mutation: Mutation) -> None:
     check(mutation, params_path)
@@ -384,7 +405,7 @@ def test_missing_required_key_names_the_key(params_path: Path, mutation: Mutatio
 DEPTH = 2 * sys.getrecursionlimit()  # too deep for PyYAML's recursive composer
 
 
-@settings(FAST, max_examples=250)
+@settings(FAST, max_examples=examples(250))
 @given(mutation=broken_yaml())
 @example(mutation=Mutation("too deep", "", text=YAML_TEXTS[0].replace(
     "  device: cpu", f"  device: {'[' * DEPTH}{']' * DEPTH}")))
@@ -394,7 +415,7 @@ def test_broken_yaml_names_the_file(params_path: Path, mutation: Mutation) -> No
     check(mutation, params_path)
 
 
-@settings(FAST, max_examples=150)
+@settings(FAST, max_examples=examples(150))
 @given(mutation=truncated_or_garbled())
 def test_truncated_or_garbled_yaml_is_valid_or_params_error(params_path: Path,
                                                             mutation: Mutation) -> None:
@@ -423,7 +444,7 @@ def test_prepare_stage_fails_cleanly_and_writes_nothing(tmp_path: Path, case: st
     if isinstance(content, str):
         path.write_text(content)
     else:
-        path.write_text(yaml.safe_dump(content, sort_keys=False))
+        path.write_text(_dump(content, sort_keys=False))
     out = tmp_path / "prepared"
     proc = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py"), "--params",
                            str(path), "--out", str(out)], capture_output=True, text=True,

@@ -70,6 +70,7 @@ def repo(tiny_pipeline: BuiltPipeline, tmp_path_factory: pytest.TempPathFactory)
 def use_ray(repo: Path, address: str, **extra: object) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["execution"] = {"backend": "ray", "address": address, "num_cpus": 1, **extra}
+    params["tracking"]["live"] = True  # single stages rerun here: their runs as they happen
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -50,7 +50,7 @@ def main() -> None:
     params = strategies.resolve(load_params(args.params))
     p = params.evaluate
     seed_everything(0, params.common.num_threads,
-                    params.common.gemm_branch)
+                    params.common.gemm_branch, params.common.determinism)
     device = resolve_device(params.common.device)
     data = Path(args.data)
     target = PreparedDataset.open(data / "target")

@@ -25,7 +25,7 @@ def main() -> None:
 
     params = load_params(args.params)
     seed_everything(params.prepare.seed, params.common.num_threads,
-                    params.common.gemm_branch)
+                    params.common.gemm_branch, params.common.determinism)
     with staged_outputs(args.out) as (out,):
         manifests = prepare_all(params, out)
     for name, manifest in manifests.items():

@@ -48,7 +48,7 @@ def main() -> None:
     if params.execution.ddp_procs > 1 and not distributed.is_rank():  # start the ranks
         raise SystemExit(distributed.launch(params.execution.ddp_procs, sys.argv))
     seed_everything(params.pretrain.seed, params.common.num_threads,
-                    params.common.gemm_branch)
+                    params.common.gemm_branch, params.common.determinism)
     device = distributed.rank_device(resolve_device(params.common.device))
     world = distributed.init(device)
     data = PreparedDataset.open(args.data)

@@ -45,7 +45,7 @@ def main() -> None:
     params = strategies.resolve(load_params(args.params))
     cfg = strategies.block(params.transfer, args.strategy)
     seed_everything(params.pretrain.seed, params.common.num_threads,
-                    params.common.gemm_branch)
+                    params.common.gemm_branch, params.common.determinism)
     device = resolve_device(params.common.device)
     target = load_target(args.target)
     mapping = None
@@ -65,7 +65,7 @@ def main() -> None:
 
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
     executor = Executor(params.execution, params.common.num_threads, params.common.gemm_branch,
-                        params.common.device)
+                        params.common.device, params.common.determinism)
     # connected first: an unreachable cluster fails the stage before anything is written
     with executor, tracked(tracker), staged_outputs(args.out) as (out,):
         if args.source_model:

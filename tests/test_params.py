@@ -57,6 +57,11 @@ def test_round_trip(params_file: Path) -> None:
         (lambda p: p["tracking"].update(enabled="yes"),
          r"tracking\.enabled: expected true or false"),
         (lambda p: p["common"].update(seeds=3), r"common\.seeds: expected a list"),
+        (lambda p: p["common"].update(determinism="exact"),
+         r"common\.determinism: .*portable.*fast"),
+        (lambda p: p["common"].update(gemm_branch="avx2"),
+         r"common\.gemm_branch: 'avx2' gives other bits on other CPUs .* cannot be portable; "
+         r"set common\.gemm_branch: compatible, or common\.determinism: fast"),
         # unknown choices
         (lambda p: p["pretrain"].update(arch="vgg99"),
          r"pretrain\.arch: unknown architecture 'vgg99'; expected one of small_cnn, resnet18"),

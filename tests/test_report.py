@@ -352,6 +352,7 @@ def test_provenance_records_params_data_and_software(tmp_path: Path) -> None:
     prov = collect_provenance(paths["params"], paths["data"])
     assert prov["params"]["text"] == PARAMS
     assert prov["cpu_pins"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert prov["determinism"] == "portable"  # the default; the params name no other
     assert not {"git", "packages", "device", "python"} & set(prov)  # machine-specific: timing/
     machine = machine_provenance(2, repo=tmp_path)
     assert machine["git"]["commit"] is None and "not a git work tree" in machine["git"]["note"]

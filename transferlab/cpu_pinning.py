@@ -17,6 +17,17 @@ documents as identical on Intel and AMD CPUs; its other branches are Intel-only 
 ``AUTO`` (CPU-dependent) elsewhere. Thread counts are fixed by ``common.num_threads``
 (:func:`transferlab.runtime.seed_everything`), which MKL's reproducibility also requires.
 ``TRANSFERLAB_CPU_PINNING=off`` switches the pins off (benchmarks/isa_pinning.py compares).
+
+The pins are not enough on their own. Two convolution libraries that torch calls choose how
+they split a sum from the cache sizes they detect on the CPU, so two vendors' caches give two
+summation orders: oneDNN's JIT convolutions, even capped at AVX2 (``jit_avx2_conv_kernel_f32``'s
+``init_conf`` reads ``get_per_core_cache_size``), and NNPACK, which torch uses for forward
+convolutions of 16 or more images when oneDNN is off (``nnp_convolution_output`` blocks input
+channels by ``nnp_hwinfo.blocking.l1``). ``common.determinism`` (:func:`set_determinism`)
+chooses: ``portable`` (the default) switches both off, so convolutions run ATen's own im2col +
+GEMM under MKL ``COMPATIBLE`` and every kernel's bits depend only on the pins and the thread
+count; ``fast`` keeps torch's default (oneDNN), whose bits hold on one machine only.
+``python -m transferlab.fingerprint`` checks both against the goldens in ``tests/data/golden``.
 """
 
 from __future__ import annotations
@@ -67,6 +78,46 @@ def apply() -> dict[str, str]:
 
 # common.gemm_branch -> (MKL_CBWR value, the code mkl_serv_cbwr_get reports for it)
 GEMM_BRANCHES = {"compatible": ("COMPATIBLE", 3), "avx2": ("AVX2", 10)}
+
+
+# common.determinism -> whether torch may use oneDNN and NNPACK on CPU (the CPU kernels whose
+# bits depend on what the CPU reports beyond the pinned instruction set: its cache sizes)
+DETERMINISM_MODES = {"portable": {"mkldnn": False, "nnpack": False},
+                     "fast": {"mkldnn": True, "nnpack": True}}
+
+
+def set_determinism(mode: str) -> str:
+    """Apply ``common.determinism`` to this process: ``portable`` switches torch's oneDNN and
+    NNPACK off (convolutions run ATen's im2col + MKL GEMM, whose bits are the same on every
+    x86-64 CPU under the pins), ``fast`` switches them on, torch's default (faster convolutions;
+    bits that hold on this machine only). It can change between calls; a GPU's kernels are not
+    affected (cuDNN keeps its deterministic settings, :func:`transferlab.runtime.seed_everything`).
+
+    Returns:
+        ``mode``.
+    Raises:
+        ValueError: naming the valid modes.
+    """
+    if mode not in DETERMINISM_MODES:
+        raise ValueError(f"common.determinism: unknown mode {mode!r}; expected one of "
+                         + ", ".join(DETERMINISM_MODES))
+    set_conv_backends(**DETERMINISM_MODES[mode])
+    _state["determinism"] = mode
+    return mode
+
+
+def set_conv_backends(mkldnn: bool, nnpack: bool) -> None:
+    """Allow or forbid torch's oneDNN and NNPACK convolutions on CPU (for this process)."""
+    import torch
+
+    torch.backends.mkldnn.enabled = mkldnn
+    torch.backends.nnpack.set_flags(nnpack)
+
+
+def determinism() -> str | None:
+    """The ``common.determinism`` mode this process runs in (None: never set; torch's default,
+    oneDNN on, is then in force)."""
+    return _state.get("determinism")  # type: ignore[return-value]
 
 
 def set_gemm_branch(name: str) -> str | None:
@@ -168,7 +219,9 @@ def status() -> dict:
     Returns:
         {"enabled": bool, "pins": {var: value in effect}, "late": [libraries imported before
         the pins were set], "aten_capability": torch's chosen capability or None if torch is not
-        loaded, "mkldnn_enabled": whether torch may use oneDNN (None likewise)}.
+        loaded, "mkldnn_enabled"/"nnpack_enabled": whether torch may use oneDNN / NNPACK (None
+        likewise), "determinism":
+        the ``common.determinism`` mode set (None: never set)}.
     """
     apply()
     torch = sys.modules.get("torch")
@@ -178,6 +231,8 @@ def status() -> dict:
         "late": list(_state["late"]),  # type: ignore[call-overload]
         "aten_capability": torch.backends.cpu.get_cpu_capability() if torch else None,
         "mkldnn_enabled": bool(torch.backends.mkldnn.enabled) if torch else None,
+        "nnpack_enabled": bool(torch._C._get_nnpack_enabled()) if torch else None,
+        "determinism": determinism(),
     }
 
 
@@ -186,6 +241,9 @@ def tags() -> dict[str, str]:
     s = status()
     out = {"transferlab.cpu.pinning": "on" if s["enabled"] else "off",
            "transferlab.cpu.pinned_late": ",".join(s["late"]) or "none",
-           "transferlab.cpu.aten_capability": str(s["aten_capability"])}
+           "transferlab.cpu.aten_capability": str(s["aten_capability"]),
+           "transferlab.cpu.determinism": str(s["determinism"]),
+           "transferlab.cpu.mkldnn_enabled": str(s["mkldnn_enabled"]),
+           "transferlab.cpu.nnpack_enabled": str(s["nnpack_enabled"])}
     out.update({f"transferlab.cpu.{k}": str(v) for k, v in s["pins"].items()})
     return out

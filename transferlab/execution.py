@@ -36,17 +36,18 @@ class ExecutionError(TransferlabError):
     """The execution backend cannot run the stage (cluster unreachable, Ray missing)."""
 
 
-def worker_setup(num_threads: int, gemm_branch: str) -> None:
-    """What a Ray worker does before each task: the stage's threads, MKL branch and
-    deterministic algorithms (a worker process may be reused by many tasks; this is idempotent).
-    """
+def worker_setup(num_threads: int, gemm_branch: str, determinism: str = "portable") -> None:
+    """What a Ray worker does before each task: the stage's threads, MKL branch, determinism
+    mode and deterministic algorithms (a worker process may be reused by many tasks; this is
+    idempotent)."""
     from transferlab.runtime import seed_everything
 
-    seed_everything(0, num_threads, gemm_branch)
+    seed_everything(0, num_threads, gemm_branch, determinism)
 
 
-def _call(fn: Callable, num_threads: int, gemm_branch: str, shared: Any, item: Any) -> Any:
-    worker_setup(num_threads, gemm_branch)
+def _call(fn: Callable, num_threads: int, gemm_branch: str, determinism: str, shared: Any,
+          item: Any) -> Any:
+    worker_setup(num_threads, gemm_branch, determinism)
     return fn(shared, item)
 
 
@@ -59,13 +60,15 @@ class Executor:
             request on Ray).
         gemm_branch: ``common.gemm_branch``.
         device_spec: ``common.device``: a task on a cluster resolves it where it runs.
+        determinism: ``common.determinism``.
     """
 
     def __init__(self, params: Any, num_threads: int, gemm_branch: str,
-                 device_spec: str = "auto") -> None:
+                 device_spec: str = "auto", determinism: str = "portable") -> None:
         self.params = params
         self.num_threads = num_threads
         self.gemm_branch = gemm_branch
+        self.determinism = determinism
         self.device_spec = device_spec
         self._ray: Any = None
 
@@ -106,8 +109,8 @@ class Executor:
                 max_retries=self.params.max_retries, retry_exceptions=False,
                 name=f"transferlab:{desc or fn.__name__}")
             shared_ref = ray.put(shared)
-            refs = [task.remote(fn, self.num_threads, self.gemm_branch, shared_ref, item)
-                    for item in items]
+            refs = [task.remote(fn, self.num_threads, self.gemm_branch, self.determinism,
+                                shared_ref, item) for item in items]
             received = 0
             try:
                 for item, ref in zip(items, refs, strict=True):

@@ -38,6 +38,9 @@ class CommonParams:
     # MKL's reproducible GEMM branch: compatible (the same on any x86-64) | avx2 (the same on
     # CPUs with AVX2; 2.8x faster GEMMs, 1.8x faster MiniLM training: benchmarks/text_speed.py)
     gemm_branch: Literal["compatible", "avx2"] = "compatible"
+    # portable: the same bits on any x86-64 CPU (oneDNN off: convolutions by ATen + MKL GEMM) |
+    # fast: oneDNN's convolutions, bits that hold on one machine (benchmarks/determinism_cost.py)
+    determinism: Literal["portable", "fast"] = "portable"
 
     def validate(self, key: str) -> None:
         if not self.seeds:
@@ -47,6 +50,10 @@ class CommonParams:
         for i, s in enumerate(self.seeds):
             check_range(f"{key}.seeds[{i}]", s, 0, 2**31 - 1)
         check_range(f"{key}.num_threads", self.num_threads, 1, 256)
+        if self.determinism == "portable" and self.gemm_branch != "compatible":
+            fail(f"{key}.gemm_branch", f"{self.gemm_branch!r} gives other bits on other CPUs "
+                 "(MKL offers it on Intel only), so it cannot be portable; set "
+                 f"{key}.gemm_branch: compatible, or {key}.determinism: fast")
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,19 @@ def collect_provenance(params_path: str | Path, data_dir: str | Path) -> dict:
             ``manifest.json`` that lists the sha256 of its arrays).
     Returns:
         {"params": {"path", "text", "sha256"}, "data": [{"dataset", "file", "sha256",
-         "matches_file"}], "cpu_pins": {variable: value}, "reproduce": str}.
+         "matches_file"}], "cpu_pins": {variable: value}, "determinism": the
+         ``common.determinism`` mode the params name, "reproduce": str}.
     """
+    import yaml
+
     params_path = Path(params_path)
+    common = (yaml.safe_load(params_path.read_text()) or {}).get("common") or {}
     return {
         "params": {"path": str(params_path), "text": params_path.read_text(),
                    "sha256": sha256_file(params_path)},
         "data": data_hashes(Path(data_dir)),
         "cpu_pins": dict(cpu_pinning.PINS),
+        "determinism": common.get("determinism", "portable"),
         "reproduce": REPRODUCE,
     }
 

@@ -339,8 +339,11 @@ def _provenance(prov: dict) -> list[Block]:
         "Data: the sha256 each manifest records for its arrays, and whether the file on disk "
         "still matches it.",
         Table(("Dataset", "File", "sha256", "Matches file"), data),
-        "CPU kernel dispatch pinned for every stage (transferlab.cpu_pinning), so that x86-64 "
-        "machines with AVX2 and FMA compute the same bits:",
+        f"CPU kernels: `common.determinism: {prov.get('determinism', 'portable')}` ("
+        + ("oneDNN and NNPACK convolutions off, so that every x86-64 machine with AVX2 and FMA "
+           "computes the same bits" if prov.get("determinism", "portable") == "portable" else
+           "oneDNN's convolutions, whose bits hold on the machine that ran them")
+        + "), and the kernel dispatch pinned for every stage (transferlab.cpu_pinning):",
         Table(("Variable", "Value"), tuple(sorted(prov["cpu_pins"].items()))),
         "The full params file:",
         Code(params["text"]),

@@ -21,15 +21,22 @@ from transferlab.errors import TransferlabError
 
 
 def seed_everything(seed: int, num_threads: int | None = None,
-                    gemm_branch: str | None = None) -> torch.Generator:
+                    gemm_branch: str | None = None,
+                    determinism: str | None = None) -> torch.Generator:
     """Seed python, numpy and torch, switch torch to deterministic algorithms.
 
     The library itself never draws from global state (it passes explicit generators); seeding
     the globals only guards third-party code. ``gemm_branch`` (``common.gemm_branch``) sets
     MKL's reproducible GEMM branch, which must happen before the process's first matrix product
-    (:func:`transferlab.cpu_pinning.set_gemm_branch`); None leaves the pinned one. Returns a
-    CPU generator seeded with ``seed``.
+    (:func:`transferlab.cpu_pinning.set_gemm_branch`); None leaves the pinned one.
+    ``determinism`` (``common.determinism``: portable | fast) says whether CPU convolutions may
+    use oneDNN (:func:`transferlab.cpu_pinning.set_determinism`); None leaves it as it is.
+    Returns a CPU generator seeded with ``seed``.
     """
+    if determinism is not None:
+        from transferlab.cpu_pinning import set_determinism
+
+        set_determinism(determinism)
     if gemm_branch is not None:
         from transferlab.cpu_pinning import set_gemm_branch
 

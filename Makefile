@@ -13,7 +13,7 @@ COMPILE = $(BIN)/python -m compileall -q -j 0 \
 	> $(VENV)/compileall.log 2>&1 || true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-dev repro scenarios scenario study sync test test-all lint ui server bench gpu-check audit
+.PHONY: fingerprint setup setup-dev repro scenarios scenario study sync test test-all lint ui server bench gpu-check audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,13 @@ setup-dev: $(VENV)/.dev       ## ... plus test and lint tools
 # dvc repro writes only deterministic outputs; the stages' wall time and memory go to timing/
 # (git-ignored), which transferlab.compute summarises with this machine's provenance. dvc repro's
 # last stage, mirror, writes the MLflow runs; `finish` syncs what DVC skipped and ends the
-# pipeline run FINISHED, or FAILED when a step failed.
+# pipeline run FINISHED, or FAILED when a step failed. A new dvc.lock gets this machine's kernel
+# fingerprint beside it (dvc.lock.fingerprint.json), which `make audit` compares with.
 repro: setup                  ## run the whole pipeline on the built-in default scenario
 	export TRANSFERLAB_EXECUTION=$$($(BIN)/python -c "import uuid; print(uuid.uuid4().hex[:12])"); \
 	status=FINISHED; \
-	dvc repro && $(BIN)/python -m transferlab.compute || status=FAILED; \
+	dvc repro && $(BIN)/python -m transferlab.compute \
+		&& $(BIN)/python -m transferlab.fingerprint lock || status=FAILED; \
 	$(BIN)/python -m transferlab.tracking finish --status $$status; \
 	test $$status = FINISHED
 
@@ -66,6 +68,9 @@ scenario: setup               ## run scenario S as a DVC experiment (dvc exp run
 
 study: setup                  ## rerun scenario S from nothing in a copy; write docs/results/S/ (report, figures, provenance)
 	$(BIN)/python -m transferlab.scenarios study "$(S)"
+
+fingerprint: setup            ## this CPU's kernels in the portable mode against every golden (tests/data/golden)
+	$(BIN)/python -m transferlab.fingerprint compare
 
 sync: setup                   ## rebuild the MLflow mirror from the DVC outputs (idempotent)
 	$(BIN)/python -m transferlab.tracking sync

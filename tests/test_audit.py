@@ -13,6 +13,7 @@ import yaml
 
 from tests.conftest import GIT_ID, ROOT, VENV_ENV, BuiltPipeline, run
 from transferlab.audit import (
+    check_kernels,
     environment_fingerprint,
     expected_tags,
     git_changes,
@@ -136,7 +137,45 @@ def test_reproduction_passes_when_identical_and_says_how_far_numbers_moved(
                           "reproduction": far, "rerun": {"skipped": True},
                           "mlflow": {"uri": "x", "stages": {}}, "environment": {}})
     assert "## Reproduction against the commit" in md and "- evaluate: outputs differ" in md
+    # outputs that changed, counted apart from the conclusions that changed
+    assert far["summary"]["outputs_changed"] == ["metrics/evaluate.json", "models/a/model.pt"]
+    assert far["summary"]["conclusions_changed"] == [
+        {"file": "metrics/evaluate.json", "key": "recommendations.1.best",
+         "committed": "a/finetune", "workspace": "scratch"}]
+    assert "Conclusions that changed (verdicts, recommendations): 1." in md
     assert check_reproduction(tmp_path, lock, "pretrain@a", 1e-6)["unexplained"] == []
+
+
+def _kernels(cpu: str, conv: str) -> dict:
+    ops = {"conv2d_fwd_1x32": conv, "softmax": "s1"}
+    return {"machine": {"cpu": cpu, "flags": ["avx2"]}, "portable": ops, "onednn_on": ops}
+
+
+def test_audit_names_the_kernels_that_differ_from_the_lock_machine(tmp_path: Path) -> None:
+    from transferlab import fingerprint as fp
+
+    assert check_kernels(tmp_path, "portable", None, _kernels("here", "c1"))["notes"][0] \
+        .startswith("kernels: no dvc.lock.fingerprint.json records the lock's machine")
+    _git_repo(tmp_path)
+    lock_machine = {"lock_sha256": fp.lock_sha256(tmp_path / "dvc.lock"), "determinism":
+                    "portable", **_kernels("AMD EPYC 7R13 Processor", "c1")}
+    (tmp_path / fp.LOCK_FINGERPRINT).write_text(json.dumps(lock_machine))
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*("git", *GIT_ID), "commit", "-qm", "fp"], cwd=tmp_path, check=True)
+    (tmp_path / fp.LOCK_FINGERPRINT).write_text("{}")  # the workspace's copy is not read
+    same = check_kernels(tmp_path, "portable", True, _kernels("Intel Xeon", "c1"))
+    assert same["equal"] and same["unexplained"] == [] and same["differing"] == []
+    assert "computes every kernel as the lock's machine did" in same["notes"][0]
+    # outputs differ and a kernel differs: the cause, named, as a note
+    other = check_kernels(tmp_path, "portable", False, _kernels("Intel Xeon", "c2"))
+    assert other["differing"] == ["conv2d_fwd_1x32"] and other["unexplained"] == []
+    assert "the expected cause of outputs that differ: portable: 1 of 2 kernels differ, " \
+           "first conv2d_fwd_1x32 (c2 here, c1 in the golden)" in other["notes"][0]
+    assert "AMD EPYC 7R13" in other["notes"][0] and "Intel Xeon" in other["notes"][0]
+    # outputs differ although every kernel is equal: not the CPU, unexplained
+    (line,) = check_kernels(tmp_path, "portable", False, _kernels("Intel Xeon", "c1"))[
+        "unexplained"]
+    assert "the cause is not the CPU" in line
 
 
 def test_make_audit_runs_the_module() -> None:

@@ -1,19 +1,23 @@
 """``python -m transferlab.audit``: can these results be trusted and rerun?
 
-Five checks, one verdict: (1) the workspace matches ``dvc.lock`` and git (no uncommitted params
+Six checks, one verdict: (1) the workspace matches ``dvc.lock`` and git (no uncommitted params
 or code); (2) reproduction against the commit: where the workspace's ``dvc.lock`` records other
 outputs than the committed one (a rerun on another machine), per stage which outputs differ,
-how far each metric of the committed metrics files moved and whether any verdict or
-recommendation changed (:mod:`transferlab.drift`); (3) the pipeline re-executed in a temporary
-copy reproduces every recorded output, each stage labelled bit-identical, equal within
-tolerance or different; (4) MLflow agrees with ``dvc.lock`` and the metrics files; (5) an
-environment fingerprint. Writes ``audit.json`` and ``audit.md``; exits 1 on any unexplained
-difference.
+how far each metric of the committed metrics files moved and which verdicts or
+recommendations changed (:mod:`transferlab.drift`), outputs and conclusions counted apart;
+(3) kernels: this machine's kernel fingerprint against the one recorded with the lock
+(``dvc.lock.fingerprint.json``, :mod:`transferlab.fingerprint`), naming the kernels that
+differ, so a difference in (2) comes with its cause; (4) the pipeline re-executed in a
+temporary copy reproduces every recorded output, each stage labelled bit-identical, equal
+within tolerance or different; (5) MLflow agrees with ``dvc.lock`` and the metrics files;
+(6) an environment fingerprint. Writes ``audit.json`` and ``audit.md``; exits 1 on any
+unexplained difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -284,6 +288,66 @@ def environment_fingerprint(num_threads: int | None) -> dict:
     }
 
 
+def check_kernels(root: Path, mode: str, reproduced: bool | None,
+                  here: dict | None = None) -> dict:
+    """This machine's kernel fingerprint against the lock's machine's.
+
+    The lock's is the committed ``dvc.lock.fingerprint.json`` (``make repro`` rewrites the
+    workspace's copy when it makes a new lock, so the commit's is the one to compare with).
+    ``reproduced``: whether the workspace's lock equals the committed one (None: unknown).
+    ``here``: this machine's record (default: computed in a fresh process, as a stage runs).
+
+    Returns:
+        {"mode", "lock_machine", "here", "equal", "differing": [op...], "line", plus
+        "unexplained"/"notes"}. Kernels that differ are the cause of outputs that differ, said
+        in a note; outputs that differ although every kernel is equal are unexplained here.
+    """
+    from transferlab import fingerprint as fp
+    from transferlab.reproduction import committed_text
+
+    rel = str(fp.LOCK_FINGERPRINT)
+    result: dict[str, Any] = {"mode": mode, "unexplained": [], "notes": []}
+    text = committed_text(root, rel)
+    if text is None and (root / rel).is_file():
+        text = (root / rel).read_text()
+    if text is None:
+        result["notes"].append(f"kernels: no {rel} records the lock's machine; `make repro` "
+                               "writes it with a new lock")
+        return result
+    lock = json.loads(text)
+    committed_lock = committed_text(root, "dvc.lock")
+    if committed_lock is not None and lock.get("lock_sha256") != hashlib.sha256(
+            committed_lock.encode()).hexdigest():
+        result["notes"].append(f"kernels: {rel} was recorded with another dvc.lock than the "
+                               "committed one; its machine may not be the lock's")
+    if here is None:
+        proc = subprocess.run([sys.executable, "-m", "transferlab.fingerprint", "record"],
+                              cwd=root, capture_output=True, text=True)
+        if proc.returncode:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            result["unexplained"].append(f"kernels: the fingerprint failed: {tail}")
+            return result
+        here = json.loads(proc.stdout)
+    equal, line = fp.verdict(here, lock, mode, f"the lock's machine ({rel})")
+    result.update(lock_machine=fp.describe_machine(lock["machine"]),
+                  here=fp.describe_machine(here["machine"]), equal=equal, line=line,
+                  differing=[d.op for d in fp.differences(here, lock, mode)])
+    if equal and reproduced is False:
+        result["unexplained"].append(
+            f"kernels: outputs differ from the lock although this machine computes every "
+            f"kernel as the lock's machine did ({line}): the cause is not the CPU; look at "
+            "code, packages, thread counts or params")
+    elif not equal:
+        cause = ("the expected cause of outputs that differ" if reproduced is False
+                 else "a rerun here would not reproduce the lock bit for bit")
+        result["notes"].append(f"kernels: this machine's kernels differ from the lock's "
+                               f"machine's, {cause}: {line}")
+    else:
+        result["notes"].append(f"kernels: this machine computes every kernel as the lock's "
+                               f"machine did: {line}")
+    return result
+
+
 # -- report ------------------------------------------------------------------------------------
 
 def render_markdown(result: dict) -> str:
@@ -299,6 +363,18 @@ def render_markdown(result: dict) -> str:
     for name, st in repro.get("stages", {}).items():
         lines.append(f"- {name}: outputs differ ({', '.join(st['outs_changed'])})"
                      + "".join(f"\n  - {line}" for line in st["lines"]))
+    summary = repro.get("summary")
+    if summary and not repro.get("identical"):
+        lines += ["", f"Outputs that changed: {len(summary['outputs_changed'])} "
+                  f"({', '.join(summary['outputs_changed'][:8])}"
+                  f"{', ...' if len(summary['outputs_changed']) > 8 else ''}).",
+                  f"Numbers that moved more than the tolerance: {summary['metrics_moved']}.",
+                  f"Conclusions that changed (verdicts, recommendations): "
+                  f"{len(summary['conclusions_changed'])}."]
+        lines += [f"  - {c['file']}: {c['key']}: {c['committed']!r} -> {c['workspace']!r}"
+                  for c in summary["conclusions_changed"][:20]]
+    kernels = result.get("kernels", {})
+    lines += ["", "## Kernels", "", kernels.get("line") or "Not compared (see Notes)."]
     lines += ["", "## Rerun", ""]
     if result["rerun"].get("skipped"):
         lines.append("Skipped (`--skip-rerun`).")
@@ -327,9 +403,11 @@ def audit(root: Path, stage: str | None, skip_rerun: bool, tol: float, out: Path
         raise AuditError(f"--stage {stage!r}: not in dvc.lock; expected one of "
                          f"{', '.join(sorted(lock))}")
     params = load_params(root / "params.yaml")
+    reproduction = check_reproduction(root, lock, stage, tol)
     parts = {
         "workspace": check_workspace(root, lock, stage),
-        "reproduction": check_reproduction(root, lock, stage, tol),
+        "reproduction": reproduction,
+        "kernels": check_kernels(root, params.common.determinism, reproduction.get("identical")),
         "rerun": {"skipped": True, "stages": {}, "unexplained": [], "notes": []} if skip_rerun
         else rerun_pipeline(root, lock, stage, tol, out / "rerun.log", keep),
         "mlflow": check_mlflow(root, lock, params.tracking.enabled, params.tracking.experiment,

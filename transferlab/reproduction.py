@@ -58,7 +58,8 @@ def lock_changes(committed: dict, workspace: dict) -> tuple[list[str], dict[str,
     return inputs, outs
 
 
-def _committed(root: Path, rel: str) -> str | None:
+def committed_text(root: Path, rel: str) -> str | None:
+    """``git show HEAD:<rel>``, or None where it is not committed."""
     proc = subprocess.run(["git", "--no-optional-locks", "show", f"HEAD:{rel}"], cwd=root,
                           capture_output=True, text=True)
     return proc.stdout if proc.returncode == 0 else None
@@ -79,7 +80,7 @@ def check_reproduction(root: Path, lock: dict, stage: str | None, tol: float) ->
     recorded differently (cmd, params, a dep no stage produces), a number moved by more than
     ``tol`` or a changed conclusion; outputs that differ only bitwise are a note.
     """
-    text = _committed(root, "dvc.lock")
+    text = committed_text(root, "dvc.lock")
     result: dict[str, Any] = {"stages": {}, "unexplained": [], "notes": []}
     if text is None:
         result["notes"].append("reproduction: no committed dvc.lock to compare with")
@@ -89,13 +90,17 @@ def check_reproduction(root: Path, lock: dict, stage: str | None, tol: float) ->
     result["identical"] = not inputs and not outs
     result["unexplained"] += [f"dvc.lock records other inputs than the commit: {i}"
                               for i in inputs if stage in (None, i.split(":")[0])]
+    # outputs that changed, apart from conclusions that changed (a verdict, a recommendation)
+    overview: dict[str, Any] = {"outputs_changed": [], "metrics_moved": 0,
+                                "conclusions_changed": []}
+    result["summary"] = overview
     for name, changed in outs.items():
         if stage not in (None, name):
             continue
         files = {}
         for out in changed:
             for rel in _committed_files(root, out):
-                old, path = _committed(root, rel), root / rel
+                old, path = committed_text(root, rel), root / rel
                 if old is None or not path.is_file():
                     continue
                 new = path.read_text()
@@ -105,6 +110,11 @@ def check_reproduction(root: Path, lock: dict, stage: str | None, tol: float) ->
         moved = any(drift.significant(d, tol) for d in files.values())
         result["stages"][name] = {"outs_changed": changed, "moved": moved,
                                   "files": files, "lines": lines}
+        overview["outputs_changed"] += changed
+        overview["metrics_moved"] += sum(m["max_abs_diff"] > tol for d in files.values()
+                                        for m in d["metrics"].values())
+        overview["conclusions_changed"] += [{"file": rel, **label} for rel, d in files.items()
+                                           for label in d["labels"]]
         summary = (f"reproduction {name}: outputs differ from the committed dvc.lock "
                    f"({', '.join(changed)})")
         if moved:

@@ -6,6 +6,7 @@ This is the only module that reads the target test set. Aggregation over seeds l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -94,8 +95,12 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
     headline = task.headline
     x_test = target.modality.to_inputs(test.examples)
     x_shift = target.modality.shifted(x_test, p, 0, target.manifest)
-    source_tests = {}
+    source_tests: dict = {}
     results, skipped, cache = [], {}, {}
+    # many checkpoints share a backbone (a linear probe's or a source-only model is the
+    # source's, AdaBN's is the same for every seed and budget): its features on the test set
+    # and the shifted copy are computed once per backbone (CPU: the same bits as model(x))
+    shared = _SharedBackbones(device)
     todo = [(info, r) for info in runs for r in info["runs"]]
     for info in runs:
         if info["skipped"]:
@@ -109,11 +114,12 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
                 shifted_score = float(task.per_example(
                     truth, predict_values(model, config, x_shift, device)).mean())
             else:
-                proba = predict_proba(model, x_test, device)
+                proba = shared.proba(model, "test", x_test)
                 # only the shifted copy's predicted labels are kept: (N,) not (N, C) per run
-                shifted_score = float((predict_proba(model, x_shift, device).argmax(1)
+                shifted_score = float((shared.proba(model, "shift", x_shift).argmax(1)
                                        == truth).mean())
-            forget = _forgetting(model, info, sources, source_data, source_tests, device)
+            forget = _forgetting(model, info, sources, source_data, source_tests, device,
+                                 shared)
             cache[ckpt] = (proba, shifted_score, forget)
         proba, shifted_score, forget = cache[ckpt]
         metrics = task.test_metrics(truth, proba, p.calibration_bins)
@@ -141,9 +147,40 @@ def predict_values(model: torch.nn.Module, config: dict, x: torch.Tensor,
     return z * config["target_std"] + config["target_mean"]  # as models.TargetScaled does
 
 
+class _SharedBackbones:
+    """Backbone features per (backbone, input set), keyed by the sha256 of the backbone's and
+    input normalisation's weights: a checkpoint whose backbone another one already has gets
+    its predictions from the head alone. On CPU, ``head(features(x))`` is ``model(x)`` bit for
+    bit (the same operations on the same batches); elsewhere every model runs whole."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.features: dict[tuple[str, str], torch.Tensor] = {}
+
+    @staticmethod
+    def key(model: torch.nn.Module) -> str:
+        h = hashlib.sha256(type(model.backbone).__name__.encode())
+        for part in (model.normalize, model.backbone):
+            for name, t in part.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def proba(self, model: torch.nn.Module, name: str, x: torch.Tensor) -> np.ndarray:
+        if self.device.type != "cpu" or len(x) > _PREDICT_BATCH:
+            return predict_proba(model, x, self.device)
+        k = (self.key(model), name)
+        if k not in self.features:
+            self.features[k] = extract_features(model, x, self.device)
+        return head_proba(model, self.features[k])
+
+
+_PREDICT_BATCH = 1024  # predict_logits' batch: one batch, so the head sees the same matrix
+
+
 def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
                 source_data: dict[str, PreparedDataset], cache: dict,
-                device: torch.device) -> dict:
+                device: torch.device, shared: _SharedBackbones | None = None) -> dict:
     """Source-test accuracy of the adapted backbone under the original source head."""
     name = info["source"]
     member = strategies.get(info["strategy"])
@@ -158,7 +195,8 @@ def _forgetting(model: torch.nn.Module, info: dict, sources: dict[str, Path],
         cache[name] = (source_model, x, labels, before)
     source_model, x, labels, before = cache[name]
     source_model.backbone.load_state_dict(model.backbone.state_dict())
-    after = float((predict_proba(source_model, x, device).argmax(1) == labels).mean())
+    after = float(((shared.proba(source_model, f"source:{name}", x) if shared else
+                    predict_proba(source_model, x, device)).argmax(1) == labels).mean())
     return {"source_accuracy_before": before, "source_accuracy_after": after,
             "forgetting": before - after}
 

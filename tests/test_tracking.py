@@ -47,6 +47,11 @@ def test_stage_run_tree_and_tags(store: str) -> None:
                               {"budget": "1"}, {"best_val_accuracy": 0.5, "nested": {"x": 1}})
         tracker.log_history(child, [{"epoch": 1, "val_accuracy": 0.2},
                                     {"epoch": 2, "val_accuracy": 0.4}])
+        # the same run in one call: params, metrics and history in one batch
+        tracker.child("s/finetune b=1 s=1", {"transferlab.budget": "1"}, {"budget": "1"},
+                      {"best_val_accuracy": 0.5, "nested": {"x": 1}},
+                      history=[{"epoch": 1, "val_accuracy": 0.2},
+                               {"epoch": 2, "val_accuracy": 0.4}])
     with tracked(Tracker(TrackingParams(live=True), "evaluate")):
         pass
     runs = {r.info.run_name: r for r in all_runs(store)}
@@ -62,6 +67,10 @@ def test_stage_run_tree_and_tags(store: str) -> None:
     assert stage.data.params["finetune.lr"] == "0.1"
     assert leaf.data.metrics == {"best_val_accuracy": 0.5, "nested.x": 1.0, "val_accuracy": 0.4}
     history = MlflowClient(store).get_metric_history(leaf.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.2), (2, 0.4)]
+    batched = runs["s/finetune b=1 s=1"]
+    assert batched.data.metrics == leaf.data.metrics and batched.data.params == leaf.data.params
+    history = MlflowClient(store).get_metric_history(batched.info.run_id, "val_accuracy")
     assert [(m.step, m.value) for m in history] == [(1, 0.2), (2, 0.4)]
     assert stage.info.status == "FINISHED"
 

@@ -73,7 +73,7 @@ def mirror_pretrain(tracker: Tracker, metrics: dict, history: dict) -> None:
 
 
 def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record: dict,
-                           trained_on: str | None = None) -> None:
+                           trained_on: str | None = None) -> str | None:
     """One child run per (budget, seed) replicate, with its validation curve; what its
     in-stage search chose is logged as ``search.<key>`` params. ``trained_on``: the device the
     replicate trained on (tag ``transferlab.device``; on a Ray cluster, where its tasks ran)."""
@@ -84,8 +84,9 @@ def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record:
                             "transferlab.seed": str(record["seed"]), **device},
                            {"budget": record["budget"], "seed": record["seed"],
                             **{f"search.{k}": v for k, v in chosen.items()}},
-                           {k: v for k, v in record.items() if k not in ("history", "search")})
-    tracker.log_history(run_id, record.get("history", []))
+                           {k: v for k, v in record.items() if k not in ("history", "search")},
+                           history=record.get("history", []))
+    return run_id
 
 
 def mirror_evaluate(tracker: Tracker, report: dict) -> dict[tuple[str, str], str]:

@@ -266,23 +266,27 @@ class Tracker:
 
     @_guarded
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
-              metrics: Mapping[str, Any]) -> str | None:
-        """A finished child run of this stage's run, with its params and metrics in one batch."""
+              metrics: Mapping[str, Any], history: list[dict] | None = None) -> str | None:
+        """A finished child run of this stage's run, with its params, metrics and per-epoch
+        ``history`` (as :meth:`log_history`) in one batch where MLflow's limits allow: the
+        mirror's time is mostly one SQLite transaction per call."""
         if not self.enabled:
             return None
         from mlflow.entities import Metric, Param
 
         run_id = self._create(name, {"transferlab.stage": self.stage, **self.tags, **tags},
                               self.run_id)
-        flat = flatten(metrics)
-        if len(params) <= 100 and len(params) + len(flat) <= 1000:  # MLflow's batch limits
-            now = int(time.time() * 1000)  # one write instead of two: the mirror's time is
-            self.client.log_batch(  # mostly one SQLite transaction per call
-                run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(flat.items())],
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, 0) for k, v in sorted(flatten(metrics).items())]
+        items += _history_metrics(history or [], now)
+        if len(params) <= 100 and len(params) + len(items) <= 1000:  # MLflow's batch limits
+            self.client.log_batch(
+                run_id, metrics=items,
                 params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
         else:
             self.log_params(run_id, params)
             self.log_metrics(run_id, metrics)
+            self.log_history(run_id, history or [])
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
@@ -417,13 +421,9 @@ class Tracker:
     @_guarded
     def log_history(self, run_id: str | None, history: list[dict]) -> None:
         """Per-epoch curves, one batch for the whole history."""
-        from mlflow.entities import Metric
-
         if not self.enabled or not history:
             return
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(row["epoch"])) for row in history
-                 for k, v in row.items() if k != "epoch"]
+        items = _history_metrics(history, int(time.time() * 1000))
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start:start + 1000])
 
@@ -459,6 +459,14 @@ class Tracker:
         if registered_name and alias:
             self.client.set_registered_model_alias(registered_name, alias,
                                                    info.registered_model_version)
+
+
+def _history_metrics(history: list[dict], now: int) -> list:
+    """Per-epoch rows {"epoch", name: value} -> MLflow metrics at step = epoch."""
+    from mlflow.entities import Metric
+
+    return [Metric(k, float(v), now, int(row["epoch"])) for row in history
+            for k, v in row.items() if k != "epoch"]
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -119,6 +119,7 @@ def test_reproduction_passes_when_identical_and_says_how_far_numbers_moved(
     lock["pretrain@a"]["outs"][0]["md5"] = "m2"
     bitwise = check_reproduction(tmp_path, lock, None, 1e-6)
     assert bitwise["unexplained"] == [] and bitwise["identical"] is False
+    assert bitwise["outputs_identical"] is False and same["outputs_identical"] is True
     assert "reproduction pretrain@a: outputs differ" in bitwise["notes"][0]
     # ... and numbers that moved, with a changed recommendation -> unexplained, per stage
     moved = copy.deepcopy(EVALUATE)

@@ -294,7 +294,7 @@ def check_kernels(root: Path, mode: str, reproduced: bool | None,
 
     The lock's is the committed ``dvc.lock.fingerprint.json`` (``make repro`` rewrites the
     workspace's copy when it makes a new lock, so the commit's is the one to compare with).
-    ``reproduced``: whether the workspace's lock equals the committed one (None: unknown).
+    ``reproduced``: whether the workspace's lock records the committed outputs (None: unknown).
     ``here``: this machine's record (default: computed in a fresh process, as a stage runs).
 
     Returns:
@@ -407,7 +407,8 @@ def audit(root: Path, stage: str | None, skip_rerun: bool, tol: float, out: Path
     parts = {
         "workspace": check_workspace(root, lock, stage),
         "reproduction": reproduction,
-        "kernels": check_kernels(root, params.common.determinism, reproduction.get("identical")),
+        "kernels": check_kernels(root, params.common.determinism,
+                                 reproduction.get("outputs_identical")),
         "rerun": {"skipped": True, "stages": {}, "unexplained": [], "notes": []} if skip_rerun
         else rerun_pipeline(root, lock, stage, tol, out / "rerun.log", keep),
         "mlflow": check_mlflow(root, lock, params.tracking.enabled, params.tracking.experiment,

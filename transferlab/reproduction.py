@@ -88,6 +88,7 @@ def check_reproduction(root: Path, lock: dict, stage: str | None, tol: float) ->
     committed = yaml.safe_load(text).get("stages", {})
     inputs, outs = lock_changes(committed, lock)
     result["identical"] = not inputs and not outs
+    result["outputs_identical"] = not outs
     result["unexplained"] += [f"dvc.lock records other inputs than the commit: {i}"
                               for i in inputs if stage in (None, i.split(":")[0])]
     # outputs that changed, apart from conclusions that changed (a verdict, a recommendation)

@@ -120,3 +120,21 @@ def _leaves(node, prefix=""):
     if isinstance(node, dict) and node:
         return [leaf for k, v in node.items() for leaf in _leaves(v, f"{prefix}{k}.")]
     return [prefix]
+
+
+def test_a_study_records_its_determinism_from_the_params(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "reports" / "report.md").write_text("# report\n")
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    scenario = scenarios.Scenario("fast", "q", ("common.determinism='fast'",))
+    scenarios.compose(scenario, PARAMS, repo / "params.yaml")
+    out = scenarios.write_results(scenario, tmp_path, repo, {"seconds": 1.0,
+                                                             "stage_seconds": {"a": 1.0}},
+                                  results=tmp_path / "results" / "fast")
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["determinism"] == "fast"
+    # the orchestrating process's own convolution switches say nothing of the stages'
+    assert not {"transferlab.cpu.determinism", "transferlab.cpu.mkldnn_enabled",
+                "transferlab.cpu.nnpack_enabled"} & set(provenance["machine"]["cpu_pins"])
+    assert provenance["machine"]["cpu_pins"]["transferlab.cpu.MKL_CBWR"] == "COMPATIBLE"

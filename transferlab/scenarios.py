@@ -137,7 +137,12 @@ def _machine() -> dict:
         model = next((line.split(":", 1)[1].strip() for line in
                       cpuinfo.read_text().splitlines() if line.startswith("model name")),
                      model)
-    return {"cpu": model, "cores": os.cpu_count(), "cpu_pins": cpu_pinning.tags(),
+    # the pins only: which convolutions may run is each stage's (common.determinism), not this
+    # process's, and is recorded from the params (write_results)
+    pins = {k: v for k, v in cpu_pinning.tags().items()
+            if k.removeprefix("transferlab.cpu.") not in ("determinism", "mkldnn_enabled",
+                                                          "nnpack_enabled")}
+    return {"cpu": model, "cores": os.cpu_count(), "cpu_pins": pins,
             "packages": package_versions(("torch", "dvc", "mlflow", "numpy"))}
 
 
@@ -171,6 +176,7 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
     """Copy a reproduced scenario's report, figures and headline metrics, with its provenance
     (commit, params hash, lock hash, machine, wall time per stage), to ``results`` (default
     ``root/docs/results/<name>``), replacing what was there in one step."""
+    from transferlab.params import load_params
     from transferlab.run_context import git_state
 
     results = results or root / RESULTS_DIR / scenario.name
@@ -189,6 +195,7 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
         "overrides": list(scenario.overrides),
         "git_commit": state["commit"], "git_dirty": state["dirty"],
         "params_sha256": params_digest(repo / "params.yaml"),
+        "determinism": load_params(repo / "params.yaml").common.determinism,
         "dvc_lock_sha256": hashlib.sha256((repo / "dvc.lock").read_bytes()).hexdigest(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_seconds": round(row["seconds"], 1),

@@ -31,7 +31,7 @@ def test_repo_params_load() -> None:
     params = load_params(ROOT / "params.yaml")
     assert isinstance(params, Params)
     assert set(params.prepare.sources) == {"printed_digits", "printed_letters", "random_init"}
-    assert [str(b) for b in params.prepare.budgets] == ["1", "3", "10"]  # the small default
+    assert [str(b) for b in params.prepare.budgets] == ["1", "3", "8"]  # the small default
 
 
 def test_round_trip(params_file: Path) -> None:

@@ -47,7 +47,7 @@ repro: setup                  ## run the whole pipeline on the built-in default 
 	test $$status = FINISHED
 
 # make test: every test but those marked slow (a whole pipeline run of minutes of its own, or a
-# second variant of a service test): 16.1 min from a fresh clone on 2 cores with the install (2026-12-05); make test-all: every
+# second variant of a service test): 12.2 min from a fresh clone on 2 cores with the install (2026-12-06, warm pip cache); make test-all: every
 # test, slow ones included (about an hour)
 test: setup-dev               ## lint, then every test not marked slow (the real services and one shared pipeline)
 	$(BIN)/ruff check .

@@ -18,10 +18,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps: requirements.txt constraints.txt requirements-data.txt | $(BIN)/python
+# The package itself is installed in editable mode, without dependencies (requirements.txt and
+# constraints.txt pin them): the stages, tests and benchmarks import it as any installed package.
+$(VENV)/.deps: requirements.txt constraints.txt requirements-data.txt pyproject.toml | $(BIN)/python
 	$(PIP) -r requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile --no-deps --require-hashes \
 		-r requirements-data.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile --no-deps -e .
 	$(COMPILE)
 	touch $@
 
@@ -33,54 +36,52 @@ $(VENV)/.dev: $(VENV)/.deps requirements-dev.txt
 setup: $(VENV)/.deps          ## create .venv and install the pinned runtime dependencies
 setup-dev: $(VENV)/.dev       ## ... plus test and lint tools
 
-# dvc repro writes only deterministic outputs; the stages' wall time and memory go to timing/
-# (git-ignored), which transferlab.compute summarises with this machine's provenance. dvc repro's
-# last stage, mirror, writes the MLflow runs; `finish` syncs what DVC skipped and ends the
-# pipeline run FINISHED, or FAILED when a step failed. A new dvc.lock gets this machine's kernel
-# fingerprint beside it (dvc.lock.fingerprint.json), which `make audit` compares with.
+# `transferlab run`: dvc repro writes only deterministic outputs; the stages' wall time and memory
+# go to timing/ (git-ignored), which `transferlab costs` summarises with this machine's
+# provenance. dvc repro's last stage, mirror, writes the MLflow runs; `finish` syncs what DVC
+# skipped and ends the pipeline run FINISHED, or FAILED when a step failed. A new dvc.lock gets
+# this machine's kernel fingerprint beside it (dvc.lock.fingerprint.json), which `make audit`
+# compares with.
 repro: setup                  ## run the whole pipeline on the built-in default scenario
-	export TRANSFERLAB_EXECUTION=$$($(BIN)/python -c "import uuid; print(uuid.uuid4().hex[:12])"); \
-	status=FINISHED; \
-	dvc repro && $(BIN)/python -m transferlab.compute \
-		&& $(BIN)/python -m transferlab.fingerprint lock || status=FAILED; \
-	$(BIN)/python -m transferlab.tracking finish --status $$status; \
-	test $$status = FINISHED
+	$(BIN)/transferlab run
 
 # make test: every test but those marked slow (a whole pipeline run of minutes of its own, or a
 # second variant of a service test): 12.2 min from a fresh clone on 2 cores with the install (2026-12-06, warm pip cache); make test-all: every
 # test, slow ones included (about an hour)
 test: setup-dev               ## lint, then every test not marked slow (the real services and one shared pipeline)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow"
 
 test-all: setup-dev           ## lint, then every test, the slow end-to-end scenarios included
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	TRANSFERLAB_FULL_FUZZ=1 $(BIN)/python -m pytest
 
 # Studies are scenarios: short override files in scenarios/ composed onto params.yaml by DVC's
 # own --set-param (README "Scenarios"). S names one: make scenario S=text
 S ?=
 scenarios: setup              ## list the scenarios and the question each asks
-	$(BIN)/python -m transferlab.scenarios list
+	$(BIN)/transferlab scenarios
 
 scenario: setup               ## run scenario S as a DVC experiment (dvc exp run --temp); params.yaml untouched
-	$(BIN)/python -m transferlab.scenarios run "$(S)"
+	$(BIN)/transferlab run "$(S)"
 
 study: setup                  ## rerun scenario S from nothing in a copy; write docs/results/S/ (report, figures, provenance)
-	$(BIN)/python -m transferlab.scenarios study "$(S)"
+	$(BIN)/transferlab study "$(S)"
 
 fingerprint: setup            ## this CPU's kernels in the portable mode against every golden (tests/data/golden)
-	$(BIN)/python -m transferlab.fingerprint compare
+	$(BIN)/transferlab fingerprint compare
 
 sync: setup                   ## rebuild the MLflow mirror from the DVC outputs (idempotent)
-	$(BIN)/python -m transferlab.tracking sync
+	$(BIN)/transferlab sync
 
-lint: setup-dev
+lint: setup-dev               ## ruff, and the import layers (import-linter, pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ui: setup                     ## MLflow UI on the local store; prints the link to the training runs
-	@$(BIN)/python -m transferlab.tracking ui-url
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
+	$(BIN)/transferlab ui
 
 # PostgreSQL (the pinned wheel's server, on 127.0.0.1) and an MLflow tracking server on it, with
 # data, artifacts and logs in SERVER_DIR; SERVER_ARGS go to the serve command (--host, --port,
@@ -88,7 +89,7 @@ ui: setup                     ## MLflow UI on the local store; prints the link t
 SERVER_DIR ?= .mlflow-server
 SERVER_ARGS ?=
 server: setup                 ## a team's tracking server: PostgreSQL + mlflow server (README "A tracking server for a team")
-	$(BIN)/python -m transferlab.services serve --dir $(SERVER_DIR) $(SERVER_ARGS)
+	$(BIN)/transferlab server serve --dir $(SERVER_DIR) $(SERVER_ARGS)
 
 # the pipeline from nothing, here and at BENCH_COMPARE (empty: skip): about 2 x 20 min on 2 cores
 BENCH_COMPARE ?= HEAD~1
@@ -102,4 +103,4 @@ gpu-check: setup              ## on a lent GPU: throughput, determinism, default
 	bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 audit: setup                  ## can the results be trusted and rerun? writes audit/audit.{json,md}
-	$(BIN)/python -m transferlab.audit $(AUDIT_ARGS)
+	$(BIN)/transferlab audit $(AUDIT_ARGS)

@@ -19,22 +19,21 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+import transferlab  # noqa: F401  (the CPU pins, before torch loads)
+from transferlab.config import scenarios
+from transferlab.config.params import load_params
+from transferlab.core import cpu_pinning
+from transferlab.core.runtime import seed_everything
+from transferlab.models.nets import build_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import transferlab  # noqa: E402,F401  (the CPU pins, before torch loads)
-from transferlab import cpu_pinning, scenarios  # noqa: E402
-from transferlab.models import build_model  # noqa: E402
-from transferlab.params import load_params  # noqa: E402
-from transferlab.runtime import seed_everything  # noqa: E402
 
 MODES = ("fast", "portable")
 

@@ -11,7 +11,7 @@ for start-up, copies and the summary). A part's own limit is its share of the ti
 so what one part leaves unused goes to the ones after it. The throughput part runs a fixed
 number of steps in this process and is only timed; every other part is killed at its limit:
 
-  throughput      in this process: ``transferlab.training.fit`` on synthetic data of the
+  throughput      in this process: ``transferlab.training.loop.fit`` on synthetic data of the
                   pipeline's image size and pretraining batch size, small_cnn and resnet18, timed
                   between two ``torch.cuda.synchronize()`` calls; samples/s, FLOPs per sample
                   (``flops_per_example``) and achieved FLOP/s against the device's dense bf16 peak
@@ -44,25 +44,24 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import transferlab  # noqa: E402,F401  (pins the CPU kernels first)
+import transferlab  # noqa: F401  (pins the CPU kernels first)
 
 # isort: split
-import torch  # noqa: E402
+import torch
 
-from transferlab.mirror import outputs_digest  # noqa: E402
-from transferlab.models import build_model  # noqa: E402
-from transferlab.params import TrainParams, load_params  # noqa: E402
-from transferlab.provenance import cpu_model  # noqa: E402
-from transferlab.run_context import git_state  # noqa: E402
-from transferlab.runtime import seed_everything, sha256_file  # noqa: E402
-from transferlab.training import fit, flops_per_example  # noqa: E402
-from transferlab.workspace import copy_worktree, run_repro  # noqa: E402
+from transferlab.config.params import TrainParams, load_params
+from transferlab.core.run_context import git_state
+from transferlab.core.runtime import seed_everything, sha256_file
+from transferlab.core.workspace import copy_worktree, run_repro
+from transferlab.models.nets import build_model
+from transferlab.provenance.record import cpu_model
+from transferlab.tracking.mirror import outputs_digest
+from transferlab.training.loop import fit, flops_per_example
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendor's data sheets. Matched as
 # substrings of torch.cuda.get_device_name, first match wins (so "H200 NVL" before "H200").
+
+ROOT = Path(__file__).resolve().parents[1]
 BF16_DENSE_PEAK = (
     ("H200 NVL", 835e12),
     ("H200", 989e12),
@@ -212,7 +211,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {name} | {part['planned_s']:.0f} | {_fmt(part.get('timeout_s'), 1, 0)} "
                      f"| {_fmt(part.get('seconds'))} | {part['status']} |")
     lines += ["", "## Training throughput", "",
-              "`transferlab.training.fit` on synthetic data on the device, after a warm-up epoch, "
+              "`transferlab.training.loop.fit` on synthetic data on the device, after a warm-up "
+              "epoch, "
               "timed between two synchronisations: the pipeline's own loop with its bookkeeping, "
               "so the pipeline's throughput, not the device's ceiling. FLOPs count the forward "
               "and backward passes (`flops_per_example`), not the optimizer step.", "",

@@ -1,4 +1,4 @@
-"""Do the CPU pins (transferlab.cpu_pinning) make outputs independent of the instruction sets a
+"""Do the CPU pins (transferlab.core.cpu_pinning) make outputs independent of the instruction sets a
 machine offers, and what do they cost? Emulates other machines on this one by capping each
 library's dispatch through its own environment switch, and trains a short real workload under
 each cap with the pins off and on, each configuration in fresh processes (the switches are read
@@ -53,7 +53,7 @@ MACHINES: dict[str, dict[str, str]] = {
 PROBE = """
 import transferlab
 import hashlib, numpy as np
-from transferlab.transferability import score_all
+from transferlab.evaluation.transferability import score_all
 rng = np.random.default_rng(0)
 feats = rng.normal(size=(400, 64))
 labels = rng.integers(0, 10, 400)

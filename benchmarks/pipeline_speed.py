@@ -27,12 +27,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from transferlab.config import scenarios
+from transferlab.core.workspace import copy_worktree, export_revision, run_repro
+from transferlab.reporting.costs import stage_peak_rss
 
-from transferlab import scenarios  # noqa: E402
-from transferlab.compute import stage_peak_rss  # noqa: E402
-from transferlab.workspace import copy_worktree, export_revision, run_repro  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_repro(repo: Path) -> tuple[float, list[tuple[str, float]]]:

@@ -3,13 +3,13 @@
 Starts a real two-node Ray cluster on loopback (tests/ray_cluster.py: one CPU per node), then,
 side by side in one session (the machine is noisy):
 
-- scheduling: N no-op tasks through :class:`transferlab.execution.Executor` on the cluster
+- scheduling: N no-op tasks through :class:`transferlab.adapt.execution.Executor` on the cluster
   (submit, run, collect in order), and the same N calls through the local backend;
 - logging: N child runs, as a transfer stage logs one per replicate
-  (:meth:`transferlab.tracking.Tracker.child`: tags, 2 params, 12 metrics), into a fresh
+  (:meth:`transferlab.tracking.tracker.Tracker.child`: tags, 2 params, 12 metrics), into a fresh
   sqlite store, in the stage process (only the stage process logs).
 
-    python benchmarks/ray_overhead.py [--tasks 1000 10000] [--log-runs 1000] [--out FILE]
+    python -m benchmarks.ray_overhead [--tasks 1000 10000] [--log-runs 1000] [--out FILE]
 
 Prints a table and writes the numbers as JSON to --out (default: ray_overhead.json in a
 temporary folder). The workspace is untouched.
@@ -21,20 +21,21 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.ray_cluster import DRIVER_ENV, holder  # noqa: E402
+from tests.ray_cluster import (  # python -m benchmarks.ray_overhead: the root on sys.path
+    DRIVER_ENV,
+    holder,
+)
 
 os.environ.update(DRIVER_ENV)
 
-from transferlab.execution import Executor  # noqa: E402
-from transferlab.params import ExecutionParams, TrackingParams  # noqa: E402
+from transferlab.adapt.execution import Executor
+from transferlab.config.params import ExecutionParams, TrackingParams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def noop(shared: object, item: int) -> int:
@@ -49,7 +50,7 @@ def time_map(executor: Executor, n: int) -> float:
 
 
 def time_logging(n: int, store: Path) -> float:
-    from transferlab.tracking import Tracker, tracked
+    from transferlab.tracking.tracker import Tracker, tracked
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
     os.environ["TRANSFERLAB_EXECUTION"] = "bench"

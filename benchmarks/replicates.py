@@ -23,21 +23,19 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import transferlab  # noqa: E402,F401  (pins the CPU kernels first)
+import transferlab  # noqa: F401  (pins the CPU kernels first)
 
 # isort: split
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
 
-from transferlab.models import build_model  # noqa: E402
+from transferlab.models.nets import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _members(m: int) -> list[torch.nn.Module]:

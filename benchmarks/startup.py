@@ -2,7 +2,7 @@
 (targets of the speed issue: a stage that trains nothing starts in <= 1.5 s of its own time; a
 no-op `dvc repro` takes <= 2x DVC's floor on a 2-stage toy).
 
-* Stage start-up: ``python stages/<stage>.py --help`` runs every import at the top of the stage
+* Stage start-up: ``python -m stages.<stage> --help`` runs every import at the top of the stage
   script and exits, so its time minus that of a bare ``python -c pass`` is the stage's own
   start-up floor (imports done later, inside ``main``, are not counted: an upper bound on what
   lazy loading saves, a lower bound on start-up).
@@ -70,7 +70,7 @@ def main() -> None:
         for _ in range(args.repeats):
             times["python"].append(timed([py, "-c", "pass"], ROOT))
             for stage in STAGES:
-                times[stage].append(timed([py, f"stages/{stage}.py", "--help"], ROOT))
+                times[stage].append(timed([py, "-m", f"stages.{stage}", "--help"], ROOT))
             if noop:
                 times["noop_repro"].append(timed(["dvc", "repro"], ROOT))
                 times["toy_noop_repro"].append(timed(["dvc", "repro"], toy))

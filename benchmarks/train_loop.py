@@ -8,7 +8,7 @@ is printed. Usage:
 
     python benchmarks/train_loop.py [--repeats 5] [--examples 1000] [--epochs 3]
 
-The pipeline's loop (``transferlab.training.fit``) runs with a fixed schedule (no validation
+The pipeline's loop (``transferlab.training.loop.fit``) runs with a fixed schedule (no validation
 set) and no augmentation, so it does exactly the bare loop's work plus its own bookkeeping
 (per-epoch permutation by a generator, the loss history, the progress bar).
 """
@@ -18,22 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import transferlab  # noqa: E402,F401  (pins the CPU kernels first)
+import transferlab  # noqa: F401  (pins the CPU kernels first)
 
 # isort: split
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from transferlab.models import build_model  # noqa: E402
-from transferlab.params import TrainParams  # noqa: E402
-from transferlab.training import extract_features, fit  # noqa: E402
+from transferlab.config.params import TrainParams
+from transferlab.models.nets import build_model
+from transferlab.training.loop import extract_features, fit
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data(n: int, classes: int = 10, side: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

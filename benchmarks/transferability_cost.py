@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 import timeit
 from pathlib import Path
@@ -27,16 +26,16 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from transferlab.adapt import strategies
+from transferlab.adapt.replicates import adapt, replicate_seed
+from transferlab.adapt.target import load_target
+from transferlab.config.params import load_params
+from transferlab.core.runtime import resolve_device, seed_everything
+from transferlab.evaluation.transferability import score_all
+from transferlab.models.nets import load_checkpoint
+from transferlab.training.loop import extract_features, head_proba
 
-from transferlab import strategies  # noqa: E402
-from transferlab.adaptation import adapt, load_target, replicate_seed  # noqa: E402
-from transferlab.models import load_checkpoint  # noqa: E402
-from transferlab.params import load_params  # noqa: E402
-from transferlab.runtime import resolve_device, seed_everything  # noqa: E402
-from transferlab.training import extract_features, head_proba  # noqa: E402
-from transferlab.transferability import score_all  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

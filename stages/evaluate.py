@@ -1,24 +1,12 @@
 """Stage evaluate: test-set metrics of every run, statistics over seeds, transferability."""
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from transferlab import analysis, strategies, tables  # noqa: E402
-from transferlab.cleaning import cleaning_report  # noqa: E402
-from transferlab.evaluation import (  # noqa: E402
-    champion_checkpoints,
-    discover_runs,
-    evaluate_runs,
-    transferability_scores,
-)
-from transferlab.helped import what_helped  # noqa: E402
-from transferlab.mirror import mirror_evaluate, outputs_digest, register_champions  # noqa: E402
-from transferlab.params import load_params, to_dict  # noqa: E402
-from transferlab.prepared import PreparedDataset  # noqa: E402
-from transferlab.runtime import (  # noqa: E402
+from transferlab.adapt import strategies
+from transferlab.adapt.selection import labels_per_class_used
+from transferlab.config.params import load_params, to_dict
+from transferlab.core.runtime import (
     device_description,
     dumps_json,
     resolve_device,
@@ -28,8 +16,21 @@ from transferlab.runtime import (  # noqa: E402
     timing_path,
     write_timing,
 )
-from transferlab.selection import labels_per_class_used  # noqa: E402
-from transferlab.tracking import Tracker, tracked  # noqa: E402
+from transferlab.data.cleaning import cleaning_report
+from transferlab.data.store import PreparedDataset
+from transferlab.evaluation import (
+    analysis,
+    tables,  # noqa: E402
+)
+from transferlab.evaluation.evaluate import (
+    champion_checkpoints,
+    discover_runs,
+    evaluate_runs,
+    transferability_scores,
+)
+from transferlab.evaluation.helped import what_helped
+from transferlab.tracking.mirror import mirror_evaluate, outputs_digest, register_champions
+from transferlab.tracking.tracker import Tracker, tracked
 
 
 def main() -> None:

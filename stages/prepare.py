@@ -1,20 +1,16 @@
 """Stage prepare: build the target and every candidate source dataset from params."""
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from transferlab.params import load_params  # noqa: E402
-from transferlab.preparation import prepare_all  # noqa: E402
-from transferlab.runtime import (  # noqa: E402
+from transferlab.config.params import load_params
+from transferlab.core.runtime import (
     run_stage,
     seed_everything,
     staged_outputs,
     timing_path,
     write_timing,
 )
+from transferlab.data.prepare import prepare_all
 
 
 def main() -> None:

@@ -7,14 +7,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from transferlab import distributed  # noqa: E402
-from transferlab.mirror import mirror_pretrain, outputs_digest  # noqa: E402
-from transferlab.models import save_checkpoint  # noqa: E402
-from transferlab.params import load_params, to_dict  # noqa: E402
-from transferlab.prepared import PreparedDataset  # noqa: E402
-from transferlab.runtime import (  # noqa: E402
+from transferlab.config.params import load_params, to_dict
+from transferlab.core.runtime import (
     device_description,
     dumps_json,
     resolve_device,
@@ -25,8 +19,12 @@ from transferlab.runtime import (  # noqa: E402
     timing_path,
     write_timing,
 )
-from transferlab.source import pretrain_source  # noqa: E402
-from transferlab.tracking import Tracker, tracked  # noqa: E402
+from transferlab.data.store import PreparedDataset
+from transferlab.models.nets import save_checkpoint
+from transferlab.tracking.mirror import mirror_pretrain, outputs_digest
+from transferlab.tracking.tracker import Tracker, tracked
+from transferlab.training import distributed
+from transferlab.training.pretrain import pretrain_source
 
 
 def main() -> None:

@@ -1,15 +1,11 @@
 """Stage report: one Markdown and one self-contained HTML report of the whole pipeline."""
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from transferlab import report  # noqa: E402
-from transferlab.params import load_params  # noqa: E402
-from transferlab.provenance import collect_provenance  # noqa: E402
-from transferlab.runtime import run_stage, staged_outputs, timing_path, write_timing  # noqa: E402
+from transferlab.config.params import load_params
+from transferlab.core.runtime import run_stage, staged_outputs, timing_path, write_timing
+from transferlab.provenance.record import collect_provenance
+from transferlab.reporting import report
 
 
 def main() -> None:

@@ -3,17 +3,14 @@
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from transferlab import strategies  # noqa: E402
-from transferlab.adaptation import load_target, replicate_line, run_replicates  # noqa: E402
-from transferlab.execution import Executor  # noqa: E402
-from transferlab.mirror import mirror_transfer_record, outputs_digest  # noqa: E402
-from transferlab.params import load_params, to_dict  # noqa: E402
-from transferlab.runtime import (  # noqa: E402
+from transferlab.adapt import strategies
+from transferlab.adapt.execution import Executor
+from transferlab.adapt.replicates import replicate_line, run_replicates
+from transferlab.adapt.target import load_target
+from transferlab.config.params import load_params, to_dict
+from transferlab.core.runtime import (
     device_description,
     dumps_json,
     progress,
@@ -25,7 +22,8 @@ from transferlab.runtime import (  # noqa: E402
     timing_path,
     write_timing,
 )
-from transferlab.tracking import Tracker, tracked  # noqa: E402
+from transferlab.tracking.mirror import mirror_transfer_record, outputs_digest
+from transferlab.tracking.tracker import Tracker, tracked
 
 
 def main() -> None:

@@ -16,11 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab.adaptation import TargetData, run_replicates
-from transferlab.models import build_model, load_checkpoint, save_checkpoint
-from transferlab.params import SelectionParams
-from transferlab.prepared import ExampleSet, PreparedDataset, write_dataset
-from transferlab.strategies import Context
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import Context
+from transferlab.adapt.target import TargetData
+from transferlab.config.params import SelectionParams
+from transferlab.data.store import ExampleSet, PreparedDataset, write_dataset
+from transferlab.models.nets import build_model, load_checkpoint, save_checkpoint
 
 CPU = torch.device("cpu")
 ARCH = {"arch": "small_cnn", "width": 8}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# first: importing the package pins the CPU kernels' dispatch (transferlab.cpu_pinning), which
+# first: importing the package pins the CPU kernels' dispatch (transferlab.core.cpu_pinning), which
 # numpy and torch read only when they load
 import transferlab  # noqa: F401
 
@@ -20,11 +20,11 @@ import pytest
 import torch
 import yaml
 
-from transferlab import services
-from transferlab.run_context import EXECUTION_ENV
-from transferlab.runtime import seed_everything
-from transferlab.services import free_port
-from transferlab.workspace import copy_worktree
+from transferlab.core.run_context import EXECUTION_ENV
+from transferlab.core.runtime import seed_everything
+from transferlab.core.workspace import copy_worktree
+from transferlab.tracking import services
+from transferlab.tracking.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,8 @@ def scenario_params(name: str) -> dict:
     dict read by the project's own YAML loader."""
     import tempfile
 
-    from transferlab import scenarios
-    from transferlab.typed_config import read_yaml_mapping
+    from transferlab.config import scenarios
+    from transferlab.config.typed import read_yaml_mapping
 
     with tempfile.TemporaryDirectory() as tmp:
         out = scenarios.compose(scenarios.load(name, ROOT / "scenarios"), ROOT / "params.yaml",
@@ -172,7 +172,7 @@ def deterministic() -> Iterator[None]:
 
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 and a free port, on a sqlite store, stopped by its
-    PID (transferlab.services)."""
+    PID (transferlab.tracking.services)."""
 
     def __init__(self, store: Path) -> None:
         self.store = store

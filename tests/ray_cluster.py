@@ -13,7 +13,7 @@ variable (:data:`DRIVER_ENV`).
 prints one JSON line {"address", "raylet_pids"} when every node is up, and runs until SIGTERM,
 when it stops its nodes' processes (by the PIDs Ray recorded) and exits. Started by
 :func:`holder`, it gets that SIGTERM from its service's watchdog too if the process that started
-it dies without stopping it (:class:`transferlab.services.Service`).
+it dies without stopping it (:class:`transferlab.tracking.services.Service`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 def holder(temp_dir: Path, log: Path, nodes: int = 2, cpus: int = 1, gpus: int = 0,
            env: dict | None = None) -> tuple[Any, Callable[[], dict | None]]:
-    """This script as a :class:`transferlab.services.Service` (its own session, stopped by
+    """This script as a :class:`transferlab.tracking.services.Service` (its own session, stopped by
     PID), and a reader of its {"address", "raylet_pids"} line (None until it is up)."""
-    from transferlab import services
-
+    from transferlab.tracking import services
     def info() -> dict | None:
         text = log.read_text(errors="replace") if log.is_file() else ""
         lines = [ln for ln in text.splitlines() if ln.startswith('{"address"')]

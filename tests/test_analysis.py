@@ -1,5 +1,5 @@
-"""Tests for transferlab.analysis (gains, verdicts, multiplicity, recommendation) and
-transferlab.evaluation.champion_checkpoints, on hand-built RunResults.
+"""Tests for transferlab.evaluation.analysis (gains, verdicts, multiplicity, recommendation) and
+transferlab.evaluation.evaluate.champion_checkpoints, on hand-built RunResults.
 
 Every run is built from a test accuracy (and a selection score), so each expected number below
 can be computed by hand from the table at the top of the test that uses it.
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from transferlab import analysis
-from transferlab.evaluation import RunResult, champion_checkpoints
-from transferlab.params import EvaluateParams
-from transferlab.stats import holm_bonferroni
+from transferlab.config.params import EvaluateParams
+from transferlab.evaluation import analysis
+from transferlab.evaluation.evaluate import RunResult, champion_checkpoints
+from transferlab.evaluation.stats import holm_bonferroni
 
 N_TEST = 200  # test examples per run: accuracies are multiples of 0.005
 NAN = math.nan

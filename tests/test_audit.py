@@ -1,4 +1,4 @@
-"""transferlab.audit: workspace findings, the fingerprint, and the audit end to end
+"""transferlab.provenance.audit: workspace findings, the fingerprint, and the audit end to end
 (a tracked, synced shrunk run in a temporary clone passes; a tampered metrics file fails)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tests.conftest import GIT_ID, ROOT, VENV_ENV, BuiltPipeline, run
-from transferlab.audit import (
+from transferlab.core.runtime import dumps_json
+from transferlab.provenance.audit import (
     check_kernels,
     environment_fingerprint,
     expected_tags,
@@ -20,9 +21,8 @@ from transferlab.audit import (
     render_markdown,
     status_findings,
 )
-from transferlab.comparison import IDENTICAL, WITHIN
-from transferlab.reproduction import check_reproduction, lock_changes
-from transferlab.runtime import dumps_json
+from transferlab.provenance.comparison import IDENTICAL, WITHIN
+from transferlab.provenance.reproduction import check_reproduction, lock_changes
 
 
 def test_workspace_findings_name_every_path() -> None:
@@ -38,7 +38,7 @@ def test_workspace_findings_name_every_path() -> None:
 
 
 def test_expected_tags_match_what_sync_writes() -> None:
-    from transferlab.mirror import _lock_tags
+    from transferlab.tracking.mirror import _lock_tags
 
     entry = {"deps": [{"path": "data/prepared", "md5": "abc.dir"}],
              "outs": [{"path": "models/x/model.pt", "md5": "def"}]}
@@ -70,13 +70,13 @@ def test_markdown_puts_the_verdict_first() -> None:
 
 
 LOCK = {"schema": "2.0", "stages": {
-    "pretrain@a": {"cmd": "python stages/pretrain_source.py --source a",
+    "pretrain@a": {"cmd": "python -m stages.pretrain_source --source a",
                    "deps": [{"path": "data/prepared/sources/a", "md5": "d1.dir"},
                             {"path": "stages/pretrain_source.py", "md5": "s1"}],
                    "params": {"params.yaml": {"pretrain": {"epochs": 2}}},
                    "outs": [{"path": "models/a/model.pt", "md5": "m1"},
                             {"path": "models/a/metrics.json", "md5": "j1"}]},
-    "evaluate": {"cmd": "python stages/evaluate.py",
+    "evaluate": {"cmd": "python -m stages.evaluate",
                  "deps": [{"path": "models", "md5": "ms.dir"}],
                  "outs": [{"path": "metrics/evaluate.json", "md5": "e1"}]}}}
 EVALUATE = {"summary": {"scratch": {"1": {"accuracy": {"mean": 0.5}}},
@@ -153,8 +153,7 @@ def _kernels(cpu: str, conv: str) -> dict:
 
 
 def test_audit_names_the_kernels_that_differ_from_the_lock_machine(tmp_path: Path) -> None:
-    from transferlab import fingerprint as fp
-
+    from transferlab.provenance import fingerprint as fp
     assert check_kernels(tmp_path, "portable", None, _kernels("here", "c1"))["notes"][0] \
         .startswith("kernels: no dvc.lock.fingerprint.json records the lock's machine")
     _git_repo(tmp_path)
@@ -182,7 +181,7 @@ def test_audit_names_the_kernels_that_differ_from_the_lock_machine(tmp_path: Pat
 def test_make_audit_runs_the_module() -> None:
     out = subprocess.run(["make", "-n", "audit", "AUDIT_ARGS=--skip-rerun"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "-m transferlab.audit --skip-rerun" in out
+    assert "-m transferlab.provenance.audit --skip-rerun" in out
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -200,8 +199,8 @@ def synced_clone(tiny_pipeline: BuiltPipeline,
 
 
 def _audit(repo: Path, env: dict, *args: str) -> tuple[int, str, dict, str]:
-    proc = subprocess.run([sys.executable, "-m", "transferlab.audit", *args], cwd=repo, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "transferlab.provenance.audit", *args],
+                          cwd=repo, env=env, capture_output=True, text=True)
     out = repo / "audit"
     result = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() \
         else {}

@@ -1,11 +1,12 @@
-"""Tests for transferlab.augmentation: presets, per-image draws, generator-only randomness."""
+"""Tests for transferlab.training.augmentation: presets, per-image draws, generator-only
+randomness."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from transferlab.augmentation import PRESETS, augment
+from transferlab.training.augmentation import PRESETS, augment
 
 
 def _batch(n: int = 6, seed: int = 0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests for transferlab.cleaning: planted duplicates and planted label flips are found."""
+"""Tests for transferlab.data.cleaning: planted duplicates and planted label flips are found."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from transferlab.cleaning import (
+from transferlab.data.cleaning import (
     cleaning_report,
     find_duplicates,
     label_issue_indices,

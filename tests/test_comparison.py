@@ -1,4 +1,5 @@
-"""transferlab.comparison: the labels and the first differing key/row/line that the audit reports
+"""transferlab.provenance.comparison: the labels and the first differing key/row/line that the
+audit reports
 for JSON, CSV, report and binary outputs."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.comparison import (
+from transferlab.provenance.comparison import (
     DIFFERENT,
     IDENTICAL,
     WITHIN,
@@ -152,7 +153,8 @@ def test_worst_prefers_different_then_tolerance() -> None:
     assert worst([]).label == IDENTICAL
 
 
-# -- drift against the commit (transferlab.drift) --------------------------------------------
+# -- drift against the commit (transferlab.provenance.drift)
+# --------------------------------------------
 
 EVALUATE = {"summary": {"scratch": {"1": {"accuracy": {"mean": 0.5, "ci_low": 0.4}},
                                     "all": {"accuracy": {"mean": 0.9, "ci_low": 0.85}}},
@@ -164,7 +166,7 @@ EVALUATE = {"summary": {"scratch": {"1": {"accuracy": {"mean": 0.5, "ci_low": 0.
 def test_json_drift_pools_each_metric_and_names_changed_conclusions() -> None:
     import copy
 
-    from transferlab.drift import describe, json_drift, largest, metric_name, significant
+    from transferlab.provenance.drift import describe, json_drift, largest, metric_name, significant
 
     assert metric_name(("summary", "a/finetune", "1", "accuracy", "mean")) == (
         "summary.*.accuracy.mean")
@@ -190,7 +192,7 @@ def test_json_drift_pools_each_metric_and_names_changed_conclusions() -> None:
 
 
 def test_csv_drift_matches_rows_by_key_not_position() -> None:
-    from transferlab.drift import csv_drift, significant
+    from transferlab.provenance.drift import csv_drift, significant
 
     old = "source,strategy,budget,seed,accuracy\na,finetune,1,0,0.5\na,finetune,1,1,0.6\n"
     new = "source,strategy,budget,seed,accuracy\na,finetune,1,1,0.6\na,finetune,1,0,0.52\n"

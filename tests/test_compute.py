@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.compute import compute_summary, write_summary
-from transferlab.runtime import timing_path, write_timing
+from transferlab.core.runtime import timing_path, write_timing
+from transferlab.reporting.costs import compute_summary, write_summary
 
 
 def _stage(root: Path, source: str, strategy: str, timing: dict) -> None:

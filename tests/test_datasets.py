@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.datasets import load_dataset, resize
-from transferlab.errors import DataError
-from transferlab.params import DatasetSpec
+from transferlab.config.params import DatasetSpec
+from transferlab.core.errors import DataError
+from transferlab.data.images import load_dataset, resize
 
 
 def spec(**kw) -> DatasetSpec:

@@ -14,9 +14,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import GIT_ID, ROOT, VENV_ENV, run
-from transferlab.params import load_params
-from transferlab.run_context import EXECUTION_ENV
-from transferlab.workspace import copy_worktree
+from transferlab.config.params import load_params
+from transferlab.core.run_context import EXECUTION_ENV
+from transferlab.core.workspace import copy_worktree
 
 EXECUTION = "default-pipeline"
 

@@ -1,4 +1,4 @@
-"""One run on several processes (transferlab.distributed): real gloo ranks on this CPU.
+"""One run on several processes (transferlab.training.distributed): real gloo ranks on this CPU.
 
 - ``fit`` on 2 ranks equals ``fit`` in one process for a network without BatchNorm, to float
   rounding (a shard's gradient, averaged by DDP, is the batch's gradient);
@@ -23,16 +23,15 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, tiny_params
-from transferlab import distributed
-from transferlab.workspace import copy_worktree
+from transferlab.core.workspace import copy_worktree
+from transferlab.training import distributed
 
 _FIT = """
 import sys, torch
-sys.path.insert(0, {root!r})
-from transferlab import distributed
-from transferlab.params import TrainParams
-from transferlab.runtime import seed_everything
-from transferlab.training import fit
+from transferlab.training import distributed
+from transferlab.config.params import TrainParams
+from transferlab.core.runtime import seed_everything
+from transferlab.training.loop import fit
 
 seed_everything(0, 1)
 world = distributed.init(torch.device("cpu"))

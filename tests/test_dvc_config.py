@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import scenario_params
-from transferlab.tracking import flatten_params
+from transferlab.tracking.tracker import flatten_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -22,24 +22,24 @@ BUILTIN_TEMPLATES = {"linear", "simple", "smooth", "scatter", "scatter_jitter", 
 
 
 def module_file(name: str) -> str:
-    """``transferlab.x`` -> ``transferlab/x.py``; the package itself -> its ``__init__.py``; a
-    subpackage (``transferlab.strategies``) or any module in it -> its folder, which is one dep
-    (its ``__init__`` imports every member, so a member change must rerun the stage)."""
-    if name == "transferlab":
-        return "transferlab/__init__.py"
+    """``transferlab.x.y`` -> ``transferlab/x/y.py``; a package -> its ``__init__.py``, except a
+    plugin package inside a layer (``transferlab.adapt.strategies``,
+    ``transferlab.data.modalities``) and any module in it -> its folder, which is one dep (its
+    ``__init__`` imports every member, so a member change must rerun the stage)."""
     parts = name.split(".")
-    for depth in range(2, len(parts) + 1):
+    for depth in range(3, len(parts) + 1):
         folder = "/".join(parts[:depth])
         if (ROOT / folder).is_dir():
             return folder
-    return "/".join(parts) + ".py"
+    path = "/".join(parts)
+    return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
 
 
 def source_files(name: str) -> list[Path]:
     """The files whose imports count for module ``name``: a subpackage's are all of its
     modules, since its ``__init__`` imports every one."""
     path = ROOT / module_file(name)
-    return sorted(path.glob("*.py")) if path.is_dir() else [path]
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
 
 
 def library_imports(path: Path, seen: set[str] | None = None) -> set[str]:
@@ -49,14 +49,17 @@ def library_imports(path: Path, seen: set[str] | None = None) -> set[str]:
     trees = [ast.parse(path.read_text())]
     for node in (n for tree in trees for n in ast.walk(tree)):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "transferlab":
-                names = [f"transferlab.{a.name}" for a in node.names]
-            elif node.module.startswith("transferlab."):
-                names = [node.module]
+        if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module + ".").startswith("transferlab."):
+            names = [node.module]  # from transferlab.x import y: y may be a module of x
+            folder = ROOT / node.module.replace(".", "/")
+            names += [f"{node.module}.{a.name}" for a in node.names
+                      if (folder / a.name).is_dir() or (folder / f"{a.name}.py").is_file()]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("transferlab.")]
-        for name in names + (["transferlab"] if names else []):
+        # importing a.b.c runs the __init__ of a and a.b first
+        parents = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 1)}
+        for name in names + sorted(parents):
             if name not in seen:
                 seen.add(name)
                 for file in source_files(name):
@@ -73,12 +76,14 @@ def stage_bodies() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize(("name", "body"), stage_bodies(), ids=[n for n, _ in stage_bodies()])
 def test_stage_deps_cover_script_and_library(name: str, body: dict) -> None:
-    match = re.search(r"python (stages/\S+\.py)|python -m (\S+)", body["cmd"])
-    script = match.group(1) or module_file(match.group(2))
+    # stages run as modules (python -m stages.x), so a copy of the repo runs its own package
+    match = re.search(r"python -m (stages\.\w+)|python -m (\S+)", body["cmd"])
+    script = (match.group(1).replace(".", "/") + ".py" if match.group(1)
+              else module_file(match.group(2)).replace("__init__.py", "__main__.py"))
     deps = {d if isinstance(d, str) else next(iter(d)) for d in body["deps"]}
     assert script in deps, f"{name}: its script {script} is not a dep"
     modules = library_imports(ROOT / script)
-    assert {"transferlab", "transferlab.cpu_pinning"} <= modules
+    assert {"transferlab", "transferlab.core.cpu_pinning"} <= modules
     missing = sorted(module_file(m) for m in modules if module_file(m) not in deps)
     assert not missing, f"stage {name} imports but does not depend on: {missing}"
 
@@ -106,7 +111,7 @@ def test_stage_params_exist(name: str, body: dict) -> None:
 def test_metrics_and_plots_are_declared() -> None:
     """`dvc metrics show` displays the headline only; evaluate.json (every number, the report's
     input) is a plain out. Every transferability score has its own plot."""
-    from transferlab.analysis import SCORES
+    from transferlab.evaluation.analysis import SCORES
 
     evaluate = DVC["stages"]["evaluate"]
     assert [next(iter(m)) for m in evaluate["metrics"]] == ["metrics/headline"]

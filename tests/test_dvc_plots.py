@@ -1,7 +1,7 @@
 """`dvc plots show` draws what dvc.yaml declares: one coloured line per curve for the long
 tables (the templates in .dvc/plots/), one plot per transferability score. Runs the real DVC
 on the project's plot definitions and templates in a temporary repository, with a few rows
-that transferlab.tables builds (a few seconds)."""
+that transferlab.evaluation.tables builds (a few seconds)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, VENV_ENV, run
-from transferlab import analysis, tables
+from transferlab.evaluation import analysis, tables
 
 BUDGETS = ["1", "10"]
 CURVES = ["a/finetune", "a/linear_probe", "b/finetune", "scratch"]  # 4 curves, 3 with a gain

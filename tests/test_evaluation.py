@@ -1,13 +1,14 @@
-"""transferlab.evaluation: checkpoints that share a backbone share its features, bit for bit."""
+"""transferlab.evaluation.evaluate: checkpoints that share a backbone share its features, bit for
+bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from transferlab.evaluation import _SharedBackbones
-from transferlab.models import build_model
-from transferlab.training import predict_proba
+from transferlab.evaluation.evaluate import _SharedBackbones
+from transferlab.models.nets import build_model
+from transferlab.training.loop import predict_proba
 
 
 def test_shared_backbones_give_the_same_bits_as_the_whole_model() -> None:

@@ -1,4 +1,5 @@
-"""transferlab.execution without a cluster: the params block, the local backend, and the checks
+"""transferlab.adapt.execution without a cluster: the params block, the local backend, and the
+checks
 that stop a Ray run before it can hang (tests/test_ray.py runs the real cluster)."""
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from transferlab import cpu_pinning
-from transferlab.errors import ParamsError
-from transferlab.execution import (
+from transferlab.adapt.execution import (
     ExecutionError,
     Executor,
     _check_feasible,
     _check_reachable,
     _worker_env,
 )
-from transferlab.params import ExecutionParams, load_params
-from transferlab.services import free_port
-from transferlab.typed_config import from_dict
+from transferlab.config.params import ExecutionParams, load_params
+from transferlab.config.typed import from_dict
+from transferlab.core import cpu_pinning
+from transferlab.core.errors import ParamsError
+from transferlab.tracking.services import free_port
 
 
 def _execution(block: dict) -> ExecutionParams:

@@ -17,10 +17,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, VENV_ENV, MlflowServer, shrunk_params
-from transferlab.params import TrackingParams
-from transferlab.run_context import EXECUTION_ENV
-from transferlab.tracking import Tracker, tracked
-from transferlab.workspace import copy_worktree
+from transferlab.config.params import TrackingParams
+from transferlab.core.run_context import EXECUTION_ENV
+from transferlab.core.workspace import copy_worktree
+from transferlab.tracking.tracker import Tracker, tracked
 
 
 def runs_of(uri: str, experiment: str = "transferlab") -> list:
@@ -65,7 +65,7 @@ def test_server_killed_mid_run_does_not_stop_the_stage(tmp_path: Path,
 STARTER = """
 import sys, time
 from pathlib import Path
-from transferlab import services
+from transferlab.tracking import services
 server = services.Service("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"],
                           lambda: True, Path(sys.argv[1]))
 server.start(timeout=30)
@@ -102,8 +102,8 @@ def test_a_server_does_not_outlive_the_process_that_started_it(tmp_path: Path) -
 
 def test_fresh_sqlite_store_survives_concurrent_first_use(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = ("from transferlab.params import TrackingParams\n"
-            "from transferlab.tracking import Tracker, tracked\n"
+    code = ("from transferlab.config.params import TrackingParams\n"
+            "from transferlab.tracking.tracker import Tracker, tracked\n"
             "with tracked(Tracker(TrackingParams(live=True), 'pretrain')) as t:\n"
             "    t.log_metrics(t.run_id, {'m': 1.0})\n")
     env = dict(VENV_ENV, MLFLOW_TRACKING_URI=uri, EXECUTION_ENV="x", PYTHONPATH=str(ROOT))
@@ -157,7 +157,7 @@ def _assert_failed_cleanly(repo: Path, lock_before: bytes, source: str) -> None:
 
 def _python_process(session: int, script: str) -> int | None:
     """The python process running `script` in `session`, not the shell that DVC wraps it in
-    (`sh -c "python stages/..."` matches the same command line, and dash does not exec it)."""
+    (`sh -c "python -m stages..."` matches the same command line, and dash does not exec it)."""
     out = subprocess.run(["pgrep", "-s", str(session), "-f", script],
                          capture_output=True, text=True).stdout.split()
     for pid in map(int, out):
@@ -182,7 +182,7 @@ def test_sigterm_ends_the_run_killed_and_leaves_nothing(prepared_repo) -> None:
         while time.monotonic() < deadline and stage_pid is None:
             time.sleep(0.5)
             if _stage_runs(repo, "pretrain@printed_digits"):  # its MLflow run has started
-                stage_pid = _python_process(dvc.pid, "pretrain_source.py")
+                stage_pid = _python_process(dvc.pid, "stages.pretrain_source")
         assert stage_pid, "the stage never started"
         time.sleep(1.0)
         os.kill(stage_pid, signal.SIGTERM)
@@ -226,9 +226,8 @@ def test_queue_with_two_workers_lands_every_run(tmp_path: Path) -> None:
     (repo / "params.yaml").write_text("x: 1\n")
     (repo / "stage.py").write_text(
         "import os, sys, yaml\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from transferlab.params import TrackingParams\n"
-        "from transferlab.tracking import Tracker, tracked\n"
+        "from transferlab.config.params import TrackingParams\n"
+        "from transferlab.tracking.tracker import Tracker, tracked\n"
         "x = yaml.safe_load(open('params.yaml'))['x']\n"
         "with tracked(Tracker(TrackingParams(live=True), 'toy', {}, {'x': x})) as t:\n"
         "    t.log_metrics(t.run_id, {'x': float(x)})\n"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from transferlab import cpu_pinning
-from transferlab import fingerprint as fp
+from transferlab.core import cpu_pinning
+from transferlab.provenance import fingerprint as fp
 
 GOLDENS = sorted((ROOT / fp.GOLDEN_DIR).glob("*.json"))
 ISSUE_23_GOLDEN = "intel-xeon-avx512-amx.json"  # ../shared/golden, from issue 23's machine
@@ -28,8 +28,8 @@ ISSUE_23_GOLDEN = "intel-xeon-avx512-amx.json"  # ../shared/golden, from issue 2
 
 def _record(env: dict[str, str] | None = None) -> dict:
     """This machine's fingerprint, in a fresh process as a stage would compute it."""
-    proc = subprocess.run([sys.executable, "-m", "transferlab.fingerprint", "record"], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "transferlab.provenance.fingerprint", "record"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -117,7 +117,7 @@ def test_compare_exits_1_naming_the_differing_golden(here: dict, tmp_path: Path)
     tampered = json.loads(json.dumps(here))
     tampered[fp.SECTIONS["portable"]]["softmax"] = "f" * 16
     (tmp_path / "tampered.json").write_text(json.dumps(tampered))
-    proc = subprocess.run([sys.executable, "-m", "transferlab.fingerprint", "compare",
+    proc = subprocess.run([sys.executable, "-m", "transferlab.provenance.fingerprint", "compare",
                            str(ROOT / fp.GOLDEN_DIR / ISSUE_23_GOLDEN),
                            str(tmp_path / "tampered.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -127,7 +127,7 @@ def test_compare_exits_1_naming_the_differing_golden(here: dict, tmp_path: Path)
         proc.stdout
     assert lines[1].startswith("DIFF tampered.json: portable: 1 of "), proc.stdout
     assert "first softmax" in lines[1]
-    proc = subprocess.run([sys.executable, "-m", "transferlab.fingerprint", "compare",
+    proc = subprocess.run([sys.executable, "-m", "transferlab.provenance.fingerprint", "compare",
                            str(tmp_path / "missing")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1 and "missing: no such golden" in proc.stderr
 

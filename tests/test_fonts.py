@@ -1,4 +1,4 @@
-"""Tests for transferlab.fonts."""
+"""Tests for transferlab.data.fonts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from transferlab.fonts import available_fonts, render_glyphs
+from transferlab.data.fonts import available_fonts, render_glyphs
 
 DIGITS = "0123456789"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

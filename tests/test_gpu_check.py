@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from transferlab.params import load_params
+from transferlab.config.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"

@@ -1,4 +1,5 @@
-"""Tests for transferlab.helped ("What helped") on hand-built RunResults: each method's gain is
+"""Tests for transferlab.evaluation.helped ("What helped") on hand-built RunResults: each method's
+gain is
 the method minus the reference of the same source, paired by seed; the family is adjusted; the
 choice uses selection scores only; search candidates are averaged over seeds."""
 
@@ -11,10 +12,10 @@ import pytest
 from scipy import stats as sps
 
 from tests.test_analysis import curve_runs
-from transferlab import analysis
-from transferlab.helped import helped_rows, what_helped
-from transferlab.params import EvaluateParams
-from transferlab.strategies.base import config_label
+from transferlab.adapt.strategies.base import config_label
+from transferlab.config.params import EvaluateParams
+from transferlab.evaluation import analysis
+from transferlab.evaluation.helped import helped_rows, what_helped
 
 NONE = EvaluateParams(multiplicity="none")
 BH = EvaluateParams(multiplicity="bh")

@@ -1,4 +1,5 @@
-"""Tests for transferlab.metrics: against scikit-learn called directly and hand-computed cases."""
+"""Tests for transferlab.core.metrics: against scikit-learn called directly and hand-computed
+cases."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from transferlab.metrics import classification_metrics, confusion, expected_calibration_error
+from transferlab.core.metrics import classification_metrics, confusion, expected_calibration_error
 
 
 def _random_case(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tests for transferlab.models: shapes, seeding, head surgery, freezing, checkpoints, init."""
+"""Tests for transferlab.models.nets: shapes, seeding, head surgery, freezing, checkpoints, init."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transferlab.models import (
+from transferlab.models.nets import (
     HEADS,
     MaxPool2d,
     MLPHead,

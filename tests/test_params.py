@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab import strategies
-from transferlab.errors import ParamsError
-from transferlab.params import Params, load_params, to_dict
+from transferlab.adapt import strategies
+from transferlab.config.params import Params, load_params, to_dict
+from transferlab.core.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 

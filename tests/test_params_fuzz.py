@@ -27,12 +27,12 @@ from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT, shrunk_params
-from transferlab import params as params_module
-from transferlab import strategies
-from transferlab.errors import ParamsError
-from transferlab.params import Params, to_dict
-from transferlab.params import load_params as load_file
-from transferlab.typed_config import YAML12_FLOAT
+from transferlab.adapt import strategies
+from transferlab.config import params as params_module
+from transferlab.config.params import Params, to_dict
+from transferlab.config.params import load_params as load_file
+from transferlab.config.typed import YAML12_FLOAT
+from transferlab.core.errors import ParamsError
 
 FAST = settings(deadline=None, derandomize=True, database=None)
 # `make test` draws a quarter of the examples (the same derandomized ones every run);

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from tests.conftest import GIT_ID, ROOT, VENV_ENV, run, shrunk_params
-from transferlab.runtime import sha256_file
-from transferlab.workspace import copy_worktree
+from transferlab.core.runtime import sha256_file
+from transferlab.core.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,7 @@ def _lock_outs(repo: Path) -> dict[str, dict[str, str]]:
 
 def _choices(repo: Path, params: dict) -> dict:
     """Every choice the pipeline made: checkpoints (by hash), recommendations, champions."""
-    from transferlab.evaluation import champion_checkpoints, discover_runs
+    from transferlab.evaluation.evaluate import champion_checkpoints, discover_runs
 
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     recs = metrics["recommendations"]
@@ -282,7 +282,7 @@ def test_forced_rerun_is_bit_identical_and_tracking_is_a_mirror(workspace, first
     assert _sync(repo, later)["skipped_marked"] == []  # idempotent
     # `make repro` ends the pipeline run (dvc repro alone leaves it RUNNING), with this
     # machine's wall time and provenance from timing/
-    run([sys.executable, "-m", "transferlab.compute"], repo, env)
+    run([sys.executable, "-m", "transferlab.reporting.costs"], repo, env)
     run([sys.executable, "-m", "transferlab.tracking", "finish", "--status", "FINISHED"], repo,
         later)
     # each budget's champion is registered with its signature, alias `champion`

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from tests.conftest import scenario_params
-from transferlab.errors import DataError
-from transferlab.params import load_params
-from transferlab.preparation import label_mapping, prepare_all
-from transferlab.prepared import PreparedDataset
-from transferlab.runtime import sha256_file
+from transferlab.config.params import load_params
+from transferlab.core.errors import DataError
+from transferlab.core.runtime import sha256_file
+from transferlab.data.prepare import label_mapping, prepare_all
+from transferlab.data.store import PreparedDataset
 
 
 def small(params_dict: dict) -> dict:

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import BuiltPipeline
 from tests.ray_cluster import DRIVER_ENV, holder
-from transferlab import services
+from transferlab.tracking import services
 
 STAGES = ["transfer@printed_digits-linear_probe", "transfer@printed_digits-finetune"]
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **DRIVER_ENV)

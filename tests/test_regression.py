@@ -1,4 +1,5 @@
-"""Regression targets (transferlab.tasks): metrics against scikit-learn, LogME of numeric targets
+"""Regression targets (transferlab.core.tasks): metrics against scikit-learn, LogME of numeric
+targets
 against a direct implementation, the stratified store, the training loop, params errors."""
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import torch
 import yaml
 from sklearn import metrics as skm
 
-from transferlab import tasks
-from transferlab.adaptation import TargetData, load_target, run_replicates, target_scale
-from transferlab.datasets import rotated_digits
-from transferlab.errors import DataError, ParamsError
-from transferlab.evaluation import predict_values
-from transferlab.models import build_model, in_target_units, load_checkpoint
-from transferlab.params import DatasetSpec, SelectionParams, load_params
-from transferlab.prepared import ExampleSet, PreparedDataset, regression_set, write_dataset
-from transferlab.strategies import block, get, parse_blocks
-from transferlab.transferability import logme_regression, score_regression, trusted
+from transferlab.adapt.replicates import run_replicates, target_scale
+from transferlab.adapt.strategies import block, get, parse_blocks
+from transferlab.adapt.target import TargetData, load_target
+from transferlab.config.params import DatasetSpec, SelectionParams, load_params
+from transferlab.core import tasks
+from transferlab.core.errors import DataError, ParamsError
+from transferlab.data.images import rotated_digits
+from transferlab.data.store import ExampleSet, PreparedDataset, regression_set, write_dataset
+from transferlab.evaluation.evaluate import predict_values
+from transferlab.evaluation.transferability import logme_regression, score_regression, trusted
+from transferlab.models.nets import build_model, in_target_units, load_checkpoint
 
 REGRESSION = tasks.get("regression")
 
@@ -180,7 +182,7 @@ def test_only_logme_is_trusted_on_a_regression() -> None:
 
 # ------------------------------------------------------------------------------ params
 def _spec(**kw) -> DatasetSpec:
-    from transferlab.typed_config import from_dict
+    from transferlab.config.typed import from_dict
 
     return from_dict(DatasetSpec, kw, "prepare.target")
 
@@ -216,8 +218,7 @@ def test_a_source_cannot_be_a_regression(tmp_path, params_dict) -> None:
 def test_rotation_augmentation_is_refused_on_rotated_digits(tmp_path, params_dict) -> None:
     import yaml
 
-    from transferlab import strategies
-
+    from transferlab.adapt import strategies
     params_dict["prepare"]["target"] = {"kind": "rotated_digits"}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(params_dict))
@@ -227,8 +228,7 @@ def test_rotation_augmentation_is_refused_on_rotated_digits(tmp_path, params_dic
 
 def test_the_built_in_regression_scenario_is_valid(tmp_path) -> None:
     from tests.conftest import scenario_params
-    from transferlab import strategies
-
+    from transferlab.adapt import strategies
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(scenario_params("regression")))
     params = strategies.resolve(load_params(path))
@@ -246,7 +246,7 @@ def _linear_target(tmp_path, n: int = 240) -> TargetData:
     splits = {"train": data.subset(idx[:160]), "val": data.subset(idx[160:200]),
               "test": data.subset(idx[200:])}
     write_dataset(tmp_path, splits, {"kind": "test"})
-    from transferlab.splits import nested_budgets
+    from transferlab.data.splits import nested_budgets
 
     budgets = {"0": nested_budgets(splits["train"].labels, [10], 0,
                                    splits["train"].class_names)}
@@ -296,7 +296,7 @@ def test_classification_only_strategies_skip_a_regression(tmp_path) -> None:
                         torch.zeros(4, dtype=torch.int64))
     model = build_model("small_cnn", 3, 0.0, 1.0, seed=0, width=8)
     path = tmp_path / "source.pt"
-    from transferlab.models import save_checkpoint
+    from transferlab.models.nets import save_checkpoint
 
     save_checkpoint(model, path, {"arch": "small_cnn", "width": 8, "num_classes": 3, "mean": 0.0,
                                   "std": 1.0, "source_classes": 3})
@@ -323,8 +323,8 @@ def test_the_r2_gain_verdict_keeps_its_error_rate_under_the_null() -> None:
     simulated over 3,000 comparisons, within 3 binomial standard errors."""
     from types import SimpleNamespace
 
-    from transferlab.analysis import paired_difference
-    from transferlab.params import EvaluateParams
+    from transferlab.config.params import EvaluateParams
+    from transferlab.evaluation.analysis import paired_difference
 
     rng = np.random.default_rng(11)
     y = rng.uniform(-45, 45, 200)

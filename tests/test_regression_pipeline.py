@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, scenario_params
-from transferlab.workspace import copy_worktree
+from transferlab.core.workspace import copy_worktree
 
 pytestmark = pytest.mark.slow
 

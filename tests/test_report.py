@@ -1,4 +1,5 @@
-"""Tests for transferlab.report, transferlab.figures and transferlab.provenance.
+"""Tests for transferlab.reporting.report, transferlab.reporting.figures and
+transferlab.provenance.record.
 
 The inputs are a small, hand-written set of evaluate outputs (two sources, three budgets, three
 curves) with NaN and null in known places, so every expected string below can be traced to one
@@ -22,10 +23,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferlab.errors import DataError
-from transferlab.params import load_params
-from transferlab.provenance import PACKAGES, collect_provenance, machine_provenance
-from transferlab.report import SECTIONS, ReportInputError, load_inputs, write_report
+from transferlab.config.params import load_params
+from transferlab.core.errors import DataError
+from transferlab.provenance.record import PACKAGES, collect_provenance, machine_provenance
+from transferlab.reporting.report import SECTIONS, ReportInputError, load_inputs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN = math.nan
@@ -395,11 +396,11 @@ def test_stage_writes_the_report_directory_or_nothing(tmp_path: Path) -> None:
 def test_analysis_output_renders_through_json() -> None:
     """The report reads what analysis writes (not only the hand-written EVALUATE above): real
     summary, recommendations and statistics, through evaluate.json's JSON (NaN as null)."""
-    from transferlab import analysis
-    from transferlab.evaluation import RunResult
-    from transferlab.params import EvaluateParams
-    from transferlab.report_results import accuracy, gain, recommendations, statistics_text
-    from transferlab.runtime import dumps_json
+    from transferlab.config.params import EvaluateParams
+    from transferlab.core.runtime import dumps_json
+    from transferlab.evaluation import analysis
+    from transferlab.evaluation.evaluate import RunResult
+    from transferlab.reporting.results import accuracy, gain, recommendations, statistics_text
 
     def run(curve: str, budget: str, seed: int, acc: float, sel: float) -> RunResult:
         source, strategy = ("none", "scratch") if curve == "scratch" else curve.split("/")

@@ -1,4 +1,4 @@
-"""transferlab.runtime: seeding and deterministic mode, canonical JSON, staged outputs."""
+"""transferlab.core.runtime: seeding and deterministic mode, canonical JSON, staged outputs."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from transferlab.runtime import dumps_json, staged_outputs
+from transferlab.core.runtime import dumps_json, staged_outputs
 
 _PROBE = """
 import torch
-from transferlab.runtime import seed_everything
+from transferlab.core.runtime import seed_everything
 g = seed_everything(7, num_threads=1)
 print(torch.are_deterministic_algorithms_enabled(),
       torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -91,8 +91,7 @@ def test_cpu_pins_override_what_the_machine_would_choose() -> None:
 
 
 def test_cpu_pinning_status_and_tags() -> None:
-    from transferlab import cpu_pinning
-
+    from transferlab.core import cpu_pinning
     status = cpu_pinning.status()
     assert status["enabled"] and status["late"] == []  # conftest imports the package first
     assert status["pins"] == cpu_pinning.PINS and status["aten_capability"] == "AVX2"
@@ -103,8 +102,7 @@ def test_cpu_pinning_status_and_tags() -> None:
 
 _SWALLOWING_STAGE = """
 import sys, time
-sys.path.insert(0, {root!r})
-from transferlab.runtime import run_stage
+from transferlab.core.runtime import run_stage
 
 def busy(seconds):
     end = time.monotonic() + seconds

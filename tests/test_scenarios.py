@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab import scenarios
-from transferlab.errors import ParamsError
-from transferlab.params import load_params, to_dict
+from transferlab.config import scenarios
+from transferlab.config.params import load_params, to_dict
+from transferlab.core.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "scenarios"

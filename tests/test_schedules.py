@@ -1,4 +1,5 @@
-"""Tests for transferlab.schedules: hand-computed lrs, torch's own schedulers as reference."""
+"""Tests for transferlab.training.schedules: hand-computed lrs, torch's own schedulers as
+reference."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from transferlab.schedules import SCHEDULES, lr_factor, make_scheduler
+from transferlab.training.schedules import SCHEDULES, lr_factor, make_scheduler
 
 
 def _optimizer(*lrs: float) -> torch.optim.Optimizer:

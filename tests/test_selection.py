@@ -1,4 +1,4 @@
-"""Tests for transferlab.selection: the within-budget protocol. That the test split never
+"""Tests for transferlab.adapt.selection: the within-budget protocol. That the test split never
 chooses (permuting the test labels leaves every checkpoint, recommendation and champion) is
 checked end to end by tests/test_pipeline.py's forced rerun."""
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferlab.params import SelectionParams, TrainParams
-from transferlab.selection import (
+from transferlab.adapt.selection import (
     EXTERNAL,
     FIXED,
     HOLDOUT,
@@ -17,7 +16,8 @@ from transferlab.selection import (
     labels_per_class_used,
     plan_selection,
 )
-from transferlab.training import fit
+from transferlab.config.params import SelectionParams, TrainParams
+from transferlab.training.loop import fit
 
 LABELS = np.repeat(np.arange(4), 12)  # a pool of 4 classes x 12
 

@@ -23,7 +23,7 @@ import yaml
 
 from tests import conftest
 from tests.conftest import GIT_ID, VENV_ENV, BuiltPipeline
-from transferlab import services
+from transferlab.tracking import services
 
 ENV = dict(VENV_ENV, AWS_ACCESS_KEY_ID="transferlab-test",
            AWS_SECRET_ACCESS_KEY="transferlab-test", AWS_DEFAULT_REGION="us-east-1")

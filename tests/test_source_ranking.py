@@ -1,4 +1,5 @@
-"""Tests for transferlab.source_ranking: rank correlations against scipy, interval formulas,
+"""Tests for transferlab.evaluation.source_ranking: rank correlations against scipy, interval
+formulas,
 and the intervals' coverage by simulation over bivariate-normal sources."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from transferlab.source_ranking import (
+from transferlab.evaluation.source_ranking import (
     FHP_VARIANCE,
     judge_ranking,
     kendall_ci,

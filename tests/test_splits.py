@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferlab.errors import DataError
-from transferlab.splits import fraction_split, nested_budgets, per_class_split
+from transferlab.core.errors import DataError
+from transferlab.data.splits import fraction_split, nested_budgets, per_class_split
 
 
 @pytest.fixture

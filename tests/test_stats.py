@@ -1,4 +1,4 @@
-"""Tests for transferlab.stats."""
+"""Tests for transferlab.evaluation.stats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from transferlab.stats import (
+from transferlab.evaluation.stats import (
     adjust_p_values,
     area_under_learning_curve,
     benjamini_hochberg,

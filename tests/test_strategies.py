@@ -1,4 +1,5 @@
-"""Tests for transferlab.strategies on a tiny synthetic target and a tiny saved source model."""
+"""Tests for transferlab.adapt.strategies on a tiny synthetic target and a tiny saved source
+model."""
 
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-import transferlab.adaptation as adaptation
-from transferlab.adaptation import TargetData, replicate_seed, run_replicates, skip_reason
-from transferlab.errors import DataError
-from transferlab.models import load_checkpoint, reset_head
-from transferlab.strategies.finetune import Finetune, FinetuneParams
-from transferlab.strategies.linear_probe import LinearProbeParams
-from transferlab.strategies.partial_finetune import PartialFinetuneParams
-from transferlab.strategies.scratch import ScratchParams
+from transferlab.adapt.replicates import replicate_seed, run_replicates, skip_reason
+from transferlab.adapt.strategies import linear_probe
+from transferlab.adapt.strategies.finetune import Finetune, FinetuneParams
+from transferlab.adapt.strategies.linear_probe import LinearProbeParams
+from transferlab.adapt.strategies.partial_finetune import PartialFinetuneParams
+from transferlab.adapt.strategies.scratch import ScratchParams
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import DataError
+from transferlab.models.nets import load_checkpoint, reset_head
 
 ALIGNED = {"source_to_target": {"c": 0, "a": 1, "d": 2}, "aligned": True,
            "unmapped_target_classes": []}
@@ -76,12 +78,13 @@ def test_linear_probe_caches_the_pool_features_it_trained_on(results: dict, targ
     (folder / "runs.json").write_text(json.dumps({k: v for k, v in result.items()
                                                   if k != "timing"}))
     source, _ = load_checkpoint(source_path)
-    expected = adaptation.extract_features(source, target.pool_x, CPU).numpy()
-    cached = adaptation.load_pool_features(folder, len(target.pool_x))
+    expected = linear_probe.extract_features(source, target.pool_x, CPU).numpy()
+    cached = linear_probe.load_pool_features(folder, len(target.pool_x))
     assert cached is not None and np.array_equal(cached, expected)
     assert result["pool_features"]["shape"] == list(expected.shape)
-    assert adaptation.load_pool_features(folder, len(target.pool_x) + 1) is None  # another pool
-    assert adaptation.load_pool_features(folder.parent, len(target.pool_x)) is None  # no runs.json
+    assert linear_probe.load_pool_features(folder, len(target.pool_x) + 1) is None  # another pool
+    # no runs.json
+    assert linear_probe.load_pool_features(folder.parent, len(target.pool_x)) is None
 
 
 def test_edited_pool_features_are_caught_by_name(results: dict, target: TargetData,
@@ -90,12 +93,12 @@ def test_edited_pool_features_are_caught_by_name(results: dict, target: TargetDa
     copy_dir = tmp_path / "digits" / "linear_probe"
     copy_dir.mkdir(parents=True)
     (copy_dir / "runs.json").write_text(json.dumps({"pool_features": result["pool_features"]}))
-    features = np.load(folder / adaptation.POOL_FEATURES)
+    features = np.load(folder / linear_probe.POOL_FEATURES)
     features[0, 0] += 1.0
-    np.save(copy_dir / adaptation.POOL_FEATURES, features)
+    np.save(copy_dir / linear_probe.POOL_FEATURES, features)
     with pytest.raises(DataError, match=r"pool_features.npy: sha256 does not match .*runs.json"
                                         r".*dvc repro --force transfer@digits-linear_probe"):
-        adaptation.load_pool_features(copy_dir, len(target.pool_x))
+        linear_probe.load_pool_features(copy_dir, len(target.pool_x))
 
 
 # ----------------------------------------------------------------------- replicate seeds
@@ -119,7 +122,7 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
     result, folder = results[name]
     cfg = CONFIGS[name]
     assert result["strategy"] == name and result["skipped"] is None
-    cache = {adaptation.POOL_FEATURES} if name == "linear_probe" else set()
+    cache = {linear_probe.POOL_FEATURES} if name == "linear_probe" else set()
     assert {p.name for p in folder.iterdir()} == CHECKPOINTS | cache
     runs = result["runs"]
     assert [(r["seed"], r["budget"]) for r in runs] == [(0, "2"), (0, "all"), (1, "2"),
@@ -233,13 +236,13 @@ def test_linear_probe_extracts_features_once(target: TargetData, source_path: Pa
                                              tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = adaptation.extract_features
+    original = linear_probe.extract_features
 
     def counting(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         calls.append(len(x))
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(adaptation, "extract_features", counting)
+    monkeypatch.setattr(linear_probe, "extract_features", counting)
     result = run_replicates("linear_probe", CONFIGS["linear_probe"], source_path, target, CPU,
                             tmp_path, ARCH, SELECTION)
     assert len(result["runs"]) == 4

@@ -1,4 +1,5 @@
-"""Tests for the ``adabn`` strategy (transferlab.strategies.adabn) on a tiny target and source."""
+"""Tests for the ``adabn`` strategy (transferlab.adapt.strategies.adabn) on a tiny target and
+source."""
 
 from __future__ import annotations
 
@@ -24,22 +25,23 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import (
-    Normalize,
-    TransferNet,
-    load_checkpoint,
-    reset_head,
-)
-from transferlab.strategies import Context, parse_blocks
-from transferlab.strategies.adabn import (
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import Context, parse_blocks
+from transferlab.adapt.strategies.adabn import (
     AdaBN,
     AdaBNParams,
     batchnorm_layers,
     recalibrate_batchnorm,
 )
-from transferlab.training import fit, predict_logits
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import (
+    Normalize,
+    TransferNet,
+    load_checkpoint,
+    reset_head,
+)
+from transferlab.training.loop import fit, predict_logits
 
 CFG = AdaBNParams(epochs=2, batch_size=8, patience=5, lr=0.01)
 STATS = ("running_mean", "running_var")

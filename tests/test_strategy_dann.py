@@ -1,4 +1,5 @@
-"""Tests for the ``dann`` strategy (transferlab.strategies.dann) on a tiny target, a tiny source
+"""Tests for the ``dann`` strategy (transferlab.adapt.strategies.dann) on a tiny target, a tiny
+source
 model and a tiny prepared source folder."""
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import load_checkpoint
-from transferlab.prepared import PreparedDataset
-from transferlab.strategies import Context, parse_blocks
-from transferlab.strategies.dann import (
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import Context, parse_blocks
+from transferlab.adapt.strategies.dann import (
     DANN,
     DANNParams,
     discriminator,
@@ -41,8 +39,12 @@ from transferlab.strategies.dann import (
     grad_reverse,
     grl_coefficient,
 )
-from transferlab.strategies.finetune import FinetuneParams
-from transferlab.training import predict_logits, to_tensor
+from transferlab.adapt.strategies.finetune import FinetuneParams
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.data.store import PreparedDataset
+from transferlab.models.nets import load_checkpoint
+from transferlab.training.loop import predict_logits, to_tensor
 
 CFG = DANNParams(epochs=2, batch_size=8, patience=5, domain_weight=0.3)
 

@@ -1,4 +1,4 @@
-"""Tests for the ``gradual_unfreeze`` strategy (transferlab.strategies.gradual_unfreeze) on a
+"""Tests for the ``gradual_unfreeze`` strategy (transferlab.adapt.strategies.gradual_unfreeze) on a
 tiny target and source."""
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import load_checkpoint, reset_head
-from transferlab.strategies import parse_blocks
-from transferlab.strategies.gradual_unfreeze import (
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import parse_blocks
+from transferlab.adapt.strategies.gradual_unfreeze import (
     GradualUnfreeze,
     GradualUnfreezeParams,
     thawed_blocks,
 )
-from transferlab.training import fit
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import load_checkpoint, reset_head
+from transferlab.training.loop import fit
 
 CFG = GradualUnfreezeParams(epochs=3, batch_size=8, patience=5, epochs_per_block=1)
 

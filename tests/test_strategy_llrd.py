@@ -1,4 +1,5 @@
-"""Tests for the ``llrd`` strategy (transferlab.strategies.llrd) on a tiny target and source."""
+"""Tests for the ``llrd`` strategy (transferlab.adapt.strategies.llrd) on a tiny target and
+source."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import load_checkpoint, reset_head
-from transferlab.strategies import parse_blocks
-from transferlab.strategies.finetune import FinetuneParams
-from transferlab.strategies.llrd import Llrd, LlrdParams
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import parse_blocks
+from transferlab.adapt.strategies.finetune import FinetuneParams
+from transferlab.adapt.strategies.llrd import Llrd, LlrdParams
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import load_checkpoint, reset_head
 
 CFG = LlrdParams(epochs=2, batch_size=8, patience=5, decay=0.5)
 

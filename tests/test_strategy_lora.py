@@ -1,4 +1,5 @@
-"""Tests for the ``lora`` strategy (transferlab.strategies.lora) on a tiny target and source."""
+"""Tests for the ``lora`` strategy (transferlab.adapt.strategies.lora) on a tiny target and
+source."""
 
 from __future__ import annotations
 
@@ -21,16 +22,17 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, replicate_seed, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import (
+from transferlab.adapt.replicates import replicate_seed, run_replicates
+from transferlab.adapt.strategies import Context, parse_blocks
+from transferlab.adapt.strategies.lora import Lora, LoraParams, lora_targets, wrap
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import (
     TransferNet,
     load_checkpoint,
     reset_head,
 )
-from transferlab.strategies import Context, parse_blocks
-from transferlab.strategies.lora import Lora, LoraParams, lora_targets, wrap
-from transferlab.training import fit, flops_per_example, predict_logits
+from transferlab.training.loop import fit, flops_per_example, predict_logits
 
 CFG = LoraParams(epochs=2, batch_size=8, patience=5, rank=4, alpha=8.0)
 

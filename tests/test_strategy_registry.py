@@ -24,10 +24,10 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, shrunk_params
-from transferlab import strategies
-from transferlab.errors import ParamsError
-from transferlab.params import load_params
-from transferlab.workspace import copy_worktree
+from transferlab.adapt import strategies
+from transferlab.config.params import load_params
+from transferlab.core.errors import ParamsError
+from transferlab.core.workspace import copy_worktree
 
 PACKAGE = ROOT / "transferlab" / "strategies"
 
@@ -82,7 +82,7 @@ def test_one_module_one_strategy_named_after_it() -> None:
                      if m.name not in {"base", "registry"} and not m.name.startswith("_"))
     assert sorted(strategies.names()) == modules
     for name in modules:
-        module = importlib.import_module(f"transferlab.strategies.{name}")
+        module = importlib.import_module(f"transferlab.adapt.strategies.{name}")
         registered = [v for v in vars(module).values()
                       if isinstance(v, type) and getattr(v, "name", None) == name
                       and v.__module__ == module.__name__]

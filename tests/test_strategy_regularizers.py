@@ -26,28 +26,29 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import (
-    Normalize,
-    TransferNet,
-    build_model,
-    load_checkpoint,
-)
-from transferlab.strategies import Context, by_role, get
-from transferlab.strategies.bss import BSS, BSSParams, spectral_shrinkage
-from transferlab.strategies.delta import (
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import Context, by_role, get
+from transferlab.adapt.strategies.bss import BSS, BSSParams, spectral_shrinkage
+from transferlab.adapt.strategies.delta import (
     Delta,
     DeltaParams,
     attention_from_rises,
     channel_loss_rises,
     feature_map_distance,
 )
-from transferlab.strategies.finetune import FinetuneParams
-from transferlab.strategies.l2_sp import L2SP, L2SPParams
-from transferlab.strategies.lwf import LwF, LwFParams, distillation
-from transferlab.strategies.registry import parse_blocks
-from transferlab.training import predict_logits
+from transferlab.adapt.strategies.finetune import FinetuneParams
+from transferlab.adapt.strategies.l2_sp import L2SP, L2SPParams
+from transferlab.adapt.strategies.lwf import LwF, LwFParams, distillation
+from transferlab.adapt.strategies.registry import parse_blocks
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import (
+    Normalize,
+    TransferNet,
+    build_model,
+    load_checkpoint,
+)
+from transferlab.training.loop import predict_logits
 
 BASE = {"epochs": 2, "batch_size": 8, "patience": 5}
 FINETUNE = FinetuneParams(**BASE)

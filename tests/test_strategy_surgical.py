@@ -1,4 +1,4 @@
-"""Tests for the ``surgical`` strategy (transferlab.strategies.surgical) on a tiny target and
+"""Tests for the ``surgical`` strategy (transferlab.adapt.strategies.surgical) on a tiny target and
 source."""
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, replicate_seed, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import load_checkpoint, reset_head
-from transferlab.strategies import parse_blocks
-from transferlab.strategies.surgical import Surgical, SurgicalParams
+from transferlab.adapt.replicates import replicate_seed, run_replicates
+from transferlab.adapt.strategies import parse_blocks
+from transferlab.adapt.strategies.surgical import Surgical, SurgicalParams
+from transferlab.adapt.target import TargetData
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import load_checkpoint, reset_head
 
 CFG = SurgicalParams(epochs=2, batch_size=8, patience=5, block="block2")
 

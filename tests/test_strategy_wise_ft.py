@@ -1,4 +1,4 @@
-"""Tests for the ``wise_ft`` strategy (transferlab.strategies.wise_ft) on a tiny target and
+"""Tests for the ``wise_ft`` strategy (transferlab.adapt.strategies.wise_ft) on a tiny target and
 source."""
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
 )
 from torch import nn
 
-from transferlab.adaptation import TargetData, replicate_seed, run_replicates
-from transferlab.errors import ParamsError
-from transferlab.models import load_checkpoint, reset_head
-from transferlab.params import SelectionParams
-from transferlab.strategies import parse_blocks
-from transferlab.strategies.lp_ft import LpFtParams
-from transferlab.strategies.wise_ft import WiseFt, WiseFtParams, interpolate
+from transferlab.adapt.replicates import replicate_seed, run_replicates
+from transferlab.adapt.strategies import parse_blocks
+from transferlab.adapt.strategies.lp_ft import LpFtParams
+from transferlab.adapt.strategies.wise_ft import WiseFt, WiseFtParams, interpolate
+from transferlab.adapt.target import TargetData
+from transferlab.config.params import SelectionParams
+from transferlab.core.errors import ParamsError
+from transferlab.models.nets import load_checkpoint, reset_head
 
 CFG = WiseFtParams(epochs=2, batch_size=8, patience=5, probe_epochs=20, probe_lr=0.05)
 

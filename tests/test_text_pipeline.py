@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.text_fixtures import sentiment_rows, text_params, write_csv, write_tiny_checkpoint
-from transferlab.workspace import copy_worktree
+from transferlab.core.workspace import copy_worktree
 
 BLOCKER = '''
 import os, socket, sys

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from transferlab.errors import TrackingError
-from transferlab.models import build_model
-from transferlab.params import TrackingParams
-from transferlab.run_context import EXECUTION_ENV, execution_id
-from transferlab.tracking import Tracker, execution_run, flatten, lock_name, tracked
+from transferlab.config.params import TrackingParams
+from transferlab.core.errors import TrackingError
+from transferlab.core.run_context import EXECUTION_ENV, execution_id
+from transferlab.models.nets import build_model
+from transferlab.tracking.tracker import Tracker, execution_run, flatten, lock_name, tracked
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_execution_id_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_experiment_opens_on_training_runs(store: str) -> None:
     """MLflow 3 lands on the GenAI overview unless the experiment's kind is machine learning."""
-    from transferlab.tracking import EXPERIMENT_KIND_TAG, ui_url
+    from transferlab.tracking.tracker import EXPERIMENT_KIND_TAG, ui_url
 
     client = MlflowClient(store)
     assert "experiments" not in ui_url("transferlab")  # no experiment yet: the UI's home
@@ -185,8 +185,8 @@ def test_stage_runs_record_the_cpu_pins(store: str) -> None:
 @pytest.mark.parametrize("status", ["FINISHED", "FAILED"])
 def test_finish_ends_the_pipeline_run_with_this_machines_summary(
         store: str, tmp_path: Path, status: str) -> None:
-    from transferlab.mirror import finish_pipeline
-    from transferlab.runtime import dumps_json
+    from transferlab.core.runtime import dumps_json
+    from transferlab.tracking.mirror import finish_pipeline
 
     with tracked(Tracker(TrackingParams(live=True), "pretrain")):
         pass
@@ -340,7 +340,7 @@ def _tree(uri: str) -> list[tuple]:
 
 def test_a_deferred_stage_writes_nothing_until_the_replay_and_then_the_live_tree(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transferlab.tracking import journal_dir, replay_journals
+    from transferlab.tracking.tracker import journal_dir, replay_journals
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -365,7 +365,7 @@ def test_a_deferred_stage_writes_nothing_until_the_replay_and_then_the_live_tree
                                                (KeyboardInterrupt, "KILLED")])
 def test_a_deferred_stage_that_fails_is_replayed_with_its_status(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type, status: str) -> None:
-    from transferlab.tracking import replay_journals
+    from transferlab.tracking.tracker import replay_journals
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")

@@ -23,9 +23,9 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     target_fixture,
 )
 
-from transferlab.adaptation import TargetData
-from transferlab.strategies import get, names, parse_blocks
-from transferlab.training import counted_flops
+from transferlab.adapt.strategies import get, names, parse_blocks
+from transferlab.adapt.target import TargetData
+from transferlab.training.loop import counted_flops
 
 TRAINED = [n for n in names() if get(n).trains]
 # short runs; a search of two points for one strategy, and a thaw every epoch for gradual_unfreeze

@@ -1,4 +1,4 @@
-"""Tests for transferlab.training: augmentation, the fit loop, inference and FLOP counting."""
+"""Tests for transferlab.training.loop: augmentation, the fit loop, inference and FLOP counting."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferlab.models import block_names, build_model, freeze
-from transferlab.params import TrainParams
-from transferlab.training import (
+from transferlab.config.params import TrainParams
+from transferlab.models.nets import block_names, build_model, freeze
+from transferlab.training.loop import (
     Stopwatch,
     augment_batch,
     extract_features,
@@ -322,7 +322,7 @@ def test_stopwatch_peak_memory_is_per_block_on_cpu() -> None:
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists() or torch.cuda.is_available(),
                     reason="per-block CPU peak memory needs Linux /proc (and no CUDA)")
 def test_process_peak_survives_the_stopwatch_resets() -> None:
-    from transferlab.runtime import peak_rss_bytes, process_peak_rss_bytes
+    from transferlab.core.runtime import peak_rss_bytes, process_peak_rss_bytes
 
     with Stopwatch():
         big = np.ones(300 * 2**20 // 8)  # 300 MiB, touched: the process's peak

@@ -1,4 +1,4 @@
-"""Tests for transferlab.transferability."""
+"""Tests for transferlab.evaluation.transferability."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.covariance import LedoitWolf
 
-from transferlab.transferability import (
+from transferlab.evaluation.transferability import (
     SCORES,
     h_score,
     leep,

@@ -1,4 +1,4 @@
-"""Tests for transferlab.workspace: throwaway copies of the project."""
+"""Tests for transferlab.core.workspace: throwaway copies of the project."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.workspace import copy_worktree, export_revision, run_repro
+from transferlab.core.workspace import copy_worktree, export_revision, run_repro
 
 IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
 

@@ -1,7 +1,7 @@
 """transferlab: transfer-learning measurement pipeline.
 
 Importing the package pins the CPU math libraries' instruction-set dispatch first (see
-:mod:`transferlab.cpu_pinning`): numpy and torch read those switches only when they load.
+:mod:`transferlab.core.cpu_pinning`): numpy and torch read those switches only when they load.
 
 It also switches MLflow's usage telemetry off (unless the user set ``MLFLOW_DISABLE_TELEMETRY``):
 the pipeline runs offline, and MLflow 3.17's telemetry thread sets and unsets an environment
@@ -11,7 +11,7 @@ variable while request threads iterate ``os.environ``, which can fail a tracking
 
 import os
 
-from transferlab import cpu_pinning
+from transferlab.core import cpu_pinning
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 cpu_pinning.apply()

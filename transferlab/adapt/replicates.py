@@ -1,0 +1,473 @@
+"""The shared adaptation loop: how a source model becomes a target model at one label budget
+and seed, for any registered strategy (:mod:`transferlab.adapt.strategies`).
+
+It knows no strategy by name. For each replicate it plans the selection
+(:mod:`transferlab.adapt.selection`), trains every candidate of the strategy's search space on the
+budget's training part, chooses on the held-out labels, and refits the choice on the whole
+budget; the strategy's hooks decide what trains and how.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from transferlab.adapt.execution import Executor
+from transferlab.adapt.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
+from transferlab.adapt.strategies import Context, Strategy, get
+from transferlab.adapt.target import TargetData
+from transferlab.config.params import ExecutionParams, SelectionParams
+from transferlab.core import tasks
+from transferlab.core.runtime import device_description, resolve_device
+from transferlab.data.store import PreparedDataset
+from transferlab.models.nets import TransferNet, load_checkpoint, save_checkpoint
+from transferlab.training.loop import (
+    Stopwatch,
+    counted_flops,
+    fit,
+    predict_logits,
+)
+
+
+def replicate_seed(seed: str, budget: str) -> int:
+    """One integer seed per (seed, budget) replicate, stable across runs and machines."""
+    digest = hashlib.sha256(f"{int(seed)}:{budget}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits
+
+
+def skip_reason(strategy: str, source_config: dict | None, mapping: dict | None) -> str | None:
+    """Why a strategy cannot run for this source, or None if it can."""
+    return get(strategy).skip_reason(source_config, mapping)
+
+
+def adapt(strategy: Strategy, target: TargetData, cfg: Any, seed: str, budget: str,
+          selection: SelectionParams, desc: str = "") -> tuple[TransferNet, dict]:
+    """Train one target model for a (strategy, budget, seed) replicate under the selection
+    protocol (:mod:`transferlab.adapt.selection`): train each candidate of the strategy's search
+    space on the budget's training part, choose the candidate and its epoch on the labels held
+    out of the budget (or the external validation set, or a fixed schedule), then refit the
+    choice on the whole budget.
+
+    Args:
+        strategy: the strategy, built on this replicate's :class:`Context` (``ctx.seed`` is
+            :func:`replicate_seed` of ``seed`` and ``budget``).
+        target: pool, validation set and class count.
+        cfg: the strategy's params block.
+        seed: the replicate seed (as a string, as in budgets.json).
+        budget: labels per class (as in budgets.json, e.g. "10" or "all").
+        selection: the ``selection`` params block.
+        desc: progress-bar label.
+    Returns:
+        (trained model on CPU, record: selection method and score, best epoch, steps, trainable
+        params, FLOPs, validation history of the choosing run, and the search where there was
+        one).
+    """
+    rep = prepare_replicate(strategy, target, cfg, seed, budget, selection, desc)
+    candidates = [train_candidate(rep, i) for i in range(len(rep.frame.grid))]
+    best = best_candidate(rep.frame, candidates)
+    refit = refit_choice(rep, candidates[best]) if rep.frame.plan.refit_idx is not None else None
+    return assemble(rep.frame, candidates, best, refit)
+
+
+@dataclass
+class SelectionFrame:
+    """What a replicate's choice is made within: cheap to build, the same everywhere."""
+
+    plan: Any  # transferlab.adapt.selection.SelectionPlan
+    task: Any  # transferlab.core.tasks.Task
+    grid: list  # [(override, run_cfg)]: the search points (one: the block as written)
+    scale: dict | None  # a regression's target scale (the head learns z-scores)
+
+
+def selection_frame(target: TargetData, cfg: Any, seed: str, budget: str,
+                    selection: SelectionParams, gen_seed: int) -> SelectionFrame:
+    """The plan, task, search points and target scale of one (seed, budget) replicate whose
+    generators start from ``gen_seed`` (in a stage: :func:`replicate_seed`)."""
+    budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
+    plan = plan_selection(budget_idx, target.strata.numpy(), selection, gen_seed)
+    task = tasks.get(target.task)
+    scale = None
+    if task.name == "regression":
+        scale = target_scale(target.pool_y[torch.from_numpy(budget_idx)])
+    # nothing held out to choose with: the block's own values, as written
+    grid = [({}, cfg)] if plan.method == FIXED else cfg.search_grid()
+    return SelectionFrame(plan, task, grid, scale)
+
+
+@dataclass
+class Replicate:
+    """One replicate ready to train: its frame, the strategy's start model and inputs."""
+
+    strategy: Strategy
+    cfg: Any
+    frame: SelectionFrame
+    init: TransferNet
+    inputs: torch.Tensor
+    val_inputs: torch.Tensor
+    pool_y: torch.Tensor
+    val: tuple | None
+    desc: str
+
+
+def prepare_replicate(strategy: Strategy, target: TargetData, cfg: Any, seed: str,
+                      budget: str, selection: SelectionParams, desc: str = "") -> Replicate:
+    """Everything a replicate's candidates and refit train from (``strategy.ctx.seed`` is
+    :func:`replicate_seed` of ``seed`` and ``budget``); rebuilt alike in any process."""
+    frame = selection_frame(target, cfg, seed, budget, selection, strategy.ctx.seed)
+    plan, scale = frame.plan, frame.scale
+    init = strategy.initial_model()
+    inputs, val_inputs = strategy.inputs()
+    pool_y, val_y = target.pool_y, target.val_y
+    if scale is not None:  # the head learns z-scores of the budget's targets
+        pool_y = ((pool_y - scale["target_mean"]) / scale["target_std"]).float()
+        val_y = ((val_y - scale["target_mean"]) / scale["target_std"]).float()
+    val = None
+    if plan.method == HOLDOUT:
+        held = torch.from_numpy(plan.choose_on)
+        val = (inputs[held], pool_y[held])
+    elif plan.method == EXTERNAL:
+        val = (val_inputs, val_y)
+    return Replicate(strategy, cfg, frame, init, inputs, val_inputs, pool_y, val, desc)
+
+
+def trained_parameters(groups: list[dict]) -> int:
+    """Elements of the distinct tensors in the optimizer's groups that train (require a
+    gradient): what a run trains, a discriminator or adapters discarded afterwards included."""
+    params = {id(p): p for group in groups for p in group["params"]}
+    return sum(p.numel() for p in params.values() if p.requires_grad)
+
+
+def _train(rep: Replicate, run_cfg: Any, idx: np.ndarray, val: tuple | None, epochs: int,
+           label: str, chosen: dict | None = None) -> tuple:
+    """One fit of the replicate: (model, summary, choices, trainable params, FLOPs).
+
+    The FLOPs are everything the run computes: the phases before and after the main fit (a
+    probe, statistics, scoring interpolations on the held-out labels), counted exactly, and
+    the fit's steps (extra loss terms, a teacher's or a discriminator's passes included) and
+    validation passes, as :func:`~transferlab.training.loop.fit` counts them. Work a stage shares
+    between its runs (``Strategy.setup``) is the stage's ``setup_flops``."""
+    strategy = rep.strategy
+    model = copy.deepcopy(rep.init)
+    ix = torch.from_numpy(idx)
+    data = (rep.inputs[ix], rep.pool_y[ix])
+    generator = torch.Generator().manual_seed(strategy.ctx.seed)
+    with counted_flops() as before:
+        model = strategy.before_fit(model, data, run_cfg, generator)
+        net, groups = strategy.trainable(model, run_cfg)
+        loss_term = strategy.loss_term(model, run_cfg)
+    summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
+                  strategy.ctx.device, label, loss_term=loss_term,
+                  on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
+                  task=rep.frame.task)
+    trainable = trained_parameters(groups)
+    with counted_flops() as after:
+        model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
+    flops = before.total + summary.pop("flops") + after.total
+    summary = {**summary, **(choices.pop("selection", None) or {})}
+    return model, summary, choices, trainable, flops
+
+
+def train_candidate(rep: Replicate, i: int) -> tuple:
+    """Train search point ``i`` on the budget's training part, validated on the held-out
+    labels: (override, run_cfg, model, summary, choices, trainable, FLOPs)."""
+    override, run_cfg = rep.frame.grid[i]
+    n = len(rep.frame.grid)
+    label = rep.desc if n == 1 else f"{rep.desc} cand {i + 1}/{n}"
+    return (override, run_cfg, *_train(rep, run_cfg, rep.frame.plan.train_idx, rep.val,
+                                       rep.cfg.epochs, label))
+
+
+def best_candidate(frame: SelectionFrame, candidates: list[tuple]) -> int:
+    """The chosen search point: the best validation score, then the lower validation loss,
+    then the first."""
+    return max(range(len(candidates)),
+               key=lambda i: _candidate_key(candidates[i][3], frame.task.val_key))
+
+
+def refit_choice(rep: Replicate, candidate: tuple) -> tuple:
+    """Refit the chosen search point on the whole budget for its chosen number of epochs."""
+    _, run_cfg, _, chosen, choices, _, _ = candidate
+    return _train(rep, run_cfg, rep.frame.plan.refit_idx, None, chosen["best_epoch"],
+                  f"{rep.desc} refit", choices)
+
+
+def assemble(frame: SelectionFrame, candidates: list[tuple], best: int,
+             refit: tuple | None) -> tuple[TransferNet, dict]:
+    """The replicate's model (the refit, else the chosen candidate's) and its record."""
+    plan, task = frame.plan, frame.task
+    override, run_cfg, model, chosen, choices, trainable, _ = candidates[best]
+    flops = sum(c[6] for c in candidates)  # every candidate's run, then the refit
+    steps = sum(c[3]["steps"] for c in candidates)
+    if refit is not None:
+        model, refit_summary, _, trainable, refit_flops = refit
+        flops += refit_flops
+        steps += refit_summary["steps"]
+    # (linear_probe: the backbone pass over the pool is the stage's shared setup_flops)
+    record = {k: chosen[k] for k in ("best_epoch", "epochs_run", task.val_key, "best_val_loss")}
+    record.update(plan.record(), selection_score=chosen[task.val_key], steps=steps,
+                  trainable_params=trainable, train_flops=int(flops),
+                  history=chosen["history"])
+    if len(frame.grid) > 1 or choices:
+        record["search"] = {
+            "chosen": {**override, **{k: v for k, v in choices.items() if k != "diagnostics"}},
+            "candidates": [{"config": c[0], task.val_key: c[3][task.val_key],
+                            "best_val_loss": c[3]["best_val_loss"],
+                            "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}
+    if frame.scale is not None:
+        record["target_scale"] = frame.scale
+    return model.cpu().eval(), record
+
+
+def target_scale(budget_targets: torch.Tensor) -> dict[str, float]:
+    """Mean and standard deviation (population; 1 where the targets are all equal) of a
+    budget's regression targets: the head predicts their z-scores."""
+    values = budget_targets.double()
+    std = float(values.std(correction=0)) if len(values) > 1 else 0.0
+    return {"target_mean": float(values.mean()), "target_std": std if std > 0 else 1.0}
+
+
+def _candidate_key(summary: dict, val_key: str = "best_val_accuracy") -> tuple:
+    """Higher is better: the validation score (accuracy; a regression's R²), then lower
+    validation loss (the first candidate wins a full tie, as ``max`` keeps the first maximum).
+    Under a fixed schedule there is one."""
+    acc, loss = summary[val_key], summary["best_val_loss"]
+    return (-math.inf if acc is None else acc, -(loss if loss is not None else 0.0))
+
+
+def source_only_selection(model: TransferNet, target: TargetData, seed: str, budget: str,
+                          selection: SelectionParams, device: torch.device) -> dict:
+    """The selection fields of an untrained ``source_only`` replicate: its accuracy on the same
+    held-out labels (or external validation set) as every other strategy of the replicate."""
+    budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
+    plan = plan_selection(budget_idx, target.strata.numpy(), selection,
+                          replicate_seed(seed, budget))
+    score = None
+    if plan.method != FIXED:
+        if plan.method == HOLDOUT:
+            held = torch.from_numpy(plan.choose_on)
+            x, y = target.pool_x[held], target.pool_y[held]
+        else:
+            x, y = target.val_x, target.val_y
+        score = float((predict_logits(model, x, device).argmax(1) == y).double().mean())
+    return {**plan.record(), "refit": False, "selection_score": score}
+
+
+def replicate_line(source: str, strategy: str, record: dict, done: int, total: int) -> str:
+    """One progress line per finished replicate, the same in a terminal and in a log file:
+    ``transfer printed_digits/finetune b=10 seed 3 (12/15) selection 0.950``."""
+    curve = f"{source}/{strategy}" if source != "none" else strategy
+    score = record.get("selection_score")
+    chose = "selection n/a" if score is None else f"selection {score:.3f}"
+    return (f"transfer {curve} b={record['budget']} seed {record['seed']} ({done}/{total}) "
+            f"{chose}")
+
+
+def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
+                   device: torch.device, out_dir: Path, arch: dict,
+                   selection: SelectionParams,
+                   on_result: Callable[[dict, TransferNet, str], None] | None = None,
+                   mapping: dict | None = None, source_data: Path | None = None,
+                   executor: Executor | None = None) -> dict:
+    """Run one strategy for every (seed, budget) replicate; write checkpoints into ``out_dir``.
+
+    Args:
+        strategy: the strategy name (see :func:`transferlab.adapt.strategies.names`).
+        cfg: its params block.
+        source_path: the source checkpoint (None for a strategy that does not use a source).
+        target: the prepared target.
+        device: where to train.
+        out_dir: receives ``<seed>_<budget>.pt`` checkpoints (``model.pt`` for a strategy that
+            does not train).
+        arch: {"arch", "width"} of the source architecture.
+        selection: the ``selection`` params block (how each replicate chooses).
+        on_result: called with (record, model, the device it trained on) after each
+            replicate (e.g. tracking; on a cluster, each task's device is where it ran).
+        mapping: the source->target label mapping from the source manifest.
+        source_data: the prepared source folder; its training split is loaded only for a
+            strategy that declares ``uses_source_data``.
+        executor: where the replicates train (:mod:`transferlab.execution`); default: one
+            after another in this process.
+    Returns:
+        {"strategy", "skipped": reason or None, "runs": [record...], "timing": {...}} plus what
+        the strategy's setup adds.
+    """
+    cls = get(strategy)
+    executor = executor or Executor(ExecutionParams(), torch.get_num_threads(), "compatible")
+    source, config = (None, None)
+    if source_path is not None:
+        source, config = load_checkpoint(source_path)
+    reason = cls.skip_reason(config, mapping) or cls.task_reason(target.task)
+    result: dict = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
+    if reason:
+        return result
+
+    images = None
+    if cls.uses_source_data:
+        if source_data is None:
+            raise ValueError(f"strategy {strategy} trains on the source's images; pass the "
+                             "prepared source folder (--source-data)")
+        images = PreparedDataset.open(source_data).inputs("train")
+
+    shared: dict = {"out_dir": out_dir}
+    with counted_flops() as setup:  # work the stage's runs share (e.g. cached features)
+        result.update(cls(cfg, Context(target, copy.deepcopy(source) if source is not None
+                                       else None, config, mapping, arch, device, 0, shared,
+                                       images)).setup())
+    result["setup_flops"] = setup.total
+    result["timing"].update(shared.pop("timing", {}))
+    replicates = list(target.replicates())
+    if not cls.trains:
+        model = cls(cfg, Context(target, copy.deepcopy(source) if source is not None else None,
+                                 config, mapping, arch, device, 0, shared,
+                                 images)).untrained_model()
+        save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})
+        for seed, budget in tqdm(replicates, desc=strategy, unit="run", disable=None):
+            record = {"seed": int(seed), "budget": budget, "checkpoint": "model.pt"}
+            record.update(source_only_selection(model, target, seed, budget, selection, device),
+                          trainable_params=0, train_flops=0, steps=0, history=[])
+            result["runs"].append(record)
+            if on_result is not None:
+                on_result(record, model, device_description(device))
+        return result
+
+    on_cluster = executor.backend == "ray"  # a task picks its device where it runs
+    job = ReplicateJob(strategy, cfg, target, source, config, mapping, arch,
+                       None if on_cluster else device, selection, shared, images,
+                       executor.device_spec)
+    outcomes = (_on_cluster(job, replicates, executor) if on_cluster else executor.map(
+        train_replicate, job, replicates, desc=strategy, label=_label))
+    for (seed, budget), (model, info, timing) in zip(replicates, outcomes, strict=True):
+        name = f"{seed}_{budget}.pt"
+        save_checkpoint(model, out_dir / name, {
+            "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
+            "mean": float(model.normalize.mean), "std": float(model.normalize.std),
+            "strategy": strategy, **info.get("target_scale", {})})
+        record = {"seed": int(seed), "budget": budget, "checkpoint": name, **info}
+        result["timing"][f"{seed}_{budget}"] = timing
+        result["runs"].append(record)
+        if on_result is not None:
+            on_result(record, model, timing["device"])
+    return result
+
+
+@dataclass
+class ReplicateJob:
+    """What every replicate of one strategy shares: sent once to a Ray cluster."""
+
+    strategy: str
+    cfg: Any
+    target: TargetData
+    source: TransferNet | None
+    config: dict | None
+    mapping: dict | None
+    arch: dict
+    device: torch.device | None  # None: the device ``common.device`` picks where the task runs
+    selection: SelectionParams
+    shared: dict
+    images: tuple | None
+    device_spec: str = "auto"
+
+
+def _label(item: tuple) -> str:
+    return f"seed={item[0]} budget={item[1]}" + (f" point={item[2]}" if len(item) > 2 else "")
+
+
+def _device(job: ReplicateJob) -> torch.device:
+    """The job's device: the stage's, or on a cluster the one ``common.device`` picks here."""
+    return job.device if job.device is not None else resolve_device(job.device_spec)
+
+
+def _member(job: ReplicateJob, seed: str, budget: str) -> Strategy:
+    """The strategy for one replicate, built alike in the stage process and in a worker."""
+    return get(job.strategy)(job.cfg, Context(
+        job.target, copy.deepcopy(job.source) if job.source is not None else None, job.config,
+        job.mapping, job.arch, _device(job), replicate_seed(seed, budget), job.shared,
+        job.images))
+
+
+def _prepare(job: ReplicateJob, seed: str, budget: str) -> Replicate:
+    return prepare_replicate(_member(job, seed, budget), job.target, job.cfg, seed, budget,
+                             job.selection, desc=f"{job.strategy} b={budget} s={seed}")
+
+
+def _timing(watch: Stopwatch, job: ReplicateJob) -> dict:
+    return {"seconds": watch.seconds, "peak_bytes": watch.peak_bytes,
+            "peak_added_bytes": watch.peak_added_bytes,
+            "device": device_description(_device(job))}
+
+
+def _merged(timings: list[dict]) -> dict:
+    """One replicate's time and memory over its tasks: summed seconds, the highest peaks,
+    the devices they ran on."""
+    added = [t["peak_added_bytes"] for t in timings]
+    return {"seconds": sum(t["seconds"] for t in timings),
+            "peak_bytes": max(t["peak_bytes"] for t in timings),
+            "peak_added_bytes": None if None in added else max(added),
+            "device": ", ".join(sorted({t["device"] for t in timings}))}
+
+
+def train_replicate(job: ReplicateJob, replicate: tuple[str, str]) -> tuple[TransferNet, dict,
+                                                                             dict]:
+    """Train one (seed, budget) replicate of a strategy (:func:`adapt`), in the stage's process.
+    Returns (model on CPU, record, its wall time and memory)."""
+    seed, budget = replicate
+    with Stopwatch() as watch:
+        model, info = adapt(_member(job, seed, budget), job.target, job.cfg, seed, budget,
+                            job.selection, desc=f"{job.strategy} b={budget} s={seed}")
+    return model, info, _timing(watch, job)
+
+
+def candidate_task(job: ReplicateJob, point: tuple[str, str, int]) -> tuple[tuple, dict]:
+    """A Ray task: search point ``i`` of replicate (seed, budget) (:func:`train_candidate`).
+    Its model comes back only where no refit replaces it."""
+    seed, budget, i = point
+    with Stopwatch() as watch:
+        rep = _prepare(job, seed, budget)
+        candidate = train_candidate(rep, i)
+    if rep.frame.plan.refit_idx is not None:
+        candidate = (*candidate[:2], None, *candidate[3:])
+    return candidate, _timing(watch, job)
+
+
+def refit_task(job: ReplicateJob, item: tuple[tuple[str, str], tuple]) -> tuple[tuple, dict]:
+    """A Ray task: refit replicate (seed, budget)'s chosen search point (:func:`refit_choice`)."""
+    (seed, budget), candidate = item
+    with Stopwatch() as watch:
+        refit = refit_choice(_prepare(job, seed, budget), candidate)
+    return refit, _timing(watch, job)
+
+
+def _on_cluster(job: ReplicateJob, replicates: list[tuple[str, str]],
+                executor: Executor) -> list[tuple[TransferNet, dict, dict]]:
+    """Every replicate's search points as tasks, then every refit as a task, then the records:
+    the same steps :func:`adapt` takes one after another, so the same bytes."""
+    frames = {r: selection_frame(job.target, job.cfg, *r, job.selection, replicate_seed(*r))
+              for r in replicates}
+    points = [(*r, i) for r in replicates for i in range(len(frames[r].grid))]
+    found: dict[tuple[str, str], list] = {r: [] for r in replicates}
+    for point, result in zip(points, executor.map(candidate_task, job, points,
+                                                  desc=f"{job.strategy} search", label=_label),
+                             strict=True):
+        found[point[:2]].append(result)
+    best = {r: best_candidate(frames[r], [c for c, _ in found[r]]) for r in replicates}
+    todo = [(r, found[r][best[r]][0]) for r in replicates
+            if frames[r].plan.refit_idx is not None]
+    refits = dict(zip([r for r, _ in todo],
+                      executor.map(refit_task, job, todo, desc=f"{job.strategy} refit",
+                                   label=lambda item: _label(item[0])), strict=True))
+    outcomes = []
+    for r in replicates:
+        refit, refit_timing = refits.get(r, (None, None))
+        model, info = assemble(frames[r], [c for c, _ in found[r]], best[r], refit)
+        timings = [t for _, t in found[r]] + ([refit_timing] if refit_timing else [])
+        outcomes.append((model, info, _merged(timings)))
+    return outcomes

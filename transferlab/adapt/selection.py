@@ -1,0 +1,96 @@
+"""The selection protocol: how a run chooses its epoch, and what ranks runs afterwards.
+
+Every choice uses labelled examples inside the label budget, never the test split:
+
+- ``within_budget`` (default). The budget's labels of each class are split, seeded per
+  replicate, into a part the model trains on and a held-out part (``holdout_fraction`` of each
+  class, at least one example, and at least one left to train on). Training early-stops on the
+  held-out part and keeps its best epoch; the held-out accuracy there is the run's
+  ``selection_score``, the number that later ranks strategies and picks the champion. With
+  ``refit`` the model is then trained again from the same initialisation on *all* the budget's
+  labels for the chosen number of epochs, so no label is spent on selection alone. Below
+  ``min_labels_to_split`` labels per class (1 label per class by default) nothing can be held
+  out without removing a class from training, so the run uses a fixed schedule: the strategy's
+  ``epochs``, no early stopping, and no selection score (no choice between strategies is made
+  at that budget).
+- ``external_val``: the fixed validation set of ``prepare.val_per_class`` labelled examples per
+  class chooses, at every budget. Those labels are outside the budget, so label efficiency
+  counts them (budget + val_per_class labels per class) and the report says so.
+
+The selection score is the held-out accuracy at the epoch that early stopping chose, a maximum
+over epochs: it is biased upward, and more so for longer schedules. It ranks runs; the test
+split (read once, by ``evaluate``) gives the unbiased estimate of the choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from transferlab.config.params import SelectionParams
+
+FIXED, HOLDOUT, EXTERNAL = "fixed_schedule", "holdout", "external_val"
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """How one (budget, seed) replicate trains and chooses.
+
+    ``choose_on`` is the pool indices that choose the epoch (``holdout``), or None: the
+    external validation set chooses (``external_val``) or nothing does (``fixed_schedule``).
+    """
+
+    method: str  # holdout | external_val | fixed_schedule
+    train_idx: np.ndarray  # pool indices the choosing run trains on
+    choose_on: np.ndarray | None  # held-out pool indices (holdout only)
+    refit_idx: np.ndarray | None  # pool indices of the refit on the whole budget, or None
+
+    def record(self) -> dict:
+        """The runs.json fields that say how this run was chosen."""
+        return {"selection_method": self.method, "fit_examples": int(len(self.train_idx)),
+                "holdout_examples": 0 if self.choose_on is None else int(len(self.choose_on)),
+                "refit": self.refit_idx is not None}
+
+
+def holdout_count(n: int, fraction: float) -> int:
+    """Labels of one class held out: ``fraction`` of ``n`` rounded half up, at least 1, and
+    leaving at least 1 to train on (``n`` >= 2)."""
+    return min(n - 1, max(1, math.floor(fraction * n + 0.5)))
+
+
+def plan_selection(budget_idx: np.ndarray, pool_labels: np.ndarray, p: SelectionParams,
+                   seed: int) -> SelectionPlan:
+    """Split one replicate's budget for the selection protocol.
+
+    Args:
+        budget_idx: (B,) pool indices of the budget's labelled examples.
+        pool_labels: (P,) labels of the whole pool.
+        p: the ``selection`` params block.
+        seed: the replicate's seed (the same split for every strategy of the replicate, so
+            strategies are ranked on the same held-out examples).
+    Returns:
+        The :class:`SelectionPlan`.
+    """
+    budget_idx = np.asarray(budget_idx, dtype=np.int64)
+    if p.protocol == "external_val":
+        return SelectionPlan(EXTERNAL, budget_idx, None, None)
+    labels = pool_labels[budget_idx]
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < p.min_labels_to_split:
+        return SelectionPlan(FIXED, budget_idx, None, None)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in classes:
+        members = budget_idx[labels == c]
+        held.append(rng.permutation(members)[:holdout_count(len(members), p.holdout_fraction)])
+    choose_on = np.sort(np.concatenate(held))
+    train_idx = np.setdiff1d(budget_idx, choose_on)
+    return SelectionPlan(HOLDOUT, train_idx, choose_on, budget_idx if p.refit else None)
+
+
+def labels_per_class_used(budget_value: float, protocol: str, val_per_class: int) -> float:
+    """Labelled examples per class a protocol consumes at a budget: the budget itself, plus the
+    external validation set under ``external_val``."""
+    return budget_value + (val_per_class if protocol == "external_val" else 0)

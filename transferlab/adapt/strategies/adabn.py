@@ -1,0 +1,155 @@
+"""``adabn``: BatchNorm statistics re-estimated on the unlabeled target pool, then kept fixed.
+
+Li, Wang, Shi, Liu and Hou (2016/2018), "Revisiting Batch Normalization For Practical Domain
+Adaptation" (AdaBN). The paper's Algorithm 1: for every BatchNorm neuron, the mean and variance
+of its responses over all target images replace the source statistics; nothing else changes.
+
+Implemented exactly as Algorithm 1 states it, for every BatchNorm layer in forward order: the
+whole target pool (its images only, no labels) passes through the network in eval mode, so the
+layers before already normalise with their target statistics; the layer's inputs are
+accumulated over the pool in float64 (count, mean, sum of squared deviations, merged across
+batches), and its running mean and running variance (unbiased, as BatchNorm stores it) become
+the pool's per-channel mean and variance. One pass per BatchNorm layer; the result does not
+depend on the pass's batch size. (The common shortcut, one pass in train mode with
+``momentum=None``, averages per-batch statistics instead: later layers then see inputs
+normalised with batch statistics, and the averaged variance misses the spread of the batch
+means, so it depends on the batch size.)
+
+The recalibrated statistics then stay frozen (they are the method) while a new head trains:
+
+- ``then: probe``: the head only, the backbone frozen (the paper's setting: a source classifier
+  whose statistics are swapped; here the target's classes need a new head);
+- ``then: all``: every weight trains (the backbone at ``lr * backbone_lr_mult``,
+  BatchNorm's affine parameters included), the running statistics stay the recalibrated ones.
+
+The statistics depend only on the source and the pool, not on the seed or budget: they are
+computed once per stage and input normalisation, and reused by every replicate.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+from transferlab.adapt.strategies.base import Strategy
+from transferlab.adapt.strategies.finetune import FinetuneParams, head_and_backbone_groups
+from transferlab.adapt.strategies.registry import register
+from transferlab.models.nets import TransferNet, block_names, freeze
+
+STATS_BATCH = 1024  # images per forward pass of the recalibration (the result does not depend)
+
+
+@dataclass(frozen=True)
+class AdaBNParams(FinetuneParams):
+    then: Literal["probe", "all"] = "probe"  # after recalibration: the head only | all weights
+    # backbone_lr_mult (from finetune): then=all only; backbone lr = lr * this
+
+
+def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """(name, module) of every BatchNorm layer that keeps running statistics, in forward
+    (registration) order."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: TransferNet, images: torch.Tensor, device: torch.device,
+                          batch_size: int = STATS_BATCH) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Set every BatchNorm layer's running statistics to those of its inputs over ``images``.
+
+    Layer by layer in forward order, each from one eval-mode pass over all ``images``, so every
+    earlier layer already normalises with its recalibrated statistics.
+
+    Args:
+        model: the network (modified in place; left on ``device`` in its previous mode).
+        images: (N, 1, H, W) target images, N >= 2.
+        device: where the passes run.
+        batch_size: images per forward pass.
+    Returns:
+        {layer name: (running_mean, running_var)} as set, on CPU.
+    """
+    if len(images) < 2:
+        raise ValueError(f"adabn: {len(images)} pool image(s); the variance needs at least 2")
+    was_training = model.training
+    model.to(device).eval()
+    stats = {}
+    for name, bn in batchnorm_layers(model):
+        acc = {"n": 0, "mean": 0.0, "m2": 0.0}
+
+        def accumulate(module: nn.Module, args: tuple, acc: dict = acc) -> None:
+            h = args[0].double().transpose(0, 1).flatten(1)  # (C, B * spatial)
+            n, mean = h.shape[1], h.mean(1)
+            m2 = ((h - mean[:, None]) ** 2).sum(1)
+            total = acc["n"] + n  # Chan et al.'s merge of (count, mean, M2)
+            delta = mean - acc["mean"]
+            acc["mean"] = acc["mean"] + delta * (n / total)
+            acc["m2"] = acc["m2"] + m2 + delta ** 2 * (acc["n"] * n / total)
+            acc["n"] = total
+
+        handle = bn.register_forward_pre_hook(accumulate)
+        try:
+            for start in range(0, len(images), batch_size):
+                model.features(images[start:start + batch_size].to(device))
+        finally:
+            handle.remove()
+        bn.running_mean.copy_(acc["mean"])
+        bn.running_var.copy_(acc["m2"] / (acc["n"] - 1))
+        stats[name] = (bn.running_mean.cpu().clone(), bn.running_var.cpu().clone())
+    model.train(was_training)
+    return stats
+
+
+def freeze_batchnorm_statistics(model: TransferNet) -> None:
+    """Keep every BatchNorm layer's running statistics fixed in train mode too."""
+    model.frozen_bn = tuple(dict.fromkeys(model.frozen_bn + tuple(
+        name for name, _ in batchnorm_layers(model))))
+    model.train(model.training)
+
+
+@register
+class AdaBN(Strategy):
+    name = "adabn"
+    Params = AdaBNParams
+    needs_backbone = frozenset({"batchnorm"})
+    uses_unlabeled = True
+    style = (":", "v")
+    rank = 12
+
+    def setup(self) -> dict:
+        # once per stage, for each input normalisation the search can give: every replicate
+        # then copies them (and the stage's setup_flops, not each run's, carry their cost)
+        for _, cfg in self.cfg.search_grid():
+            fresh = replace(self.ctx, source=copy.deepcopy(self.ctx.source))
+            self._statistics(type(self)(cfg, fresh).initial_model())
+        return {}
+
+    def _statistics(self, model: TransferNet) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The recalibrated statistics for the model's input normalisation (computed on a
+        copy, once per stage and normalisation; a replicate trained outside a stage computes
+        them itself)."""
+        cache = self.ctx.shared.setdefault("adabn_statistics", {})
+        key = (float(model.normalize.mean), float(model.normalize.std))
+        if key not in cache:
+            cache[key] = recalibrate_batchnorm(copy.deepcopy(model), self.ctx.target.pool_x,
+                                               self.ctx.device)
+        return cache[key]
+
+    def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
+                   cfg: AdaBNParams, generator: torch.Generator) -> TransferNet:
+        layers = dict(batchnorm_layers(model))
+        with torch.no_grad():
+            for name, (mean, var) in self._statistics(model).items():
+                layers[name].running_mean.copy_(mean)
+                layers[name].running_var.copy_(var)
+        freeze_batchnorm_statistics(model)
+        return model
+
+    def trainable(self, model: TransferNet, cfg: AdaBNParams) -> tuple[nn.Module, list[dict]]:
+        if cfg.then == "probe":
+            freeze(model, block_names(model), bn_stats=True)
+            return model, [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+        return model, head_and_backbone_groups(model, cfg.lr, cfg.lr * cfg.backbone_lr_mult)

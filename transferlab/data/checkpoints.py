@@ -1,0 +1,47 @@
+"""Hugging Face checkpoint folders named by ``hf:<directory or package>``, and their tokenizers.
+
+``prepare`` tokenizes text with a checkpoint's tokenizer and the models load its weights, so
+finding the folder belongs to the data layer, below both. Files are read with
+``local_files_only=True``: nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+
+
+def resolve(spec: str, key: str = "pretrain.arch") -> Path:
+    """The checkpoint directory that ``hf:<dir or package>`` names.
+
+    Raises:
+        ValueError: naming ``key`` when it is neither a directory with config.json nor an
+            installed package that ships one (in its own folder or a ``model/`` sub-folder).
+    """
+    if not spec.startswith("hf:"):
+        raise ValueError(f"{key}: expected hf:<checkpoint directory or package>, got {spec!r}")
+    name = spec[3:]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / CONFIG).is_file():
+            return path
+        raise ValueError(f"{key}: {path} has no {CONFIG}; expected a Hugging Face checkpoint "
+                         "directory")
+    module = name.replace("-", "_")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is not None and found.submodule_search_locations:
+        folder = Path(next(iter(found.submodule_search_locations)))
+        for candidate in (folder / "model", folder):
+            if (candidate / CONFIG).is_file():
+                return candidate
+    raise ValueError(f"{key}: {name!r} is neither a checkpoint directory nor an installed "
+                     f"package that ships one (with {CONFIG})")
+
+
+def load_tokenizer(spec: str, key: str = "prepare.tokenizer") -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve(spec, key)), local_files_only=True)

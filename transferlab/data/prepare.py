@@ -1,0 +1,111 @@
+"""Building the prepared data from params: load each dataset, split it, draw the nested label
+budgets, map source labels to target labels, and write everything to the prepared store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.config.params import DatasetSpec, Params
+from transferlab.core.runtime import dumps_json
+from transferlab.data.images import RawDataset, load_dataset
+from transferlab.data.splits import fraction_split, nested_budgets, per_class_split
+from transferlab.data.store import ExampleSet, write_dataset
+
+# manifest keys a null source copies from the target (image: shape and statistics; text: the
+# tokenizer and length), so a model built for it reads the target's inputs
+SHARED_WITH_NULL_SOURCE = ("image_shape", "normalization", "modality", "max_length", "tokenizer")
+
+
+def _subset(data: ExampleSet, idx: np.ndarray) -> ExampleSet:
+    return data.subset(idx)
+
+
+def label_mapping(source_names: tuple[str, ...], target_names: tuple[str, ...]) -> dict:
+    """Map source classes to target classes by name; ``aligned`` when every target class has one.
+
+    ``source_only`` runs only where the label spaces are aligned.
+    """
+    index = {n: i for i, n in enumerate(target_names)}
+    mapping = {s: index[s] for s in source_names if s in index}
+    missing = [t for t in target_names if t not in mapping]
+    return {"source_to_target": mapping, "aligned": not missing and bool(mapping),
+            "unmapped_target_classes": missing}
+
+
+def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
+    """Build the target and every source dataset into ``out_dir``.
+
+    Args:
+        params: validated params (reads ``prepare`` and ``common.seeds``).
+        out_dir: the (empty) output directory.
+    Returns:
+        {"target": manifest, "sources/<name>": manifest, ...}.
+    """
+    p = params.prepare
+    text = p.target.modality == "text"
+    tokenizer, extra = None, {}
+    if text:  # transformers (several seconds to import) only for text
+        from transferlab.data.checkpoints import load_tokenizer
+        from transferlab.data.text import load_text_dataset, tokenizer_info
+
+        tokenizer = load_tokenizer(p.tokenizer)
+        extra = {"tokenizer": tokenizer_info(tokenizer, p.tokenizer)}
+
+    def load(spec: DatasetSpec, seed: int, key: str) -> RawDataset:
+        if text:
+            return load_text_dataset(spec, tokenizer, p.max_length, key)
+        return load_dataset(spec, p.image_size, seed, key)
+
+    target_raw = load(p.target, p.seed, "prepare.target")
+    target = _target_splits(target_raw, p.test_per_class, p.val_per_class, p.seed)
+    names = target["train"].class_names
+    budgets = {str(seed): nested_budgets(target["train"].labels, p.budgets, seed, names)
+               for seed in params.common.seeds}
+    manifests = {"target": write_dataset(out_dir / "target", target,
+                                         {"kind": p.target.kind, **extra})}
+    (out_dir / "target" / "budgets.json").write_text(dumps_json(budgets))
+    for i, (name, spec) in enumerate(sorted(p.sources.items())):
+        folder = out_dir / "sources" / name
+        key = f"prepare.sources.{name}"
+        if spec.kind == "none":
+            folder.mkdir(parents=True, exist_ok=True)
+            # the null source reads what the target holds: its modality's fields
+            shared = {k: manifests["target"][k] for k in SHARED_WITH_NULL_SOURCE
+                      if k in manifests["target"]}
+            manifest = {"kind": "none", "class_names": [], "sha256": {}, **shared,
+                        "normalization_from": "target train pool",
+                        **label_mapping((), names)}
+            (folder / "manifest.json").write_text(dumps_json(manifest))
+        else:
+            raw = load(spec, p.seed + 1000 * (i + 1), key)
+            splits = _source_splits(raw, p.source_test_fraction, p.source_val_fraction, p.seed)
+            manifest = write_dataset(folder, splits, {"kind": spec.kind, **extra, **label_mapping(
+                splits["train"].class_names, names)})
+        manifests[f"sources/{name}"] = manifest
+    return manifests
+
+
+def _target_splits(raw: RawDataset, test_pc: int, val_pc: int, seed: int) -> dict[str, ExampleSet]:
+    data = raw.train
+    if raw.test is None:
+        test_idx, val_idx, pool_idx = per_class_split(data.labels, [test_pc, val_pc], seed,
+                                                      data.class_names)
+        test = _subset(data, test_idx)
+    else:
+        val_idx, pool_idx = per_class_split(data.labels, [val_pc], seed, data.class_names)
+        test = raw.test
+    return {"train": _subset(data, pool_idx), "val": _subset(data, val_idx), "test": test}
+
+
+def _source_splits(raw: RawDataset, test_frac: float, val_frac: float,
+                   seed: int) -> dict[str, ExampleSet]:
+    data = raw.train
+    if raw.test is None:
+        test_idx, val_idx, train_idx = fraction_split(data.labels, [test_frac, val_frac], seed)
+        test = _subset(data, test_idx)
+    else:
+        val_idx, train_idx = fraction_split(data.labels, [val_frac], seed)
+        test = raw.test
+    return {"train": _subset(data, train_idx), "val": _subset(data, val_idx), "test": test}

@@ -1,0 +1,319 @@
+"""Training and inference loops. They return values (dicts, arrays) and never print.
+
+All randomness (batch order, augmentation) comes from an explicit ``torch.Generator``; on CUDA
+the forward pass runs under bfloat16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from transferlab.config.params import TrainParams
+from transferlab.core.runtime import peak_rss_bytes, reset_peak_rss
+from transferlab.core.tasks import CLASSIFICATION, Task
+from transferlab.data.modalities.image import to_tensor  # noqa: F401  (re-exported)
+from transferlab.training.distributed import SINGLE, World, all_sum, shard, sync_buffers, wrap
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
+                  max_scale: float = 0.1, max_shift: float = 0.1) -> torch.Tensor:
+    """Random affine jitter of a (B, C, H, W) batch, parameters drawn from ``generator``."""
+    b = x.shape[0]
+    u = torch.rand(b, 4, generator=generator) * 2 - 1  # (B, 4) in [-1, 1]
+    angle = u[:, 0] * math.radians(max_rotation_deg)
+    scale = 1 + u[:, 1] * max_scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * max_shift], 1),
+                         torch.stack([sin, cos, u[:, 3] * max_shift], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def augment_inputs(x: torch.Tensor, augment: bool | str, generator: torch.Generator
+                   ) -> torch.Tensor:
+    """Apply a training-batch augmentation: ``true``/``jitter`` is :func:`augment_batch`,
+    ``false``/``none`` nothing, ``light``/``strong`` the presets of
+    :mod:`transferlab.training.augmentation` (torchvision transforms v2, one draw per image)."""
+    if augment is False or augment == "none":
+        return x
+    if augment is True or augment == "jitter":
+        return augment_batch(x, generator)
+    from transferlab.training.augmentation import augment as preset
+
+    return preset(x, augment, generator)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class FlopTally:
+    """What :func:`counted_flops` counted: ``total`` FLOPs (set when the block ends)."""
+
+    total: int = 0
+
+
+@contextlib.contextmanager
+def counted_flops() -> Iterator[FlopTally]:
+    """Count every FLOP the block runs, exactly, with ``torch.utils.flop_counter``.
+
+    What counts is what FlopCounterMode knows: matrix products, convolutions and attention (2
+    FLOPs per multiply-add), forward and backward; elementwise work, normalisation, optimizer
+    updates and decompositions (e.g. ``svdvals``) are not counted. The block's results are
+    bitwise those without counting (the same kernels run), but each operation pays Python
+    dispatch: about 2.5x the time of a small CNN's training step. Counts nest: an enclosing
+    count includes an inner one's.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tally = FlopTally()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        yield tally
+    tally.total = int(counter.get_total_flops())
+
+
+def _trainable_signature(model: nn.Module) -> tuple[bool, ...]:
+    return tuple(p.requires_grad for p in model.parameters())
+
+
+def make_optimizer(groups: list[dict], cfg: TrainParams) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over parameter groups (each may carry its own ``lr``)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, C) of ``model`` on inputs (N, ...), computed in eval mode, returned on CPU."""
+    model.to(device).eval()
+    out = []
+    for start in range(0, max(len(x), 1), batch_size):  # an empty x still gives (0, C)
+        with _autocast(device):
+            out.append(model(x[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def head_proba(model: nn.Module, features: torch.Tensor) -> np.ndarray:
+    """Softmax of the head on already-extracted features (N, D): no second backbone pass."""
+    with torch.inference_mode():
+        return torch.softmax(model.head(features.float()).double(), dim=1).numpy()
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Softmax probabilities (N, C) as float64 numpy."""
+    return torch.softmax(predict_logits(model, x, device).double(), dim=1).numpy()
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
+                     batch_size: int = 1024) -> torch.Tensor:
+    """Backbone features (N, D) of a :class:`~transferlab.models.nets.TransferNet`, on CPU."""
+    model.to(device).eval()
+    out = []
+    for start in range(0, max(len(x), 1), batch_size):  # an empty x still gives (0, D)
+        with _autocast(device):
+            out.append(model.features(x[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor] | None, cfg: TrainParams, groups: list[dict],
+        generator: torch.Generator, device: torch.device, desc: str = "train",
+        augment: bool | str | None = None,
+        loss_term: Callable[..., torch.Tensor] | None = None,
+        on_epoch: Callable[[int], None] | None = None,
+        task: Task | None = None, world: World = SINGLE) -> dict:
+    """Train with early stopping on validation accuracy; restore the best epoch's weights.
+
+    Model selection uses ``val`` only (never a test set). Ties in validation accuracy go to the
+    lower validation loss. Without ``val`` the schedule is fixed: all ``cfg.epochs`` run and the
+    last epoch's weights are kept (``best_epoch`` = the last epoch, validation fields None).
+
+    Args:
+        model: the network (moved to ``device`` here).
+        train: (inputs (N, ...), labels (N,)) on CPU.
+        val: validation inputs and labels, or None for a fixed schedule.
+        cfg: epochs, batch size, optimizer, lr, weight decay, augmentation, patience.
+        groups: optimizer parameter groups (only parameters that should train).
+        generator: drives batch order and augmentation.
+        device: where to train.
+        desc: progress-bar label.
+        augment: overrides ``cfg.augment`` (e.g. False for feature-space heads).
+        loss_term: an extra term added to the cross-entropy, called with (features (B, D),
+            logits (B, C), inputs (B, ...), labels (B,)); ``model`` must then have ``features``
+            and ``head`` (a :class:`~transferlab.models.nets.TransferNet`, possibly wrapped).
+        on_epoch: called with the 1-based epoch before it starts (e.g. gradual unfreezing).
+        task: what a label is (:mod:`transferlab.core.tasks`; default classification). A regression
+            trains on the MSE and stops early on validation R² (``best_val_r2``,
+            ``val_r2``); its labels are float targets.
+        world: this process's rank among the processes that train this run together
+            (:mod:`transferlab.training.distributed`); each trains on its shard of every batch.
+    Returns:
+        {"best_epoch", "epochs_run", "steps", "best_val_accuracy", "best_val_loss", "history",
+        "flops"}: ``flops`` is what the fit computed (:func:`counted_flops`), its training steps
+        (an extra loss term's work included) and validation passes, summed over the ranks.
+    """
+    task = task or CLASSIFICATION
+    score_key = task.val_key.removeprefix("best_")  # val_accuracy | val_r2
+    augment = cfg.augment if augment is None else augment
+    if world.distributed and loss_term is not None:  # it calls the model's parts, not DDP
+        raise ValueError("an extra loss term is not supported under DDP (execution.ddp_procs)")
+    model.to(device)
+    net = wrap(model, world, device)  # the module that trains (DDP averages the gradients)
+    x_train, y_train = train
+    optimizer = make_optimizer(groups, cfg)
+    scheduler = None
+    if cfg.schedule != "constant" or cfg.warmup_epochs:
+        from transferlab.training.schedules import make_scheduler
+
+        per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+        scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * per_epoch,
+                                   cfg.warmup_epochs * per_epoch)
+    best = {"epoch": 0, "acc": -math.inf, "loss": math.inf, "state": None}
+    history, steps, since_best = [], 0, 0
+    # FLOPs: a step is counted exactly the first time a batch of its size trains, and again
+    # whenever the set of trainable tensors changes (an on_epoch hook thawing a block); later
+    # steps of that size cost the same. A validation pass costs what the first one counted
+    flops, step_flops, signature, val_flops = 0, {}, None, None
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
+    for epoch in bar:
+        if on_epoch is not None:
+            on_epoch(epoch)
+        if _trainable_signature(model) != signature:
+            signature, step_flops = _trainable_signature(model), {}
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        # the epoch's summed loss stays on the device (float64: the same sum, in the same
+        # order, as float(loss) * batch on the host), read once per epoch: no per-step sync
+        total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            if len(idx) < 2 * world.size and len(order) > 1:
+                continue  # BatchNorm cannot train on a last batch (or shard) of one
+            xb = x_train[idx]
+            xb = augment_inputs(xb, augment, generator)  # every rank draws the whole batch
+            xb, yb = shard(xb, world).to(device), shard(y_train[idx], world).to(device)
+            with (counted_flops() if len(yb) not in step_flops
+                  else contextlib.nullcontext(None)) as tally:
+                with _autocast(device):
+                    if loss_term is None:
+                        loss = task.loss(net(xb), yb)
+                    else:
+                        features = model.features(xb)
+                        logits = model.head(features)
+                        loss = task.loss(logits, yb) + loss_term(features, logits, xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            if tally is not None:
+                step_flops[len(yb)] = tally.total
+            flops += step_flops[len(yb)]
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.detach().double() * len(yb)
+            seen += len(yb)
+            steps += 1
+        total, seen = all_sum([float(total), float(seen)], world, device)
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        history.append(row)
+        if val is None:  # fixed schedule: nothing to choose with
+            continue
+        sync_buffers(model, world)  # every rank validates rank 0's weights and statistics
+        with (counted_flops() if val_flops is None
+              else contextlib.nullcontext(None)) as tally:
+            logits = predict_logits(model, val[0], device)
+        val_flops = tally.total if tally is not None else val_flops
+        flops += val_flops
+        val_loss = float(task.loss(logits, val[1]))
+        val_acc = task.val_score(logits, val[1])
+        row.update({"val_loss": val_loss, score_key: val_acc})
+        bar.set_postfix({score_key: f"{val_acc:.3f}"})
+        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
+            best = {"epoch": epoch, "acc": val_acc, "loss": val_loss,
+                    # clone, not deepcopy: the same values, without deepcopy's slow per-tensor
+                    # storage copies (1.3 s of a 7 s transfer stage on 2 cores)
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            since_best = 0
+        else:
+            since_best += 1
+            if since_best >= cfg.patience:
+                break
+    if world.distributed:  # each rank counted its shards; the run is their sum
+        flops = int(all_sum([float(flops)], world, device)[0])
+    if val is None:
+        return {"best_epoch": len(history), "epochs_run": len(history), "steps": steps,
+                task.val_key: None, "best_val_loss": None, "history": history,
+                "flops": flops}
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return {"best_epoch": best["epoch"], "epochs_run": len(history), "steps": steps,
+            task.val_key: best["acc"], "best_val_loss": best["loss"], "history": history,
+            "flops": flops}
+
+
+class Stopwatch:
+    """Wall time and peak memory of a block.
+
+    ``peak_bytes``: on GPU the peak CUDA memory allocated; on CPU the process's peak resident
+    memory during the block (Linux: the high-water mark is reset on entry through
+    /proc/self/clear_refs; elsewhere the process's lifetime maximum). It includes what was
+    already there on entry (on CPU the interpreter, torch and the data: most of it).
+
+    ``peak_added_bytes``: the peak above the memory in use on entry, i.e. what the block itself
+    needed at most. On CPU it is resident memory, so memory that the allocator kept from earlier
+    frees and the block reused does not count; ``None`` on CPU without Linux /proc, where there
+    is no per-block peak.
+    """
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            self._entry_bytes: int | None = int(torch.cuda.memory_allocated())
+        else:
+            self._entry_bytes = reset_peak_rss()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        if torch.cuda.is_available():
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+        else:
+            self.peak_bytes = peak_rss_bytes()
+        self.peak_added_bytes = (None if self._entry_bytes is None
+                                 else max(0, self.peak_bytes - self._entry_bytes))
+
+
+def flops_per_example(model: nn.Module, example: torch.Tensor, train: bool) -> int:
+    """FLOPs of one forward (and, if ``train``, backward) pass per example.
+
+    Counted with ``torch.utils.flop_counter`` on the model as configured, so frozen blocks
+    contribute no weight-gradient FLOPs. Measured on a batch of two (BatchNorm cannot train on
+    one example when feature maps are 1x1) and halved.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).cpu().train(train)  # a copy: BatchNorm statistics stay put
+    batch = example[:1].expand(2, *example.shape[1:]).contiguous()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(batch)
+        if train and out.requires_grad:
+            out.sum().backward()
+    return int(counter.get_total_flops()) // 2

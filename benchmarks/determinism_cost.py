@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import transferlab  # noqa: F401  (the CPU pins, before torch loads)
-from transferlab.config import scenarios
+from transferlab import scenarios
 from transferlab.config.params import load_params
 from transferlab.core import cpu_pinning
 from transferlab.core.runtime import seed_everything

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transferlab.config import scenarios
+from transferlab import scenarios
 from transferlab.core.workspace import copy_worktree, export_revision, run_repro
 from transferlab.reporting.costs import stage_peak_rss
 

@@ -36,8 +36,8 @@ def worker(branch: str, steps: int, device_name: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from transferlab.config.params import DatasetSpec
     from transferlab.data.checkpoints import load_tokenizer
+    from transferlab.data.kinds import DatasetSpec
     from transferlab.data.text import load_texts, tokenize
     from transferlab.models.nets import build_model, load_init
     from transferlab.training.loop import _autocast

@@ -16,7 +16,6 @@ Needs the prepared data and source models of a finished `dvc repro` (or `make re
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 import timeit
@@ -73,8 +72,8 @@ def main() -> None:
             scoring = statistics.median(timeit.repeat(scores, number=1, repeat=args.repeats))
         passing = statistics.median(timeit.repeat(backbone_pass, number=1, repeat=args.repeats))
         start = time.perf_counter()
-        ctx = strategies.Context(target, copy.deepcopy(source), config, None, arch, device,
-                                 replicate_seed("0", budget))
+        ctx = strategies.Context.build(target, source, arch=arch, device=device,
+                                       seed=replicate_seed("0", budget), source_config=config)
         cfg = params.transfer[reference]
         adapt(strategies.get(reference)(cfg, ctx), target, cfg, "0", budget, params.selection)
         finetune = time.perf_counter() - start

@@ -1,8 +1,8 @@
 """Stage prepare: build the target and every candidate source dataset from params."""
 
 import argparse
+import logging
 
-from transferlab.config.params import load_params
 from transferlab.core.runtime import (
     run_stage,
     seed_everything,
@@ -11,6 +11,9 @@ from transferlab.core.runtime import (
     write_timing,
 )
 from transferlab.data.prepare import prepare_all
+from transferlab.models.resolved import load_params
+
+log = logging.getLogger("transferlab.stages.prepare")  # under transferlab: run_stage's handler
 
 
 def main() -> None:
@@ -26,7 +29,7 @@ def main() -> None:
         manifests = prepare_all(params, out)
     for name, manifest in manifests.items():
         sizes = {split: sum(c.values()) for split, c in manifest.get("counts", {}).items()}
-        print(f"prepared {name}: {len(manifest['class_names'])} classes, {sizes}")
+        log.info("prepared %s: %d classes, %s", name, len(manifest["class_names"]), sizes)
     write_timing(timing_path(args.out), {})  # its wall time is dvc's; its peak memory
 
 

@@ -2,12 +2,13 @@
 
 import argparse
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from transferlab.config.params import load_params, to_dict
+from transferlab.config.params import to_dict
 from transferlab.core.runtime import (
     device_description,
     dumps_json,
@@ -21,10 +22,13 @@ from transferlab.core.runtime import (
 )
 from transferlab.data.store import PreparedDataset
 from transferlab.models.nets import save_checkpoint
+from transferlab.models.resolved import load_params
 from transferlab.tracking.mirror import mirror_pretrain, outputs_digest
 from transferlab.tracking.tracker import Tracker, tracked
 from transferlab.training import distributed
 from transferlab.training.pretrain import pretrain_source
+
+log = logging.getLogger("transferlab.stages.pretrain_source")  # run_stage's handler
 
 
 def main() -> None:
@@ -80,7 +84,7 @@ def main() -> None:
         return
     write_timing(args.timing or timing_path(Path(args.model).parent),
                  {**timing, "source": args.source})
-    print(f"pretrain {args.source}: {dumps_json(metrics.get('test', metrics)).strip()}")
+    log.info("pretrain %s: %s", args.source, dumps_json(metrics.get("test", metrics)).strip())
 
 
 @contextlib.contextmanager

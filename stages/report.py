@@ -1,11 +1,14 @@
 """Stage report: one Markdown and one self-contained HTML report of the whole pipeline."""
 
 import argparse
+import logging
 
-from transferlab.config.params import load_params
 from transferlab.core.runtime import run_stage, staged_outputs, timing_path, write_timing
+from transferlab.models.resolved import load_params
 from transferlab.provenance.record import collect_provenance
 from transferlab.reporting import report
+
+log = logging.getLogger("transferlab.stages.report")  # under transferlab: run_stage's handler
 
 
 def main() -> None:
@@ -26,7 +29,7 @@ def main() -> None:
     with staged_outputs(args.out) as (out,):
         written = report.write_report(out, inputs, params, provenance)
         n_figures = len(list(written["figures"].glob("*.png")))
-    print(f"report: wrote {args.out}/report.md, report.html and {n_figures} figures")
+    log.info("report: wrote %s/report.md, report.html and %d figures", args.out, n_figures)
     write_timing(timing_path(args.out), {})  # its peak memory
 
 

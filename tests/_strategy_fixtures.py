@@ -168,4 +168,4 @@ def source_fixture(source_path: Path) -> nn.Module:
 
 def context(target: TargetData, source: nn.Module, seed: int = 0) -> Context:
     """A replicate's context for calling a strategy's hooks directly."""
-    return Context(target, source, None, None, ARCH, CPU, seed)
+    return Context.build(target, source, arch=ARCH, device=CPU, seed=seed)

@@ -37,7 +37,7 @@ def scenario_params(name: str) -> dict:
     dict read by the project's own YAML loader."""
     import tempfile
 
-    from transferlab.config import scenarios
+    from transferlab import scenarios
     from transferlab.config.typed import read_yaml_mapping
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -181,7 +181,7 @@ def test_audit_names_the_kernels_that_differ_from_the_lock_machine(tmp_path: Pat
 def test_make_audit_runs_the_module() -> None:
     out = subprocess.run(["make", "-n", "audit", "AUDIT_ARGS=--skip-rerun"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "-m transferlab.provenance.audit --skip-rerun" in out
+    assert "transferlab audit --skip-rerun" in out
 
 
 # -- end to end ------------------------------------------------------------------------------

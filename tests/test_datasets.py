@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.config.params import DatasetSpec
 from transferlab.core.errors import DataError
 from transferlab.data.images import load_dataset, resize
+from transferlab.data.kinds import DatasetSpec
 
 
 def spec(**kw) -> DatasetSpec:

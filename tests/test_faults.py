@@ -4,6 +4,7 @@ raise or get SIGTERM, a fresh sqlite store hit by several processes at once, and
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -43,7 +44,7 @@ def test_real_server_receives_the_run_tree(mlflow_server: MlflowServer,
 
 def test_server_killed_mid_run_does_not_stop_the_stage(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture) -> None:
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     server = MlflowServer(tmp_path / "mlflow.db").start()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -58,7 +59,9 @@ def test_server_killed_mid_run_does_not_stop_the_stage(tmp_path: Path,
     finally:
         server.stop()
     assert finished_work and tracker.failures == 1 and tracker.enabled is False
-    err = capsys.readouterr().err
+    (warned,) = [r for r in caplog.records if r.name == "transferlab.tracking.tracker"]
+    err = warned.getMessage()
+    assert warned.levelno == logging.WARNING
     assert "MLflow tracking failed" in err and "python -m transferlab.tracking sync" in err
 
 

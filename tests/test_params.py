@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from transferlab.adapt import strategies
-from transferlab.config.params import Params, load_params, to_dict
+from transferlab.config.params import Params, to_dict
 from transferlab.core.errors import ParamsError
+from transferlab.models.resolved import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,9 +30,9 @@ from tests.conftest import ROOT, shrunk_params
 from transferlab.adapt import strategies
 from transferlab.config import params as params_module
 from transferlab.config.params import Params, to_dict
-from transferlab.config.params import load_params as load_file
 from transferlab.config.typed import YAML12_FLOAT
 from transferlab.core.errors import ParamsError
+from transferlab.models.resolved import load_params as load_file
 
 FAST = settings(deadline=None, derandomize=True, database=None)
 # `make test` draws a quarter of the examples (the same derandomized ones every run);

@@ -17,14 +17,16 @@ from sklearn import metrics as skm
 from transferlab.adapt.replicates import run_replicates, target_scale
 from transferlab.adapt.strategies import block, get, parse_blocks
 from transferlab.adapt.target import TargetData, load_target
-from transferlab.config.params import DatasetSpec, SelectionParams, load_params
+from transferlab.config.params import SelectionParams
 from transferlab.core import tasks
 from transferlab.core.errors import DataError, ParamsError
 from transferlab.data.images import rotated_digits
+from transferlab.data.kinds import DatasetSpec, parse_spec
 from transferlab.data.store import ExampleSet, PreparedDataset, regression_set, write_dataset
 from transferlab.evaluation.evaluate import predict_values
 from transferlab.evaluation.transferability import logme_regression, score_regression, trusted
 from transferlab.models.nets import build_model, in_target_units, load_checkpoint
+from transferlab.models.resolved import load_params
 
 REGRESSION = tasks.get("regression")
 
@@ -182,9 +184,7 @@ def test_only_logme_is_trusted_on_a_regression() -> None:
 
 # ------------------------------------------------------------------------------ params
 def _spec(**kw) -> DatasetSpec:
-    from transferlab.config.typed import from_dict
-
-    return from_dict(DatasetSpec, kw, "prepare.target")
+    return parse_spec(kw, "prepare.target")
 
 
 def test_params_errors_name_the_key() -> None:

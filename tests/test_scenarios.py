@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transferlab.config import scenarios
+from transferlab import scenarios
 from transferlab.config.params import load_params, to_dict
 from transferlab.core.errors import ParamsError
 

@@ -131,8 +131,8 @@ def test_recalibration_does_not_depend_on_the_batch_size(source: nn.Module, reca
 def test_finetune_phase_trains_every_weight_but_keeps_the_statistics(
         source: nn.Module, recalibrated: dict, target: TargetData) -> None:
     cfg = AdaBNParams(epochs=2, batch_size=8, then="all", backbone_lr_mult=0.5)
-    strategy = AdaBN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=3,
-                                  shared={}))
+    strategy = AdaBN(cfg, Context.build(target, source, arch=ARCH, device=CPU, seed=3,
+                                        shared={}))
     train = (target.pool_x, target.pool_y)
     generator = torch.Generator().manual_seed(3)
     model = strategy.before_fit(strategy.initial_model(), train, cfg, generator)
@@ -191,8 +191,8 @@ def test_statistics_are_computed_once_per_normalisation(source: nn.Module, recal
     models = []
     for seed, normalization in ((0, "source"), (1, "source"), (2, "target")):
         cfg = AdaBNParams(normalization=normalization)
-        strategy = AdaBN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU,
-                                      seed=seed, shared=shared))
+        strategy = AdaBN(cfg, Context.build(target, source, arch=ARCH, device=CPU, seed=seed,
+                                            shared=shared))
         model = reset_head(copy.deepcopy(source), 3, seed)  # a fresh copy, source statistics
         if normalization == "target":
             model = strategy.initial_model()

@@ -116,8 +116,8 @@ def test_progress_runs_over_the_planned_epochs(source: nn.Module, target: Target
                                                source_data: Path) -> None:
     images = to_tensor(PreparedDataset.open(source_data).load("train").examples)
     cfg = DANNParams(epochs=2, batch_size=4)
-    strategy = DANN(cfg, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=1,
-                                 source_data=(images, torch.zeros(len(images)))))
+    strategy = DANN(cfg, Context.build(target, source, arch=ARCH, device=CPU, seed=1,
+                                       source_data=(images, torch.zeros(len(images)))))
     model = strategy.initial_model().train()
     train = (target.pool_x[:10], target.pool_y[:10])  # 3 steps per epoch
     strategy.before_fit(model, train, cfg, torch.Generator())

@@ -98,7 +98,7 @@ def test_wrapped_model_starts_exactly_at_the_unwrapped_one(source: nn.Module,
 
 def test_training_changes_only_adapters_and_head_and_merge_is_exact(
         source: nn.Module, target: TargetData) -> None:
-    strategy = Lora(CFG, Context(target, copy.deepcopy(source), None, None, ARCH, CPU, seed=7))
+    strategy = Lora(CFG, Context.build(target, source, arch=ARCH, device=CPU, seed=7))
     model = strategy.initial_model()
     keys = list(model.state_dict())
     train = (target.pool_x, target.pool_y)

@@ -29,7 +29,7 @@ from transferlab.config.params import load_params
 from transferlab.core.errors import ParamsError
 from transferlab.core.workspace import copy_worktree
 
-PACKAGE = ROOT / "transferlab" / "strategies"
+PACKAGE = ROOT / "transferlab" / "adapt" / "strategies"
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -134,7 +134,7 @@ def test_dropping_a_strategy_is_deleting_its_module_and_block(tmp_path: Path) ->
     params block removed, nothing else touched."""
     repo = tmp_path / "repo"
     copy_worktree(ROOT, repo)
-    (repo / "transferlab" / "strategies" / "partial_finetune.py").unlink()
+    (repo / "transferlab" / "adapt" / "strategies" / "partial_finetune.py").unlink()
     p = shrunk_params()
     del p["transfer"]["partial_finetune"]
     p["grid"]["strategies"] = [s for s in p["grid"]["strategies"] if s != "partial_finetune"]

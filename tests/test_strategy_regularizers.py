@@ -84,7 +84,7 @@ def finetune_run(one_run: TargetData, source_path: Path,
 def _context(target: TargetData, source: TransferNet, seed: int = 0) -> Context:
     config = {"arch": "small_cnn", "width": 8, "num_classes": 4, "mean": 0.5, "std": 0.2,
               "source_classes": SOURCE_CLASSES}
-    return Context(target, copy.deepcopy(source), config, None, ARCH, CPU, seed)
+    return Context.build(target, source, arch=ARCH, device=CPU, seed=seed, source_config=config)
 
 
 def _step_term(term, model: TransferNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,11 @@ from tests.text_fixtures import (
     write_tiny_checkpoint,
 )
 from transferlab.adapt import strategies
-from transferlab.config.params import DatasetSpec, EvaluateParams, load_params
+from transferlab.config.params import EvaluateParams
 from transferlab.core.errors import DataError, ParamsError
 from transferlab.data import modalities
 from transferlab.data.checkpoints import load_tokenizer, resolve
+from transferlab.data.kinds import DatasetSpec
 from transferlab.data.text import SCATTERTEXT, load_texts, tokenize
 from transferlab.models.nets import (
     block_names,
@@ -33,6 +34,7 @@ from transferlab.models.nets import (
     load_init,
     save_checkpoint,
 )
+from transferlab.models.resolved import load_params
 from transferlab.models.text import pooling
 
 
@@ -285,9 +287,10 @@ def test_image_params_refuse_text_parts() -> None:
         edit(p)
         from transferlab.config.params import Params
         from transferlab.config.typed import from_dict
+        from transferlab.models.resolved import resolve
 
         with pytest.raises(ParamsError, match=message):
-            from_dict(Params, p, "")
+            resolve(from_dict(Params, p, ""))
 
 
 def test_strategies_that_need_batchnorm_or_channel_maps_skip_a_text_backbone() -> None:

@@ -28,7 +28,7 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 
-from transferlab.core.logs import configure
+from transferlab.core.logs import LogLevelError, configure
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    configure(verbose=args.verbose, quiet=args.quiet)
+    try:
+        configure(verbose=args.verbose, quiet=args.quiet)
+    except LogLevelError as err:
+        sys.exit(f"error: {err}")
 
     if args.command in PASSTHROUGH:
         _module_main(PASSTHROUGH[args.command][0])(args.args)
@@ -108,15 +111,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.scenario is None:
             sys.exit(run_default())
         scenario_argv = ["run", args.scenario] + (["--queue"] if args.queue else [])
-        _module_main("transferlab.config.scenarios")(scenario_argv)
+        _module_main("transferlab.scenarios")(scenario_argv)
     elif args.command == "scenarios":
-        _module_main("transferlab.config.scenarios")(["list"])
+        _module_main("transferlab.scenarios")(["list"])
     elif args.command == "study":
-        _module_main("transferlab.config.scenarios")(["study", args.scenario])
+        _module_main("transferlab.scenarios")(["study", args.scenario])
     elif args.command == "report":
         code = _run([_dvc(), "repro", "report"])
         if code == 0:
-            print("report: reports/report.md and reports/report.html")
+            log.info("report: reports/report.md and reports/report.html")
         sys.exit(code)
     elif args.command == "sync":
         _module_main("transferlab.tracking.__main__")(["sync"])

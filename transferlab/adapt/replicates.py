@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -271,6 +272,26 @@ def replicate_line(source: str, strategy: str, record: dict, done: int, total: i
             f"{chose}")
 
 
+def result_line(source: str, strategy: str, result: dict) -> str:
+    """The transfer stage's line of results: ``transfer printed_digits/finetune: 15 runs`` (or
+    why the strategy was skipped)."""
+    status = f"skipped: {result['skipped']}" if result["skipped"] else f"{len(result['runs'])} runs"
+    return f"transfer {source}/{strategy}: {status}"
+
+
+def devices_used(timing: dict) -> list[str]:
+    """The devices that the replicates of a :func:`run_replicates` timing ran on, sorted."""
+    return sorted({t["device"] for t in timing.values() if isinstance(t, dict)})
+
+
+def load_mapping(source_data: Path | None) -> dict | None:
+    """The source -> target label mapping of a prepared source folder (its manifest), or None
+    without one."""
+    if source_data is None:
+        return None
+    return json.loads((Path(source_data) / "manifest.json").read_text())
+
+
 def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: TargetData,
                    device: torch.device, out_dir: Path, arch: dict,
                    selection: SelectionParams,
@@ -302,61 +323,77 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
     """
     cls = get(strategy)
     executor = executor or Executor(ExecutionParams(), torch.get_num_threads(), "compatible")
-    source, config = (None, None)
-    if source_path is not None:
-        source, config = load_checkpoint(source_path)
+    source, config = load_checkpoint(source_path) if source_path is not None else (None, None)
     reason = cls.skip_reason(config, mapping) or cls.task_reason(target.task)
     result: dict = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
     if reason:
         return result
-
-    images = None
-    if cls.uses_source_data:
-        if source_data is None:
-            raise ValueError(f"strategy {strategy} trains on the source's images; pass the "
-                             "prepared source folder (--source-data)")
-        images = PreparedDataset.open(source_data).inputs("train")
-
-    shared: dict = {"out_dir": out_dir}
-    with counted_flops() as setup:  # work the stage's runs share (e.g. cached features)
-        result.update(cls(cfg, Context(target, copy.deepcopy(source) if source is not None
-                                       else None, config, mapping, arch, device, 0, shared,
-                                       images)).setup())
-    result["setup_flops"] = setup.total
-    result["timing"].update(shared.pop("timing", {}))
-    replicates = list(target.replicates())
-    if not cls.trains:
-        model = cls(cfg, Context(target, copy.deepcopy(source) if source is not None else None,
-                                 config, mapping, arch, device, 0, shared,
-                                 images)).untrained_model()
-        save_checkpoint(model, out_dir / "model.pt", {**config, "num_classes": target.num_classes})
-        for seed, budget in tqdm(replicates, desc=strategy, unit="run", disable=None):
-            record = {"seed": int(seed), "budget": budget, "checkpoint": "model.pt"}
-            record.update(source_only_selection(model, target, seed, budget, selection, device),
-                          trainable_params=0, train_flops=0, steps=0, history=[])
-            result["runs"].append(record)
-            if on_result is not None:
-                on_result(record, model, device_description(device))
-        return result
-
-    on_cluster = executor.backend == "ray"  # a task picks its device where it runs
-    job = ReplicateJob(strategy, cfg, target, source, config, mapping, arch,
-                       None if on_cluster else device, selection, shared, images,
+    job = ReplicateJob(strategy, cfg, target, source, config, mapping, arch, device, selection,
+                       {"out_dir": out_dir}, _source_images(cls, strategy, source_data),
                        executor.device_spec)
-    outcomes = (_on_cluster(job, replicates, executor) if on_cluster else executor.map(
-        train_replicate, job, replicates, desc=strategy, label=_label))
+    with counted_flops() as setup:  # work the stage's runs share (e.g. cached features)
+        result.update(cls(cfg, job.context(0)).setup())
+    result["setup_flops"] = setup.total
+    result["timing"].update(job.shared.pop("timing", {}))
+    replicates = list(target.replicates())
+    report = _Reporter(result, on_result)
+    if not cls.trains:
+        _run_untrained(job, replicates, out_dir, report)
+        return result
+    on_cluster = executor.backend == "ray"  # a task picks its device where it runs
+    outcomes = (_on_cluster(replace(job, device=None), replicates, executor) if on_cluster
+                else executor.map(train_replicate, job, replicates, desc=strategy,
+                                  label=_label))
     for (seed, budget), (model, info, timing) in zip(replicates, outcomes, strict=True):
         name = f"{seed}_{budget}.pt"
         save_checkpoint(model, out_dir / name, {
             "arch": arch["arch"], "width": arch["width"], "num_classes": target.num_classes,
             "mean": float(model.normalize.mean), "std": float(model.normalize.std),
             "strategy": strategy, **info.get("target_scale", {})})
-        record = {"seed": int(seed), "budget": budget, "checkpoint": name, **info}
         result["timing"][f"{seed}_{budget}"] = timing
-        result["runs"].append(record)
-        if on_result is not None:
-            on_result(record, model, timing["device"])
+        report({"seed": int(seed), "budget": budget, "checkpoint": name, **info}, model,
+               timing["device"])
     return result
+
+
+def _source_images(cls: type[Strategy], strategy: str,
+                   source_data: Path | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The source's training images and labels, for a strategy that trains on them."""
+    if not cls.uses_source_data:
+        return None
+    if source_data is None:
+        raise ValueError(f"strategy {strategy} trains on the source's images; pass the "
+                         "prepared source folder (--source-data)")
+    return PreparedDataset.open(source_data).inputs("train")
+
+
+@dataclass
+class _Reporter:
+    """Appends each finished replicate's record to the result's runs, then calls
+    ``on_result`` (if any) with it, its model and the device it trained on."""
+
+    result: dict
+    on_result: Callable[[dict, TransferNet, str], None] | None
+
+    def __call__(self, record: dict, model: TransferNet, trained_on: str) -> None:
+        self.result["runs"].append(record)
+        if self.on_result is not None:
+            self.on_result(record, model, trained_on)
+
+
+def _run_untrained(job: ReplicateJob, replicates: list[tuple[str, str]], out_dir: Path,
+                   report: _Reporter) -> None:
+    """A strategy that trains nothing: one model (``model.pt``), scored on every replicate's
+    held-out labels."""
+    model = get(job.strategy)(job.cfg, job.context(0)).untrained_model()
+    save_checkpoint(model, out_dir / "model.pt",
+                    {**job.config, "num_classes": job.target.num_classes})
+    for seed, budget in tqdm(replicates, desc=job.strategy, unit="run", disable=None):
+        record = {"seed": int(seed), "budget": budget, "checkpoint": "model.pt"}
+        record.update(source_only_selection(model, job.target, seed, budget, job.selection,
+                                            job.device),
+                      trainable_params=0, train_flops=0, steps=0, history=[])
+        report(record, model, device_description(job.device))
 
 
 @dataclass
@@ -376,6 +413,13 @@ class ReplicateJob:
     images: tuple | None
     device_spec: str = "auto"
 
+    def context(self, seed: int) -> Context:
+        """The strategy's context for a replicate whose generators start from ``seed`` (0 for
+        the stage's setup and an untrained model), on a fresh copy of the source."""
+        return Context.build(self.target, self.source, arch=self.arch, device=_device(self),
+                             seed=seed, source_config=self.config, mapping=self.mapping,
+                             shared=self.shared, source_data=self.images)
+
 
 def _label(item: tuple) -> str:
     return f"seed={item[0]} budget={item[1]}" + (f" point={item[2]}" if len(item) > 2 else "")
@@ -388,10 +432,7 @@ def _device(job: ReplicateJob) -> torch.device:
 
 def _member(job: ReplicateJob, seed: str, budget: str) -> Strategy:
     """The strategy for one replicate, built alike in the stage process and in a worker."""
-    return get(job.strategy)(job.cfg, Context(
-        job.target, copy.deepcopy(job.source) if job.source is not None else None, job.config,
-        job.mapping, job.arch, _device(job), replicate_seed(seed, budget), job.shared,
-        job.images))
+    return get(job.strategy)(job.cfg, job.context(replicate_seed(seed, budget)))
 
 
 def _prepare(job: ReplicateJob, seed: str, budget: str) -> Replicate:

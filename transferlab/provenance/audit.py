@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "audit.json").write_text(dumps_json(result))
         (out / "audit.md").write_text(render_markdown(result))
+        # the verdict is the answer the user asked for: stdout, at every log level
         print(f"audit: {result['verdict'].upper()} ({len(result['unexplained'])} unexplained "
               f"difference(s)); wrote {out / 'audit.json'} and {out / 'audit.md'}")
         for line in result["unexplained"]:

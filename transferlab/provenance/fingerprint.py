@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.core import cpu_pinning
+from transferlab.core.logs import LogLevelError, configure
 
 # configuration (a record's section) -> torch's CPU convolution libraries allowed in it; the
 # first two are the shared tool's, the last is common.determinism: portable
@@ -51,6 +53,9 @@ GOLDEN_DIR = Path("tests/data/golden")  # relative to the repository root
 LOCK_FINGERPRINT = Path("dvc.lock.fingerprint.json")
 FINGERPRINT_THREADS = 2  # the goldens' thread count (reductions split by thread)
 ENV_PREFIXES = ("ATEN_", "ONEDNN_", "DNNL_", "MKL_", "OMP_", "OPENBLAS_", "NPY_")
+
+# named, not __name__ (which is "__main__" under python -m): under the transferlab logger
+log = logging.getLogger("transferlab.provenance.fingerprint")
 
 
 class FingerprintError(ValueError):
@@ -357,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     lock.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     try:
+        configure()
+        # the fingerprint (record) and the comparison (compare) are the answers: stdout; what
+        # was written where is a log message
         if args.command == "record":
             text = json.dumps(record(), indent=1) + "\n"
             target = args.out or (args.golden_dir / f"{machine_name(machine())}.json"
@@ -366,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
-                print(f"wrote {target}")
+                log.info("wrote %s", target)
         elif args.command == "compare":
             modes = args.mode or ["portable"]
             files = goldens(args.goldens)
@@ -393,9 +401,9 @@ def main(argv: list[str] | None = None) -> None:
 
             mode = load_params(args.params).common.determinism
             wrote = write_lock_fingerprint(args.lock, args.out, mode)
-            print(f"{args.out}: " + ("recorded this machine as the lock's" if wrote else
-                                     "already this lock's machine fingerprint; unchanged"))
-    except FingerprintError as err:
+            log.info("%s: %s", args.out, "recorded this machine as the lock's" if wrote else
+                     "already this lock's machine fingerprint; unchanged")
+    except (FingerprintError, LogLevelError) as err:
         sys.exit(f"fingerprint: {err}")
 
 

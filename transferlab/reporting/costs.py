@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +24,8 @@ from transferlab.core.runtime import TIMING_DIR, dumps_json, read_timing, run_st
 from transferlab.evaluation.analysis import curve_name
 
 SUMMARY, PROVENANCE, MARKDOWN = "compute.json", "provenance.json", "summary.md"
+
+log = logging.getLogger("transferlab.reporting.costs")  # not __name__: "__main__" under python -m
 
 
 def compute_summary(timing_root: Path) -> dict:
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def _main() -> None:
         paths = write_summary(Path(args.timing), Path(args.params))
-        print(f"compute: wrote {', '.join(str(p) for p in paths.values())}")
+        log.info("compute: wrote %s", ", ".join(str(p) for p in paths.values()))
 
     run_stage(_main)
 

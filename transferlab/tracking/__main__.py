@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from transferlab.core.run_context import EXECUTION_ENV, execution_id, repo_root
 from transferlab.core.runtime import TIMING_DIR, run_stage
 from transferlab.tracking.mirror import finish_pipeline, sync
 from transferlab.tracking.tracker import PIPELINE_STATUSES, replay_journals, ui_url
+
+log = logging.getLogger("transferlab.tracking")  # not __name__: "__main__" under python -m
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,12 +45,12 @@ def main(argv: list[str] | None = None) -> None:
                 # stage's working directory, also under `dvc exp run --temp`)
                 os.environ.setdefault(EXECUTION_ENV, execution_id())
                 result = sync(Path.cwd(), configured)
-                print(f"mirror: {len(stages)} stage runs written to MLflow; "
-                      f"{len(result['skipped_marked'])} stages marked as skipped by DVC")
+                log.info("mirror: %d stage runs written to MLflow; %d stages marked as skipped "
+                         "by DVC", len(stages), len(result["skipped_marked"]))
             return
         # an explicit sync/finish mirrors even when the stages ran with tracking switched off
         params = dataclasses.replace(configured, enabled=True)
-        if args.command == "ui-url":
+        if args.command == "ui-url":  # the link is the answer: stdout
             print(f"MLflow UI, training runs of {params.experiment!r}: "
                   f"{ui_url(params.experiment)}")
         elif args.command == "finish":
@@ -55,12 +58,15 @@ def main(argv: list[str] | None = None) -> None:
             if args.status == "FINISHED":  # complete the mirror first (idempotent)
                 sync(repo_root(), params)
             run_id = finish_pipeline(params, args.status, Path(args.timing))
-            print(f"pipeline run {run_id}: {args.status}" if run_id else "no pipeline run")
+            if run_id:
+                log.info("pipeline run %s: %s", run_id, args.status)
+            else:
+                log.info("no pipeline run")
         else:
             replay_journals(params)  # what stages journaled first, then what is still missing
             result = sync(repo_root(), params)
             for key, stages in result.items():
-                print(f"{key:15s} {len(stages):3d}  {' '.join(stages)}")
+                log.info("%-15s %3d  %s", key, len(stages), " ".join(stages))
 
     run_stage(_main)
 

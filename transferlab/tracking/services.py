@@ -8,6 +8,7 @@ the PID of its own process group: never by name, so nothing else on the machine 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +20,11 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from transferlab.core.logs import LogLevelError, configure
+
 LOOPBACK = "127.0.0.1"
+
+log = logging.getLogger("transferlab.tracking.services")  # not __name__: "__main__" under python -m
 
 
 def free_port() -> int:
@@ -311,6 +316,7 @@ def serve(folder: Path, port: int, host: str, pg_port: int, workers: int,
         create_database(pg_port)
         ml.start(timeout=300)  # the first start creates MLflow's tables
         shown = local_address(host)
+        # the address to point clients at is what `serve` answers: stdout, at every level
         print(f"MLflow tracking server on http://{host}:{port} (PostgreSQL backend store on "
               f"{LOOPBACK}:{pg_port}, artifacts in {folder / 'artifacts'}, logs in {folder})\n"
               f"point clients at it:  export MLFLOW_TRACKING_URI=http://{shown}:{port}\n"
@@ -319,8 +325,8 @@ def serve(folder: Path, port: int, host: str, pg_port: int, workers: int,
             time.sleep(0.5)
         for service in (pg, ml):
             if service.proc.poll() is not None and stop["signal"] is None:
-                print(f"{service.name} exited with {service.proc.returncode}: "
-                      f"{service.tail(800)}", file=sys.stderr)
+                log.error("%s exited with %s: %s", service.name, service.proc.returncode,
+                          service.tail(800))
     finally:
         ml.stop()
         pg.stop()
@@ -343,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=4, help="the MLflow server's workers")
     args, extra = parser.parse_known_args(argv)
     try:
+        configure()
         serve(args.dir, args.port, args.host, args.pg_port, args.workers, extra)
-    except (RuntimeError, FileNotFoundError) as err:
+    except (RuntimeError, FileNotFoundError, LogLevelError) as err:
         sys.exit(f"make server: {err}")
 
 

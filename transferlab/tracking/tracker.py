@@ -11,12 +11,11 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import pickle
-import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +37,8 @@ from transferlab.core.run_context import (
 # parameter, remembered in the browser), so `make ui` prints a link that sets it: ui_url().
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 PIPELINE_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+log = logging.getLogger(__name__)
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -207,7 +208,7 @@ class Tracker:
         except TrackingError as err:
             if self.params.on_unreachable == "error":
                 raise
-            warnings.warn(f"{err}; continuing with tracking off", stacklevel=2)
+            log.warning("%s; continuing with tracking off", err)
             self.enabled = False
             return self
         base = {"transferlab.stage": self.stage, "transferlab.execution": execution, **where,
@@ -446,7 +447,11 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri())
         with torch.inference_mode():
             output = model(torch.from_numpy(example)).numpy()
-        with mlflow.start_run(run_id=run_id):
+        # MLflow logs a warning for every pickled model (unpickling runs code; it suggests
+        # serialization_format="pt2"). Pickle is kept on purpose (below): the models are the
+        # pipeline's own, read back from its own store. The notice is a log record of
+        # mlflow.pytorch, not warnings.warn, so a logging filter drops it, for this call only.
+        with mlflow.start_run(run_id=run_id), _dropping_logs("mlflow.pytorch", _PICKLE_NOTICE):
             # pickle + the library's code: loads anywhere with `mlflow.pytorch.load_model`,
             # without torch.export's tracing cost on every stage
             info = mlflow.pytorch.log_model(
@@ -458,6 +463,23 @@ class Tracker:
         if registered_name and alias:
             self.client.set_registered_model_alias(registered_name, alias,
                                                    info.registered_model_version)
+
+
+_PICKLE_NOTICE = "Saving pytorch model by Pickle or CloudPickle format"
+
+
+@contextmanager
+def _dropping_logs(logger: str, prefix: str) -> Iterator[None]:
+    """Drop ``logger``'s records whose message starts with ``prefix``, inside the block only."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    target = logging.getLogger(logger)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
 
 
 def _history_metrics(history: list[dict], now: int) -> list:
@@ -493,9 +515,9 @@ def tracked(tracker: Tracker) -> Iterator[Tracker]:
         raise
     finally:
         if tracker.failures:
-            print(f"warning: MLflow tracking failed during stage {tracker.stage!r} "
-                  f"({tracker.last_error}); the DVC outputs are complete. Restore the mirror "
-                  "with: python -m transferlab.tracking sync", file=sys.stderr)
+            log.warning("MLflow tracking failed during stage %r (%s); the DVC outputs are "
+                        "complete. Restore the mirror with: python -m transferlab.tracking sync",
+                        tracker.stage, tracker.last_error)
     tracker.finish("FINISHED")
 
 
@@ -523,9 +545,9 @@ def replay_journals(params: TrackingParams) -> list[str]:
         tracker.replay(entry["calls"], entry["where"], entry["execution"])
         if not tracker.enabled and not tracker.failures:  # unreachable, on_unreachable: warn
             claimed.rename(path)
-            warnings.warn(f"MLflow unreachable: {len(list(folder.glob('*.journal')))} stage "
-                          "journals kept; `python -m transferlab.tracking replay` writes them "
-                          "later", stacklevel=2)
+            log.warning("MLflow unreachable: %d stage journals kept; `python -m "
+                        "transferlab.tracking replay` writes them later",
+                        len(list(folder.glob("*.journal"))))
             break
         if tracker.failures:
             claimed.rename(path)  # kept for the next replay; `sync` restores the rest

@@ -11,6 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -134,7 +135,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, device: torch.device,
 
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         val: tuple[torch.Tensor, torch.Tensor] | None, cfg: TrainParams, groups: list[dict],
-        generator: torch.Generator, device: torch.device, desc: str = "train",
+        generator: torch.Generator, device: torch.device, desc: str = "train", *,
         augment: bool | str | None = None,
         loss_term: Callable[..., torch.Tensor] | None = None,
         on_epoch: Callable[[int], None] | None = None,
@@ -169,102 +170,195 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         "flops"}: ``flops`` is what the fit computed (:func:`counted_flops`), its training steps
         (an extra loss term's work included) and validation passes, summed over the ranks.
     """
-    task = task or CLASSIFICATION
-    score_key = task.val_key.removeprefix("best_")  # val_accuracy | val_r2
-    augment = cfg.augment if augment is None else augment
     if world.distributed and loss_term is not None:  # it calls the model's parts, not DDP
         raise ValueError("an extra loss term is not supported under DDP (execution.ddp_procs)")
-    model.to(device)
-    net = wrap(model, world, device)  # the module that trains (DDP averages the gradients)
-    x_train, y_train = train
-    optimizer = make_optimizer(groups, cfg)
-    scheduler = None
-    if cfg.schedule != "constant" or cfg.warmup_epochs:
-        from transferlab.training.schedules import make_scheduler
-
-        per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-        scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * per_epoch,
-                                   cfg.warmup_epochs * per_epoch)
-    best = {"epoch": 0, "acc": -math.inf, "loss": math.inf, "state": None}
-    history, steps, since_best = [], 0, 0
-    # FLOPs: a step is counted exactly the first time a batch of its size trains, and again
-    # whenever the set of trainable tensors changes (an on_epoch hook thawing a block); later
-    # steps of that size cost the same. A validation pass costs what the first one counted
-    flops, step_flops, signature, val_flops = 0, {}, None, None
+    run = _FitRun.start(model, cfg, groups, len(train[0]), generator, device,
+                        cfg.augment if augment is None else augment, loss_term,
+                        task or CLASSIFICATION, world)
+    score_key = run.task.val_key.removeprefix("best_")  # val_accuracy | val_r2
+    history, best, flops = [], _BestEpoch(), _FlopBook()
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
     for epoch in bar:
         if on_epoch is not None:
             on_epoch(epoch)
-        if _trainable_signature(model) != signature:
-            signature, step_flops = _trainable_signature(model), {}
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        # the epoch's summed loss stays on the device (float64: the same sum, in the same
-        # order, as float(loss) * batch on the host), read once per epoch: no per-step sync
-        total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            if len(idx) < 2 * world.size and len(order) > 1:
-                continue  # BatchNorm cannot train on a last batch (or shard) of one
-            xb = x_train[idx]
-            xb = augment_inputs(xb, augment, generator)  # every rank draws the whole batch
-            xb, yb = shard(xb, world).to(device), shard(y_train[idx], world).to(device)
-            with (counted_flops() if len(yb) not in step_flops
-                  else contextlib.nullcontext(None)) as tally:
-                with _autocast(device):
-                    if loss_term is None:
-                        loss = task.loss(net(xb), yb)
-                    else:
-                        features = model.features(xb)
-                        logits = model.head(features)
-                        loss = task.loss(logits, yb) + loss_term(features, logits, xb, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            if tally is not None:
-                step_flops[len(yb)] = tally.total
-            flops += step_flops[len(yb)]
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.detach().double() * len(yb)
-            seen += len(yb)
-            steps += 1
-        total, seen = all_sum([float(total), float(seen)], world, device)
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        flops.check_trainable(model)
+        row = {"epoch": epoch, "train_loss": _train_epoch(run, train, flops)}
         history.append(row)
         if val is None:  # fixed schedule: nothing to choose with
             continue
-        sync_buffers(model, world)  # every rank validates rank 0's weights and statistics
-        with (counted_flops() if val_flops is None
-              else contextlib.nullcontext(None)) as tally:
-            logits = predict_logits(model, val[0], device)
-        val_flops = tally.total if tally is not None else val_flops
-        flops += val_flops
-        val_loss = float(task.loss(logits, val[1]))
-        val_acc = task.val_score(logits, val[1])
-        row.update({"val_loss": val_loss, score_key: val_acc})
-        bar.set_postfix({score_key: f"{val_acc:.3f}"})
-        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
-            best = {"epoch": epoch, "acc": val_acc, "loss": val_loss,
-                    # clone, not deepcopy: the same values, without deepcopy's slow per-tensor
-                    # storage copies (1.3 s of a 7 s transfer stage on 2 cores)
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            since_best = 0
+        val_loss, score = _validate(run, val, flops)
+        row.update({"val_loss": val_loss, score_key: score})
+        bar.set_postfix({score_key: f"{score:.3f}"})
+        if best.stop_after(epoch, score, val_loss, model, cfg.patience):
+            break
+    return _fit_summary(run, val, history, best, flops)
+
+
+@dataclass
+class _FitRun:
+    """What every epoch of one :func:`fit` uses, set up before the first."""
+
+    model: nn.Module
+    net: nn.Module  # the module that trains (DDP averages the gradients)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    cfg: TrainParams
+    generator: torch.Generator
+    device: torch.device
+    augment: bool | str
+    loss_term: Callable[..., torch.Tensor] | None
+    task: Task
+    world: World
+    steps: int = 0  # optimizer steps so far
+
+    @classmethod
+    def start(cls, model: nn.Module, cfg: TrainParams, groups: list[dict], n_train: int,
+              generator: torch.Generator, device: torch.device, augment: bool | str,
+              loss_term: Callable[..., torch.Tensor] | None, task: Task,
+              world: World) -> _FitRun:
+        """Move the model, wrap it for the world, build its optimizer and schedule."""
+        model.to(device)
+        net = wrap(model, world, device)
+        optimizer = make_optimizer(groups, cfg)
+        scheduler = None
+        if cfg.schedule != "constant" or cfg.warmup_epochs:
+            from transferlab.training.schedules import make_scheduler
+
+            per_epoch = math.ceil(n_train / cfg.batch_size)
+            scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * per_epoch,
+                                       cfg.warmup_epochs * per_epoch)
+        return cls(model, net, optimizer, scheduler, cfg, generator, device, augment,
+                   loss_term, task, world)
+
+
+class _FlopBook:
+    """The FLOPs a fit computed. A step is counted exactly the first time a batch of its size
+    trains, and again whenever the set of trainable tensors changes (an ``on_epoch`` hook
+    thawing a block); later steps of that size cost the same. A validation pass costs what the
+    first one counted."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._step: dict[int, int] = {}  # batch size -> FLOPs of one step
+        self._signature: tuple[bool, ...] | None = None
+        self._val: int | None = None
+
+    def check_trainable(self, model: nn.Module) -> None:
+        """Forget the step counts when what trains changed (called before every epoch)."""
+        if _trainable_signature(model) != self._signature:
+            self._signature, self._step = _trainable_signature(model), {}
+
+    @contextlib.contextmanager
+    def step(self, size: int) -> Iterator[None]:
+        """Count a training step of ``size`` examples (its forward and backward passes)."""
+        if size in self._step:
+            yield
         else:
-            since_best += 1
-            if since_best >= cfg.patience:
-                break
-    if world.distributed:  # each rank counted its shards; the run is their sum
-        flops = int(all_sum([float(flops)], world, device)[0])
+            with counted_flops() as tally:
+                yield
+            self._step[size] = tally.total
+        self.total += self._step[size]
+
+    @contextlib.contextmanager
+    def validation(self) -> Iterator[None]:
+        """Count a validation pass."""
+        if self._val is None:
+            with counted_flops() as tally:
+                yield
+            self._val = tally.total
+        else:
+            yield
+        self.total += self._val
+
+
+def _train_epoch(run: _FitRun, train: tuple[torch.Tensor, torch.Tensor],
+                 flops: _FlopBook) -> float:
+    """One pass over ``train`` in an order drawn from the generator: the mean training loss."""
+    x_train, y_train = train
+    cfg, world, device = run.cfg, run.world, run.device
+    run.model.train()
+    order = torch.randperm(len(x_train), generator=run.generator)
+    # the epoch's summed loss stays on the device (float64: the same sum, in the same
+    # order, as float(loss) * batch on the host), read once per epoch: no per-step sync
+    total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        if len(idx) < 2 * world.size and len(order) > 1:
+            continue  # BatchNorm cannot train on a last batch (or shard) of one
+        xb = augment_inputs(x_train[idx], run.augment, run.generator)  # every rank: all of it
+        xb, yb = shard(xb, world).to(device), shard(y_train[idx], world).to(device)
+        with flops.step(len(yb)):
+            loss = _batch_loss(run, xb, yb)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        run.optimizer.step()
+        if run.scheduler is not None:
+            run.scheduler.step()
+        total += loss.detach().double() * len(yb)
+        seen += len(yb)
+        run.steps += 1
+    total, seen = all_sum([float(total), float(seen)], world, device)
+    return total / max(seen, 1)
+
+
+def _batch_loss(run: _FitRun, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """The task's loss of a batch, plus the extra loss term where there is one."""
+    with _autocast(run.device):
+        if run.loss_term is None:
+            return run.task.loss(run.net(xb), yb)
+        features = run.model.features(xb)
+        logits = run.model.head(features)
+        return run.task.loss(logits, yb) + run.loss_term(features, logits, xb, yb)
+
+
+def _validate(run: _FitRun, val: tuple[torch.Tensor, torch.Tensor],
+              flops: _FlopBook) -> tuple[float, float]:
+    """(validation loss, validation score) of the model as it is now."""
+    sync_buffers(run.model, run.world)  # every rank validates rank 0's weights and statistics
+    with flops.validation():
+        logits = predict_logits(run.model, val[0], run.device)
+    return float(run.task.loss(logits, val[1])), run.task.val_score(logits, val[1])
+
+
+@dataclass
+class _BestEpoch:
+    """Early stopping's bookkeeping: the best epoch so far and the epochs since."""
+
+    epoch: int = 0
+    score: float = -math.inf
+    loss: float = math.inf
+    state: dict | None = None
+    since: int = 0
+
+    def stop_after(self, epoch: int, score: float, loss: float, model: nn.Module,
+                   patience: int) -> bool:
+        """Record an epoch's validation; True when ``patience`` epochs brought nothing
+        better (a higher score, or the same score at a lower loss)."""
+        if score > self.score or (score == self.score and loss < self.loss):
+            self.epoch, self.score, self.loss, self.since = epoch, score, loss, 0
+            # clone, not deepcopy: the same values, without deepcopy's slow per-tensor
+            # storage copies (1.3 s of a 7 s transfer stage on 2 cores)
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.since += 1
+        return self.since >= patience
+
+
+def _fit_summary(run: _FitRun, val: tuple | None, history: list[dict], best: _BestEpoch,
+                 flops: _FlopBook) -> dict:
+    """What :func:`fit` returns; restores the best epoch's weights where there was a choice."""
+    total = flops.total
+    if run.world.distributed:  # each rank counted its shards; the run is their sum
+        total = int(all_sum([float(total)], run.world, run.device)[0])
     if val is None:
-        return {"best_epoch": len(history), "epochs_run": len(history), "steps": steps,
-                task.val_key: None, "best_val_loss": None, "history": history,
-                "flops": flops}
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    return {"best_epoch": best["epoch"], "epochs_run": len(history), "steps": steps,
-            task.val_key: best["acc"], "best_val_loss": best["loss"], "history": history,
-            "flops": flops}
+        return {"best_epoch": len(history), "epochs_run": len(history), "steps": run.steps,
+                run.task.val_key: None, "best_val_loss": None, "history": history,
+                "flops": total}
+    if best.state is not None:
+        run.model.load_state_dict(best.state)
+    return {"best_epoch": best.epoch, "epochs_run": len(history), "steps": run.steps,
+            run.task.val_key: best.score, "best_val_loss": best.loss, "history": history,
+            "flops": total}
 
 
 class Stopwatch:

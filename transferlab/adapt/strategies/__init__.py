@@ -17,17 +17,19 @@ from transferlab.adapt.strategies.base import (  # noqa: F401
 )
 from transferlab.adapt.strategies.registry import block, by_role, get, names, parse_blocks  # noqa: F401
 from transferlab.config.typed import fail
+from transferlab.models import resolved
 
 
 def resolve(params: Any) -> Any:
     """``params`` with its ``transfer`` block loaded into each strategy's params dataclass, and
-    the grid's strategy names checked (every strategy the grid runs needs its block). Stages
-    that run or evaluate strategies call this right
-    after :func:`transferlab.config.params.load_params`.
+    the grid's strategy names checked (every strategy the grid runs needs its block), after the
+    dataset kinds and backbones (:func:`transferlab.models.resolved.resolve`). Stages that run
+    or evaluate strategies call this on the params they load.
 
     Raises:
         ParamsError: naming the offending key and the valid choices.
     """
+    params = resolved.resolve(params)  # the dataset kinds and backbones first (idempotent)
     blocks = parse_blocks(params.transfer)
     baseline = by_role("baseline")
     valid = [s for s in names() if s != baseline]

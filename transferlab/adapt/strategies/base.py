@@ -110,6 +110,17 @@ class Context:
     # ``uses_source_data`` (e.g. domain-adversarial training); None otherwise
     source_data: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @classmethod
+    def build(cls, target: TargetData, source: TransferNet | None, *, arch: dict,
+              device: torch.device, seed: int = 0, source_config: dict | None = None,
+              mapping: dict | None = None, shared: dict | None = None,
+              source_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> Context:
+        """The one way a context is made: with a fresh deep copy of ``source`` (hooks may
+        train it or change its head), so that every strategy and replicate starts from the
+        same weights. ``shared`` is kept as it is (the same dict for a stage's replicates)."""
+        return cls(target, copy_source(source) if source is not None else None, source_config,
+                   mapping, arch, device, seed, {} if shared is None else shared, source_data)
+
 
 class Strategy:
     """Base class of a transfer strategy: plain fine-tuning of a new head and the backbone.

@@ -6,11 +6,13 @@ sentence) and ``overrides``, a list of DVC ``--set-param`` overrides in Hydra's 
 DVC's own (:func:`dvc.utils.hydra.apply_overrides`, what ``dvc exp run -S`` does), so a scenario
 means exactly what ``dvc exp run -S ...`` with the same overrides means.
 
-    python -m transferlab.config.scenarios list              # the scenarios and their questions
-    python -m transferlab.config.scenarios compose NAME OUT  # the composed params file, validated
-    python -m transferlab.config.scenarios run NAME          # dvc exp run --temp -n NAME -S ...
-    python -m transferlab.config.scenarios study NAME        # rerun in a copy; write
-    docs/results/NAME
+    python -m transferlab.scenarios list              # the scenarios and their questions
+    python -m transferlab.scenarios compose NAME OUT  # the composed params file, validated
+    python -m transferlab.scenarios run NAME          # dvc exp run --temp -n NAME -S ...
+    python -m transferlab.scenarios study NAME        # rerun in a copy; docs/results/NAME
+
+Above the library's layers (beside :mod:`transferlab.cli`): composing validates with every
+check a stage makes, and a study runs the whole pipeline.
 
 ``run`` leaves the workspace's ``params.yaml`` untouched (``--temp``): ``dvc exp show`` lists
 the experiment and ``dvc exp apply NAME`` brings it into the workspace. ``study`` reruns the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -35,10 +38,13 @@ from pathlib import Path
 import yaml
 
 from transferlab.core.errors import ParamsError
+from transferlab.core.logs import LogLevelError, configure
 
 SCENARIO_DIR = Path("scenarios")
 RESULTS_DIR = Path("docs/results")
 KEYS = ("question", "overrides")
+
+log = logging.getLogger("transferlab.scenarios")  # not __name__: "__main__" under python -m
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,8 @@ def compose(scenario: Scenario, params: Path, out: Path) -> Path:
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
 
-    from transferlab.config.params import load_params
+    from transferlab.adapt.strategies import resolve
+    from transferlab.models.resolved import load_params
 
     if out.resolve() != params.resolve():
         shutil.copyfile(params, out)
@@ -104,8 +111,8 @@ def compose(scenario: Scenario, params: Path, out: Path) -> Path:
     except InvalidArgumentError as err:
         cause = err.__cause__ or err
         raise ParamsError(f"scenario '{scenario.name}': {cause}") from None
-    try:
-        load_params(out)
+    try:  # every check a stage makes: dataset kinds, backbones, strategy blocks
+        resolve(load_params(out))
     except ParamsError as err:
         raise ParamsError(f"scenario '{scenario.name}' composes into invalid params: "
                           f"{err}") from None
@@ -221,7 +228,7 @@ def study(scenario: Scenario, root: Path, results: Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m transferlab.config.scenarios",
+    parser = argparse.ArgumentParser(prog="python -m transferlab.scenarios",
                                      description="List, compose, run and study scenarios.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the scenarios and their questions")
@@ -236,22 +243,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
-        if args.command == "list":
+        configure()
+        if args.command == "list":  # the listing is the answer: stdout
             for name in names():
                 print(f"{name:18s} {load(name).question}")
             return
         scenario = load(args.name)
         if args.command == "compose":
             compose(scenario, root / "params.yaml", args.out)
-            print(f"{args.out}: scenario '{scenario.name}' composed and valid")
+            log.info("%s: scenario '%s' composed and valid", args.out, scenario.name)
         elif args.command == "run":
             with tempfile.TemporaryDirectory() as tmp:  # fail here, not in the experiment
                 compose(scenario, root / "params.yaml", Path(tmp) / "params.yaml")
             sys.exit(subprocess.run(exp_run_command(scenario, args.queue), check=False)
                      .returncode)
         else:
-            print(f"study {scenario.name}: wrote {study(scenario, root)}")
-    except ParamsError as err:
+            log.info("study %s: wrote %s", scenario.name, study(scenario, root))
+    except (ParamsError, LogLevelError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -1,0 +1,152 @@
+"""The evaluate stage's work as two calls: :meth:`StudyInputs.open` reads what a study trained,
+:func:`evaluate_study` scores it into the metrics, tables and plots the stage writes.
+
+Everything here is computed in a fixed order from the params, the prepared data and the run
+folders: the same inputs give the same bytes. Only the transferability scores' wall time
+(:attr:`Evaluation.score_timing`) varies, and it is kept apart from the outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from transferlab.adapt import strategies
+from transferlab.adapt.selection import labels_per_class_used
+from transferlab.config.params import Params, to_dict
+from transferlab.core.runtime import dumps_json
+from transferlab.data.cleaning import cleaning_report
+from transferlab.data.store import PreparedDataset
+from transferlab.evaluation import analysis, tables
+from transferlab.evaluation.evaluate import (
+    RunResult,
+    champion_checkpoints,
+    discover_runs,
+    evaluate_runs,
+    transferability_scores,
+)
+from transferlab.evaluation.helped import what_helped
+
+
+@dataclass
+class StudyInputs:
+    """What the evaluate stage reads: the target, every source and the runs of the grid."""
+
+    target: PreparedDataset
+    sources: dict[str, Path]  # source name -> its checkpoint
+    source_data: dict[str, PreparedDataset]  # source name -> its prepared data
+    runs_root: Path
+    runs: list[dict]  # every configured run folder's runs.json (discover_runs)
+    budgets: list[str]
+
+    @classmethod
+    def open(cls, params: Params, data: Path, models: Path, runs_root: Path) -> StudyInputs:
+        """Open the prepared ``data`` folder, the source checkpoints under ``models`` and the
+        runs under ``runs_root`` of the sources and strategies that ``params`` configures."""
+        names = sorted(params.prepare.sources)
+        methods = [(s, st) for s in params.grid.methods.sources
+                   for st in params.grid.methods.strategies]
+        return cls(PreparedDataset.open(data / "target"),
+                   {n: models / n / "model.pt" for n in names},
+                   {n: PreparedDataset.open(data / "sources" / n) for n in names}, runs_root,
+                   discover_runs(runs_root, names, params.grid.strategies, methods),
+                   [str(b) for b in params.prepare.budgets])
+
+    @property
+    def all_labels_per_class(self) -> float:
+        """Training labels per target class in the whole pool."""
+        counts = self.target.manifest["counts"]["train"]
+        return sum(counts.values()) / len(self.target.class_names)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_study` found: the metrics report and what it was made of."""
+
+    inputs: StudyInputs
+    results: list[RunResult]
+    report: dict  # the metrics JSON (summary, recommendations, statistics, ...)
+    score_timing: list[dict]  # the transferability scores' wall time: not reproducible
+    calibration_bins: int
+
+    @property
+    def summary(self) -> dict:
+        return self.report["summary"]
+
+    def write(self, metrics: Path, headline: Path, runs_table: Path, plots: Path) -> None:
+        """Write the metrics JSON, the headline folder, the per-run CSV and the plot CSVs."""
+        target, budgets = self.inputs.target, self.inputs.budgets
+        key = target.task.headline
+        metrics.write_text(dumps_json(self.report))
+        tables.write_headline(headline, tables.headline_metrics(self.summary, budgets, key))
+        tables.runs_table(self.results).to_csv(runs_table, index=False, float_format="%.6g")
+        test_truth = target.load("test").truth
+        tables.write_plots(plots, self.results, self.summary, self.report, budgets,
+                           self.inputs.all_labels_per_class, test_truth, target.class_names,
+                           self.calibration_bins, key)
+
+    def champions(self) -> dict[str, tuple[str, Path]]:
+        """Per budget, the recommended curve and its best seed's checkpoint
+        (:func:`~transferlab.evaluation.evaluate.champion_checkpoints`)."""
+        return champion_checkpoints(self.report["recommendations"], self.inputs.runs)
+
+    def line(self) -> str:
+        """One line of results: the runs evaluated and the largest budget's recommendation."""
+        last = self.inputs.budgets[-1]
+        best, headline = self.report["recommendations"][last], self.inputs.target.task.headline
+        return (f"evaluate: {len(self.results)} runs; best at {last} labels/class: "
+                f"{best['best']} "
+                + (f"({headline} {best[headline]['mean']:.3f})" if best["best"]
+                   else "(no selection score)"))
+
+
+def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) -> Evaluation:
+    """Score every run on the test set, summarise over seeds, score the sources'
+    transferability, and judge them: the evaluate stage's metrics report.
+
+    Args:
+        inputs: from :meth:`StudyInputs.open`.
+        params: the study's params, resolved (:func:`transferlab.adapt.strategies.resolve`).
+        device: where to run inference.
+    """
+    p, target, budgets = params.evaluate, inputs.target, inputs.budgets
+    task = target.task
+    headline, regression = task.headline, task.name == "regression"
+    all_lpc = inputs.all_labels_per_class
+    results, extra = evaluate_runs(inputs.runs, target, inputs.sources, inputs.source_data, p,
+                                   device)
+    summary = analysis.summarize(results, budgets, all_lpc, p)
+    scores, score_timing = transferability_scores(
+        inputs.sources, target, inputs.runs_root, device,
+        strategies.by_role("feature_probe") in params.grid.strategies)
+    transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence,
+                                                headline, regression)
+    verdicts = analysis.control_family(
+        summary, analysis.recommend(summary, results, budgets, transfer, p, headline), p)
+    summary = verdicts["summary"]
+    report = {
+        **({"task": {"name": task.name, "headline": headline}} if regression else {}),
+        "summary": summary,
+        "label_efficiency": analysis.label_efficiency(
+            summary, budgets, all_lpc, p.reach_fraction,
+            labels_per_class_used(0, params.selection.protocol,
+                                  params.prepare.val_per_class), headline),
+        "selection": to_dict(params.selection),
+        "transferability": transfer,
+        "recommendations": verdicts["recommendations"],
+        "statistics": verdicts["statistics"],
+        "what_helped": what_helped(results, summary, budgets, p, headline),
+        "data_hygiene": _data_hygiene(target),
+        **extra,
+    }
+    return Evaluation(inputs, results, report, score_timing, p.calibration_bins)
+
+
+def _data_hygiene(target: PreparedDataset) -> dict:
+    """Duplicates and near-duplicates within and across the target's splits."""
+    return cleaning_report(
+        {s: (target.modality.cleaning_arrays(split.examples), split.labels)
+         for s in ("train", "val", "test") for split in [target.load(s)]},
+        features=target.modality.features)

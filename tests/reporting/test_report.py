@@ -28,7 +28,7 @@ from transferlab.core.errors import DataError
 from transferlab.provenance.record import PACKAGES, collect_provenance, machine_provenance
 from transferlab.reporting.report import SECTIONS, ReportInputError, load_inputs, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAN = math.nan
 PARAMS = """\
 common: {seeds: [0, 1]}

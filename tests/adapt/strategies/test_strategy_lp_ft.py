@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+from torch import nn
+
+from tests.adapt.strategies.helpers import (
     ARCH,
     CHECKPOINTS,
     CPU,
@@ -17,17 +19,11 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     assert_same_runs,
     context,
     loaded_states,
-    one_thread_fixture,
     part,
     run_and_load,
     snapshot,
-    source_fixture,
-    source_path_fixture,
     states_equal,
-    target_fixture,
 )
-from torch import nn
-
 from transferlab.adapt.replicates import run_replicates
 from transferlab.adapt.strategies import parse_blocks
 from transferlab.adapt.strategies.finetune import FinetuneParams

@@ -12,7 +12,7 @@ from transferlab import scenarios
 from transferlab.config.params import load_params, to_dict
 from transferlab.core.errors import ParamsError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "scenarios"
 PARAMS = ROOT / "params.yaml"
 

@@ -14,15 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
-    mapping_fixture,
-    one_thread_fixture,
-    run_into,
-    source_data_fixture,
-    source_path_fixture,
-    target_fixture,
-)
 
+from tests.adapt.strategies.helpers import (
+    run_into,
+)
 from transferlab.adapt.strategies import get, names, parse_blocks
 from transferlab.adapt.target import TargetData
 from transferlab.training.loop import counted_flops

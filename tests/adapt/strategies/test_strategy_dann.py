@@ -10,25 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+from torch import nn
+
+from tests.adapt.strategies.helpers import (
     ARCH,
     CHECKPOINTS,
     CPU,
     SELECTION,
     assert_reproducible,
     loaded_states,
-    mapping_fixture,
-    one_thread_fixture,
     run_and_load,
     run_into,
-    source_data_fixture,
-    source_fixture,
-    source_path_fixture,
     states_equal,
-    target_fixture,
 )
-from torch import nn
-
 from transferlab.adapt.replicates import run_replicates
 from transferlab.adapt.strategies import Context, parse_blocks
 from transferlab.adapt.strategies.dann import (

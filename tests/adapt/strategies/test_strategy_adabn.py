@@ -10,21 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+from torch import nn
+
+from tests.adapt.strategies.helpers import (
     ARCH,
     CHECKPOINTS,
     CPU,
     SELECTION,
     assert_reproducible,
-    one_thread_fixture,
     run_and_load,
-    source_fixture,
-    source_path_fixture,
     states_equal,
-    target_fixture,
 )
-from torch import nn
-
 from transferlab.adapt.replicates import run_replicates
 from transferlab.adapt.strategies import Context, parse_blocks
 from transferlab.adapt.strategies.adabn import (

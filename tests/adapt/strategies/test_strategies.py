@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+from torch import nn
+
+from tests.adapt.strategies.helpers import (
     ARCH,
     CHECKPOINTS,
     CPU,
@@ -24,13 +26,8 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     part,
     run_and_load,
     save_source,
-    source_fixture,
-    source_path_fixture,
     states_equal,
-    target_fixture,
 )
-from torch import nn
-
 from transferlab.adapt.replicates import replicate_seed, run_replicates, skip_reason
 from transferlab.adapt.strategies import linear_probe
 from transferlab.adapt.strategies.finetune import Finetune, FinetuneParams

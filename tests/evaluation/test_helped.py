@@ -11,7 +11,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from tests.test_analysis import curve_runs
+from tests.evaluation.test_analysis import curve_runs
 from transferlab.adapt.strategies.base import config_label
 from transferlab.config.params import EvaluateParams
 from transferlab.evaluation import analysis

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+from torch import nn
+
+from tests.adapt.strategies.helpers import (
     ARCH,
     BLOCKS,
     CHECKPOINTS,
@@ -15,14 +17,8 @@ from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fix
     SELECTION,
     assert_same_runs,
     context,
-    one_thread_fixture,
     run_and_load,
-    source_fixture,
-    source_path_fixture,
-    target_fixture,
 )
-from torch import nn
-
 from transferlab.adapt.replicates import run_replicates
 from transferlab.adapt.strategies import parse_blocks
 from transferlab.adapt.strategies.finetune import FinetuneParams

@@ -12,20 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _strategy_fixtures import (  # noqa: F401 (the *_fixture names register fixtures)
+from torch import nn
+
+from tests.adapt.strategies.helpers import (
     ARCH,
     CPU,
     SELECTION,
     SOURCE_CLASSES,
     loaded_states,
     save_source,
-    source_fixture,
-    source_path_fixture,
     states_equal,
-    target_fixture,
 )
-from torch import nn
-
 from transferlab.adapt.replicates import run_replicates
 from transferlab.adapt.strategies import Context, by_role, get
 from transferlab.adapt.strategies.bss import BSS, BSSParams, spectral_shrinkage

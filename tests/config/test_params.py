@@ -14,7 +14,7 @@ from transferlab.config.params import Params, to_dict
 from transferlab.core.errors import ParamsError
 from transferlab.models.resolved import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_all(path: Path) -> Params:

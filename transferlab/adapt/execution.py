@@ -189,7 +189,7 @@ def connect_ray(params: Any, num_threads: int, gemm_branch: str) -> Any:
         raise ExecutionError(f"execution.backend: ray needs the ray package ({err})") from None
     if params.address is not None:
         _check_reachable(params.address)
-    package = str(Path(__file__).resolve().parent)
+    package = str(Path(__file__).resolve().parents[1])  # transferlab/: workers run this code
     runtime_env = {"env_vars": _worker_env(gemm_branch), "py_modules": [package]}
     private = {"include_dashboard": False} if params.address is None else {}
     try:

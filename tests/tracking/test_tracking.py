@@ -127,6 +127,11 @@ def test_log_model_with_signature(store: str, caplog: pytest.LogCaptureFixture) 
     loaded = mlflow.pytorch.load_model(uri)
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(loaded(x), model(x))
+    # the model carries the whole package as its code, so it loads where transferlab is not
+    # installed (unpickling needs transferlab.models.nets.TransferNet)
+    local = Path(mlflow.artifacts.download_artifacts(f"{logged.artifact_location}/code"))
+    assert (local / "transferlab" / "models" / "nets.py").is_file()
+    assert (local / "transferlab" / "__init__.py").is_file()
 
 
 def test_disabled_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

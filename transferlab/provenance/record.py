@@ -70,7 +70,7 @@ def machine_provenance(num_threads: int | None = None, repo: str | Path | None =
          "device": str, "cpu": {"model", "isa", "pinning", "pins", "aten_capability"},
          "threads": {"num_threads", "cpu_count"}, "time_utc": str}.
     """
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[1]
+    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
     status = cpu_pinning.status()
     return {
         "git": git_state(repo),

@@ -457,7 +457,7 @@ class Tracker:
             info = mlflow.pytorch.log_model(
                 model, name=name, input_example=example,
                 signature=infer_signature(example, output), serialization_format="pickle",
-                code_paths=[str(Path(__file__).resolve().parent)],
+                code_paths=[str(Path(__file__).resolve().parents[1])],  # transferlab/
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 registered_model_name=registered_name)
         if registered_name and alias:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from transferlab.adapt import strategies
 from transferlab.config.params import to_dict
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import (
     device_description,
     resolve_device,
@@ -50,7 +51,7 @@ def main() -> None:
 
 
 def _arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=plain(__doc__))
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--data", required=True, help="prepared data directory")
     parser.add_argument("--models", required=True, help="directory of source models")

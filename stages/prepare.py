@@ -3,6 +3,7 @@
 import argparse
 import logging
 
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import (
     run_stage,
     seed_everything,
@@ -17,7 +18,7 @@ log = logging.getLogger("transferlab.stages.prepare")  # under transferlab: run_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=plain(__doc__))
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--out", required=True, help="output directory (e.g. data/prepared)")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from transferlab.config.params import to_dict
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import (
     device_description,
     dumps_json,
@@ -32,7 +33,7 @@ log = logging.getLogger("transferlab.stages.pretrain_source")  # run_stage's han
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=plain(__doc__))
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--source", required=True, help="source name (a key of prepare.sources)")
     parser.add_argument("--data", required=True, help="prepared source directory")

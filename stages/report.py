@@ -3,6 +3,7 @@
 import argparse
 import logging
 
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import run_stage, staged_outputs, timing_path, write_timing
 from transferlab.models.resolved import load_params
 from transferlab.provenance.record import collect_provenance
@@ -12,7 +13,7 @@ log = logging.getLogger("transferlab.stages.report")  # under transferlab: run_s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=plain(__doc__))
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
     parser.add_argument("--runs-table", required=True, help="evaluate's per-run CSV")

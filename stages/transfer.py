@@ -17,6 +17,7 @@ from transferlab.adapt.replicates import (
 )
 from transferlab.adapt.target import load_target
 from transferlab.config.params import to_dict
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import (
     device_description,
     dumps_json,
@@ -92,7 +93,7 @@ def _path(value: str | None) -> Path | None:
 
 
 def _arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=plain(__doc__))
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--strategy", required=True, help="a registered strategy name")
     parser.add_argument("--stage", required=True, help="this stage's name in dvc.yaml")

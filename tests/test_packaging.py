@@ -87,3 +87,11 @@ def test_cli_lists_the_scenarios_and_refuses_a_bad_log_level() -> None:
         "error: TRANSFERLAB_LOG_LEVEL='loud': expected one of debug, info, warning, error"]
     unknown = _cli("no-such-command")
     assert unknown.returncode == 2 and "invalid choice: 'no-such-command'" in unknown.stderr
+
+
+def test_cli_hands_a_tool_its_own_arguments_and_plain_help() -> None:
+    out = _cli("audit", "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: transferlab audit")
+    assert "``" not in out.stdout and ":mod:" not in out.stdout  # docstring markup stripped
+    assert _cli("-q", "fingerprint", "--help").stdout.startswith("usage: transferlab fingerprint")

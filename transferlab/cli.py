@@ -75,7 +75,32 @@ def run_default() -> int:
     return 0 if status == "FINISHED" and finished == 0 else 1
 
 
+def _passthrough(argv: list[str]) -> tuple[str, list[str], bool, bool] | None:
+    """(command, its arguments, verbose, quiet) where ``argv`` names a command whose module
+    parses its own arguments (``--help`` included), else None."""
+    flags = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet"}
+    seen = set()
+    for i, arg in enumerate(argv):
+        if arg in flags:
+            seen.add(flags[arg])
+            continue
+        if arg in PASSTHROUGH and len(seen) < 2:
+            return arg, argv[i + 1:], "verbose" in seen, "quiet" in seen
+        return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    direct = _passthrough(argv)
+    if direct is not None:  # the module's own parser answers, --help included
+        command, rest, verbose, quiet = direct
+        try:
+            configure(verbose=verbose, quiet=quiet)
+        except LogLevelError as err:
+            sys.exit(f"error: {err}")
+        _module_main(PASSTHROUGH[command][0])(rest)
+        return
     parser = argparse.ArgumentParser(
         prog="transferlab",
         description="Measure whether and how transfer learning helps: a reproducible DVC + "
@@ -104,9 +129,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LogLevelError as err:
         sys.exit(f"error: {err}")
 
-    if args.command in PASSTHROUGH:
-        _module_main(PASSTHROUGH[args.command][0])(args.args)
-        return
     if args.command == "run":
         if args.scenario is None:
             sys.exit(run_default())

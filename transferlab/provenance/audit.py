@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from transferlab.core.errors import TransferlabError
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import dumps_json, run_stage
 from transferlab.core.workspace import copy_worktree
 from transferlab.provenance.comparison import (
@@ -434,8 +435,8 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m transferlab.provenance.audit``: exit 0 = pass, 1 = an unexplained difference."""
     from transferlab.core.run_context import repo_root
 
-    parser = argparse.ArgumentParser(prog="python -m transferlab.provenance.audit",
-                                     description=__doc__,
+    parser = argparse.ArgumentParser(prog="transferlab audit",
+                                     description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", help="audit this dvc.lock stage only (e.g. evaluate)")
     parser.add_argument("--skip-rerun", action="store_true", help="do not re-execute")

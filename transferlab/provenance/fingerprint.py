@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.core import cpu_pinning
+from transferlab.core.helptext import plain
 from transferlab.core.logs import LogLevelError, configure
 
 # configuration (a record's section) -> torch's CPU convolution libraries allowed in it; the
@@ -342,8 +343,8 @@ def write_lock_fingerprint(lock: Path, out: Path, determinism: str,
 # -- command line --------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m transferlab.provenance.fingerprint",
-                                     description=__doc__,
+    parser = argparse.ArgumentParser(prog="transferlab fingerprint",
+                                     description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="print (or write) this machine's fingerprint")

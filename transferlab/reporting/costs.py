@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.adapt import strategies
+from transferlab.core.helptext import plain
 from transferlab.core.runtime import TIMING_DIR, dumps_json, read_timing, run_stage
 from transferlab.evaluation.analysis import curve_name
 
@@ -167,8 +168,8 @@ def write_summary(timing_root: Path, params_path: Path) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> None:
     """``python -m transferlab.reporting.costs``: summarise ``timing/`` (wall time, memory,
     provenance)."""
-    parser = argparse.ArgumentParser(prog="python -m transferlab.reporting.costs",
-                                     description=__doc__)
+    parser = argparse.ArgumentParser(prog="transferlab costs",
+                                     description=plain(__doc__))
     parser.add_argument("--timing", default=str(TIMING_DIR), help="the stages' timing folder")
     parser.add_argument("--params", default="params.yaml", help="params file")
     args = parser.parse_args(argv)

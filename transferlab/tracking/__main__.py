@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from transferlab.config.params import load_params
+from transferlab.core.helptext import plain
 from transferlab.core.run_context import EXECUTION_ENV, execution_id, repo_root
 from transferlab.core.runtime import TIMING_DIR, run_stage
 from transferlab.tracking.mirror import finish_pipeline, sync
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     outputs; end the pipeline run (with this machine's timing/ summary); print the UI link to
     the experiment's training runs."""
     parser = argparse.ArgumentParser(prog="python -m transferlab.tracking",
-                                     description=main.__doc__)
+                                     description=plain(main.__doc__))
     parser.add_argument("command", choices=["replay", "sync", "finish", "ui-url"])
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--status", default="FINISHED", choices=PIPELINE_STATUSES,

@@ -335,7 +335,7 @@ def serve(folder: Path, port: int, host: str, pg_port: int, workers: int,
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m transferlab.tracking.services", description=(
+    parser = argparse.ArgumentParser(prog="transferlab server", description=(
         "Team services: `serve` runs PostgreSQL and an MLflow tracking server on it"))
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="PostgreSQL + mlflow server, until Ctrl-C")

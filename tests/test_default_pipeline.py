@@ -46,6 +46,12 @@ def test_every_stage_ran_and_every_declared_output_exists(default_run) -> None:
             assert (repo / out["path"]).exists(), out["path"]
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
     assert not list((repo / ".tracking-journal").glob("*"))  # every journal was replayed
+    # bytecode Python writes into a package folder a stage depends on (where
+    # PYTHONDONTWRITEBYTECODE is unset, as for most users) changes nothing (.dvcignore)
+    cache = repo / "transferlab" / "data" / "kinds" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "fonts.cpython-311.pyc").write_bytes(b"bytecode")
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
 
 
 def test_a_progress_line_per_replicate(default_run) -> None:

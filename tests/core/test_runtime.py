@@ -130,7 +130,7 @@ run_stage(main)
 def test_a_sigterm_swallowed_by_a_finalizer_is_raised_again() -> None:
     """A SIGTERM that lands in a ``__del__`` is printed and swallowed by Python; ``run_stage``
     raises it again until a handler cleans up, so the stage still ends (exit 130)."""
-    proc = subprocess.Popen([sys.executable, "-c", _SWALLOWING_STAGE.format(root=str(ROOT))],
+    proc = subprocess.Popen([sys.executable, "-c", _SWALLOWING_STAGE],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "collecting\n"

@@ -42,17 +42,17 @@ torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
 cfg = TrainParams(epochs=5, batch_size=16, optimizer="adamw", lr=0.01, augment=False,
                   patience=5)
-summary = fit(model, (x, y), val, cfg, [{{"params": list(model.parameters())}}],
+summary = fit(model, (x, y), val, cfg, [{"params": list(model.parameters())}],
               torch.Generator().manual_seed(1), torch.device("cpu"), world=world)
 if world.main:
-    torch.save({{"state": model.state_dict(), "summary": summary}}, sys.argv[1])
+    torch.save({"state": model.state_dict(), "summary": summary}, sys.argv[1])
 distributed.finish(world)
 """
 
 
 def test_fit_on_two_ranks_equals_one_process_without_batchnorm(tmp_path: Path) -> None:
     script = tmp_path / "fit.py"
-    script.write_text(_FIT.format(root=str(ROOT)))
+    script.write_text(_FIT)
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt")], check=True)
     assert distributed.launch(2, [str(script), str(tmp_path / "two.pt")]) == 0
     one, two = (torch.load(tmp_path / f"{n}.pt") for n in ("one", "two"))

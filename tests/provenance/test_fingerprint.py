@@ -48,10 +48,24 @@ def test_the_goldens_include_issue_23s_intel_machine() -> None:
     assert ISSUE_23_GOLDEN not in {p.name for p in PORTABLE}  # it predates the mode
 
 
+# A known defect, measured on 2026-12-06 (docs/reproducibility.md, "Known gap"): an AMD EPYC
+# (Zen 3, AVX2) and the Intel Xeon of the first portable golden agree on every kernel of the
+# portable mode but AdamW's step, and so on the small net trained with it. Every other kernel
+# must match across vendors; these must differ until the gap is closed (then this fails, and
+# the set goes). The optimizer's own elementwise kernels (fp.OPTIMIZER_OPS, newer than the
+# Intel golden) may differ across vendors too: they are what will say which kernel it is.
+KNOWN_CROSS_VENDOR = {"adamw_3_steps", "net_20_steps_params", "net_losses"}
+
+
 @pytest.mark.parametrize("golden", PORTABLE, ids=[p.stem for p in PORTABLE])
 def test_portable_fingerprint_equals_every_golden(here: dict, golden: Path) -> None:
-    equal, line = fp.verdict(here, fp.load(golden), "portable", golden.name)
-    assert equal, line
+    gold = fp.load(golden)
+    equal, line = fp.verdict(here, gold, "portable", golden.name)
+    if here["machine"].get("vendor") == gold["machine"].get("vendor"):
+        assert equal, line
+        return
+    differ = {d.op for d in fp.differences(here, gold, "portable")}
+    assert KNOWN_CROSS_VENDOR <= differ <= KNOWN_CROSS_VENDOR | set(fp.OPTIMIZER_OPS), line
 
 
 def _same_kind(a: dict, b: dict) -> bool:

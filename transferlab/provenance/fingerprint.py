@@ -132,7 +132,24 @@ def torch_ops() -> dict[str, str]:
         p.grad = _data(64, 32, 3, 3, seed=15 + i)
         opt.step()
     out["adamw_3_steps"] = _h(p)
+    out.update(optimizer_ops())
     return out
+
+
+# the elementwise kernels an optimizer step is made of (newer than the first goldens): where
+# adamw_3_steps differs between two CPUs, these say which kernel does
+OPTIMIZER_OPS = ("opt_lerp", "opt_addcmul", "opt_addcdiv", "opt_sqrt", "opt_div_scalar",
+                 "opt_mul_scalar", "opt_add_alpha")
+
+
+def optimizer_ops() -> dict[str, str]:
+    """AdamW's and SGD's elementwise kernels, each alone on fixed inputs."""
+    a, b = _data(64, 32, 3, 3, seed=40), _data(64, 32, 3, 3, seed=41)
+    c = _data(64, 32, 3, 3, seed=42).abs().add_(0.1)
+    values = (a.clone().lerp_(b, 0.1), a.clone().addcmul_(b, b, value=0.001),
+              a.clone().addcdiv_(b, c, value=-0.003), c.sqrt(), c / 0.7, a * 0.999,
+              a.clone().add_(b, alpha=-0.003))
+    return {op: _h(v) for op, v in zip(OPTIMIZER_OPS, values, strict=True)}
 
 
 def net_trace() -> dict:

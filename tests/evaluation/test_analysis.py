@@ -8,6 +8,7 @@ can be computed by hand from the table at the top of the test that uses it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -284,3 +285,40 @@ def test_champion_follows_analysis_end_to_end(tmp_path: Path) -> None:
     got = champion_checkpoints(recs, _runs_json(tmp_path))
     assert set(got) == {"10"}  # nothing recommended at 1 label per class: no champion
     assert got["10"][0] == "x/finetune" and got["10"][1].name == "b10_s1.pt"
+
+
+def test_one_label_per_class_recommends_among_the_curves_that_read_no_label() -> None:
+    """At a fixed-schedule budget only the zero-label curves (scored on every budget label)
+    have a selection score: the recommendation is among them, follows their scores whatever
+    the test outcomes, says so, and its selection accuracy is an audit on test."""
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        results = (curve_runs("p/source_only", "1", list(rng.uniform(0.3, 0.9, 3)),
+                              [0.5, 0.6, 0.5]) +
+                   curve_runs("p/adabn_zero", "1", list(rng.uniform(0.3, 0.9, 3)),
+                              [0.7, 0.6, 0.8]) +
+                   curve_runs("p/finetune", "1", list(rng.uniform(0.3, 0.9, 3))) +
+                   curve_runs("scratch", "1", list(rng.uniform(0.3, 0.9, 3))))
+        rec = analyse(results, ["1"], NONE)["recommendations"]["1"]
+        assert rec["best"] == "p/adabn_zero" and rec["runner_up"] == "p/source_only"
+        assert rec["chosen_among"] == ["p/adabn_zero", "p/source_only"]
+        audit = rec["selection_accuracy"]
+        assert audit["candidates"] == 2 and audit["seeds"] == 3
+        means = {c: np.mean([r.metrics["accuracy"] for r in results if
+                             f"{r.key['source']}/{r.key['strategy']}" == c])
+                 for c in ("p/source_only", "p/adabn_zero")}
+        top = max(means, key=means.get)
+        assert audit["best_on_test"] == top
+        assert audit["hit"] == (top == "p/adabn_zero")
+        assert audit["regret"] == pytest.approx(means[top] - means["p/adabn_zero"])
+
+
+def test_unstable_refits_are_counted_with_the_seed_spread() -> None:
+    results = curve_runs("x/lora", "10", [0.9, 0.5, 0.88]) + curve_runs(
+        "scratch", "10", [0.5, 0.5, 0.5])
+    results[1] = dataclasses.replace(results[1], unstable_refit=True)
+    summary = analysis.summarize(results, ["10"], 100.0, NONE)
+    flag = summary["x/lora"]["10"]["unstable_refits"]
+    assert flag["seeds"] == [1] and flag["n"] == 3
+    assert flag["sd"] == pytest.approx(np.std([0.9, 0.5, 0.88], ddof=1))
+    assert "unstable_refits" not in summary["scratch"]["10"]

@@ -23,11 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from transferlab.adapt.execution import Executor
-from transferlab.adapt.selection import EXTERNAL, FIXED, HOLDOUT, plan_selection
+from transferlab.adapt.selection import EXTERNAL, FIXED, HOLDOUT, KFOLD, plan_selection
 from transferlab.adapt.strategies import Context, Strategy, get
+from transferlab.adapt.strategies.registry import variant
 from transferlab.adapt.target import TargetData
 from transferlab.config.params import ExecutionParams, SelectionParams
 from transferlab.core import tasks
+from transferlab.core.errors import ParamsError
 from transferlab.core.runtime import device_description, resolve_device
 from transferlab.data.store import PreparedDataset
 from transferlab.models.nets import TransferNet, load_checkpoint, save_checkpoint
@@ -87,6 +89,7 @@ class SelectionFrame:
     task: Any  # transferlab.core.tasks.Task
     grid: list  # [(override, run_cfg)]: the search points (one: the block as written)
     scale: dict | None  # a regression's target scale (the head learns z-scores)
+    refit_loss_ratio: float = 1.5  # selection.refit_loss_ratio: a refit above it is unstable
 
 
 def selection_frame(target: TargetData, cfg: Any, seed: str, budget: str,
@@ -101,7 +104,7 @@ def selection_frame(target: TargetData, cfg: Any, seed: str, budget: str,
         scale = target_scale(target.pool_y[torch.from_numpy(budget_idx)])
     # nothing held out to choose with: the block's own values, as written
     grid = [({}, cfg)] if plan.method == FIXED else cfg.search_grid()
-    return SelectionFrame(plan, task, grid, scale)
+    return SelectionFrame(plan, task, grid, scale, selection.refit_loss_ratio)
 
 
 @dataclass
@@ -124,6 +127,7 @@ def prepare_replicate(strategy: Strategy, target: TargetData, cfg: Any, seed: st
     """Everything a replicate's candidates and refit train from (``strategy.ctx.seed`` is
     :func:`replicate_seed` of ``seed`` and ``budget``); rebuilt alike in any process."""
     frame = selection_frame(target, cfg, seed, budget, selection, strategy.ctx.seed)
+    frame.grid = usable_candidates(strategy, frame.grid)
     plan, scale = frame.plan, frame.scale
     init = strategy.initial_model()
     inputs, val_inputs = strategy.inputs()
@@ -138,6 +142,24 @@ def prepare_replicate(strategy: Strategy, target: TargetData, cfg: Any, seed: st
     elif plan.method == EXTERNAL:
         val = (val_inputs, val_y)
     return Replicate(strategy, cfg, frame, init, inputs, val_inputs, pool_y, val, desc)
+
+
+def usable_candidates(strategy: Strategy, grid: list) -> list:
+    """The search points this replicate's source allows: ``head_init: source`` needs source
+    classes that map onto the target's, so a search over [source, fresh] keeps only its fresh
+    points for an unrelated or null source. Where no point is left, the first one's error (it
+    names the key and why) is raised."""
+    usable = []
+    for override, run_cfg in grid:
+        if getattr(run_cfg, "head_init", "fresh") == "source":
+            try:
+                strategy.source_head_rows()
+            except ParamsError:
+                continue
+        usable.append((override, run_cfg))
+    if not usable:
+        strategy.source_head_rows()  # raises: why head_init: source cannot be honoured
+    return usable
 
 
 def trained_parameters(groups: list[dict]) -> int:
@@ -157,7 +179,7 @@ def _train(rep: Replicate, run_cfg: Any, idx: np.ndarray, val: tuple | None, epo
     validation passes, as :func:`~transferlab.training.loop.fit` counts them. Work a stage shares
     between its runs (``Strategy.setup``) is the stage's ``setup_flops``."""
     strategy = rep.strategy
-    model = copy.deepcopy(rep.init)
+    model = strategy.start_head(copy.deepcopy(rep.init), run_cfg)
     ix = torch.from_numpy(idx)
     data = (rep.inputs[ix], rep.pool_y[ix])
     generator = torch.Generator().manual_seed(strategy.ctx.seed)
@@ -173,7 +195,9 @@ def _train(rep: Replicate, run_cfg: Any, idx: np.ndarray, val: tuple | None, epo
     with counted_flops() as after:
         model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
     flops = before.total + summary.pop("flops") + after.total
-    summary = {**summary, **(choices.pop("selection", None) or {})}
+    selection = choices.pop("selection", None)
+    if selection:  # the model after the fit scored otherwise than its best epoch
+        summary = {**summary, **selection, "after_fit_selection": True}
     return model, summary, choices, trainable, flops
 
 
@@ -183,8 +207,62 @@ def train_candidate(rep: Replicate, i: int) -> tuple:
     override, run_cfg = rep.frame.grid[i]
     n = len(rep.frame.grid)
     label = rep.desc if n == 1 else f"{rep.desc} cand {i + 1}/{n}"
-    return (override, run_cfg, *_train(rep, run_cfg, rep.frame.plan.train_idx, rep.val,
-                                       rep.cfg.epochs, label))
+    plan = rep.frame.plan
+    if plan.method != KFOLD:
+        return (override, run_cfg, *_train(rep, run_cfg, plan.train_idx, rep.val,
+                                           rep.cfg.epochs, label))
+    fits = []
+    for k, (train_idx, held_idx) in enumerate(plan.folds):
+        held = torch.from_numpy(held_idx)
+        fits.append((len(held_idx), _train(
+            rep, run_cfg, train_idx, (rep.inputs[held], rep.pool_y[held]), rep.cfg.epochs,
+            f"{label} fold {k + 1}/{len(plan.folds)}")))
+    return (override, run_cfg, *pool_folds(fits, rep.frame.task.val_key))
+
+
+def pool_folds(fits: list[tuple[int, tuple]], val_key: str = "best_val_accuracy") -> tuple:
+    """One candidate's K fold fits as one choosing run (see :mod:`transferlab.adapt.selection`).
+
+    Args:
+        fits: (held-out examples, :func:`_train`'s result) per fold.
+        val_key: the task's score key (``best_val_accuracy``; a regression's ``best_val_r2``).
+    Returns:
+        :func:`_train`'s tuple for the candidate: the first fold's model (the refit replaces
+        it), the pooled summary (best epoch and score of the size-weighted per-epoch curve over
+        the epochs every fold ran; a score a strategy gave after its fit, pooled the same way),
+        the choice most folds made, the trainable parameters, and every fold's FLOPs.
+    """
+    score_key = val_key.removeprefix("best_")
+    weights = np.array([n for n, _ in fits], dtype=np.float64)
+    weights /= weights.sum()
+    summaries = [fit_[1] for _, fit_ in fits]
+    epochs = min(len(s["history"]) for s in summaries)
+    history = []
+    for e in range(epochs):
+        rows = [s["history"][e] for s in summaries]
+        history.append({"epoch": e + 1,
+                        "train_loss": float(np.mean([r["train_loss"] for r in rows])),
+                        "val_loss": float(weights @ [r["val_loss"] for r in rows]),
+                        score_key: float(weights @ [r[score_key] for r in rows])})
+    best = max(range(epochs), key=lambda e: (history[e][score_key], -history[e]["val_loss"],
+                                             -e))
+    score, loss = history[best][score_key], history[best]["val_loss"]
+    if any(s.get("after_fit_selection") for s in summaries):  # e.g. wise_ft's mixed model
+        score = float(weights @ [s[val_key] for s in summaries])
+        loss = float(weights @ [s["best_val_loss"] for s in summaries])
+    chosen = [{k: v for k, v in fit_[2].items() if k != "diagnostics"} for _, fit_ in fits]
+    labels = [json.dumps(c, sort_keys=True) for c in chosen]
+    choice = chosen[max(range(len(labels)), key=lambda i: (labels.count(labels[i]), -i))]
+    diagnostics = [fit_[2]["diagnostics"] for _, fit_ in fits if "diagnostics" in fit_[2]]
+    if diagnostics:
+        choice = {**choice, "diagnostics": {"folds": diagnostics}}
+    summary = {"best_epoch": best + 1, "epochs_run": sum(s["epochs_run"] for s in summaries),
+               "steps": sum(s["steps"] for s in summaries), val_key: score,
+               "best_val_loss": loss, "history": history,
+               "folds": [{k: s[k] for k in ("best_epoch", "epochs_run", val_key,
+                                            "best_val_loss")} for s in summaries]}
+    model, _, _, trainable, _ = fits[0][1]
+    return model, summary, choice, trainable, sum(fit_[4] for _, fit_ in fits)
 
 
 def best_candidate(frame: SelectionFrame, candidates: list[tuple]) -> int:
@@ -223,9 +301,28 @@ def assemble(frame: SelectionFrame, candidates: list[tuple], best: int,
             "candidates": [{"config": c[0], task.val_key: c[3][task.val_key],
                             "best_val_loss": c[3]["best_val_loss"],
                             "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}
+    if "folds" in chosen:
+        record["folds"] = chosen["folds"]
+    if refit is not None:
+        record["refit_check"] = refit_check(chosen, refit[1], frame.refit_loss_ratio)
     if frame.scale is not None:
         record["target_scale"] = frame.scale
     return model.cpu().eval(), record
+
+
+LOSS_NOISE = 0.1  # training loss (nats; a regression's z-score MSE) below which no spike counts
+
+
+def refit_check(chosen: dict, refit: dict, ratio: float) -> dict:
+    """Whether a refit ended where its choice said it would: its last epoch's training loss
+    against the choosing run's at the chosen epoch (pooled over folds under kfold). A refit
+    whose last loss is above ``ratio`` times that ended on a spike (an adversarial term, a
+    high-rank adapter): ``unstable``, reported with the curve's seed spread. Losses that
+    differ by at most :data:`LOSS_NOISE` are never a spike (near 0 a ratio means nothing)."""
+    at_choice = chosen["history"][chosen["best_epoch"] - 1]["train_loss"]
+    final = refit["history"][-1]["train_loss"] if refit["history"] else at_choice
+    return {"chosen_train_loss": at_choice, "final_train_loss": final,
+            "unstable": bool(final > ratio * at_choice and final - at_choice > LOSS_NOISE)}
 
 
 def target_scale(budget_targets: torch.Tensor) -> dict[str, float]:
@@ -246,20 +343,19 @@ def _candidate_key(summary: dict, val_key: str = "best_val_accuracy") -> tuple:
 
 def source_only_selection(model: TransferNet, target: TargetData, seed: str, budget: str,
                           selection: SelectionParams, device: torch.device) -> dict:
-    """The selection fields of an untrained ``source_only`` replicate: its accuracy on the same
-    held-out labels (or external validation set) as every other strategy of the replicate."""
-    budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
-    plan = plan_selection(budget_idx, target.strata.numpy(), selection,
-                          replicate_seed(seed, budget))
-    score = None
-    if plan.method != FIXED:
-        if plan.method == HOLDOUT:
-            held = torch.from_numpy(plan.choose_on)
-            x, y = target.pool_x[held], target.pool_y[held]
-        else:
-            x, y = target.val_x, target.val_y
-        score = float((predict_logits(model, x, device).argmax(1) == y).double().mean())
-    return {**plan.record(), "refit": False, "selection_score": score}
+    """The selection fields of a replicate of a strategy that reads no target label
+    (``source_only``, ``adabn`` with ``then: none``): its accuracy on every label of the budget,
+    at every budget (one label per class too), since none of them trained it; under
+    ``external_val``, on the validation set, as every other strategy."""
+    if selection.protocol == "external_val":
+        x, y = target.val_x, target.val_y
+    else:
+        idx = torch.from_numpy(np.asarray(target.budgets[seed][budget], dtype=np.int64))
+        x, y = target.pool_x[idx], target.pool_y[idx]
+    score = float((predict_logits(model, x, device).argmax(1) == y).double().mean())
+    return {"selection_method": EXTERNAL if selection.protocol == "external_val"
+            else "all_budget_labels", "fit_examples": 0, "holdout_examples": int(len(y)),
+            "refit": False, "selection_score": score}
 
 
 def replicate_line(source: str, strategy: str, record: dict, done: int, total: int) -> str:
@@ -324,20 +420,20 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
     cls = get(strategy)
     executor = executor or Executor(ExecutionParams(), torch.get_num_threads(), "compatible")
     source, config = load_checkpoint(source_path) if source_path is not None else (None, None)
-    reason = cls.skip_reason(config, mapping) or cls.task_reason(target.task)
+    reason = cls.skip_reason(config, mapping, cfg) or cls.task_reason(target.task)
     result: dict = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
     if reason:
         return result
     job = ReplicateJob(strategy, cfg, target, source, config, mapping, arch, device, selection,
                        {"out_dir": out_dir}, _source_images(cls, strategy, source_data),
-                       executor.device_spec)
+                       executor.device_spec, cls.variant_of)
     with counted_flops() as setup:  # work the stage's runs share (e.g. cached features)
         result.update(cls(cfg, job.context(0)).setup())
     result["setup_flops"] = setup.total
     result["timing"].update(job.shared.pop("timing", {}))
     replicates = list(target.replicates())
     report = _Reporter(result, on_result)
-    if not cls.trains:
+    if not cls.trains_with(cfg):
         _run_untrained(job, replicates, out_dir, report)
         return result
     on_cluster = executor.backend == "ray"  # a task picks its device where it runs
@@ -385,7 +481,7 @@ def _run_untrained(job: ReplicateJob, replicates: list[tuple[str, str]], out_dir
                    report: _Reporter) -> None:
     """A strategy that trains nothing: one model (``model.pt``), scored on every replicate's
     held-out labels."""
-    model = get(job.strategy)(job.cfg, job.context(0)).untrained_model()
+    model = job.strategy_class()(job.cfg, job.context(0)).untrained_model()
     save_checkpoint(model, out_dir / "model.pt",
                     {**job.config, "num_classes": job.target.num_classes})
     for seed, budget in tqdm(replicates, desc=job.strategy, unit="run", disable=None):
@@ -412,6 +508,12 @@ class ReplicateJob:
     shared: dict
     images: tuple | None
     device_spec: str = "auto"
+    variant_of: str | None = None  # a variant's base: a worker registers the variant too
+
+    def strategy_class(self) -> type[Strategy]:
+        """The strategy's class, in any process (a variant registered where needed)."""
+        return variant(self.strategy, self.variant_of) if self.variant_of else get(
+            self.strategy)
 
     def context(self, seed: int) -> Context:
         """The strategy's context for a replicate whose generators start from ``seed`` (0 for
@@ -432,7 +534,7 @@ def _device(job: ReplicateJob) -> torch.device:
 
 def _member(job: ReplicateJob, seed: str, budget: str) -> Strategy:
     """The strategy for one replicate, built alike in the stage process and in a worker."""
-    return get(job.strategy)(job.cfg, job.context(replicate_seed(seed, budget)))
+    return job.strategy_class()(job.cfg, job.context(replicate_seed(seed, budget)))
 
 
 def _prepare(job: ReplicateJob, seed: str, budget: str) -> Replicate:

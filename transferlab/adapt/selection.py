@@ -13,6 +13,15 @@ Every choice uses labelled examples inside the label budget, never the test spli
   out without removing a class from training, so the run uses a fixed schedule: the strategy's
   ``epochs``, no early stopping, and no selection score (no choice between strategies is made
   at that budget).
+- ``within_budget`` with ``scheme: kfold``: the budget's labels are dealt, per class and seeded
+  per replicate, into K stratified folds (K = ``folds``, at most the smallest class's count).
+  Every candidate trains once per fold on the other folds and is validated on its fold, so
+  every budget label is scored exactly once out of fold. Each epoch's score is the folds'
+  scores weighted by their sizes (for accuracy: the pooled out-of-fold accuracy); the epoch
+  and candidate with the best pooled score are chosen (ties: lower pooled loss, then the
+  earlier epoch), and the refit trains on every budget label for that many epochs. A choice a
+  strategy makes after its fit (``wise_ft``'s alpha) is made per fold; the refit replays the
+  one most folds made (ties: the earliest fold's).
 - ``external_val``: the fixed validation set of ``prepare.val_per_class`` labelled examples per
   class chooses, at every budget. Those labels are outside the budget, so label efficiency
   counts them (budget + val_per_class labels per class) and the report says so.
@@ -31,7 +40,7 @@ import numpy as np
 
 from transferlab.config.params import SelectionParams
 
-FIXED, HOLDOUT, EXTERNAL = "fixed_schedule", "holdout", "external_val"
+FIXED, HOLDOUT, KFOLD, EXTERNAL = "fixed_schedule", "holdout", "kfold", "external_val"
 
 
 @dataclass(frozen=True)
@@ -42,16 +51,21 @@ class SelectionPlan:
     external validation set chooses (``external_val``) or nothing does (``fixed_schedule``).
     """
 
-    method: str  # holdout | external_val | fixed_schedule
-    train_idx: np.ndarray  # pool indices the choosing run trains on
-    choose_on: np.ndarray | None  # held-out pool indices (holdout only)
+    method: str  # holdout | kfold | external_val | fixed_schedule
+    train_idx: np.ndarray  # pool indices the choosing run trains on (kfold: the first fold's)
+    choose_on: np.ndarray | None  # held-out pool indices (holdout; kfold: every budget label)
     refit_idx: np.ndarray | None  # pool indices of the refit on the whole budget, or None
+    # kfold: ((train indices, held-out indices) per fold); holdout: the one split
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def record(self) -> dict:
         """The runs.json fields that say how this run was chosen."""
-        return {"selection_method": self.method, "fit_examples": int(len(self.train_idx)),
-                "holdout_examples": 0 if self.choose_on is None else int(len(self.choose_on)),
-                "refit": self.refit_idx is not None}
+        out = {"selection_method": self.method, "fit_examples": int(len(self.train_idx)),
+               "holdout_examples": 0 if self.choose_on is None else int(len(self.choose_on)),
+               "refit": self.refit_idx is not None}
+        if self.method == KFOLD:
+            out["folds"] = len(self.folds)
+        return out
 
 
 def holdout_count(n: int, fraction: float) -> int:
@@ -81,13 +95,33 @@ def plan_selection(budget_idx: np.ndarray, pool_labels: np.ndarray, p: Selection
     if counts.min() < p.min_labels_to_split:
         return SelectionPlan(FIXED, budget_idx, None, None)
     rng = np.random.default_rng(seed)
+    if p.scheme == "kfold":
+        return _kfold(budget_idx, labels, classes, int(min(p.folds, counts.min())), rng)
     held = []
     for c in classes:
         members = budget_idx[labels == c]
         held.append(rng.permutation(members)[:holdout_count(len(members), p.holdout_fraction)])
     choose_on = np.sort(np.concatenate(held))
     train_idx = np.setdiff1d(budget_idx, choose_on)
-    return SelectionPlan(HOLDOUT, train_idx, choose_on, budget_idx if p.refit else None)
+    return SelectionPlan(HOLDOUT, train_idx, choose_on, budget_idx if p.refit else None,
+                         ((train_idx, choose_on),))
+
+
+def _kfold(budget_idx: np.ndarray, labels: np.ndarray, classes: np.ndarray, k: int,
+           rng: np.random.Generator) -> SelectionPlan:
+    """Stratified K folds: each class's labels, in a seeded order, dealt round-robin to the
+    folds, the dealing starting where the last class's ended (fold sizes then differ by at most
+    one overall, and every class is in every fold's training part: k <= its count)."""
+    fold_of = np.empty(len(budget_idx), dtype=np.int64)
+    start = 0
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        order = rng.permutation(members)
+        fold_of[order] = (start + np.arange(len(order))) % k
+        start = (start + len(order)) % k
+    folds = tuple((np.sort(budget_idx[fold_of != f]), np.sort(budget_idx[fold_of == f]))
+                  for f in range(k))
+    return SelectionPlan(KFOLD, folds[0][0], np.sort(budget_idx), budget_idx, folds)
 
 
 def labels_per_class_used(budget_value: float, protocol: str, val_per_class: int) -> float:

@@ -275,10 +275,23 @@ class SelectionParams:
     holdout_fraction: float = 0.34  # within_budget: share of each class's budget labels held out
     min_labels_to_split: int = 2  # within_budget: fewer labels per class -> fixed schedule
     refit: bool = True  # within_budget: retrain on all budget labels for the chosen epochs
+    # within_budget: how the budget's labels choose. holdout: one held-out part
+    # (holdout_fraction); kfold: stratified folds, every budget label held out exactly once
+    # (at most ``folds``, and no more than the smallest class has labels), scores pooled
+    scheme: Literal["holdout", "kfold"] = "holdout"
+    folds: int = 3  # kfold: folds per replicate
+    # a refit whose last epoch's training loss exceeds this times the chosen epoch's (in the
+    # choosing run) is flagged unstable in runs.json and the report
+    refit_loss_ratio: float = 1.5
 
     def validate(self, key: str) -> None:
         check_range(f"{key}.holdout_fraction", self.holdout_fraction, 0, 0.9, low_open=True)
         check_range(f"{key}.min_labels_to_split", self.min_labels_to_split, 2, BIG)
+        check_range(f"{key}.folds", self.folds, 2, 20)
+        check_range(f"{key}.refit_loss_ratio", self.refit_loss_ratio, 1, 1000)
+        if self.scheme == "kfold" and not self.refit:
+            fail(f"{key}.refit", "kfold needs refit: true (a fold's model saw only part of the "
+                 "budget; the refit trains on all of it)")
 
 
 @dataclass(frozen=True)

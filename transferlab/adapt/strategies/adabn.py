@@ -21,6 +21,11 @@ The recalibrated statistics then stay frozen (they are the method) while a new h
   whose statistics are swapped; here the target's classes need a new head);
 - ``then: all``: every weight trains (the backbone at ``lr * backbone_lr_mult``,
   BatchNorm's affine parameters included), the running statistics stay the recalibrated ones.
+- ``then: none``: nothing trains; the source's own head is kept, its rows ordered to the target
+  classes (the paper's setting exactly). It needs no label, so it has a result at every budget,
+  and it runs only where every target class has a source class (as ``source_only``): the
+  zero-label baseline beside ``source_only``. It is a model per stage, not a search point.
+  ``then: all`` with ``head_init: source`` is AdaBN followed by fine-tuning from the source head.
 
 The statistics depend only on the source and the pool, not on the seed or budget: they are
 computed once per stage and input normalisation, and reused by every replicate.
@@ -35,9 +40,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from transferlab.adapt.strategies.base import Strategy
+from transferlab.adapt.strategies.base import Strategy, source_head_model
 from transferlab.adapt.strategies.finetune import FinetuneParams, head_and_backbone_groups
 from transferlab.adapt.strategies.registry import register
+from transferlab.config.typed import fail
 from transferlab.models.nets import TransferNet, block_names, freeze
 
 STATS_BATCH = 1024  # images per forward pass of the recalibration (the result does not depend)
@@ -45,8 +51,18 @@ STATS_BATCH = 1024  # images per forward pass of the recalibration (the result d
 
 @dataclass(frozen=True)
 class AdaBNParams(FinetuneParams):
-    then: Literal["probe", "all"] = "probe"  # after recalibration: the head only | all weights
+    # after recalibration: the head only | all weights | nothing (the source head, no labels)
+    then: Literal["probe", "all", "none"] = "probe"
     # backbone_lr_mult (from finetune): then=all only; backbone lr = lr * this
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        if "none" in self.search.get("then", ()):
+            fail(f"{key}.search.then", "none trains nothing and needs no label: it is its own "
+                 "curve, not a search point (set then: none in the block instead)")
+        if self.then == "none" and self.search:
+            fail(f"{key}.search", f"then: none trains nothing; there is nothing to search "
+                 f"(got {', '.join(self.search)})")
 
 
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
@@ -118,6 +134,32 @@ class AdaBN(Strategy):
     uses_unlabeled = True
     style = (":", "v")
     rank = 12
+
+    @classmethod
+    def trains_with(cls, cfg: AdaBNParams) -> bool:
+        return cfg.then != "none"
+
+    @classmethod
+    def needs_aligned_labels_with(cls, cfg: AdaBNParams) -> bool:
+        return cfg.then == "none"  # it keeps the source head
+
+    @classmethod
+    def skip_reason(cls, source_config: dict | None, mapping: dict | None,
+                    cfg: AdaBNParams | None = None) -> str | None:
+        if cfg is not None and cfg.then == "none" and (
+                not source_config or not source_config.get("source_classes")):
+            return "then: none keeps the source head; the source has no trained classifier"
+        return super().skip_reason(source_config, mapping, cfg)
+
+    def untrained_model(self) -> TransferNet:
+        """``then: none``: the source with its head in target order and its BatchNorm
+        statistics recalibrated on the target pool."""
+        model = self.initial_model()  # the input normalisation the block asks for
+        model.head = copy.deepcopy(self.ctx.source_head)
+        model = source_head_model(model, self.ctx.source_config["source_classes"],
+                                  self.ctx.mapping, self.ctx.target.num_classes)
+        return self.before_fit(model, (self.ctx.target.pool_x[:0], self.ctx.target.pool_y[:0]),
+                               self.cfg, torch.Generator()).eval()
 
     def setup(self) -> dict:
         # once per stage, for each input normalisation the search can give: every replicate

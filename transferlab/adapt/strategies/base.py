@@ -62,11 +62,17 @@ class TransferTrainParams(TrainParams):
     normalization: Literal["source", "target"] = "source"  # input statistics the model uses
     head: Literal["linear", "mlp"] = "linear"  # the new head (mlp: Linear-ReLU-Linear)
     head_hidden: int = 128  # mlp head: hidden units
+    # the linear head's start: fresh (drawn from the replicate seed) | source (the source head's
+    # rows of the target classes that a source class maps onto; fresh rows for the others)
+    head_init: Literal["fresh", "source"] = "fresh"
     search: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         super().validate(key)
         check_range(f"{key}.head_hidden", self.head_hidden, 1, 65_536)
+        if self.head_init == "source" and self.head != "linear":
+            fail(f"{key}.head_init", f"source copies rows of the source's linear head; it needs "
+                 f"head: linear, got head: {self.head} (use head_init: fresh)")
         # the search grid is checked by registry.parse_blocks, once the whole block (a
         # subclass's own keys too) is valid: an error then names the key that is wrong
 
@@ -109,6 +115,9 @@ class Context:
     # the source's training images (N, 1, H, W) and labels, where the strategy declares
     # ``uses_source_data`` (e.g. domain-adversarial training); None otherwise
     source_data: tuple[torch.Tensor, torch.Tensor] | None = None
+    # the source's own classifier as loaded (``initial_model`` replaces ``source.head``):
+    # what ``head_init: source`` and a kept source head read
+    source_head: nn.Module | None = None
 
     @classmethod
     def build(cls, target: TargetData, source: TransferNet | None, *, arch: dict,
@@ -118,8 +127,10 @@ class Context:
         """The one way a context is made: with a fresh deep copy of ``source`` (hooks may
         train it or change its head), so that every strategy and replicate starts from the
         same weights. ``shared`` is kept as it is (the same dict for a stage's replicates)."""
-        return cls(target, copy_source(source) if source is not None else None, source_config,
-                   mapping, arch, device, seed, {} if shared is None else shared, source_data)
+        copied = copy_source(source) if source is not None else None
+        return cls(target, copied, source_config, mapping, arch, device, seed,
+                   {} if shared is None else shared, source_data,
+                   copy.deepcopy(copied.head) if copied is not None else None)
 
 
 class Strategy:
@@ -143,6 +154,7 @@ class Strategy:
     roles: ClassVar[frozenset[str]] = frozenset()
     style: ClassVar[tuple[str, str]] = ("-", ".")  # matplotlib line style and marker
     rank: ClassVar[int] = 100  # order in tables and figures: least trained first
+    variant_of: ClassVar[str | None] = None  # a variant (registry.variant): its base strategy
 
     def __init__(self, cfg: Any, ctx: Context) -> None:
         self.cfg = cfg
@@ -150,8 +162,21 @@ class Strategy:
 
     # ----------------------------------------------------------------- what it needs
     @classmethod
-    def skip_reason(cls, source_config: dict | None, mapping: dict | None) -> str | None:
-        """Why this strategy cannot run for a source, or None if it can."""
+    def trains_with(cls, cfg: Any) -> bool:
+        """Whether a run with this params block trains (``trains``, unless a knob such as
+        adabn's ``then: none`` makes it a model that trains nothing)."""
+        return cls.trains
+
+    @classmethod
+    def needs_aligned_labels_with(cls, cfg: Any) -> bool:
+        """Whether this params block needs every target class to have a source class."""
+        return cls.needs_aligned_labels
+
+    @classmethod
+    def skip_reason(cls, source_config: dict | None, mapping: dict | None,
+                    cfg: Any = None) -> str | None:
+        """Why this strategy (with params block ``cfg``, where given) cannot run for a source,
+        or None if it can."""
         if cls.needs_source_head and (not source_config or not source_config.get(
                 "source_classes")):
             return "the source has no trained classifier (null source)"
@@ -162,11 +187,50 @@ class Strategy:
         if missing:
             return (f"the {source_config.get('arch')} backbone has no "
                     + " and no ".join(TRAITS[t] for t in missing))
-        if cls.needs_aligned_labels and (not mapping or not mapping.get("aligned")):
+        aligned = cls.needs_aligned_labels if cfg is None else cls.needs_aligned_labels_with(cfg)
+        if aligned and (not mapping or not mapping.get("aligned")):
             missing = (mapping or {}).get("unmapped_target_classes", [])
             return ("label spaces differ: the source has no class for target classes "
                     + ", ".join(map(str, missing)))
         return None
+
+    @classmethod
+    def check_params(cls, cfg: Any, key: str) -> None:
+        """Checks of a params block that need the strategy, not only the block (e.g. a knob
+        this strategy cannot honour). Fails with the block's ``key``."""
+        values = {getattr(cfg, "head_init", "fresh"), *getattr(cfg, "search", {}).get(
+            "head_init", ())}
+        if "source" in values and not cls.uses_source:
+            fail(f"{key}.head_init", f"{cls.name} starts from random weights and has no source "
+                 "head to start from; only fresh is valid")
+
+    def source_head_rows(self, key: str = "") -> dict[int, int]:
+        """{target class index: source head row} for every target class that a source class
+        maps onto (the source manifest's mapping): what ``head_init: source`` copies. Fails
+        (naming ``<key>.head_init``) where the source has no classifier or no class maps."""
+        where = f"{key or f'transfer.{self.name}'}.head_init"
+        classes = (self.ctx.source_config or {}).get("source_classes")
+        if self.ctx.source_head is None or not classes:
+            fail(where, "source needs a source with a trained classifier; this source has none "
+                 "(the null source); only fresh is valid here")
+        mapping = (self.ctx.mapping or {}).get("source_to_target") or {}
+        rows = {int(t): classes.index(s) for s, t in mapping.items() if s in classes}
+        if not rows:
+            fail(where, "source needs target classes that a source class maps onto; no class "
+                 "of this source maps onto the target's (unrelated label spaces), so only fresh "
+                 "is valid (search head_init: [source, fresh] to try it where it applies)")
+        return rows
+
+    def start_head(self, model: TransferNet, cfg: Any) -> TransferNet:
+        """The run's head before any phase: the fresh head of :meth:`initial_model`, or with
+        ``head_init: source`` the source head's rows copied onto the mapped target classes."""
+        if getattr(cfg, "head_init", "fresh") != "source":
+            return model
+        with torch.no_grad():
+            for t_idx, s_row in self.source_head_rows().items():
+                model.head.weight[t_idx].copy_(self.ctx.source_head.weight[s_row])
+                model.head.bias[t_idx].copy_(self.ctx.source_head.bias[s_row])
+        return model
 
     def target_task(self) -> Task:
         """The target's task (:mod:`transferlab.core.tasks`): its loss and validation score."""
@@ -231,6 +295,22 @@ class Strategy:
     def untrained_model(self) -> TransferNet:
         """The model of a strategy that does not train (``trains = False``)."""
         raise NotImplementedError(f"{self.name} trains; it has no untrained model")
+
+
+def source_head_model(source: TransferNet, source_classes: list, mapping: dict,
+                      num_classes: int) -> TransferNet:
+    """``source`` with its head rows picked and ordered by the source->target mapping (every
+    target class has a source class): the source's classifier, speaking the target's labels."""
+    rows = [0] * num_classes
+    for s_name, t_idx in mapping["source_to_target"].items():
+        rows[t_idx] = source_classes.index(s_name)
+    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep global RNG
+        head = nn.Linear(source.feature_dim, num_classes)
+    with torch.no_grad():
+        head.weight.copy_(source.head.weight[rows])
+        head.bias.copy_(source.head.bias[rows])
+    source.head = head
+    return source
 
 
 def config_label(config: dict) -> str:

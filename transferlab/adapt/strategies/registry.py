@@ -12,6 +12,8 @@ Roles are what the shared code needs to know of a strategy without naming it:
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import TYPE_CHECKING, Any
 
 from transferlab.config.typed import fail, from_dict
@@ -20,7 +22,9 @@ if TYPE_CHECKING:
     from transferlab.adapt.strategies.base import Strategy
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+_VARIANTS: dict[str, str] = {}  # variant name -> the strategy it is a variant of
 ROLES = ("baseline", "reference", "feature_probe")
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -35,9 +39,61 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def names() -> tuple[str, ...]:
-    """Every registered strategy name, ordered from least to most trained (then by name)."""
-    return tuple(sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].rank, n)))
+def variant(name: str, base: str, key: str = "transfer") -> type[Strategy]:
+    """Register ``name`` as a variant of strategy ``base``: the same code under its own name,
+    curve and params block (e.g. ``finetune_src: {strategy: finetune, head_init: source}``),
+    so that it runs beside its base and is compared with it. Registering the same variant again
+    is a no-op. A variant plays no role (only its base does).
+
+    Raises:
+        ParamsError: naming ``<key>.<name>``, where the name is taken or ill-formed, or
+            ``base`` is not a strategy or is the baseline.
+    """
+    where = f"{key}.{name}"
+    if _VARIANTS.get(name) == base:
+        return _REGISTRY[name]
+    if name in _REGISTRY:
+        fail(f"{where}.strategy", f"{name} is a strategy of its own (or a variant of "
+             f"{_VARIANTS[name]}); a variant needs a new name")
+    if not VARIANT_NAME.fullmatch(name):
+        fail(where, "a variant's name is lowercase letters, digits and _, starting with a letter")
+    if base not in _REGISTRY or base in _VARIANTS:
+        fail(f"{where}.strategy", f"unknown strategy {base!r}; expected one of "
+             f"{', '.join(names(variants=False))}")
+    parent = _REGISTRY[base]
+    if "baseline" in parent.roles:
+        fail(f"{where}.strategy", f"{base} is the baseline every gain is measured against; it "
+             "has no variants")
+    # its params: the base's, with the ``strategy`` key, so that a block written back
+    # (to_dict) names its base and loads again
+    params = dataclasses.make_dataclass(
+        f"{parent.Params.__name__}_{name}", [("strategy", str, dataclasses.field(default=base))],
+        bases=(parent.Params,), frozen=True, namespace={"validate": _variant_validate(base)})
+    cls = type(f"{parent.__name__}_{name}", (parent,), {
+        "name": name, "variant_of": base, "roles": frozenset(), "Params": params,
+        "__module__": parent.__module__,
+        "__doc__": f"``{name}``: a variant of ``{base}`` (its own params block)."})
+    _REGISTRY[name] = cls
+    _VARIANTS[name] = base
+    return cls
+
+
+def _variant_validate(base: str) -> Any:
+    """A variant's params ``validate``: its base's checks, and ``strategy`` is that base."""
+    def validate(self: Any, key: str) -> None:
+        if self.strategy != base:
+            fail(f"{key}.strategy", f"this variant is of {base}, got {self.strategy!r}")
+        parent = getattr(super(type(self), self), "validate", None)
+        if parent is not None:
+            parent(key)
+    return validate
+
+
+def names(variants: bool = True) -> tuple[str, ...]:
+    """Every registered strategy name (with ``variants=False``, not the variants params
+    registered), ordered from least to most trained, then by name."""
+    return tuple(sorted((n for n in _REGISTRY if variants or n not in _VARIANTS),
+                        key=lambda n: (_REGISTRY[n].rank, n)))
 
 
 def get(name: str) -> type[Strategy]:
@@ -63,17 +119,30 @@ def by_role(role: str) -> str | None:
 
 def parse_blocks(data: Any, key: str = "transfer") -> dict[str, Any]:
     """Validate the ``transfer`` params block: one sub-block per strategy, each loaded into that
-    strategy's own frozen params dataclass (unknown keys and wrong types rejected)."""
+    strategy's own frozen params dataclass (unknown keys and wrong types rejected).
+
+    A block under a new name with a ``strategy`` key is a variant of that strategy
+    (:func:`variant`): its keys override the base strategy's block, e.g.
+    ``finetune_src: {strategy: finetune, head_init: source}``."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         fail(key, f"expected a mapping of strategy blocks, got {type(data).__name__}")
     blocks = {}
     for name, block in data.items():
-        if str(name) not in _REGISTRY:
-            fail(f"{key}.{name}", f"unknown key; expected one of {', '.join(names())}")
-        blocks[str(name)] = from_dict(_REGISTRY[str(name)].Params, block, f"{key}.{name}")
-        blocks[str(name)].search_grid(f"{key}.{name}")  # every candidate is a valid block
+        name = str(name)
+        if isinstance(block, dict) and "strategy" in block:
+            base = str(block["strategy"])
+            variant(name, base, key)
+            inherited = data.get(base) if isinstance(data.get(base), dict) else {}
+            # the base's block where params.yaml has one, with the variant's keys on top
+            block = {**inherited, **block}
+        elif name not in _REGISTRY or name in _VARIANTS:
+            fail(f"{key}.{name}", f"unknown key; expected one of {', '.join(names(False))}, or a "
+                 "variant: a block with strategy: <one of them>")
+        blocks[name] = from_dict(_REGISTRY[name].Params, block, f"{key}.{name}")
+        blocks[name].search_grid(f"{key}.{name}")  # every candidate is a valid block
+        _REGISTRY[name].check_params(blocks[name], f"{key}.{name}")
     return blocks
 
 

@@ -84,7 +84,9 @@ def summarize(results: Sequence, budgets: Sequence[str], all_labels_per_class: f
     Returns:
         {curve: {budget: {metric: mean_ci, "selection_score": mean_ci over the seeds with a
         finite score ({"mean": nan, "n": 0} where none), "trainable_params", "train_flops",
-        "gain" (not for scratch): :func:`paired_difference` of the curve minus scratch}}}. The
+        "gain" (not for scratch): :func:`paired_difference` of the curve minus scratch,
+        "unstable_refits" where some seed's refit ended on a loss spike: {"seeds", "n", "sd"
+        (the test headline metric's standard deviation over seeds)}}}}. The
         gains carry raw p-values only; :func:`control_family` adds adjusted p-values and
         verdicts.
     """
@@ -103,10 +105,20 @@ def summarize(results: Sequence, budgets: Sequence[str], all_labels_per_class: f
             entry["selection_score"] = _selection_summary(runs, p.confidence)
             entry["trainable_params"] = runs[0].metrics["trainable_params"]
             entry["train_flops"] = float(np.mean([r.metrics["train_flops"] for r in runs]))
+            unstable = sorted(int(r.key["seed"]) for r in runs if r.unstable_refit)
+            if unstable:  # refits that ended on a loss spike, with the seeds' spread
+                entry["unstable_refits"] = {"seeds": unstable, "n": len(runs), "sd": float(
+                    np.std([r.metrics[headline_of(runs)] for r in runs], ddof=1))
+                    if len(runs) > 1 else math.nan}
             if curve != SCRATCH:
                 entry["gain"] = paired_difference(runs, groups[SCRATCH].get(budget, []), p)
             out[curve][budget] = entry
     return out
+
+
+def headline_of(runs: Sequence) -> str:
+    """The runs' headline test metric: ``accuracy``, or a regression's ``r2``."""
+    return "accuracy" if "accuracy" in runs[0].metrics else "r2"
 
 
 def _selection_summary(runs: list, confidence: float) -> dict:
@@ -305,6 +317,37 @@ def ranked_by_selection(summary: dict, budget: str) -> list[str]:
     return sorted(eligible, key=key)
 
 
+def selection_accuracy(summary: dict, groups: dict, ranked: list[str], budget: str,
+                       headline: str = "accuracy") -> dict:
+    """How well the budget's labels chose, judged on test once the choice is made (it audits
+    the choice and changes nothing). Among the curves with a selection score:
+
+    - ``best_on_test``: the curve with the highest mean test metric, and ``hit``: whether the
+      recommended curve (``ranked[0]``) is it (or ties it); ``regret``: its shortfall.
+    - per seed: the curve with the highest selection score at that seed (ties: the
+      recommendation rule's order) against the one with the highest test metric at that seed;
+      ``seed_hits`` of ``seeds``.
+    """
+    means = {c: summary[c][budget][headline]["mean"] for c in ranked}
+    top = max(ranked, key=lambda c: (means[c], -ranked.index(c)))
+    hits = seeds = 0
+    by_seed: dict[str, dict[str, tuple[float, float]]] = {}
+    for c in ranked:
+        for r in groups[c][budget]:
+            if math.isfinite(r.selection_score):
+                by_seed.setdefault(str(r.key["seed"]), {})[c] = (r.selection_score,
+                                                                 r.metrics[headline])
+    for scores in by_seed.values():
+        if len(scores) < 2:
+            continue
+        chosen = max(scores, key=lambda c: (round(scores[c][0], 12), -ranked.index(c)))
+        seeds += 1
+        hits += scores[chosen][1] >= max(v[1] for v in scores.values())
+    return {"best_on_test": top, "hit": bool(means[ranked[0]] >= means[top]),
+            "regret": float(means[top] - means[ranked[0]]), "seed_hits": int(hits),
+            "seeds": int(seeds), "candidates": len(ranked)}
+
+
 def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
               transfer: dict, p: EvaluateParams, headline: str = "accuracy") -> dict:
     """Per budget: the curve chosen by selection score, its test accuracy, the paired t of chosen
@@ -326,6 +369,7 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
         {budget: {"best", "selection_score", "accuracy" (test, of the chosen curve),
         "runner_up", "runner_up_selection_score", "vs_runner_up" (:func:`paired_difference`),
         "best_source_by_finetune", "score_picks"} or, with no choice, "best": None, "reason"}.
+        Where only some curves have a selection score at a budget, "chosen_among" lists them.
     """
     groups = _group(results)
     out = {}
@@ -339,11 +383,18 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
             entry = {"best": best, "selection_score": summary[best][budget]["selection_score"],
                      headline: summary[best][budget][headline],
                      "runner_up": ranked[1] if len(ranked) > 1 else None, "vs_runner_up": None}
+            run_here = [c for c in summary if budget in summary[c]]
+            if len(ranked) < len(run_here):  # e.g. 1 label per class: only the curves that
+                # read no target label have a score (on every budget label); say among which
+                entry["chosen_among"] = ranked
             if entry["runner_up"]:
                 runner = entry["runner_up"]
                 entry["runner_up_selection_score"] = summary[runner][budget]["selection_score"]
                 entry["vs_runner_up"] = paired_difference(groups[best][budget],
                                                           groups[runner][budget], p)
+        if ranked:
+            entry["selection_accuracy"] = selection_accuracy(summary, groups, ranked, budget,
+                                                             headline)
         realised = {c.split("/")[0]: summary[c][budget][headline]["mean"]
                     for c in summary if c.endswith(f"/{JUDGES[0]}") and budget in summary[c]}
         right = max(realised, key=lambda s: (realised[s], s)) if realised else None

@@ -46,6 +46,8 @@ class RunResult:
     # was too small to hold any out. Every choice ranks runs by this, never by the test split.
     selection_score: float = math.nan
     search: dict | None = None  # the run's in-stage search (chosen config, candidates), if any
+    # its refit ended on a training-loss spike (transferlab.adapt.replicates.refit_check)
+    unstable_refit: bool = False
 
 
 def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[str],
@@ -135,7 +137,8 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
             per_example = per_example.astype(bool)  # as before: correct or not
         results.append(RunResult(key, metrics, per_example, proba,
                                  math.nan if score is None else float(score),
-                                 run.get("search")))
+                                 run.get("search"),
+                                 bool((run.get("refit_check") or {}).get("unstable"))))
     return results, {"skipped": skipped}
 
 

@@ -49,9 +49,11 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
         {"reference", "statistics", "sources": {source: {budget: {"reference_accuracy",
         "methods": {strategy: {"gain" (paired t, p_adjusted, verdict), "accuracy",
         "selection_score", "trainable_params", "search": {candidate: mean held-out accuracy
-        over seeds} where the method searched}}, "chosen": {"strategy", "selection_score",
-        "accuracy", "configs": {seed: search choice}} or None, "reason"}}}}. Sources without a
-        reference curve are left out: there is nothing to measure against.
+        over seeds} where the method searched, "vs_base": {"base", paired t, p_adjusted,
+        verdict} where the method is a variant and its base ran}}, "chosen": {"strategy",
+        "selection_score", "accuracy", "configs": {seed: search choice}} or None,
+        "reason"}}}}. Sources without a reference curve are left out: there is nothing to
+        measure against.
     """
     reference = strategies.by_role("reference")
     groups = _group(results)
@@ -84,6 +86,12 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
                 if searched:
                     methods[strategy]["search"] = searched
                 family.append(methods[strategy]["gain"])
+                base = _base(strategy)
+                base_runs = groups.get(curve_name(source, base), {}).get(budget) if base else None
+                if base_runs:  # a variant (e.g. head_init: source) against its base
+                    methods[strategy]["vs_base"] = {
+                        "base": base, **paired_difference(groups[curve][budget], base_runs, p)}
+                    family.append(methods[strategy]["vs_base"])
             local = {curve_name(source, s): summary[curve_name(source, s)] for s in members}
             ranked = ranked_by_selection(local, budget)
             chosen, reason = None, None
@@ -108,7 +116,12 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
         "unit": "seed", "test": "paired t over seeds, S-1 df", "multiplicity": p.multiplicity,
         "alpha": alpha, "family_size": int(sum(math.isfinite(g["p_value"]) for g in family)),
         "family": f"every method's gain over {reference} of the same source (methods x "
-                  "sources x budgets)"}}
+                  "sources x budgets), and every variant's over its base strategy"}}
+
+
+def _base(strategy: str) -> str | None:
+    """The strategy a variant was made from (``registry.variant``), or None."""
+    return strategies.get(strategy).variant_of if strategy in strategies.names() else None
 
 
 def search_scores(runs: Sequence, headline: str = "accuracy") -> dict[str, float]:

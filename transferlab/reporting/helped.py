@@ -83,7 +83,9 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None,
         f"family ({stats['family_size']} comparisons; α = {stats['alpha']:g}): "
         f"{MARK['helped']} helped, {MARK['hurt']} hurt, {MARK['no detectable difference']} no "
         "detectable difference. A method that does not help is shown as such: the point of "
-        "this table is to say where a method does not pay off.",
+        "this table is to say where a method does not pay off. A variant of a method (its own "
+        "params block with `strategy: <method>`, e.g. the source head kept) has a second "
+        "row, `variant − method`: its gain over the method it varies, in the same family.",
         Image(figure, f"Gain over {ref} per method and budget, {1 - stats['alpha']:.0%} "
               "intervals over seeds."),
     ]
@@ -100,6 +102,11 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None,
             params = next((e["methods"][method]["trainable_params"] for e in by_budget.values()
                            if method in e["methods"]), None)
             rows.append((method, *cells, integer(params)))
+            against = [(by_budget.get(b) or {}).get("methods", {}).get(method, {}).get(
+                "vs_base") for b in budgets]
+            base = next((a["base"] for a in against if a), None)
+            if base:  # a variant, against the strategy it varies (e.g. a fresh head)
+                rows.append((f"{method} − {base}", *(_gain_cell(a) for a in against), NA))
         out.append(Table(("Method", *budgets, "Trainable params"), tuple(rows)))
         chosen_rows = []
         for b in budgets:

@@ -302,11 +302,15 @@ def _selection_text(params: Params) -> str:
                 "labelled images per class, outside the label budget, chose every epoch, "
                 "recommendation and champion, so label efficiency counts those labels too.")
     refit = ", then refitted on the whole budget" if s.refit else ""
-    return (f" Selection: every epoch, recommendation and champion was chosen on labels held "
-            f"out of the budget ({s.holdout_fraction:.0%} of each class{refit}); below "
-            f"{s.min_labels_to_split} labels per class a run trains a fixed schedule and no "
-            "strategy is recommended. The test split scored the choices once, after they were "
-            "made.")
+    held = (f"every label of the budget, out of fold ({s.folds}-fold cross-validation within "
+            "each class, fewer folds where a class has fewer labels"
+            if s.scheme == "kfold" else f"labels held out of the budget "
+            f"({s.holdout_fraction:.0%} of each class")
+    return (f" Selection: every epoch, recommendation and champion was chosen on {held}{refit}); "
+            f"below {s.min_labels_to_split} labels per class a trained run follows a fixed "
+            "schedule and has no selection score, while curves that read no target label are "
+            "scored on every budget label. The test split scored the choices once, after they "
+            "were made.")
 
 
 def _source_models(inputs: ReportInputs, params: Params) -> list[Block]:

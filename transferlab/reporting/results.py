@@ -139,6 +139,27 @@ def _scores_in_order(keys: Any) -> list[str]:
     return [s for s in figures.SCORE_LABELS if s in keys] + sorted(keys - set(figures.SCORE_LABELS))
 
 
+def unstable_refits(ev: dict, params: Params) -> list[Block]:
+    """The curves and budgets where a seed's refit on the whole budget ended on a training-loss
+    spike (``selection.refit_loss_ratio``), with the seeds' spread of the test metric."""
+    m = metric_of(ev)
+    flagged = []
+    for curve, by_budget in ev["summary"].items():
+        for budget in budget_keys(params):
+            u = (by_budget.get(budget) or {}).get("unstable_refits")
+            if u:
+                flagged.append(f"`{curve}` at {budget}: seed(s) {', '.join(map(str, u['seeds']))}"
+                               f" of {u['n']}; test {m.words} SD over seeds {f3(u['sd'])}")
+    if not flagged:
+        return []
+    return [Subheading("Unstable refits"),
+            f"A refit whose last epoch's training loss is above "
+            f"{params.selection.refit_loss_ratio:g} times the chosen epoch's (in the run that "
+            "chose it) ended on a spike: its model is not the one the held-out labels scored. "
+            "Read these curves' means with their spread.",
+            Bullets(tuple(flagged))]
+
+
 # -------------------------------------------------------------------------------- sections
 # Each takes evaluate's metrics (``ev``), the params and ``fig`` ({figure key: file name}) as needed
 def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[Block]:
@@ -170,6 +191,23 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
                      f"seeds); chosen by selection score {f3(sel.get('mean'))} (mean over "
                      f"{integer(sel.get('n'))} seeds)."]
             items.append(_runner_up(r, short))
+            sa = r.get("selection_accuracy")
+            if sa:
+                verdict = ("it is the best on test" if sa["hit"] else
+                           f"the best on test was `{sa['best_on_test']}`, "
+                           f"{f3(sa['regret'])} higher")
+                items.append(f"Selection accuracy (an audit on test, after the choice): among "
+                             f"{sa['candidates']} scored curves {verdict}; per seed, the "
+                             f"labels chose the seed's best curve in {sa['seed_hits']} of "
+                             f"{sa['seeds']} seeds.")
+            among = r.get("chosen_among")
+            if among:
+                items.append("Chosen among the curves with a selection score here only: "
+                             f"{', '.join(f'`{c}`' for c in among)}. A curve that reads no "
+                             "target label (the source as it is, AdaBN with the source head) "
+                             "is scored on every label of the budget; a trained one needs "
+                             f"{params.selection.min_labels_to_split} labels per class to hold "
+                             "some out.")
         negative = r.get("negative_transfer") or []
         items.append("Negative transfer: " + (", ".join(f"`{c}`" for c in negative)
                                               if negative else "none found") + ".")
@@ -184,6 +222,18 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
                      f"finetune {m.words}: {f'`{right}`' if right else NA}): "
                      f"{', '.join(chosen) or NA}.")
         blocks += [Subheading(budget_label(budget, target)), Bullets(tuple(items))]
+    audits = [r["selection_accuracy"] for r in ev["recommendations"].values()
+              if r.get("selection_accuracy")]
+    if audits:
+        seeds = sum(a["seeds"] for a in audits)
+        blocks.append(
+            f"Selection accuracy over the budgets: the recommended curve was the best on test "
+            f"at {sum(a['hit'] for a in audits)} of {len(audits)} budgets; per seed, "
+            f"{sum(a['seed_hits'] for a in audits)} of {seeds} choices"
+            + (f" ({sum(a['seed_hits'] for a in audits) / seeds:.0%})" if seeds else "")
+            + f"; the mean shortfall of the recommended curve's test {m.words} below the best "
+            f"was {f3(sum(a['regret'] for a in audits) / len(audits))} (0 where it hit).")
+    blocks += unstable_refits(ev, params)
     largest = budget_keys(params)[-1]
     best = ev["recommendations"].get(largest, {}).get("best")
     shown = f"`{best}`" if best else "`scratch` (no curve is recommended at this budget)"

@@ -106,3 +106,24 @@ def test_rows_and_labels() -> None:
     assert all(math.isfinite(r["gain"]) for r in rows)
     assert config_label({"lr": 0.01, "block": "block2"}) == "block=block2, lr=0.01"
     assert config_label({}) == "as set"
+
+
+def test_a_variant_is_also_compared_with_its_base_in_the_same_family() -> None:
+    from transferlab.adapt.strategies import parse_blocks
+    parse_blocks({"lora_src": {"strategy": "lora", "head_init": "source"},
+                  "finetune_src": {"strategy": "finetune", "head_init": "source"}})
+    runs = _results()
+    runs += curve_runs("a/lora_src", "10", [0.80, 0.81, 0.80], [0.9, 0.9, 0.9])
+    runs += curve_runs("a/finetune_src", "10", [0.73, 0.74, 0.74], [0.9, 0.9, 0.9])
+    block = _helped(runs, BH)
+    methods = block["sources"]["a"]["10"]["methods"]
+    vs = methods["lora_src"]["vs_base"]
+    assert vs["base"] == "lora"
+    diffs = [0.05, 0.03, 0.04]  # lora_src - lora, paired by seed
+    assert vs["diff"] == pytest.approx(sum(diffs) / 3)
+    assert vs["p_value"] == pytest.approx(sps.ttest_1samp(diffs, 0).pvalue)
+    assert "p_adjusted" in vs and "verdict" in vs
+    # a variant of the reference: its gain over the reference is already its row
+    assert "vs_base" not in methods["finetune_src"]
+    # lora, linear_probe, lora_src, finetune_src against finetune, and lora_src against lora
+    assert block["statistics"]["family_size"] == 5

@@ -86,8 +86,9 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
                 if searched:
                     methods[strategy]["search"] = searched
                 family.append(methods[strategy]["gain"])
-                base = _base(strategy)
-                base_runs = groups.get(curve_name(source, base), {}).get(budget) if base else None
+                base = _base(strategy)  # (a variant of the reference: its gain above is it)
+                base_runs = groups.get(curve_name(source, base), {}).get(budget) \
+                    if base and base != reference else None
                 if base_runs:  # a variant (e.g. head_init: source) against its base
                     methods[strategy]["vs_base"] = {
                         "base": base, **paired_difference(groups[curve][budget], base_runs, p)}

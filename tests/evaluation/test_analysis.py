@@ -322,3 +322,10 @@ def test_unstable_refits_are_counted_with_the_seed_spread() -> None:
     assert flag["seeds"] == [1] and flag["n"] == 3
     assert flag["sd"] == pytest.approx(np.std([0.9, 0.5, 0.88], ddof=1))
     assert "unstable_refits" not in summary["scratch"]["10"]
+
+
+def test_a_single_scored_curve_has_no_selection_audit() -> None:
+    results = (curve_runs("p/source_only", "1", [0.5, 0.5, 0.5], [0.4, 0.5, 0.6]) +
+               curve_runs("scratch", "1", [0.4, 0.5, 0.45]))
+    rec = analyse(results, ["1"], NONE)["recommendations"]["1"]
+    assert rec["best"] == "p/source_only" and "selection_accuracy" not in rec

@@ -392,7 +392,7 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
                 entry["runner_up_selection_score"] = summary[runner][budget]["selection_score"]
                 entry["vs_runner_up"] = paired_difference(groups[best][budget],
                                                           groups[runner][budget], p)
-        if ranked:
+        if len(ranked) > 1:  # with one scored curve there is nothing to have chosen wrong
             entry["selection_accuracy"] = selection_accuracy(summary, groups, ranked, budget,
                                                              headline)
         realised = {c.split("/")[0]: summary[c][budget][headline]["mean"]

@@ -42,6 +42,7 @@ def test_real_server_receives_the_run_tree(mlflow_server: MlflowServer,
     assert names["pretrain"].info.status == "FINISHED"
 
 
+@pytest.mark.slow  # a second MLflow-server fault (make test keeps the real-server run tree): 20 s
 def test_server_killed_mid_run_does_not_stop_the_stage(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
@@ -221,6 +222,7 @@ def test_raising_stage_ends_the_run_failed_and_leaves_nothing(prepared_repo) -> 
     _assert_failed_cleanly(repo, lock_before, "printed_digits")
 
 
+@pytest.mark.slow  # a pipeline run of its own under dvc queue: 39 s here
 def test_queue_with_two_workers_lands_every_run(tmp_path: Path) -> None:
     """`dvc exp run --queue` runs stages in copies under .dvc/tmp/exps; their runs must land in
     the workspace's store, with no "database is locked"."""

@@ -89,7 +89,9 @@ def clone(machine_a: tuple[Path, dict, set], name: str, remote: str) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("remote", ["shared-dir", "shared-s3"])
+# the directory remote in make test-all (make test keeps S3, the service): 14 s here
+@pytest.mark.parametrize("remote", [pytest.param("shared-dir", marks=pytest.mark.slow),
+                                    "shared-s3"])
 def test_fresh_clone_pulls_and_reruns_nothing(machine_a, remote: str) -> None:
     a, outs, first = machine_a
     assert first == set(run(["dvc", "stage", "list", "--name-only"], a).split())

@@ -110,6 +110,7 @@ def _task_workers(raylets: list[int]) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow  # a second Ray test (make test keeps the bytes-equal one): 54 s here
 def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster: dict) -> None:
     """Each task also asks for half a GPU: a fractional GPU through the real scheduler (a task
     holds half of its node's declared GPU; it trains on common.device, the CPU)."""

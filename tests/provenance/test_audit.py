@@ -265,6 +265,7 @@ def test_audit_fails_and_names_a_tampered_metrics_file(
                for u in result["unexplained"])
 
 
+@pytest.mark.slow  # a second audit rerun (make test keeps the tampered-file audit): 25 s here
 def test_audit_of_one_stage_reruns_only_it(synced_clone: tuple[Path, dict]) -> None:
     """--stage: the rerun and the checks cover one stage of the lock (seconds, not the whole
     pipeline's minutes); a stage the lock lacks is refused with the valid names."""

@@ -83,6 +83,7 @@ print("failures", t.failures)
 """
 
 
+@pytest.mark.slow  # a second PostgreSQL test (make test keeps sync and audit): 46 s here
 def test_eight_concurrent_writers_lose_nothing(server: TeamServer) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -75,6 +75,7 @@ def test_a_failing_rank_stops_the_others_and_its_status_is_returned(tmp_path: Pa
     assert time.monotonic() - start < 60  # rank 0 was stopped, not waited for
 
 
+@pytest.mark.slow  # a pretrain stage on two processes (make test keeps the two-rank fit): 45 s here
 def test_pretrain_stage_on_two_ranks_writes_once_and_logs_one_run(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     copy_worktree(ROOT, repo)

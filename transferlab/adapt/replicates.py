@@ -595,6 +595,9 @@ def _on_cluster(job: ReplicateJob, replicates: list[tuple[str, str]],
     the same steps :func:`adapt` takes one after another, so the same bytes."""
     frames = {r: selection_frame(job.target, job.cfg, *r, job.selection, replicate_seed(*r))
               for r in replicates}
+    member = job.strategy_class()(job.cfg, job.context(0))  # which points the source allows
+    for frame in frames.values():  # as prepare_replicate filters them in each task
+        frame.grid = usable_candidates(member, frame.grid)
     points = [(*r, i) for r in replicates for i in range(len(frames[r].grid))]
     found: dict[tuple[str, str], list] = {r: [] for r in replicates}
     for point, result in zip(points, executor.map(candidate_task, job, points,

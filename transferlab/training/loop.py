@@ -24,6 +24,7 @@ from transferlab.core.runtime import peak_rss_bytes, reset_peak_rss
 from transferlab.core.tasks import CLASSIFICATION, Task
 from transferlab.data.modalities.image import to_tensor  # noqa: F401  (re-exported)
 from transferlab.training.distributed import SINGLE, World, all_sum, shard, sync_buffers, wrap
+from transferlab.training.optim import AdamW
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
@@ -91,11 +92,15 @@ def _trainable_signature(model: nn.Module) -> tuple[bool, ...]:
 
 
 def make_optimizer(groups: list[dict], cfg: TrainParams) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW over parameter groups (each may carry its own ``lr``)."""
+    """SGD with momentum or AdamW over parameter groups (each may carry its own ``lr``).
+
+    AdamW is :class:`transferlab.training.optim.AdamW`: torch's update with a correctly rounded
+    square root, so training gives the same bits on Intel and AMD CPUs.
+    """
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.inference_mode()

@@ -47,6 +47,7 @@ from transferlab.adapt.strategies.finetune import Finetune, FinetuneParams
 from transferlab.adapt.strategies.registry import register
 from transferlab.config.typed import check_range, fail
 from transferlab.models.nets import TransferNet, block_names
+from transferlab.training.optim import AdamW
 
 ATTENTION_TEMPERATURE = 5.0  # softmax temperature on the standardised loss rises (DELTA's code)
 CHUNK = 1024  # examples per forward pass when scoring channels
@@ -124,7 +125,7 @@ def train_probe_head(model: TransferNet, data: tuple[torch.Tensor, torch.Tensor]
     with torch.no_grad():
         features = torch.cat([probe.features(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)])
     head = probe.head.requires_grad_(True)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = AdamW(head.parameters(), lr=lr, weight_decay=0.0)
     for _ in range(steps):
         loss = F.cross_entropy(head(features), y)
         optimizer.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ from transferlab.config.typed import check_range
 from transferlab.core import tasks
 from transferlab.models.nets import TransferNet
 from transferlab.training.loop import extract_features
+from transferlab.training.optim import AdamW
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def probe_head(model: TransferNet, train: tuple[torch.Tensor, torch.Tensor], ste
     features = extract_features(model, train[0], device).clone().to(device)  # (N, D)
     labels = train[1].to(device)
     head = model.head.to(device)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
         loss = task.loss(head(features), labels)
         optimizer.zero_grad(set_to_none=True)

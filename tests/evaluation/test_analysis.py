@@ -329,3 +329,45 @@ def test_a_single_scored_curve_has_no_selection_audit() -> None:
                curve_runs("scratch", "1", [0.4, 0.5, 0.45]))
     rec = analyse(results, ["1"], NONE)["recommendations"]["1"]
     assert rec["best"] == "p/source_only" and "selection_accuracy" not in rec
+
+
+def test_every_null_verdict_carries_its_minimum_detectable_effect() -> None:
+    """Holm over the four gains of _family_results: none is rejected, so each null verdict's mde
+    is the paired t's at alpha / 4 from its own seeds' spread; a flagged interval disagrees."""
+    from transferlab.evaluation.stats import minimum_detectable_effect
+    out = analyse(_family_results(), ["10"], HOLM)
+    assert out["statistics"]["rejected"] == 0
+    assert out["statistics"]["marginal_level"] == pytest.approx(0.05 / 4)
+    for curve, accs in (("a/finetune", [0.62, 0.635, 0.625]), ("c/finetune", [0.59, 0.62, 0.60])):
+        gain = out["summary"][curve]["10"]["gain"]
+        d = np.array(accs) - np.array([0.60, 0.61, 0.595])
+        assert gain["verdict"] == "no detectable effect"
+        assert gain["sd"] == pytest.approx(np.std(d, ddof=1))
+        assert gain["mde"] == pytest.approx(minimum_detectable_effect(np.std(d, ddof=1), 3,
+                                                                      0.05 / 4, 0.8))
+    # a: the unadjusted interval excludes 0, the Holm verdict does not: flagged
+    assert out["summary"]["a/finetune"]["10"]["gain"]["interval_excludes_zero"] is True
+    assert out["summary"]["c/finetune"]["10"]["gain"]["interval_excludes_zero"] is False
+    # unadjusted, a's gain is positive: no mde beside a verdict that was made
+    alone = analyse(_family_results(), ["10"], NONE)["summary"]["a/finetune"]["10"]["gain"]
+    assert alone["verdict"] == "positive transfer" and "mde" not in alone
+
+
+@pytest.mark.parametrize("n_sources", [3, 5])
+def test_rank_agreement_is_not_trusted_below_five_sources(n_sources: int) -> None:
+    """Scores that order the sources perfectly: tau = 1 either way, but with 3 sources that is
+    one chance in 6, so it is not trusted; with 5 it is (and has an interval)."""
+    sources = [f"s{i}" for i in range(n_sources)]
+    rows = [{"source": s, "budget": "10", "seed": 0, "n_examples": 200, "feature_dim": 16,
+             "min_per_class": 20, "source_classes": 10,
+             **dict.fromkeys(analysis.SCORES, float(i))} for i, s in enumerate(sources)]
+    summary = {f"{s}/{j}": {"10": {"accuracy": {"mean": 0.5 + 0.01 * i}}}
+               for i, s in enumerate(sources) for j in analysis.JUDGES}
+    out = analysis.transferability_summary(rows, summary, ["10"])
+    agree = out["agreement"]["10"]["logme"][analysis.JUDGES[0]]
+    assert agree["kendall_tau"] == pytest.approx(1.0) and agree["n_sources"] == n_sources
+    if n_sources < analysis.MIN_AGREEMENT_SOURCES:
+        assert not agree["trusted"]
+        assert agree["untrusted_reason"] == "n = 3 sources: too few to test agreement"
+    else:
+        assert agree["trusted"] and math.isfinite(agree["kendall_ci_low"])

@@ -330,7 +330,8 @@ class GridParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     confidence: float = 0.95  # level of every confidence interval
-    multiplicity: Literal["holm", "bh", "none"] = "holm"  # family-wise control of the verdicts
+    multiplicity: Literal["holm", "bh", "none"] = "bh"  # control of the verdicts (params.yaml's)
+    power: float = 0.8  # the minimum detectable effect beside a null verdict is at this power
     calibration_bins: int = 15
     shift_noise_std: float = 0.1  # shifted test set: Gaussian pixel noise, [0, 1] units
     shift_blur_sigma: float = 0.6  # shifted test set: Gaussian blur, pixels
@@ -340,6 +341,7 @@ class EvaluateParams:
 
     def validate(self, key: str) -> None:
         check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
+        check_range(f"{key}.power", self.power, 0.5, 0.999)
         check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)
         check_range(f"{key}.shift_noise_std", self.shift_noise_std, 0, 1)
         check_range(f"{key}.shift_blur_sigma", self.shift_blur_sigma, 0, 10)

@@ -34,7 +34,9 @@ from transferlab.evaluation.stats import (
     adjust_p_values,
     area_under_learning_curve,
     labels_to_reach,
+    marginal_level,
     mean_ci,
+    minimum_detectable_effect,
     paired_t_test,
     verdict,
 )
@@ -138,7 +140,8 @@ def paired_difference(runs_a: Sequence, runs_b: Sequence, p: EvaluateParams) -> 
         p: the evaluate block (its ``confidence``).
     Returns:
         {"diff" (mean per-seed A - B), "ci_low", "ci_high" (unadjusted t interval), "p_value"
-        (raw, two-sided), "n" (paired seeds), "seeds", "method"} and "note" where seeds were
+        (raw, two-sided), "n" (paired seeds), "sd" (of the per-seed differences), "seeds",
+        "method"} and "note" where seeds were
         unpaired.
     """
     a = {r.key["seed"]: float(np.mean(r.correct)) for r in runs_a}
@@ -147,9 +150,10 @@ def paired_difference(runs_a: Sequence, runs_b: Sequence, p: EvaluateParams) -> 
     out: dict = {"method": "paired t over seeds", "seeds": seeds}
     if seeds:
         t = paired_t_test([a[s] for s in seeds], [b[s] for s in seeds], p.confidence)
-        out.update({k: t[k] for k in ("diff", "ci_low", "ci_high", "p_value", "n")})
+        out.update({k: t[k] for k in ("diff", "ci_low", "ci_high", "p_value", "n", "sd")})
     else:
-        out.update(diff=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, n=0)
+        out.update(diff=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, n=0,
+                   sd=math.nan)
     unpaired_a, unpaired_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     notes = ([f"no baseline run at seed(s) {unpaired_a}"] if unpaired_a else []) + \
             ([f"no run at baseline seed(s) {unpaired_b}"] if unpaired_b else [])
@@ -168,7 +172,10 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
     its raw ``p_value`` and unadjusted t interval and gains ``p_adjusted`` (by
     ``p.multiplicity``) and a verdict at alpha = 1 - ``p.confidence``: "positive transfer" /
     "negative transfer" / "no detectable effect" for gains; "better" / "worse" / "no detectable
-    difference" for the chosen curve against the runner-up.
+    difference" for the chosen curve against the runner-up. Each also gains
+    ``interval_excludes_zero`` (of the unadjusted interval: where it is true and the verdict is
+    null, interval and verdict disagree, and the report marks it), and each null verdict its
+    minimum detectable effect (:data:`MDE_RULE`, :func:`detectable`).
 
     Args:
         summary: from :func:`summarize` (not modified).
@@ -188,6 +195,14 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
     for test, q in zip(family, adjusted, strict=True):
         test["p_adjusted"] = q
         test["verdict"] = verdict(test["diff"], q, alpha)
+        test["interval_excludes_zero"] = bool(
+            test["ci_low"] > 0 or test["ci_high"] < 0)  # unadjusted: nan compares False
+    size = int(sum(math.isfinite(q) for q in adjusted))
+    rejected = int(sum(q < alpha for q in adjusted if math.isfinite(q)))
+    level = marginal_level(p.multiplicity, alpha, size, rejected) if rejected < size else alpha
+    for test in family:
+        if test["verdict"] == "no detectable effect":
+            test.update(detectable(test, level, p.power))
     words = {"positive transfer": "better", "negative transfer": "worse",
              "no detectable effect": "no detectable difference"}
     for budget, rec in recommendations.items():
@@ -204,8 +219,31 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
         "family": "every gain over scratch (curves x budgets) and every recommended curve "
                   "against its runner-up",
         "recommended_by": RECOMMENDATION_RULE,
+        "power": p.power, "rejected": rejected, "marginal_level": level,
+        "mde": MDE_RULE,
     }
     return {"summary": summary, "recommendations": recommendations, "statistics": statistics}
+
+
+MDE_RULE = (
+    "beside each 'no detectable effect': mde, the true mean gain the same design (these seeds, "
+    "the family's adjustment) would call positive with probability `power`, from the observed "
+    "standard deviation of the per-seed differences: a paired t at the family's marginal "
+    "level (the raw level at which one more comparison would have been rejected given the "
+    "others: alpha/(m-R) under Holm, alpha(R+1)/m under BH, alpha unadjusted). The observed "
+    "standard deviation is itself an estimate from the seeds, so the mde is one too")
+
+
+def detectable(test: dict, level: float, power: float) -> dict:
+    """What a comparison that found nothing could have found: ``mde`` (nan with ``mde_note``
+    where no variance estimate exists) and the ``mde_level`` it was computed at."""
+    n, sd = int(test.get("n") or 0), float(test.get("sd", math.nan))
+    out = {"mde": minimum_detectable_effect(sd, n, level, power), "mde_level": level}
+    if not math.isfinite(out["mde"]):
+        out["mde_note"] = (f"{n} paired seed(s): too few to estimate a variance" if n < 2 else
+                           "every seed gave the same difference (no variance estimate)"
+                           if sd == 0 else "no variance estimate")
+    return out
 
 
 def label_efficiency(summary: dict, budgets: Sequence[str], all_labels_per_class: float,
@@ -255,7 +293,9 @@ def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequ
         {"scores": {source: {budget: {score: mean}}}, "agreement": {budget: {score:
         {strategy: judge_ranking(...) + trusted, untrusted_reason}}}, "trusted": {budget:
         {score: bool}}, "picks": {budget: {score: source}}}. A score is trusted at a budget
-        when :func:`transferability.trusted` holds for every source and seed scored there.
+        when :func:`transferability.trusted` holds for every source and seed scored there; its
+        rank agreement, when moreover at least :data:`MIN_AGREEMENT_SOURCES` sources were
+        ranked.
     """
     scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     trust: dict[str, dict[str, list[str]]] = {b: {s: [] for s in SCORES} for b in budgets}
@@ -285,10 +325,19 @@ def transferability_summary(score_rows: list[dict], summary: dict, budgets: Sequ
             for strategy in JUDGES:
                 acc = [summary.get(f"{src}/{strategy}", {}).get(budget, {})
                        .get(headline, {}).get("mean", math.nan) for src in sources]
+                judged = judge_ranking(values, acc, confidence)
+                why = reasons + ([f"n = {judged['n_sources']} sources: too few to test "
+                                  "agreement"] if judged["n_sources"] < MIN_AGREEMENT_SOURCES
+                                 else [])
                 agreement[budget][s][strategy] = {
-                    **judge_ranking(values, acc, confidence), "trusted": not reasons,
-                    "untrusted_reason": "; ".join(reasons)}
+                    **judged, "trusted": not why, "untrusted_reason": "; ".join(why)}
     return {"scores": dict(scores), "agreement": agreement, "trusted": flags, "picks": picks}
+
+
+#: Below this many sources no rank agreement is trusted: with 3, Kendall's tau can only be +-1 or
+#: +-1/3, and tau = 1 happens once in 6 by chance; the intervals need n >= 5
+#: (:mod:`transferlab.evaluation.source_ranking`).
+MIN_AGREEMENT_SOURCES = 5
 
 
 def _nanmean(values: list[float]) -> float:

@@ -23,6 +23,13 @@ procedures here claim:
   can exceed alpha (differences of +-c with equal chance at 7 seeds: 0.125, by enumeration).
   Inference is conditional on the fixed test set: its variance is that
   of retraining (new label subset, new initialisation), not that of drawing a new test set.
+* :func:`minimum_detectable_effect`: the true mean per-seed difference that :func:`paired_t_test`
+  calls positive with probability ``power`` at level alpha, for normal differences of standard
+  deviation sigma (the inverse of :func:`paired_t_power`). Fed the observed standard deviation of
+  a comparison that found nothing, it says what that design could have seen; the observed
+  sigma is itself an estimate from S seeds, so the minimum detectable effect is one too.
+  :func:`marginal_level` gives the per-comparison level at which one more comparison of a
+  family would have been rejected under Holm or Benjamini-Hochberg, given the others.
 * :func:`holm_bonferroni`: the family-wise error rate (probability of at least one false
   verdict among the m comparisons) is at most alpha, for any dependence between the p-values.
 * :func:`benjamini_hochberg`: the false discovery rate (expected share of false verdicts among
@@ -37,6 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import optimize as _sps_optimize
 from scipy import special as _special
 from scipy import stats as _sps
 
@@ -47,7 +55,9 @@ __all__ = [
     "benjamini_hochberg",
     "holm_bonferroni",
     "labels_to_reach",
+    "marginal_level",
     "mean_ci",
+    "minimum_detectable_effect",
     "paired_t_power",
     "paired_t_test",
     "verdict",
@@ -136,7 +146,8 @@ def paired_t_test(
 
     Returns:
         {"diff" (mean of a - b), "ci_low", "ci_high", "p_value" (two-sided), "n" (pairs),
-        "df" (n - 1), "method": "paired t", or "sign flip" in the zero-variance case}.
+        "df" (n - 1), "sd" (standard deviation of the differences; nan for one pair),
+        "method": "paired t", or "sign flip" in the zero-variance case}.
     """
     _check_confidence(confidence)
     x = _finite_1d(a, "a")
@@ -147,17 +158,18 @@ def paired_t_test(
     n = int(d.size)
     out: dict[str, Any] = {"n": n, "df": n - 1, "method": "paired t"}
     if n == 1:
-        out.update(diff=float(d[0]), ci_low=_NAN, ci_high=_NAN, p_value=_NAN)
+        out.update(diff=float(d[0]), ci_low=_NAN, ci_high=_NAN, p_value=_NAN, sd=_NAN)
         return out
     if np.all(d == d[0]):
         d0 = float(d[0])
-        out.update(diff=d0, ci_low=_NAN, ci_high=_NAN,
+        out.update(diff=d0, ci_low=_NAN, ci_high=_NAN, sd=0.0,
                    p_value=2.0 ** (1 - n) if d0 != 0.0 else 1.0, method="sign flip")
         return out
     ci = mean_ci(d, confidence)
     t = ci["mean"] / (ci["std"] / math.sqrt(n))
     p = min(1.0, 2.0 * float(_special.stdtr(n - 1, -abs(t))))  # as scipy.stats.ttest_rel
-    out.update(diff=ci["mean"], ci_low=ci["ci_low"], ci_high=ci["ci_high"], p_value=p)
+    out.update(diff=ci["mean"], ci_low=ci["ci_low"], ci_high=ci["ci_high"], p_value=p,
+               sd=ci["std"])
     return out
 
 
@@ -187,6 +199,74 @@ def paired_t_power(delta: float, sigma: float, n: int, alpha: float = 0.05) -> d
     neg = float(_sps.nct.cdf(-crit, df, nc))
     return {"positive": pos, "negative": neg, "any": pos + neg, "t_critical": crit,
             "noncentrality": nc}
+
+
+def minimum_detectable_effect(sigma: float, n: int, alpha: float = 0.05,
+                              power: float = 0.8) -> float:
+    """The smallest true mean difference that :func:`paired_t_test` detects as positive with
+    probability ``power`` at two-sided level ``alpha`` (:func:`paired_t_power`'s ``positive``).
+
+    Args:
+        sigma: standard deviation of the per-seed difference (> 0; the observed one, where the
+            design is judged after the fact).
+        n: number of seeds (>= 2).
+        alpha: the per-comparison two-sided level (a family's :func:`marginal_level`).
+        power: the wanted detection rate, in (alpha / 2, 1).
+
+    Returns:
+        delta > 0 with ``paired_t_power(delta, sigma, n, alpha)["positive"] == power`` (to
+        1e-10 relative); nan where n < 2 or sigma is not positive and finite (no variance
+        estimate: the sign-flip case of :func:`paired_t_test`).
+    """
+    if not 0 < alpha < 1 or not alpha / 2 < power < 1:
+        raise ValueError(f"need 0 < alpha < 1 and alpha/2 < power < 1, got alpha={alpha!r}, "
+                         f"power={power!r}")
+    if n < 2 or not (math.isfinite(sigma) and sigma > 0):
+        return _NAN
+    df = n - 1
+    crit = float(_sps.t.ppf(1.0 - alpha / 2.0, df))
+    se = float(sigma) / math.sqrt(n)
+
+    def shortfall(delta: float) -> float:
+        return float(_sps.nct.sf(crit, df, delta / se)) - power
+
+    high = se * (crit + float(_sps.norm.ppf(power)) + 1.0)
+    while shortfall(high) < 0:
+        high *= 2.0
+    return float(_sps_optimize.brentq(shortfall, 0.0, high, xtol=1e-12, rtol=1e-10))
+
+
+def marginal_level(method: str, alpha: float, family_size: int, rejections: int) -> float:
+    """The per-comparison level at which one more comparison of a family is rejected, given the
+    family's other verdicts: a comparison whose raw p-value is at most this level joins the
+    ``rejections`` already made (and keeps every one of them); under Holm and with no
+    adjustment one above it does not.
+
+    - ``none``: alpha.
+    - ``holm``: alpha / (m - R): the step-down's next threshold; a p-value at most it is the
+      (R + 1)-th smallest or below a rejected one, so it is rejected.
+    - ``bh``: alpha (R + 1) / m: with it, R + 1 p-values lie under the step-up line. For BH the
+      level is sufficient, not necessary: a p-value above it can still be rejected together
+      with another that it lifts under the line, so the minimum detectable effect taken at it
+      is conservative.
+
+    Args:
+        method: "holm", "bh" or "none" (:data:`MULTIPLICITY`).
+        alpha: the family's level.
+        family_size: m, the number of comparisons with a p-value (>= 1).
+        rejections: R, how many of them are rejected now (0 <= R < m).
+    """
+    if not 0 <= rejections < family_size:
+        raise ValueError(f"need 0 <= rejections < family_size, got {rejections} of "
+                         f"{family_size}")
+    if method == "none":
+        return alpha
+    if method == "holm":
+        return alpha / (family_size - rejections)
+    if method == "bh":
+        return alpha * (rejections + 1) / family_size
+    raise ValueError(f"unknown multiplicity method {method!r}; expected one of "
+                     f"{', '.join(MULTIPLICITY)}")
 
 
 def verdict(diff: float, p_value: float, alpha: float) -> str:

@@ -6,7 +6,8 @@ functions of their inputs.
 headline metric over seeds (``accuracy``; a regression's ``r2``) and, for every curve but scratch,
 its ``gain`` over scratch (the mean paired difference of the headline metric) and the gain's
 ``verdict`` as a number (:data:`VERDICT_CODES`): +1 positive transfer, -1 negative transfer,
-0 no detectable effect. A value that is not finite (no paired seed) is left out.
+0 no detectable effect, and beside a 0 the gain that would have been detected (``mde``). A value
+that is not finite (no paired seed) is left out.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def gain_table(summary: dict, budgets: Sequence[str], all_lpc: float) -> pd.Data
         all_lpc: labels per class of the ``all`` budget.
     Returns:
         Columns curve, budget, labels_per_class, gain, ci_low, ci_high, n, p_value, p_adjusted,
-        verdict.
+        verdict, mde (the minimum detectable effect beside a null verdict, else nan).
     """
     rows = []
     for curve, by_budget in sorted(summary.items()):
@@ -74,7 +75,8 @@ def gain_table(summary: dict, budgets: Sequence[str], all_lpc: float) -> pd.Data
                              "ci_high": gain["ci_high"], "n": gain.get("n"),
                              "p_value": gain["p_value"],
                              "p_adjusted": gain.get("p_adjusted", np.nan),
-                             "verdict": gain.get("verdict", "")})
+                             "verdict": gain.get("verdict", ""),
+                             "mde": gain.get("mde", np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -83,16 +85,17 @@ def headline_metrics(summary: dict, budgets: Sequence[str],
     """The few numbers ``dvc metrics show`` displays: per curve and budget the mean headline
     metric and, where the curve has one, its gain over scratch and the verdict as a number.
 
-    At most ``len(budgets) * (3 * curves - 2)`` numbers: one per curve and budget, plus a gain
-    and a verdict for every curve but scratch.
+    At most ``len(budgets) * (4 * curves - 3)`` numbers: one per curve and budget, plus a gain
+    and a verdict for every curve but scratch, and beside a null verdict (0) its minimum
+    detectable effect ``mde`` (:data:`transferlab.evaluation.analysis.MDE_RULE`).
 
     Args:
         summary: evaluate's summary after :func:`transferlab.evaluation.analysis.control_family`.
         budgets: budget keys in order; a curve without an entry at a budget has none here.
         headline: the task's headline metric (``accuracy``, or ``r2`` for a regression).
     Returns:
-        ``{curve: {budget: {headline: mean, "gain": diff, "verdict": -1 | 0 | 1}}}``, floats
-        rounded to :data:`HEADLINE_DIGITS` decimals, non-finite values left out.
+        ``{curve: {budget: {headline: mean, "gain": diff, "verdict": -1 | 0 | 1, "mde"}}}``,
+        floats rounded to :data:`HEADLINE_DIGITS` decimals, non-finite values left out.
     Raises:
         KeyError: an entry has no ``headline`` metric (naming curve, budget and metric).
         ValueError: a gain's verdict is not one of :data:`VERDICT_CODES` (naming where).
@@ -110,6 +113,7 @@ def headline_metrics(summary: dict, budgets: Sequence[str],
             _put_finite(values, "gain", gain.get("diff", np.nan))
             if "verdict" in gain:
                 values["verdict"] = _verdict_code(gain["verdict"], f"{curve}/{b}")
+            _put_finite(values, "mde", gain.get("mde", np.nan))
             if values:
                 out.setdefault(curve, {})[b] = values
     return out

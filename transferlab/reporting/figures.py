@@ -172,7 +172,9 @@ def learning_curves(df: pd.DataFrame, path: str | Path, styles: dict | None = No
 def transfer_gain(df: pd.DataFrame, path: str | Path, styles: dict | None = None,
                   metric: Metric = ACCURACY) -> Path:
     """Gain over scratch with its CI as error bars, per curve and budget, one panel per source.
-    ``df`` has columns curve, labels_per_class, gain, ci_low, ci_high."""
+    ``df`` has columns curve, labels_per_class, gain, ci_low, ci_high, and (optional) verdict:
+    then a null verdict's marker is hollow, and † marks a bar that excludes 0 where the
+    adjusted verdict is null (:data:`GAIN_KEY`, printed on the figure)."""
     if df.empty:
         return _empty(path, "no transfer-gain data (no transfer runs beside scratch)")
     styles = styles or curve_styles(df["curve"])
@@ -186,15 +188,30 @@ def transfer_gain(df: pd.DataFrame, path: str | Path, styles: dict | None = None
             err = np.vstack([(d["gain"] - d["ci_low"]).clip(lower=0),
                              (d["ci_high"] - d["gain"]).clip(lower=0)])
             st = styles[curve]
-            ax.errorbar(d["labels_per_class"] * dodge, d["gain"], yerr=err, capsize=3,
-                        label=curve.split("/")[-1], color=st["color"], marker=st["marker"],
-                        linestyle="none")
+            x = d["labels_per_class"] * dodge
+            ax.errorbar(x, d["gain"], yerr=err, capsize=3, label=curve.split("/")[-1],
+                        color=st["color"], marker=st["marker"], linestyle="none")
+            if "verdict" in d:  # hollow: no detectable effect after the family's adjustment
+                null = (d["verdict"] == "no detectable effect").to_numpy()
+                ax.scatter(x[null], d["gain"][null], marker=st["marker"], color="white",
+                           edgecolors=st["color"], zorder=3)
+                # the unadjusted bar excludes 0, the adjusted verdict does not: marked
+                split = null & ((d["ci_low"] > 0) | (d["ci_high"] < 0)).to_numpy()
+                for xi, yi in zip(x[split], d["ci_high"][split], strict=True):
+                    ax.annotate("†", (xi, yi), ha="center", va="bottom", color=st["color"])
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(xscale="log", title=source, xlabel=f"labels per {metric.group}",
                ylabel=f"{metric.words} gain over scratch")
         _budget_ticks(ax, df["labels_per_class"])
         _outside_legend(ax)
+    fig.text(0.01, 0.005, GAIN_KEY, fontsize=7, va="bottom")
     return _save(fig, path)
+
+
+#: The gain figure's key, printed on it: its bars are not adjusted, its markers are.
+GAIN_KEY = ("Bars: unadjusted t intervals over seeds. Filled marker: a verdict (positive or "
+            "negative) after the family's adjustment; hollow: no detectable effect; "
+            "†: the bar excludes 0 but the adjusted verdict is no detectable effect.")
 
 
 @_styled

@@ -38,6 +38,26 @@ VERDICT_MARKERS = {"positive transfer": "▲", "negative transfer": "▼",
 
 
 # --------------------------------------------------------------------------------- helpers
+def verdict_words(g: dict) -> str:
+    """A gain's verdict in words; beside a null one, what the design could have detected
+    (its ``mde``), and † where the unadjusted interval excludes 0 all the same."""
+    words = g.get("verdict", NA)
+    if words == "no detectable effect":
+        mde = number(g.get("mde"))
+        words += (f" (could detect ≥ {f3(mde, signed=True)})" if mde is not None
+                  else f" ({g['mde_note']})" if g.get("mde_note") else "")
+        if g.get("interval_excludes_zero"):
+            words += " †"
+    return words
+
+
+def verdict_marker(g: dict) -> str:
+    """The verdict's marker (▲ ▼ ○); a null one followed by its ``mde`` (≥ +0.098)."""
+    mark = VERDICT_MARKERS.get(g.get("verdict"), "?")
+    mde = number(g.get("mde")) if g.get("verdict") == "no detectable effect" else None
+    return mark + (f" ≥{f3(mde, signed=True)}" if mde is not None else "")
+
+
 def metric_of(ev: dict) -> figures.Metric:
     """The headline metric of evaluate's output: accuracy, or a regression's R² (its ``task``
     block; absent: classification)."""
@@ -248,12 +268,29 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
     return blocks
 
 
+def _level_words(ev: dict) -> str:
+    """The family's marginal level and how many verdicts were made, e.g. ``α' = 0.0012, 3 of
+    40 verdicts made``."""
+    st = ev.get("statistics") or {}
+    level = number(st.get("marginal_level"))
+    return (f"α' = {level:.2g}, {st.get('rejected')} of {st.get('family_size')} verdicts made"
+            if level is not None else NA)
+
+
+def power_words(ev: dict, params: Params) -> str:
+    """The power at which the minimum detectable effects are stated, e.g. ``80 %``."""
+    power = (ev.get("statistics") or {}).get("power", params.evaluate.power)
+    return f"{round(100 * power)} %"
+
+
 def _runner_up(r: dict, short: str) -> str:
     if not r.get("runner_up"):
         return "No runner-up: only one curve has a selection score at this budget."
     v = r.get("vs_runner_up") or {}
     said = {"better": "significantly better", "worse": "significantly worse"}.get(
         v.get("verdict"), "no detectable difference")
+    if number(v.get("mde")) is not None:
+        said += f" (could detect ≥ {f3(v['mde'], signed=True)})"
     sel = (r.get("runner_up_selection_score") or {}).get("mean")
     note = f" ({v['note']})" if v.get("note") else ""
     return (f"Against the runner-up `{r['runner_up']}` (selection score {f3(sel)}): test "
@@ -278,7 +315,7 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
             acc = entry.get(m.key) or {}
             cell = f"{f3(acc.get('mean'))} ± {f3(acc.get('std'))}"
             if curve != figures.SCRATCH:
-                cell += " " + VERDICT_MARKERS.get((entry.get("gain") or {}).get("verdict"), "?")
+                cell += " " + verdict_marker(entry.get("gain") or {})
             cells.append(cell)
         rows.append(tuple(cells))
     legend = (f"Mean test {m.words} ± standard deviation over seeds; columns are labels per "
@@ -287,7 +324,10 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
               f"over seeds, {short}-adjusted p against α = {_alpha(ev, params)}): "
               f"{VERDICT_MARKERS['positive transfer']} positive transfer, "
               f"{VERDICT_MARKERS['negative transfer']} negative transfer, "
-              f"{VERDICT_MARKERS['no detectable effect']} no detectable effect; {MISSING} not run.")
+              f"{VERDICT_MARKERS['no detectable effect']} no detectable effect, followed by the "
+              f"smallest true gain this design would have called positive with "
+              f"{power_words(ev, params)} power (≥ +x: a gain of x or more; docs/statistics.md); "
+              f"{MISSING} not run.")
     return [legend, Table(("Curve", *budgets), tuple(rows)),
             Image(fig["learning_curves"], f"Learning curves: mean {m.words} against labels per "
                   f"{m.group} (log scale), {confidence_level(params)} CI bands"
@@ -304,7 +344,7 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
             g = ev["summary"][curve].get(budget, {}).get("gain")
             if curve == figures.SCRATCH or not g:
                 continue
-            verdict = g.get("verdict", NA) + (f" ({g['note']})" if g.get("note") else "")
+            verdict = verdict_words(g) + (f" ({g['note']})" if g.get("note") else "")
             rows.append((curve, budget, f3(g.get("diff"), signed=True),
                          ci(g.get("ci_low"), g.get("ci_high")), integer(g.get("n")),
                          f3(g.get("p_value")), f3(g.get("p_adjusted")), verdict))
@@ -315,11 +355,17 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
            if m.key == "r2" else "") +
         f"The {confidence_level(params)} t interval (S - 1 degrees of freedom, not adjusted) and "
         f"the paired t p-value treat the seed as the unit; the adjusted p-value ({short}) over "
-        "the report's family of verdicts gives the verdict.",
-        Table(("Curve", "Budget", "Gain", f"{confidence_level(params)} CI", "Seeds", "p",
-               f"p ({short})", "Verdict"), tuple(rows)),
-        Image(fig["gain"], "Transfer gain over scratch with its t interval, per curve and "
-              "budget."),
+        "the report's family of verdicts gives the verdict. So an interval can exclude 0 where "
+        "the adjusted verdict finds nothing: such rows are marked †. Beside each 'no "
+        "detectable effect', the gain the same design would have called positive with "
+        f"{power_words(ev, params)} power, from the observed spread of the per-seed "
+        f"differences at the family's marginal level ({_level_words(ev)}): an estimate, as the "
+        "spread is.",
+        Table(("Curve", "Budget", "Gain", f"{confidence_level(params)} CI (unadjusted)",
+               "Seeds", "p", f"p ({short})", "Verdict"), tuple(rows)),
+        Image(fig["gain"], "Transfer gain over scratch with its unadjusted t interval, per curve "
+              "and budget; hollow markers: no detectable effect after the adjustment, †: the "
+              "unadjusted interval excludes 0 where the adjusted verdict does not."),
     ]
 
 
@@ -382,7 +428,9 @@ def transferability(ev: dict, params: Params, fig: dict) -> list[Block]:
         "Fieller-Hartley-Pearson (var atanh τ = 0.437 / (n - 4)), weighted τ by a jackknife "
         "over sources (approximate, conservative at n ≈ 9); n/a with fewer than 5 sources or "
         "a constant side. The unit is the source: n sources give n points whatever the seeds. "
-        "Trusted: whether the score can rank at this budget at all. Every score needs 2 labels "
+        "Trusted: whether the agreement is evidence at all. It needs 5 sources or more (with 3, "
+        "τ can only be ±1 or ±1/3, and τ = 1 happens once in 6 by chance), and a score that "
+        "can rank at this budget. Every score needs 2 labels "
         "in every class (with one, no two examples share a label and the score is blind to the "
         "labels: it rewards sources that merely spread the inputs apart, as an untrained "
         "network does); H-score also needs more examples than feature dimensions + 1 (below, "

@@ -72,7 +72,8 @@ EVALUATE = {
     "summary": {
         "scratch": {"1": {"accuracy": _acc(0.2503, 0.0405, -0.1101, 0.6107)},
                     "2": {"accuracy": _acc(0.4201, 0.0312, 0.1401, 0.7001)},
-                    "all": {"accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531)}},
+                    "all": {"accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531),
+                            "selection_score": _sel(0.8812)}},
         "glyphs/finetune": {
             # significant alone (p < 0.05), not after Holm over the family of 7
             "1": {"accuracy": _acc(0.5504, 0.0302, 0.2801, 0.8207),
@@ -81,6 +82,7 @@ EVALUATE = {
             "2": {"accuracy": _acc(0.6543, 0.0211, 0.6001, 0.7101),
                   "gain": _gain(0.2346, 0.1004, 0.3004, 0.004, 0.0241, "positive transfer")},
             "all": {"accuracy": _acc(0.8432, 0.0151, 0.7071, 0.9791),
+                    "selection_score": _sel(0.8713),
                     "gain": _gain(-0.0121, -0.0502, 0.0201, 0.5104, 1.0,
                                   "no detectable effect")}},
         "glyphs/linear_probe": {
@@ -125,6 +127,7 @@ EVALUATE = {
                               "hscore": {"source": "blank", "correct": False}}},
         "all": {"best": "scratch", "accuracy": _acc(0.8551, 0.0109, 0.7571, 0.9531),
                 "selection_score": _sel(0.8812), "runner_up": "glyphs/finetune",
+                "indistinguishable": ["glyphs/finetune", "scratch"],
                 "runner_up_selection_score": _sel(0.8713),
                 "vs_runner_up": _gain(0.0121, -0.0201, 0.0502, 0.5104, 1.0,
                                       "no detectable difference"),
@@ -266,6 +269,8 @@ def test_numbers_come_from_the_inputs(built) -> None:
         "+0.012, CI [-0.020, 0.050], p = 0.510, adjusted p (Holm) = 1.000: no detectable "
         "difference.",
         "Negative transfer: `glyphs/linear_probe`.",
+        "Indistinguishable on held-out labels: `glyphs/finetune` (0.871), `scratch` (0.881); "
+        "`scratch` is the cheapest of them.",
         f"- No recommendation: {NO_SELECTION}.\n- Negative transfer: none found.",
         "Confusion matrix of `scratch`, first seed, trained with all labels",
         "LogME → `glyphs` (right), H-score → `blank` (wrong)",

@@ -38,6 +38,7 @@ from transferlab.evaluation.stats import (
     mean_ci,
     minimum_detectable_effect,
     paired_t_test,
+    seeds_for_power,
     verdict,
 )
 from transferlab.evaluation.transferability import trusted
@@ -221,6 +222,7 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
         "recommended_by": RECOMMENDATION_RULE,
         "power": p.power, "rejected": rejected, "marginal_level": level,
         "mde": MDE_RULE,
+        "design": design_power(summary, level, p),
     }
     return {"summary": summary, "recommendations": recommendations, "statistics": statistics}
 
@@ -232,6 +234,27 @@ MDE_RULE = (
     "level (the raw level at which one more comparison would have been rejected given the "
     "others: alpha/(m-R) under Holm, alpha(R+1)/m under BH, alpha unadjusted). The observed "
     "standard deviation is itself an estimate from the seeds, so the mde is one too")
+
+
+def design_power(summary: dict, level: float, p: EvaluateParams) -> dict:
+    """What this design can detect, per budget: over the budget's gains over scratch, the seeds,
+    the median standard deviation of their per-seed differences, the gain detectable with
+    ``p.power`` at the family's marginal ``level`` at that spread (``mde``), and the seeds it
+    would take to detect ``p.target_effect`` so (``seeds_for_target``; None beyond 10,000)."""
+    out: dict[str, dict] = {}
+    budgets = dict.fromkeys(b for by_budget in summary.values() for b in by_budget)
+    for budget in budgets:
+        gains = [by_budget[budget]["gain"] for c, by_budget in sorted(summary.items())
+                 if c != SCRATCH and "gain" in by_budget.get(budget, {})]
+        sds = [g["sd"] for g in gains if math.isfinite(g.get("sd", math.nan)) and g["sd"] > 0]
+        if not sds:
+            continue
+        sd, n = float(np.median(sds)), int(max(g["n"] for g in gains))
+        out[budget] = {"seeds": n, "gains": len(sds), "median_sd": sd,
+                       "mde": minimum_detectable_effect(sd, n, level, p.power),
+                       "target_effect": p.target_effect,
+                       "seeds_for_target": seeds_for_power(sd, p.target_effect, level, p.power)}
+    return out
 
 
 def detectable(test: dict, level: float, power: float) -> dict:
@@ -346,17 +369,20 @@ def _nanmean(values: list[float]) -> float:
 
 
 RECOMMENDATION_RULE = (
-    "highest mean selection score over seeds (accuracy on labels held out of the budget; the "
-    "test split is not read); ties (equal to 12 decimals): fewer trainable parameters, then "
-    "fewer training FLOPs, then curve name")
+    "the one-standard-error rule on the selection score (accuracy on labels held out of the "
+    "budget; the test split is not read): the curves whose mean selection score is within one "
+    "standard error of the highest one's (the standard error of their per-seed difference, "
+    "paired by seed) cannot be told apart on held-out labels; of them, the cheapest is "
+    "recommended: fewer trainable parameters, then fewer training FLOPs, then curve name")
 NO_SELECTION = ("no curve has a finite selection score at this budget (too few labels per "
                 "class to hold any out of the budget), so nothing is recommended; the test split "
                 "does not choose instead")
 
 
 def ranked_by_selection(summary: dict, budget: str) -> list[str]:
-    """The curves with a finite mean selection score at ``budget``, best first, by
-    :data:`RECOMMENDATION_RULE`."""
+    """The curves with a finite mean selection score at ``budget``, the highest mean first
+    (equal to 12 decimals: fewer trainable parameters, then fewer training FLOPs, then name).
+    :func:`choose` applies :data:`RECOMMENDATION_RULE` on it."""
     def key(curve: str) -> tuple:
         e = summary[curve][budget]
         return (-round(e["selection_score"]["mean"], 12), e["trainable_params"],
@@ -364,6 +390,47 @@ def ranked_by_selection(summary: dict, budget: str) -> list[str]:
     eligible = [c for c in summary if budget in summary[c] and math.isfinite(
         summary[c][budget].get("selection_score", {}).get("mean", math.nan))]
     return sorted(eligible, key=key)
+
+
+def indistinguishable(groups: dict, ranked: list[str], budget: str) -> list[str]:
+    """The curves of ``ranked`` (best mean selection score first) that the held-out labels
+    cannot tell from the first: those whose mean per-seed shortfall in selection score is at
+    most its standard error (paired by seed; the one-standard-error rule of Breiman et al.,
+    1984). With fewer than two paired seeds only an exactly equal mean ties. The first is
+    always in it."""
+    def scores(curve: str) -> dict:
+        return {r.key["seed"]: r.selection_score for r in groups[curve][budget]
+                if math.isfinite(r.selection_score)}
+    top = scores(ranked[0])
+    tied = [ranked[0]]
+    for curve in ranked[1:]:
+        other = scores(curve)
+        d = np.array([top[s] - other[s] for s in sorted(set(top) & set(other))])
+        if d.size >= 2:
+            close = round(float(d.mean()), 12) <= round(float(d.std(ddof=1)) / math.sqrt(
+                d.size), 12)
+        else:
+            close = round(float(np.mean(list(top.values()))), 12) == round(
+                float(np.mean(list(other.values()))), 12)
+        if close:
+            tied.append(curve)
+    return tied
+
+
+def choose(summary: dict, groups: dict, budget: str) -> tuple[list[str], list[str]]:
+    """(ranked, tied): the curves with a selection score, best mean first, and the
+    :func:`indistinguishable` set of the first; the recommendation (:data:`RECOMMENDATION_RULE`)
+    is ``ranked[0]`` after the cheapest of the tied was moved to the front."""
+    ranked = ranked_by_selection(summary, budget)
+    if not ranked:
+        return [], []
+    tied = indistinguishable(groups, ranked, budget)
+
+    def cost(curve: str) -> tuple:
+        e = summary[curve][budget]
+        return (e["trainable_params"], e["train_flops"], curve)
+    best = min(tied, key=cost)
+    return [best, *(c for c in ranked if c != best)], tied
 
 
 def selection_accuracy(summary: dict, groups: dict, ranked: list[str], budget: str,
@@ -418,12 +485,15 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
         {budget: {"best", "selection_score", "accuracy" (test, of the chosen curve),
         "runner_up", "runner_up_selection_score", "vs_runner_up" (:func:`paired_difference`),
         "best_source_by_finetune", "score_picks"} or, with no choice, "best": None, "reason"}.
-        Where only some curves have a selection score at a budget, "chosen_among" lists them.
+        Where only some curves have a selection score at a budget, "chosen_among" lists them;
+        where the best could not be told apart from others on held-out labels,
+        "indistinguishable" lists them all (:func:`indistinguishable`), best mean first, and
+        "best" is the cheapest of them; the runner-up is then the best-ranked other curve.
     """
     groups = _group(results)
     out = {}
     for budget in budgets:
-        ranked = ranked_by_selection(summary, budget)
+        ranked, tied = choose(summary, groups, budget)
         if not ranked:
             entry = {"best": None, "reason": NO_SELECTION, "selection_score": None,
                      headline: None, "runner_up": None, "vs_runner_up": None}
@@ -432,6 +502,8 @@ def recommend(summary: dict, results: Sequence, budgets: Sequence[str],
             entry = {"best": best, "selection_score": summary[best][budget]["selection_score"],
                      headline: summary[best][budget][headline],
                      "runner_up": ranked[1] if len(ranked) > 1 else None, "vs_runner_up": None}
+            if len(tied) > 1:  # the labels could not tell these apart: the cheapest went
+                entry["indistinguishable"] = tied
             run_here = [c for c in summary if budget in summary[c]]
             if len(ranked) < len(run_here):  # e.g. 1 label per class: only the curves that
                 # read no target label have a score (on every budget label); say among which

@@ -23,9 +23,9 @@ from transferlab.adapt.strategies.base import config_label
 from transferlab.config.params import EvaluateParams
 from transferlab.evaluation.analysis import (
     _group,
+    choose,
     curve_name,
     paired_difference,
-    ranked_by_selection,
 )
 from transferlab.evaluation.stats import adjust_p_values, verdict
 
@@ -94,11 +94,12 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
                         "base": base, **paired_difference(groups[curve][budget], base_runs, p)}
                     family.append(methods[strategy]["vs_base"])
             local = {curve_name(source, s): summary[curve_name(source, s)] for s in members}
-            ranked = ranked_by_selection(local, budget)
+            ranked, tied = choose(local, groups, budget)  # the recommendation's own rule
             chosen, reason = None, None
             if ranked:
                 best = ranked[0]
                 chosen = {"strategy": best.partition("/")[2],
+                          "indistinguishable": [c.partition("/")[2] for c in tied],
                           "selection_score": local[best][budget]["selection_score"],
                           headline: local[best][budget][headline],
                           "configs": {str(r.key["seed"]): (r.search or {}).get("chosen", {})

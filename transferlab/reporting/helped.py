@@ -118,10 +118,15 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None,
                 chosen_rows.append((b, "none", NA, NA, e.get("reason") or NA))
                 continue
             configs = sorted({config_label(v) for v in c["configs"].values()})
-            chosen_rows.append((b, c["strategy"], f3(c["selection_score"].get("mean")),
+            tied = [t for t in c.get("indistinguishable", []) if t != c["strategy"]]
+            chosen_rows.append((b, c["strategy"] + (f" (tied with {', '.join(tied)}: the "
+                                                    "cheapest)" if tied else ""),
+                                f3(c["selection_score"].get("mean")),
                                 f3(c[m.key].get("mean")), "; ".join(configs)))
         out += ["What the labels held out of each budget choose among this source's methods "
-                "(mean selection score over seeds), the configuration its search chose per "
+                "(mean selection score over seeds; methods within one standard error of the "
+                "best tie, and the cheapest of them is chosen), the configuration its search "
+                "chose per "
                 f"seed, and its test {m.words}, read once after the choice.",
                 Table(("Budget", "Chosen", "Selection score", f"Test {m.words}",
                        "Configuration(s)"), tuple(chosen_rows))]

@@ -287,7 +287,7 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
         f"{_join(sources)}. Each source network ({network}) is transferred with "
         f"{_join(f'`{s}`' for s in params.grid.strategies)}, and compared with `scratch`,"
         f" the same network trained on the target alone. Label budgets (labels per {group}): "
-        f"{_join(budgets)}; seeds {_join(map(str, params.common.seeds))}. The runs table holds "
+        f"{_join(budgets)}; {results.seeds_words(params)}. The runs table holds "
         f"{len(inputs.runs):,} evaluated runs over {inputs.runs['curve'].nunique()} curves. "
         f"Intervals are {results.confidence_level(params)} confidence intervals. "
         + results.statistics_text(inputs.evaluate, params) + _selection_text(params)

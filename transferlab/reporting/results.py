@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab.adapt import strategies
-from transferlab.config.params import Params
+from transferlab.config.params import Params, seeds_at
 from transferlab.core import tasks
 from transferlab.data import modalities
 from transferlab.reporting import figures
@@ -38,14 +38,18 @@ VERDICT_MARKERS = {"positive transfer": "▲", "negative transfer": "▼",
 
 
 # --------------------------------------------------------------------------------- helpers
-def verdict_words(g: dict) -> str:
+def verdict_words(g: dict, headroom: float | None = None) -> str:
     """A gain's verdict in words; beside a null one, what the design could have detected
-    (its ``mde``), and † where the unadjusted interval excludes 0 all the same."""
+    (its ``mde``; beyond ``headroom``, the largest gain the metric allows over the baseline,
+    no possible gain was), and † where the unadjusted interval excludes 0 all the same."""
     words = g.get("verdict", NA)
     if words == "no detectable effect":
         mde = number(g.get("mde"))
-        words += (f" (could detect ≥ {f3(mde, signed=True)})" if mde is not None
-                  else f" ({g['mde_note']})" if g.get("mde_note") else "")
+        if mde is not None and headroom is not None and mde > headroom:
+            words += f" (could detect no possible gain: it would take ≥ {f3(mde, signed=True)})"
+        else:
+            words += (f" (could detect ≥ {f3(mde, signed=True)})" if mde is not None
+                      else f" ({g['mde_note']})" if g.get("mde_note") else "")
         if g.get("interval_excludes_zero"):
             words += " †"
     return words
@@ -132,12 +136,25 @@ def _alpha(ev: dict, params: Params) -> str:
     return f"{alpha:.3g}"
 
 
+def seeds_words(params: Params) -> str:
+    """The replicate seeds, e.g. ``seeds 0, 1, 2, 3`` or, with ``prepare.seeds_per_budget``,
+    ``seeds 0, 1, 2, 3 at every budget; 8 seeds (0 to 7) at budget 1``."""
+    base = list(params.common.seeds)
+    words = f"seeds {', '.join(map(str, base))}"
+    more = [(b, s) for b, s in seeds_at(params).items() if len(s) > len(base)]
+    if more:
+        words += " at every budget; " + "; ".join(
+            f"{len(s)} seeds ({', '.join(map(str, s))}) at budget {b}" for b, s in more)
+    return words
+
+
 def statistics_text(ev: dict, params: Params) -> str:
     """The methods paragraph on verdicts: unit of inference, test, multiplicity, what "no
     detectable effect" means."""
     stats, method = ev.get("statistics") or {}, multiplicity(ev, params)
     m = metric_of(ev)
-    seeds = len(params.common.seeds)
+    counts = sorted({len(v) for v in seeds_at(params).values()})
+    seeds = " to ".join(map(str, (counts[0], counts[-1]) if len(counts) > 1 else counts))
     size = stats.get("family_size")
     family = (f"The {integer(size)} verdicts of this report" if size is not None
               else "The verdicts of this report")
@@ -192,10 +209,13 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
     blocks: list[Block] = [
         "Per label budget, the curve (`<source>/<strategy>` or `scratch`) with the highest mean "
         f"selection score over seeds: {m.words} on labels held out of that budget, so the test "
-        "split plays no part in the choice (ties go to fewer trainable parameters, then fewer "
+        "split plays no part in the choice. Curves whose mean selection score is within one "
+        "standard error of the highest (of their per-seed difference, paired by seed: the "
+        "one-standard-error rule) cannot be told apart on held-out labels; they are listed, "
+        "and the cheapest of them is recommended (fewer trainable parameters, then fewer "
         f"training FLOPs, then the name). Its test {m.words} is measured once, after the choice. "
         f"{m.words[0].upper() + m.words[1:]} intervals are {confidence_level(params)} Student t "
-        f"intervals over seeds{bounds}; the comparison with the runner-up (the second "
+        f"intervals over seeds{bounds}; the comparison with the runner-up (the best other curve "
         f"by selection score) is a paired t test over seeds on test {m.words}, its p-value "
         f"adjusted ({short}) together with every other verdict of the report."]
     for budget in budget_keys(params):
@@ -210,6 +230,11 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
                      f"{ci(acc.get('ci_low'), acc.get('ci_high'))} (n = {integer(acc.get('n'))} "
                      f"seeds); chosen by selection score {f3(sel.get('mean'))} (mean over "
                      f"{integer(sel.get('n'))} seeds)."]
+            tied = r.get("indistinguishable") or []
+            if tied:
+                items.append("Indistinguishable on held-out labels: "
+                             + ", ".join(f"`{c}` ({f3(_sel_mean(ev, c, budget))})" for c in tied)
+                             + f"; `{r['best']}` is the cheapest of them.")
             items.append(_runner_up(r, short))
             sa = r.get("selection_accuracy")
             if sa:
@@ -268,6 +293,25 @@ def recommendations(ev: dict, target: dict, params: Params, fig: dict) -> list[B
     return blocks
 
 
+def design_blocks(ev: dict, params: Params) -> list[Block]:
+    """What this design can detect per budget, and the seeds a target gain would take."""
+    design = (ev.get("statistics") or {}).get("design") or {}
+    rows = tuple((b, integer(d["seeds"]), f3(d["median_sd"]), f3(d["mde"], signed=True),
+                  integer(d["seeds_for_target"]) if d.get("seeds_for_target") else "> 10,000")
+                 for b in budget_keys(params) if (d := design.get(b)))
+    if not rows:
+        return []
+    target = f3(next(iter(design.values()))["target_effect"], signed=True)
+    return [f"What this design can detect: per budget, the median over its gains of the "
+            "standard deviation of the per-seed differences, the gain detectable at that spread "
+            f"with {power_words(ev, params)} power at the family's marginal level "
+            f"({_level_words(ev)}), and the seeds that would detect a gain of {target} so "
+            "(`evaluate.target_effect`; the seeds of a budget are the design's cheapest "
+            "lever where its runs are cheap).",
+            Table(("Budget", "Seeds", "Median seed sd of a gain", "Detectable gain",
+                   f"Seeds to detect {target}"), rows)]
+
+
 def _level_words(ev: dict) -> str:
     """The family's marginal level and how many verdicts were made, e.g. ``α' = 0.0012, 3 of
     40 verdicts made``."""
@@ -281,6 +325,11 @@ def power_words(ev: dict, params: Params) -> str:
     """The power at which the minimum detectable effects are stated, e.g. ``80 %``."""
     power = (ev.get("statistics") or {}).get("power", params.evaluate.power)
     return f"{round(100 * power)} %"
+
+
+def _sel_mean(ev: dict, curve: str, budget: str) -> Any:
+    return ((ev["summary"].get(curve, {}).get(budget) or {}).get("selection_score") or {}).get(
+        "mean")
 
 
 def _runner_up(r: dict, short: str) -> str:
@@ -344,7 +393,10 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
             g = ev["summary"][curve].get(budget, {}).get("gain")
             if curve == figures.SCRATCH or not g:
                 continue
-            verdict = verdict_words(g) + (f" ({g['note']})" if g.get("note") else "")
+            base = number(((ev["summary"].get(figures.SCRATCH, {}).get(budget) or {})
+                           .get(m.key) or {}).get("mean"))
+            headroom = 1.0 - base if m.bounded and base is not None else None
+            verdict = verdict_words(g, headroom) + (f" ({g['note']})" if g.get("note") else "")
             rows.append((curve, budget, f3(g.get("diff"), signed=True),
                          ci(g.get("ci_low"), g.get("ci_high")), integer(g.get("n")),
                          f3(g.get("p_value")), f3(g.get("p_adjusted")), verdict))
@@ -363,6 +415,7 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
         "spread is.",
         Table(("Curve", "Budget", "Gain", f"{confidence_level(params)} CI (unadjusted)",
                "Seeds", "p", f"p ({short})", "Verdict"), tuple(rows)),
+        *design_blocks(ev, params),
         Image(fig["gain"], "Transfer gain over scratch with its unadjusted t interval, per curve "
               "and budget; hollow markers: no detectable effect after the adjustment, †: the "
               "unadjusted interval excludes 0 where the adjusted verdict does not."),

@@ -115,3 +115,41 @@ def test_label_mapping_partial() -> None:
     m = label_mapping(("a", "b", "c"), ("c", "a", "z"))
     assert m == {"source_to_target": {"a": 1, "c": 0}, "aligned": False,
                  "unmapped_target_classes": ["z"]}
+
+
+def test_more_seeds_where_budgets_ask_for_them(tmp_path: Path, params_dict: dict) -> None:
+    """prepare.seeds_per_budget: the extra seeds (after the largest common seed) are drawn at
+    the budgets that ask for them only, nested as every seed's are; the common seeds' subsets
+    are those of a run without extra seeds."""
+    params_dict["common"]["seeds"] = [0, 1]
+    params_dict["prepare"]["budgets"] = [1, 10, "all"]
+    params_dict["prepare"]["seeds_per_budget"] = {1: 4}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small(params_dict)))
+    prepare_all(load_params(path), tmp_path / "more")
+    budgets = PreparedDataset.open(tmp_path / "more" / "target").budgets()
+    assert {s: sorted(b) for s, b in budgets.items()} == {
+        "0": ["1", "10", "all"], "1": ["1", "10", "all"], "2": ["1"], "3": ["1"]}
+    del params_dict["prepare"]["seeds_per_budget"]
+    path.write_text(yaml.safe_dump(params_dict))
+    prepare_all(load_params(path), tmp_path / "plain")
+    plain = PreparedDataset.open(tmp_path / "plain" / "target").budgets()
+    assert {s: budgets[s] for s in plain} == plain
+    assert budgets["2"]["1"] != budgets["0"]["1"]  # a seed of its own
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({5: 4}, r"prepare\.seeds_per_budget\.5: not a budget; expected one of 1, 10, all"),
+    ({1: 2}, r"prepare\.seeds_per_budget\.1: 2 seeds: at least the 3 of common\.seeds"),
+    ({1: 0}, r"prepare\.seeds_per_budget\.1"),
+])
+def test_seeds_per_budget_errors_name_the_key(tmp_path: Path, params_dict: dict, value,
+                                              message) -> None:
+    from transferlab.core.errors import ParamsError
+    params_dict["common"]["seeds"] = [0, 1, 2]
+    params_dict["prepare"]["budgets"] = [1, 10, "all"]
+    params_dict["prepare"]["seeds_per_budget"] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params_dict))
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)

@@ -20,6 +20,7 @@ from transferlab.evaluation.stats import (
     minimum_detectable_effect,
     paired_t_power,
     paired_t_test,
+    seeds_for_power,
     verdict,
 )
 
@@ -492,3 +493,14 @@ def test_marginal_level_is_where_one_more_comparison_joins(method) -> None:
         marginal_level("bh", ALPHA, 3, 3)
     with pytest.raises(ValueError, match="unknown multiplicity"):
         marginal_level("bonferroni", ALPHA, 3, 0)
+
+
+def test_seeds_for_power_is_the_fewest_that_reach_it() -> None:
+    for sigma, delta, alpha in ((0.08, 0.05, 0.01), (0.03, 0.05, 0.05), (0.2, 0.05, 0.001)):
+        n = seeds_for_power(sigma, delta, alpha)
+        assert paired_t_power(delta, sigma, n, alpha)["positive"] >= 0.8
+        assert n == 2 or paired_t_power(delta, sigma, n - 1, alpha)["positive"] < 0.8
+        # and the mde at those seeds is at most the target
+        assert minimum_detectable_effect(sigma, n, alpha) <= delta + 1e-12
+    assert seeds_for_power(1.0, 0.001, 1e-6, max_seeds=100) is None
+    assert seeds_for_power(0.0, 0.05) is None

@@ -158,6 +158,9 @@ class PrepareParams:
     image_size: int = 16
     seed: int = 0
     budgets: tuple[Budget, ...] = (1, 3, 10, 30, "all")
+    # budget -> seeds run at it (at least common.seeds'; the extra ones continue after the
+    # largest common seed): more seeds where runs are cheap, for power (docs/statistics.md)
+    seeds_per_budget: dict[str, int] = field(default_factory=dict)
     test_per_class: int = 50
     val_per_class: int = 10
     source_test_fraction: float = 0.2
@@ -190,6 +193,12 @@ class PrepareParams:
         ):
             fail(f"{key}.budgets",
                   f"must be strictly increasing, 'all' last, got {list(self.budgets)}")
+        names = [str(b) for b in self.budgets]
+        for b, n in self.seeds_per_budget.items():
+            if b not in names:
+                fail(f"{key}.seeds_per_budget.{b}", f"not a budget; expected one of "
+                     f"{', '.join(names)} ({key}.budgets)")
+            check_range(f"{key}.seeds_per_budget.{b}", n, 1, 10_000)
         check_range(f"{key}.test_per_class", self.test_per_class, 1, BIG)
         check_range(f"{key}.val_per_class", self.val_per_class, 1, BIG)
         for name in ("source_test_fraction", "source_val_fraction"):
@@ -332,6 +341,7 @@ class EvaluateParams:
     confidence: float = 0.95  # level of every confidence interval
     multiplicity: Literal["holm", "bh", "none"] = "bh"  # control of the verdicts (params.yaml's)
     power: float = 0.8  # the minimum detectable effect beside a null verdict is at this power
+    target_effect: float = 0.05  # the gain a design should detect: the seeds it takes, reported
     calibration_bins: int = 15
     shift_noise_std: float = 0.1  # shifted test set: Gaussian pixel noise, [0, 1] units
     shift_blur_sigma: float = 0.6  # shifted test set: Gaussian blur, pixels
@@ -342,6 +352,7 @@ class EvaluateParams:
     def validate(self, key: str) -> None:
         check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
         check_range(f"{key}.power", self.power, 0.5, 0.999)
+        check_range(f"{key}.target_effect", self.target_effect, 0, 1e6, low_open=True)
         check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)
         check_range(f"{key}.shift_noise_std", self.shift_noise_std, 0, 1)
         check_range(f"{key}.shift_blur_sigma", self.shift_blur_sigma, 0, 10)
@@ -367,6 +378,10 @@ class Params:
     execution: ExecutionParams
 
     def validate(self, key: str) -> None:
+        for b, n in self.prepare.seeds_per_budget.items():
+            if n < len(self.common.seeds):
+                fail(f"prepare.seeds_per_budget.{b}", f"{n} seeds: at least the "
+                     f"{len(self.common.seeds)} of common.seeds run at every budget")
         # the checks that need the dataset kinds and backbones (modality, regression sources,
         # tokenizer, arch, a source's init against the arch) run where they are registered:
         # transferlab.models.resolved
@@ -374,6 +389,17 @@ class Params:
             if source not in self.prepare.sources:
                 fail(f"grid.methods.sources[{i}]", f"unknown source {source!r}; expected one "
                      f"of {', '.join(self.prepare.sources)} (prepare.sources)")
+
+
+def seeds_at(params: Params) -> dict[str, tuple[int, ...]]:
+    """The replicate seeds of every budget: ``common.seeds``, and where
+    ``prepare.seeds_per_budget`` asks for more, the next integers after the largest of them."""
+    base = tuple(params.common.seeds)
+    out = {}
+    for b in (str(b) for b in params.prepare.budgets):
+        extra = params.prepare.seeds_per_budget.get(b, len(base)) - len(base)
+        out[b] = base + tuple(range(max(base) + 1, max(base) + 1 + extra))
+    return out
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.config.params import Params
+from transferlab.config.params import Params, seeds_at
 from transferlab.core.runtime import dumps_json
 from transferlab.data import kinds
 from transferlab.data.kinds import DatasetSpec, LoadContext
@@ -40,7 +40,8 @@ def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
     """Build the target and every source dataset into ``out_dir``.
 
     Args:
-        params: validated params (reads ``prepare`` and ``common.seeds``); its dataset blocks
+        params: validated params (reads ``prepare`` and ``common.seeds``: the budgets of every
+            seed of :func:`transferlab.config.params.seeds_at`); its dataset blocks
             are typed by their kinds here (:func:`transferlab.data.kinds.resolve`).
         out_dir: the (empty) output directory.
     Returns:
@@ -65,8 +66,11 @@ def prepare_all(params: Params, out_dir: Path) -> dict[str, dict]:
     target_raw = load(p.target, p.seed, "prepare.target")
     target = _target_splits(target_raw, p.test_per_class, p.val_per_class, p.seed)
     names = target["train"].class_names
-    budgets = {str(seed): nested_budgets(target["train"].labels, p.budgets, seed, names)
-               for seed in params.common.seeds}
+    at = seeds_at(params)  # a seed beyond common.seeds runs only at the budgets that ask for it
+    seeds = sorted({s for listed in at.values() for s in listed})
+    budgets = {str(seed): nested_budgets(target["train"].labels,
+                                         [b for b in p.budgets if seed in at[str(b)]], seed, names)
+               for seed in seeds}
     manifests = {"target": write_dataset(out_dir / "target", target,
                                          {"kind": p.target.kind, **extra})}
     (out_dir / "target" / "budgets.json").write_text(dumps_json(budgets))

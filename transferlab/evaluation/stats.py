@@ -58,6 +58,7 @@ __all__ = [
     "marginal_level",
     "mean_ci",
     "minimum_detectable_effect",
+    "seeds_for_power",
     "paired_t_power",
     "paired_t_test",
     "verdict",
@@ -234,6 +235,28 @@ def minimum_detectable_effect(sigma: float, n: int, alpha: float = 0.05,
     while shortfall(high) < 0:
         high *= 2.0
     return float(_sps_optimize.brentq(shortfall, 0.0, high, xtol=1e-12, rtol=1e-10))
+
+
+def seeds_for_power(sigma: float, delta: float, alpha: float = 0.05, power: float = 0.8,
+                    max_seeds: int = 10_000) -> int | None:
+    """The fewest seeds (>= 2) at which :func:`paired_t_test` detects a true mean difference
+    ``delta`` > 0 as positive with probability ``power`` at two-sided level ``alpha``, for
+    per-seed differences of standard deviation ``sigma``; None if more than ``max_seeds``
+    (or sigma is not positive and finite)."""
+    if delta <= 0 or not (math.isfinite(sigma) and sigma > 0):
+        return None
+
+    def enough(n: int) -> bool:
+        return paired_t_power(delta, sigma, n, alpha)["positive"] >= power
+    if not enough(max_seeds):
+        return None
+    low, high = 1, 2  # enough(high), not enough(low): the power grows with n
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high
 
 
 def marginal_level(method: str, alpha: float, family_size: int, rejections: int) -> float:

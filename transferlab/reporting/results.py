@@ -168,7 +168,10 @@ def statistics_text(ev: dict, params: Params) -> str:
         "p-value is below α, by the sign of the mean difference; the intervals shown are not "
         "adjusted. \"No detectable effect\" means these seeds cannot tell the curve from "
         "scratch, not that the two are equal: with few seeds only large, seed-consistent "
-        "differences are detected.")
+        "differences are detected; the gain table says, beside each, what could have been."
+        + (" At the `all` budget every seed trains on the whole pool, so its intervals carry "
+           "the variance of initialisation and training order only, not that of drawing a "
+           "labelled subset." if "all" in budget_keys(params) else ""))
 
 
 def _scores_in_order(keys: Any) -> list[str]:

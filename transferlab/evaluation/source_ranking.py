@@ -7,15 +7,31 @@ points, whatever the number of seeds or test examples behind each accuracy. Pure
 Intervals (all on Fisher's z = atanh scale, then back with tanh, so they stay inside [-1, 1]):
 
 * Kendall's tau: Fieller, Hartley and Pearson (1957, Biometrika 44: 470-481),
-  var(atanh tau) = 0.437 / (n - 4), normal quantile. Needs n >= 5. At n ~ 9 it is slightly
-  conservative under bivariate-normal data (tests/test_source_ranking.py checks coverage by
-  simulation). A bootstrap over sources is not used: at n ~ 9 a resample repeats about a third
-  of the sources, the repeats become ties, and tau-b of the resamples is biased toward 0.
+  var(atanh tau) = 0.437 / (n - 4), normal quantile. Needs n >= 5. Measured coverage of the 95%
+  interval under bivariate-normal sources (3,000 simulated rankings each, 2026-12-06; the
+  population tau is (2 / pi) asin(rho)):
+
+  ======  ===========  ===========  ===========
+  n       rho = 0      rho = 0.6    rho = 0.9
+  ======  ===========  ===========  ===========
+  5       0.979        0.938        0.773
+  9       0.958        0.938        0.927
+  15      0.949        0.953        0.928
+  ======  ===========  ===========  ===========
+
+  So it is near nominal from 9 sources on, a little short where the scores agree closely, and
+  far short at 5 sources with strong agreement: below 5 sources no agreement is trusted
+  (:data:`transferlab.evaluation.analysis.MIN_AGREEMENT_SOURCES`), and at 5 to 8 the interval
+  is a rough guide. tests/evaluation/test_source_ranking.py checks coverage at n = 9. A
+  bootstrap over sources is not used: at n ~ 9 a resample repeats about a third of the
+  sources, the repeats become ties, and tau-b of the resamples is biased toward 0.
 * Weighted tau (Vigna, 2015; hyperbolic weights, as scipy.stats.weightedtau and TLlib): it has no
   known sampling variance, so the interval is the delete-one jackknife over sources of
   atanh(weighted tau), with a Student t quantile on n - 2 degrees of freedom. Its population
   value depends on n (the weights are by rank), so the interval covers the expected weighted
-  tau of n sources; the simulation test checks that coverage. Treat it as approximate.
+  tau of n sources; the simulation test checks that coverage. Treat it as approximate: measured
+  (as above, 1,000 rankings each) 0.974 / 0.927 / 0.784 at n = 5 for rho = 0 / 0.6 / 0.9,
+  0.964 / 0.991 / 0.982 at n = 9 and 0.949 / 0.959 / 0.987 at n = 15.
 * Pearson's r: Fisher (1921), var(atanh r) = 1 / (n - 3), normal quantile. Needs n >= 4.
 """
 

@@ -160,14 +160,17 @@ def reproduce(scenario: Scenario, root: Path, workdir: Path,
     in ``workdir``. Its MLflow runs go to ``root``'s store (``$MLFLOW_TRACKING_URI`` wins).
 
     Returns:
-        (the copy, :func:`transferlab.core.workspace.run_repro`'s row: seconds, per-stage seconds)
+        (the copy, :func:`transferlab.core.workspace.run_repro`'s row: seconds, per-stage
+        seconds, and ``git``: the commit and dirty flag of ``root`` when it was copied)
     Raises:
         RuntimeError: dvc repro failed or ran out of time (with its log's tail).
     """
+    from transferlab.core.run_context import git_state
     from transferlab.core.workspace import copy_worktree, run_repro
 
     repo = workdir / "repo"
     repo.mkdir(parents=True)
+    state = git_state(root)  # what is copied, not what the repository holds once it ends
     copy_worktree(root, repo)
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
     compose(scenario, repo / "params.yaml", repo / "params.yaml")
@@ -176,7 +179,7 @@ def reproduce(scenario: Scenario, root: Path, workdir: Path,
     if row["status"] != "ok":
         raise RuntimeError(f"scenario '{scenario.name}': dvc repro {row['status']}:\n"
                            + "\n".join(row.get("log_tail", [])))
-    return repo, row
+    return repo, {**row, "git": state}
 
 
 def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
@@ -188,7 +191,7 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
     from transferlab.core.run_context import git_state
 
     results = results or root / RESULTS_DIR / scenario.name
-    state = git_state(root)
+    state = row.get("git") or git_state(root)  # the commit the run copied (reproduce's)
     staging = results.with_name(results.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -138,3 +138,20 @@ def test_a_study_records_its_determinism_from_the_params(tmp_path: Path) -> None
     assert not {"transferlab.cpu.determinism", "transferlab.cpu.mkldnn_enabled",
                 "transferlab.cpu.nnpack_enabled"} & set(provenance["machine"]["cpu_pins"])
     assert provenance["machine"]["cpu_pins"]["transferlab.cpu.MKL_CBWR"] == "COMPATIBLE"
+
+
+def test_a_study_records_the_commit_it_copied_not_the_one_at_its_end(tmp_path: Path) -> None:
+    """A commit made while a study runs must not become the study's provenance: the git state
+    is taken when the working tree is copied (reproduce's row) and written as it was."""
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "reports" / "report.md").write_text("# report\n")
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    scenario = scenarios.Scenario("s", "q", ())
+    scenarios.compose(scenario, PARAMS, repo / "params.yaml")
+    copied = {"commit": "a" * 40, "dirty": False, "note": None}
+    out = scenarios.write_results(scenario, tmp_path, repo,
+                                  {"seconds": 1.0, "stage_seconds": {}, "git": copied},
+                                  results=tmp_path / "results" / "s")
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert (provenance["git_commit"], provenance["git_dirty"]) == ("a" * 40, False)

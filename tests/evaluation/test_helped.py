@@ -127,3 +127,21 @@ def test_a_variant_is_also_compared_with_its_base_in_the_same_family() -> None:
     assert "vs_base" not in methods["finetune_src"]
     # lora, linear_probe, lora_src, finetune_src against finetune, and lora_src against lora
     assert block["statistics"]["family_size"] == 5
+
+
+def test_a_null_verdict_says_what_the_family_could_have_detected() -> None:
+    """A method whose gain the seeds cannot tell from zero carries its mde, at this family's
+    marginal level (BH: one of two rejected -> alpha * 2 / 2)."""
+    from transferlab.evaluation.stats import marginal_level, minimum_detectable_effect
+    runs = _results()
+    runs += curve_runs("a/wise_ft", "10", [0.70, 0.74, 0.69], [0.6, 0.6, 0.6])  # -0.01..+0.02
+    block = _helped(runs, BH)
+    methods = block["sources"]["a"]["10"]["methods"]
+    g = methods["wise_ft"]["gain"]
+    assert g["verdict"] == "no detectable difference"
+    st = block["statistics"]
+    level = marginal_level("bh", 0.05, st["family_size"], st["rejected"])
+    assert st["marginal_level"] == pytest.approx(level)
+    assert g["mde"] == pytest.approx(minimum_detectable_effect(g["sd"], 3, level, 0.8))
+    assert all("mde" not in m["gain"] for m in methods.values()
+               if m["gain"]["verdict"] != "no detectable difference")

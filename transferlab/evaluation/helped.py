@@ -25,9 +25,10 @@ from transferlab.evaluation.analysis import (
     _group,
     choose,
     curve_name,
+    detectable,
     paired_difference,
 )
-from transferlab.evaluation.stats import adjust_p_values, verdict
+from transferlab.evaluation.stats import adjust_p_values, marginal_level, verdict
 
 WORDS = {"positive transfer": "helped", "negative transfer": "hurt",
          "no detectable effect": "no detectable difference"}
@@ -114,7 +115,15 @@ def what_helped(results: Sequence, summary: dict, budgets: Sequence[str],
     for gain, q in zip(family, adjusted, strict=True):
         gain["p_adjusted"] = q
         gain["verdict"] = WORDS[verdict(gain["diff"], q, alpha)]
+        gain["interval_excludes_zero"] = bool(gain["ci_low"] > 0 or gain["ci_high"] < 0)
+    size = int(sum(math.isfinite(q) for q in adjusted))
+    rejected = int(sum(q < alpha for q in adjusted if math.isfinite(q)))
+    level = marginal_level(p.multiplicity, alpha, size, rejected) if rejected < size else alpha
+    for gain in family:  # what a null verdict could have detected (analysis.MDE_RULE)
+        if gain["verdict"] == WORDS["no detectable effect"]:
+            gain.update(detectable(gain, level, p.power))
     return {"reference": reference, "sources": sources, "statistics": {
+        "rejected": rejected, "marginal_level": level, "power": p.power,
         "unit": "seed", "test": "paired t over seeds, S-1 df", "multiplicity": p.multiplicity,
         "alpha": alpha, "family_size": int(sum(math.isfinite(g["p_value"]) for g in family)),
         "family": f"every method's gain over {reference} of the same source (methods x "

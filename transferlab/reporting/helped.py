@@ -12,7 +12,17 @@ import numpy as np
 from transferlab.adapt import strategies
 from transferlab.adapt.strategies.base import config_label
 from transferlab.reporting import figures
-from transferlab.reporting.render import NA, Block, Image, Subheading, Table, ci, f3, integer
+from transferlab.reporting.render import (
+    NA,
+    Block,
+    Image,
+    Subheading,
+    Table,
+    ci,
+    f3,
+    integer,
+    number,
+)
 
 MARK = {"helped": "▲", "hurt": "▼", "no detectable difference": "○"}
 
@@ -64,8 +74,11 @@ def _rank(strategy: str) -> tuple:
 def _gain_cell(g: dict | None) -> str:
     if not g or g.get("diff") is None:
         return NA
+    mde = number(g.get("mde")) if g.get("verdict") == "no detectable difference" else None
     return (f"{f3(g['diff'], signed=True)} {ci(g.get('ci_low'), g.get('ci_high'))} "
-            f"{MARK.get(g.get('verdict'), '?')}")
+            f"{MARK.get(g.get('verdict'), '?')}" + (f" ≥{f3(mde, signed=True)}" if mde is not None
+                                                     else "")
+            + (" †" if mde is not None and g.get("interval_excludes_zero") else ""))
 
 
 def helped_section(ev: dict, budgets: list[str], figure: str | None,
@@ -82,10 +95,13 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None,
         f"(not adjusted) and the verdict after {stats['multiplicity']} adjustment over this "
         f"family ({stats['family_size']} comparisons; α = {stats['alpha']:g}): "
         f"{MARK['helped']} helped, {MARK['hurt']} hurt, {MARK['no detectable difference']} no "
-        "detectable difference. A method that does not help is shown as such: the point of "
-        "this table is to say where a method does not pay off. A variant of a method (its own "
-        "params block with `strategy: <method>`, e.g. the source head kept) has a second "
-        "row, `variant − method`: its gain over the method it varies, in the same family.",
+        "detectable difference, followed by the smallest gain this family would have called "
+        f"with {round(100 * stats.get('power', 0.8))} % power (≥ +x), and † where the "
+        "unadjusted interval excludes 0 all the same. A method that does not help is shown as "
+        "such: the point of this table is to say where a method does not pay off. A variant "
+        "of a method (its own params block with `strategy: <method>`, e.g. the source head "
+        "kept) has a second row, `variant − method`: its gain over the method it varies, in "
+        "the same family.",
         Image(figure, f"Gain over {ref} per method and budget, {1 - stats['alpha']:.0%} "
               "intervals over seeds."),
     ]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from determinism_cost import training_step_seconds  # benchmarks/ is the script's own folder
 
 import transferlab  # noqa: F401  (the CPU pins, before torch loads)
 from transferlab.config.params import load_params
@@ -47,15 +47,7 @@ def timings(name: str, arch: str, width: int, batch: int, steps: int = 30) -> tu
     torch.manual_seed(0)
     model = build_model(arch, 10, 0.5, 0.3, 0, width=width)
     opt = OPTIMIZERS[name](model.parameters())
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(batch, 1, 16, 16, generator=g), torch.arange(batch) % 10
-    for i in range(steps + 3):
-        if i == 3:
-            start = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    train = (time.perf_counter() - start) / steps
+    train = training_step_seconds(model, opt, batch, torch.Generator().manual_seed(0), steps)
     start = time.perf_counter()
     for _ in range(steps):
         opt.step()  # the last gradients, kept

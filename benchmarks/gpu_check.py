@@ -15,7 +15,7 @@ number of steps in this process and is only timed; every other part is killed at
                   pipeline's image size and pretraining batch size, small_cnn and resnet18, timed
                   between two ``torch.cuda.synchronize()`` calls; samples/s, FLOPs per sample
                   (``flops_per_example``) and achieved FLOP/s against the device's dense bf16 peak
-  determinism_a   ``dvc repro transfer@printed_digits-finetune`` (and upstream) in copy A
+  determinism_a   ``dvc repro transfer@printed_digits`` (and upstream) in copy A
   determinism_b   the same in a fresh copy B; the stages' outputs are compared by sha256
   default         ``dvc repro`` of the rest of the default scenario (params.yaml), in copy A
   resnet18        ``dvc repro`` of the same params with ``pretrain.arch: resnet18``, in copy C
@@ -77,7 +77,7 @@ PARTS = (("throughput", 30), ("determinism_a", 60), ("determinism_b", 60), ("def
 DEFAULT_TIMEOUT_S = float(sum(share for _, share in PARTS))  # 420 s: under 8 min in all
 MIN_PART_S = 5.0  # below this much time a part is skipped, not started
 
-DETERMINISM_TARGET = "transfer@printed_digits-finetune"
+DETERMINISM_TARGET = "transfer@printed_digits"
 # the outputs of that stage and its upstream (prepare, pretrain@printed_digits), as in dvc.yaml
 DETERMINISM_OUTS = ("data/prepared", "models/printed_digits", "runs/printed_digits/finetune")
 

@@ -104,7 +104,7 @@ def workload(tmp: Path, name: str, caps: dict, pinned: bool) -> dict:
     run([py, "stages/transfer.py", "--params", params, "--strategy", "finetune",
          "--source", SOURCE, "--source-model", str(out / "model.pt"),
          "--source-data", str(data / "sources" / SOURCE), "--target", str(data / "target"),
-         "--out", str(out / "finetune"), "--timing", str(out / "timing_finetune.json")], env)
+         "--run-dir", str(out / "finetune"), "--timing", str(out / "timing_finetune.json")], env)
     probe = run([py, "-c", PROBE], env).strip()[:12]
     pre = json.loads((out / "timing_pretrain.json").read_text())["seconds"]
     ft = json.loads((out / "timing_finetune.json").read_text())

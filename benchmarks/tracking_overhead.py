@@ -29,7 +29,8 @@ def run_stage(params: Path, out: Path, strategy: str, source: str, env: dict) ->
            "--strategy", strategy, "--source", source,
            "--source-model", str(ROOT / "models" / source / "model.pt"),
            "--source-data", str(ROOT / "data" / "prepared" / "sources" / source),
-           "--target", str(ROOT / "data" / "prepared" / "target"), "--out", str(out)]
+           "--target", str(ROOT / "data" / "prepared" / "target"), "--run-dir", str(out),
+           "--stage", f"transfer@{source}", "--timing", str(out) + ".timing.json"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
@@ -58,7 +59,7 @@ def main() -> None:
             times[enabled].append(run_stage(files[enabled], tmp / f"out-{enabled}-{i}",
                                             args.strategy, args.source, env))
     off, on = statistics.median(times[False]), statistics.median(times[True])
-    print(f"transfer@{args.source}-{args.strategy}, {args.repeats} runs each (median)")
+    print(f"{args.source}/{args.strategy}, {args.repeats} runs each (median)")
     print(f"tracking off  {off:8.2f} s   {[round(t, 2) for t in times[False]]}")
     print(f"tracking on   {on:8.2f} s   {[round(t, 2) for t in times[True]]}")
     print(f"overhead      {on - off:8.2f} s   ({(on - off) / off:+.1%} of the untracked stage)")

@@ -1,10 +1,20 @@
-"""Stage transfer: adapt one source with one strategy at every label budget and seed."""
+"""Stage transfer: adapt one source with each of its strategies at every label budget and seed.
+
+One process runs every strategy the grid gives a source (``grid.strategies``, and
+``grid.methods.strategies`` where ``grid.methods.sources`` lists it), each into
+``<out>/<strategy>/``, so the stage pays Python's, torch's and the optimizer's start-up once
+(``benchmarks/pipeline_speed.py``). Each replicate seeds its own generators, so a strategy's
+bytes do not depend on the strategies run before it in the process. ``--strategy`` names
+strategies explicitly (the baseline: ``--strategy scratch``).
+"""
 
 import argparse
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from transferlab.adapt import strategies
 from transferlab.adapt.execution import Executor
@@ -40,40 +50,78 @@ log = logging.getLogger("transferlab.stages.transfer")  # under transferlab: run
 def main() -> None:
     args = _arguments().parse_args()
     params = strategies.resolve(load_params(args.params))
-    cfg = strategies.block(params.transfer, args.strategy)
+    names = args.strategy or strategies.grid_strategies(params.grid, args.source)
+    if args.run_dir and len(names) != 1:
+        raise SystemExit(f"--run-dir holds one strategy's runs; got {len(names)}: "
+                         f"{', '.join(names)} (use --out DIR for one folder per strategy)")
     seed_everything(params.pretrain.seed, params.common.num_threads,
                     params.common.gemm_branch, params.common.determinism)
     device = resolve_device(params.common.device)
     target = load_target(args.target)
     source_model, source_data = _path(args.source_model), _path(args.source_data)
     mapping = load_mapping(source_data)
-    source = args.source or "none"
-    tracker = Tracker(params.tracking, "transfer", {
-        "transferlab.source": source, "transferlab.strategy": args.strategy,
-        "transferlab.device": device_description(device)}, {args.strategy: to_dict(cfg)},
-        dvc_stage=args.stage)
-    on_result = _reporter(tracker, source, args.strategy, len(list(target.replicates())))
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
     executor = Executor(params.execution, params.common.num_threads, params.common.gemm_branch,
                         params.common.device, params.common.determinism)
-    # connected first: an unreachable cluster fails the stage before anything is written
-    with executor, tracked(tracker), staged_outputs(args.out) as (out,):
-        if source_model:
-            tracker.link_source_run(sha256_file(source_model))
-        out.mkdir(parents=True)
-        result = run_replicates(args.strategy, cfg, source_model, target, device, out, arch,
-                                params.selection, on_result, mapping, source_data, executor)
+    final = Path(args.run_dir or args.out)
+    # connected first: an unreachable cluster fails the stage before anything is written;
+    # the whole folder is staged, so a failing strategy leaves none of the stage's outputs
+    with executor, staged_outputs(final) as (staged,):
+        staged.mkdir(parents=True)
+        for i, strategy in enumerate(names, 1):
+            if len(names) > 1:
+                log.info("transfer %s/%s: strategy %d of %d", args.source or "none", strategy,
+                         i, len(names))
+            if args.run_dir:
+                into = (final, staged, Path(args.timing) if args.timing else timing_path(final))
+            else:
+                timing = Path(args.timing) / f"{strategy}.json" if args.timing else None
+                into = (final / strategy, staged / strategy,
+                        timing or timing_path(final / strategy))
+            job = _Job(strategy, strategies.block(params.transfer, strategy), args.source,
+                       source_model, source_data, mapping, *into)
+            _run_strategy(job, params, args.stage, device, target, arch, executor)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    strategy: str
+    cfg: Any
+    source: str | None
+    source_model: Path | None
+    source_data: Path | None
+    mapping: dict | None
+    final: Path  # where the strategy's folder lands (as DVC sees it)
+    out: Path  # where it is written meanwhile (inside the staged folder)
+    timing: Path  # its wall time and memory (not a DVC output)
+
+
+def _run_strategy(job: _Job, params: Any, stage: str, device: Any, target: Any, arch: dict,
+                  executor: Executor) -> None:
+    """One strategy's replicates into ``job.out``, with its own MLflow run and timing file."""
+    source = job.source or "none"
+    tracker = Tracker(params.tracking, "transfer", {
+        "transferlab.source": source, "transferlab.strategy": job.strategy,
+        "transferlab.device": device_description(device)}, {job.strategy: to_dict(job.cfg)},
+        dvc_stage=stage)
+    on_result = _reporter(tracker, source, job.strategy, len(list(target.replicates())))
+    with tracked(tracker):
+        if job.source_model:
+            tracker.link_source_run(sha256_file(job.source_model))
+        job.out.mkdir(exist_ok=True)
+        result = run_replicates(job.strategy, job.cfg, job.source_model, target, device, job.out,
+                                arch, params.selection, on_result, job.mapping, job.source_data,
+                                executor)
         timing = result.pop("timing")
         ran_on = devices_used(timing)
         if executor.backend == "ray" and ran_on:  # tasks ran there, not in this process
             tracker.set_tags({"transferlab.device": ", ".join(ran_on)})
-        (out / "runs.json").write_text(dumps_json({**result, "source": source}))
+        (job.out / "runs.json").write_text(dumps_json({**result, "source": source}))
         if result["skipped"]:
             tracker.set_tags({"transferlab.skipped": result["skipped"]})
-        tracker.set_tags({"transferlab.outputs_digest": outputs_digest({args.out: out})})
-    write_timing(args.timing or timing_path(args.out),
-                 {**timing, "source": source, "strategy": args.strategy})
-    log.info(result_line(source, args.strategy, result))
+        tracker.set_tags({"transferlab.outputs_digest": outputs_digest({job.final: job.out})})
+    write_timing(job.timing, {**timing, "source": source, "strategy": job.strategy})
+    log.info(result_line(source, job.strategy, result))
 
 
 def _reporter(tracker: Tracker, source: str, strategy: str,
@@ -95,15 +143,21 @@ def _path(value: str | None) -> Path | None:
 def _arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=plain(__doc__))
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument("--strategy", required=True, help="a registered strategy name")
+    parser.add_argument("--strategy", action="append", default=None,
+                        help="a registered strategy name; repeat for several (default: the "
+                             "grid's strategies for --source)")
     parser.add_argument("--stage", required=True, help="this stage's name in dvc.yaml")
     parser.add_argument("--source", default=None, help="source name (omit for scratch)")
     parser.add_argument("--source-model", default=None, help="source checkpoint")
     parser.add_argument("--source-data", default=None, help="prepared source directory")
     parser.add_argument("--target", required=True, help="prepared target directory")
-    parser.add_argument("--out", required=True, help="output directory of this strategy")
-    parser.add_argument("--timing", default=None, help="wall time and memory JSON, not a DVC "
-                        "output (default: timing/<out>.json)")
+    into = parser.add_mutually_exclusive_group(required=True)
+    into.add_argument("--out", help="output directory: one folder per strategy")
+    into.add_argument("--run-dir", help="the output folder of a single strategy (the "
+                      "baseline's layout: runs/scratch)")
+    parser.add_argument("--timing", default=None, help="wall time and memory, not DVC outputs: "
+                        "a folder of <strategy>.json under --out (default: timing/<out>/), the "
+                        "JSON file under --run-dir (default: timing/<run-dir>.json)")
     return parser
 
 

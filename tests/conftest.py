@@ -59,7 +59,7 @@ def shrunk_params() -> dict:
     p["pretrain"].update(epochs=8, batch_size=32, width=16)
     # two of the default's methods: a probe, a choice on held-out labels after the fit
     # (wise_ft's alpha) and the unlabeled pool (adabn). Each method has its own reference
-    # tests; end-to-end runs need the methods stage, not every method (each costs a stage)
+    # tests; end-to-end runs need methods on a source, not every method (each costs its runs)
     p["grid"]["methods"]["strategies"] = ["wise_ft", "adabn"]
     for name, block in p["transfer"].items():
         if "epochs" in block:  # every trained strategy: 8 epochs (the linear probe: 60 steps)

@@ -14,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import GIT_ID, ROOT, VENV_ENV, run
+from transferlab.adapt.strategies import grid_strategies
 from transferlab.config.params import load_params
 from transferlab.core.run_context import EXECUTION_ENV
 from transferlab.core.workspace import copy_worktree
@@ -91,20 +92,25 @@ def test_the_mlflow_tree_is_complete(default_run) -> None:
     runs = client.search_runs([exp.experiment_id], max_results=5000)
     ours = [r for r in runs if r.data.tags.get("transferlab.execution") == EXECUTION]
     (pipeline,) = [r for r in ours if r.data.tags.get("transferlab.kind") == "pipeline"]
-    stages = {r.data.tags["dvc.stage"]: r for r in ours if "dvc.stage" in r.data.tags
+    # one run per stage, and per strategy of a transfer@<source> stage
+    stages = {(r.data.tags["dvc.stage"], r.data.tags.get("transferlab.strategy")): r
+              for r in ours if "dvc.stage" in r.data.tags
               and r.data.tags.get("mlflow.parentRunId") == pipeline.info.run_id}
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     tracked = {s for s in lock if s.split("@")[0] not in ("prepare", "report", "mirror")}
-    assert set(stages) == tracked
+    assert {stage for stage, _ in stages} == tracked
     params = load_params(repo / "params.yaml")
+    for source in params.prepare.sources:
+        assert {st for s, st in stages if s == f"transfer@{source}"} == \
+            set(grid_strategies(params.grid, source))
     replicates = len(params.common.seeds) * len(params.prepare.budgets)
-    finetune = stages["transfer@printed_digits-finetune"]
+    finetune = stages[("transfer@printed_digits", "finetune")]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == finetune.info.run_id]
     assert len(children) == replicates
     assert all(r.info.status == "FINISHED" for r in [*stages.values(), *children])
     assert finetune.data.params and finetune.data.tags["dvc.lock.synced"] == "true"
     assert finetune.data.tags.get("transferlab.source_run_id") == \
-        stages["pretrain@printed_digits"].info.run_id
+        stages[("pretrain@printed_digits", None)].info.run_id
     # the champions of the budgets that have one are registered
     top = params.prepare.budgets[-1]  # the largest budget has a recommended curve
     assert MlflowClient(uri).get_model_version_by_alias(f"transferlab-{top}", "champion").run_id

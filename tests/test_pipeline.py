@@ -142,14 +142,16 @@ def test_second_repro_is_a_noop(workspace, first_run: str) -> None:
     assert ran_stages(log) == set()
 
 
-def test_one_strategy_edit_reruns_only_that_strategy(workspace, first_run: str) -> None:
+def test_one_strategy_edit_reruns_only_the_stages_running_it(workspace, first_run: str) -> None:
     repo, env = workspace
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["transfer"]["finetune"]["lr"] = 0.002
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = run(["dvc", "repro"], repo, env)
-    assert ran_stages(log) == {"transfer@printed_digits-finetune",
-                               "transfer@random_init-finetune", "evaluate", "report"}
+    # the stages of the sources that run finetune (one stage per source runs all its
+    # strategies); the baseline's stage reads transfer.scratch only
+    assert ran_stages(log) == {"transfer@printed_digits", "transfer@random_init", "evaluate",
+                               "report"}
 
 
 def test_deleted_outputs_come_back_from_the_run_cache(workspace, first_run: str) -> None:

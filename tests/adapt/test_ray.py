@@ -32,7 +32,7 @@ from tests.conftest import BuiltPipeline
 from tests.ray_cluster import DRIVER_ENV, holder
 from transferlab.tracking import services
 
-STAGES = ["transfer@printed_digits-linear_probe", "transfer@printed_digits-finetune"]
+STAGE = "transfer@printed_digits"  # the tiny pipeline's: linear_probe, then finetune
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **DRIVER_ENV)
 
 
@@ -76,24 +76,25 @@ def use_ray(repo: Path, address: str, **extra: object) -> None:
 
 def locked_outs(repo: Path) -> dict:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    return {name: lock[name]["outs"] for name in STAGES}
+    return lock[STAGE]["outs"]
 
 
-def transfer_runs(repo: Path, stage: str) -> list:
+def transfer_runs(repo: Path) -> list:
+    """The transfer stage's MLflow runs: each strategy's, and their replicates'."""
     client = MlflowClient(ENV["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("transferlab")
     return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.data.tags.get("dvc.stage") == stage]
+            if r.data.tags.get("dvc.stage") == STAGE]
 
 
 def test_ray_backend_writes_the_bytes_of_the_local_backend(repo: Path, cluster: dict) -> None:
-    """The linear probe here; finetune's bytes on this cluster are checked under a worker's
-    kill (next test), and with a private Ray (slow)."""
+    """The linear probe and finetune (two learning rates searched); the bytes under a worker's
+    kill are checked in the next test, and with a private Ray (slow)."""
     local = locked_outs(repo)
     use_ray(repo, cluster["address"])
-    log = run(["dvc", "repro", "--force", "--single-item", STAGES[0]], repo)
+    log = run(["dvc", "repro", "--force", "--single-item", STAGE], repo)
     assert log.stdout.count("Running stage") == 1
-    assert locked_outs(repo) == local  # every file of both stages, byte for byte (md5)
+    assert locked_outs(repo) == local  # every file of both strategies, byte for byte (md5)
 
 
 def _task_workers(raylets: list[int]) -> list[psutil.Process]:
@@ -116,8 +117,8 @@ def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster
     holds half of its node's declared GPU; it trains on common.device, the CPU)."""
     local = locked_outs(repo)
     use_ray(repo, cluster["address"], num_gpus=0.5)
-    before = {r.info.run_id for r in transfer_runs(repo, STAGES[1])}
-    dvc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", STAGES[1]], cwd=repo,
+    before = {r.info.run_id for r in transfer_runs(repo)}
+    dvc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", STAGE], cwd=repo,
                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
     try:
@@ -138,10 +139,12 @@ def test_a_worker_killed_mid_task_is_retried_and_logged_once(repo: Path, cluster
             dvc.wait()
     assert dvc.returncode == 0, log
     assert locked_outs(repo) == local
-    new = [r for r in transfer_runs(repo, STAGES[1]) if r.info.run_id not in before]
-    children = [r for r in new if "mlflow.parentRunId" in r.data.tags
-                and r.info.run_name != "transfer"]
-    stage_runs = [r for r in new if r.info.run_name == "transfer"]
+    new = [r for r in transfer_runs(repo) if r.info.run_id not in before]
+    stage_runs = [r for r in new if r.info.run_name == "transfer"
+                  and r.data.tags.get("transferlab.strategy") == "finetune"]
+    assert len(stage_runs) == 1
+    children = [r for r in new
+                if r.data.tags.get("mlflow.parentRunId") == stage_runs[0].info.run_id]
     replicates = {(r.data.tags.get("transferlab.seed"), r.data.tags.get("transferlab.budget"))
                   for r in children}
     assert len(stage_runs) == 1 and stage_runs[0].info.status == "FINISHED"
@@ -160,7 +163,7 @@ def test_a_private_ray_on_this_machine_writes_the_same_bytes(repo: Path) -> None
     temp = Path(tempfile.mkdtemp(prefix="tlray", dir="/tmp"))  # Ray's session files
     try:
         ENV["RAY_TMPDIR"] = str(temp)
-        log = run(["dvc", "repro", "--force", "--single-item", STAGES[1]], repo)
+        log = run(["dvc", "repro", "--force", "--single-item", STAGE], repo)
     finally:
         ENV.pop("RAY_TMPDIR")
         shutil.rmtree(temp, ignore_errors=True)
@@ -173,13 +176,13 @@ def test_an_unreachable_cluster_names_the_address_and_writes_nothing(repo: Path)
     address = f"127.0.0.1:{services.free_port()}"
     use_ray(repo, address)
     shutil.rmtree(repo / "runs" / "printed_digits" / "finetune")
-    runs_before = len(transfer_runs(repo, STAGES[1]))
+    runs_before = len(transfer_runs(repo))
     start = time.monotonic()
-    proc = run(["dvc", "repro", "--force", "--single-item", STAGES[1]], repo, check=False)
+    proc = run(["dvc", "repro", "--force", "--single-item", STAGE], repo, check=False)
     assert proc.returncode != 0
     assert time.monotonic() - start < 120  # a bounded wait, not Ray's minutes of retries
     assert f"execution.address: no Ray cluster answers at '{address}'" in proc.stderr
     assert (repo / "dvc.lock").read_bytes() == lock
     assert not (repo / "runs" / "printed_digits" / "finetune").exists()
-    assert not (repo / "runs" / "printed_digits" / ".finetune.partial").exists()
-    assert len(transfer_runs(repo, STAGES[1])) == runs_before  # no MLflow run either
+    assert not (repo / "runs" / ".printed_digits.partial").exists()
+    assert len(transfer_runs(repo)) == runs_before  # no MLflow run either

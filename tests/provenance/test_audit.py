@@ -270,14 +270,15 @@ def test_audit_of_one_stage_reruns_only_it(synced_clone: tuple[Path, dict]) -> N
     """--stage: the rerun and the checks cover one stage of the lock (seconds, not the whole
     pipeline's minutes); a stage the lock lacks is refused with the valid names."""
     repo, env = synced_clone
-    stage = "transfer@printed_digits-linear_probe"
+    stage = "transfer@printed_digits"
     code, output, result, _ = _audit(repo, env, "--stage", stage)
     assert code == 0, output
     assert result["verdict"] == "pass" and result["unexplained"] == [], output
     assert result["options"]["stage"] == stage
     assert set(result["rerun"]["stages"]) == {stage}
     assert result["rerun"]["stages"][stage]["label"] in {IDENTICAL, WITHIN}
-    assert set(result["mlflow"]["stages"]) == {stage}
+    # the stage's MLflow runs: one per strategy
+    assert set(result["mlflow"]["stages"]) == {f"{stage}/linear_probe", f"{stage}/finetune"}
     code, output, _, _ = _audit(repo, env, "--stage", "transfer@nowhere", "--skip-rerun")
     assert code != 0
     assert "--stage 'transfer@nowhere': not in dvc.lock; expected one of" in output

@@ -118,7 +118,7 @@ def test_eight_concurrent_writers_lose_nothing(server: TeamServer) -> None:
 
 
 def run_tree(uri: str, experiment: str) -> dict:
-    """(stage, DVC stage, run name) -> (metrics, selected tags, params) of an experiment;
+    """(stage, DVC stage, run name, strategy) -> (metrics, selected tags, params) of an experiment;
     pipeline ids and MLflow's own tags left out, so two stores of the same outputs compare
     equal."""
     from mlflow.tracking import MlflowClient
@@ -131,7 +131,9 @@ def run_tree(uri: str, experiment: str) -> dict:
         if r.data.tags.get("transferlab.kind") == "pipeline":
             continue
         tags = {k: v for k, v in r.data.tags.items() if k.startswith(keep)}
-        key = (tags.get("transferlab.stage"), tags.get("dvc.stage"), r.info.run_name)
+        # a transfer@<source> stage has a run per strategy (and theirs have children)
+        key = (tags.get("transferlab.stage"), tags.get("dvc.stage"), r.info.run_name,
+               r.data.tags.get("transferlab.strategy"))
         assert key not in tree, key
         tree[key] = (r.data.metrics, tags, r.data.params)
     return tree

@@ -46,7 +46,7 @@ from transferlab.provenance.comparison import (
     worst,
 )
 from transferlab.provenance.reproduction import check_reproduction, out_paths, under
-from transferlab.tracking.mirror import is_tracked, stage_kind
+from transferlab.tracking.mirror import is_tracked, stage_kind, stage_units
 
 MLFLOW_TOLERANCE = 1e-6  # the JSON files round to 6 decimals; MLflow may hold full precision
 PIPELINE_FILES = frozenset({"dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore",
@@ -181,9 +181,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _stage_run_problems(client: Any, exp: str, root: Path, name: str, entry: dict,
-                        data_md5: str | None) -> tuple[str | None, list[str]]:
+                        data_md5: str | None, strategy: str | None = None,
+                        ) -> tuple[str | None, list[str]]:
+    """The synced run of a stage (of one of its strategies, for a ``transfer@<source>``
+    stage) and what in it disagrees with the lock and the outputs on disk."""
+    which = f" and tags.`transferlab.strategy` = '{strategy}'" if strategy else ""
     runs = client.search_runs([exp], f"tags.`dvc.stage` = '{name}' and "
-                              "tags.`dvc.lock.synced` = 'true'",
+                              f"tags.`dvc.lock.synced` = 'true'{which}",
                               order_by=["attributes.start_time DESC"])
     if not runs:
         return None, ["no MLflow run synced with dvc.lock; run `make sync`"]
@@ -249,10 +253,15 @@ def check_mlflow(root: Path, lock: dict, enabled: bool, experiment: str,
     data = next((o.get("md5") for o in lock.get("prepare", {}).get("outs", [])
                  if o["path"] == "data/prepared"), None)
     for name, entry in sorted(lock.items()):
-        if is_tracked(stage_kind(name)) and stage in (None, name):
+        if not (is_tracked(stage_kind(name)) and stage in (None, name)):
+            continue
+        outs = [root / o["path"] for o in entry.get("outs", [])]
+        # a transfer@<source> stage has one run per strategy folder
+        units = stage_units(name, outs) if all(p.exists() for p in outs) else [(name, {}, outs)]
+        for label, tags, _ in units:
             run_id, problems = _stage_run_problems(client, exp.experiment_id, root, name, entry,
-                                                   data)
-            result["stages"][name] = {"run_id": run_id, "problems": problems}
+                                                   data, tags.get("transferlab.strategy"))
+            result["stages"][label] = {"run_id": run_id, "problems": problems}
     if result["stages"] and all(s["run_id"] is None for s in result["stages"].values()):
         sink.append(f"MLflow: none of {len(result['stages'])} tracked stages has a run synced "
                     f"with dvc.lock in {uri}; run `make sync`")

@@ -25,14 +25,14 @@ from transferlab.core.run_context import EXECUTION_ENV
 from transferlab.core.runtime import sha256_file
 from transferlab.tracking.tracker import Tracker, execution_run
 
-MATRIX_KINDS = ("transfer", "methods")  # <kind>@<source>-<strategy>: one strategy's replicates
+MATRIX_KINDS = ("transfer",)  # transfer@<source>: a folder of replicates per strategy
 OTHER_KINDS = ("prepare", "pretrain", "evaluate", "report", "mirror")
 UNTRACKED_KINDS = ("prepare", "report", "mirror")  # mirror: writes MLflow, has no run of its own
 
 
 def runs_strategy(kind: str) -> bool:
-    """Does a stage of this kind run one strategy's replicates? The matrix stages do, and so
-    does a stage named after its strategy (the baseline's)."""
+    """Does a stage of this kind run strategies' replicates? The matrix stages do (one folder
+    per strategy), and so does a stage named after its strategy (the baseline's)."""
     return kind in MATRIX_KINDS or kind not in OTHER_KINDS
 
 
@@ -42,7 +42,7 @@ def is_tracked(kind: str) -> bool:
 
 
 def stage_kind(dvc_stage: str) -> str:
-    """``transfer@src-finetune`` -> ``transfer``."""
+    """``transfer@printed_digits`` -> ``transfer``."""
     return dvc_stage.split("@", 1)[0]
 
 
@@ -144,14 +144,21 @@ def _lock_tags(entry: dict) -> dict[str, str]:
 
 def _tags_for(dvc_stage: str) -> dict[str, str]:
     kind = stage_kind(dvc_stage)
-    if kind == "pretrain":
+    if kind == "pretrain" or kind in MATRIX_KINDS:
         return {"transferlab.source": dvc_stage.split("@", 1)[1]}
-    if kind in MATRIX_KINDS:
-        source, strategy = dvc_stage.split("@", 1)[1].rsplit("-", 1)
-        return {"transferlab.source": source, "transferlab.strategy": strategy}
     if runs_strategy(kind):  # named after its strategy, which uses no source
         return {"transferlab.source": "none", "transferlab.strategy": dvc_stage}
     return {}
+
+
+def stage_units(name: str, outs: list[Path]) -> list[tuple[str, dict[str, str], list[Path]]]:
+    """The MLflow runs one ``dvc.lock`` stage stands for, as (label, tags, outputs): one per
+    strategy folder of a ``transfer@<source>`` stage, else the stage itself."""
+    if stage_kind(name) not in MATRIX_KINDS:
+        return [(name, _tags_for(name), outs)]
+    return [(f"{name}/{folder.name}", {**_tags_for(name), "transferlab.strategy": folder.name},
+             [folder])
+            for out in outs for folder in sorted(p for p in out.iterdir() if p.is_dir())]
 
 
 def sync(root: Path, tracker_params: Any) -> dict[str, list[str]]:
@@ -191,8 +198,6 @@ def sync(root: Path, tracker_params: Any) -> dict[str, list[str]]:
 
 def _sync_stages(root: Path, tracker_params: Any, lock: dict, client: Any, exp: str,
                  dataset: Any, current: str) -> dict[str, list[str]]:
-    from mlflow.entities import DatasetInput
-
     result: dict[str, list[str]] = {"tagged": [], "recreated": [], "skipped_marked": [],
                                     "ok": []}
     for name, entry in sorted(lock.items()):
@@ -202,38 +207,50 @@ def _sync_stages(root: Path, tracker_params: Any, lock: dict, client: Any, exp: 
         outs = [root / o["path"] for o in entry.get("outs", [])]
         if not all(p.exists() for p in outs):
             continue  # outputs not checked out here: nothing to mirror from
-        digest = outputs_digest({str(p): p for p in outs})
-        runs = client.search_runs([exp], filter_string=f"tags.`dvc.stage` = '{name}' and "
-                                  f"tags.`transferlab.outputs_digest` = '{digest}' and "
-                                  "attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time ASC"])
-        made = [r for r in runs if r.data.tags.get("transferlab.status") != "skipped"]
-        # the run of the current execution if the stage ran in it, else the first that made them
-        producer = next((r for r in made if r.data.tags.get("transferlab.execution") == current),
-                        made[0] if made else None)
-        if producer is None:
-            producer_id = _recreate(tracker_params, name, kind, outs, digest, entry)
-            result["recreated"].append(name)
-        else:
-            producer_id = producer.info.run_id
-        tags = {**_lock_tags(entry), "dvc.lock.synced": "true"}
-        producer_run = client.get_run(producer_id)
-        if any(producer_run.data.tags.get(k) != v for k, v in tags.items()):
-            for key, value in tags.items():
-                client.set_tag(producer_id, key, value)
-            if dataset is not None:
-                client.log_inputs(producer_id, [DatasetInput(dataset)])
-            if name not in result["recreated"]:
-                result["tagged"].append(name)
-        execution = producer_run.data.tags.get("transferlab.execution")
-        if execution != current and not any(
-                r.data.tags.get("transferlab.status") == "skipped"
-                and r.data.tags.get("transferlab.execution") == current for r in runs):
-            _mark_skipped(client, exp, name, current, producer_id, digest)
-            result["skipped_marked"].append(name)
-        elif producer is not None and name not in result["tagged"]:
-            result["ok"].append(name)
+        for unit in stage_units(name, outs):
+            _sync_unit(name, entry, unit, tracker_params, client, exp, dataset, current, result)
     return result
+
+
+def _sync_unit(name: str, entry: dict, unit: tuple[str, dict[str, str], list[Path]],
+               tracker_params: Any, client: Any, exp: str, dataset: Any, current: str,
+               result: dict[str, list[str]]) -> None:
+    """Find, or re-create, the run that made one unit's outputs; tie it to its lock entry; and
+    mark it skipped in the current execution if DVC did not rerun it."""
+    from mlflow.entities import DatasetInput
+
+    label, unit_tags, outs = unit
+    digest = outputs_digest({str(p): p for p in outs})
+    runs = client.search_runs([exp], filter_string=f"tags.`dvc.stage` = '{name}' and "
+                              f"tags.`transferlab.outputs_digest` = '{digest}' and "
+                              "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time ASC"])
+    made = [r for r in runs if r.data.tags.get("transferlab.status") != "skipped"]
+    # the run of the current execution if the stage ran in it, else the first that made them
+    producer = next((r for r in made if r.data.tags.get("transferlab.execution") == current),
+                    made[0] if made else None)
+    if producer is None:
+        producer_id = _recreate(tracker_params, name, unit_tags, outs, digest, entry)
+        result["recreated"].append(label)
+    else:
+        producer_id = producer.info.run_id
+    tags = {**_lock_tags(entry), "dvc.lock.synced": "true"}
+    producer_run = client.get_run(producer_id)
+    if any(producer_run.data.tags.get(k) != v for k, v in tags.items()):
+        for key, value in tags.items():
+            client.set_tag(producer_id, key, value)
+        if dataset is not None:
+            client.log_inputs(producer_id, [DatasetInput(dataset)])
+        if label not in result["recreated"]:
+            result["tagged"].append(label)
+    execution = producer_run.data.tags.get("transferlab.execution")
+    if execution != current and not any(
+            r.data.tags.get("transferlab.status") == "skipped"
+            and r.data.tags.get("transferlab.execution") == current for r in runs):
+        _mark_skipped(client, exp, name, label, current, producer_id, digest)
+        result["skipped_marked"].append(label)
+    elif producer is not None and label not in result["tagged"]:
+        result["ok"].append(label)
 
 
 def _current_execution(client: Any, exp: str) -> str | None:
@@ -251,9 +268,10 @@ def _ran_on(entry: dict) -> dict[str, str]:
     return {"transferlab.ddp_procs": str(procs)} if procs > 1 else {}
 
 
-def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], digest: str,
-              entry: dict) -> str:
-    tags = {**_tags_for(name), **_ran_on(entry), "transferlab.synced": "true",
+def _recreate(tracker_params: Any, name: str, unit_tags: dict[str, str], outs: list[Path],
+              digest: str, entry: dict) -> str:
+    kind = stage_kind(name)
+    tags = {**unit_tags, **_ran_on(entry), "transferlab.synced": "true",
             "transferlab.outputs_digest": digest}
     tracker = Tracker(tracker_params, "transfer" if runs_strategy(kind) else kind, tags,
                       dvc_stage=name)
@@ -263,8 +281,8 @@ def _recreate(tracker_params: Any, name: str, kind: str, outs: list[Path], diges
     return tracker.run_id
 
 
-def _mark_skipped(client: Any, exp: str, name: str, execution: str, producer: str,
-                  digest: str) -> None:
+def _mark_skipped(client: Any, exp: str, name: str, label: str, execution: str,
+                  producer: str, digest: str) -> None:
     parent, created = execution_run(client, exp, execution)
     if created:  # DVC skipped every stage of this execution: nothing had created its parent
         client.set_terminated(parent, "FINISHED")
@@ -272,9 +290,10 @@ def _mark_skipped(client: Any, exp: str, name: str, execution: str, producer: st
             "transferlab.execution": execution, "transferlab.produced_by": producer,
             "transferlab.outputs_digest": digest,
             "mlflow.note.content": f"DVC did not rerun `{name}` (unchanged or restored from "
-                                   f"its run-cache); its outputs come from run {producer}.",
+                                   f"its run-cache); the outputs of `{label}` come from run "
+                                   f"{producer}.",
             "mlflow.parentRunId": parent}
-    run = client.create_run(exp, run_name=f"{name} (skipped by DVC)", tags=tags)
+    run = client.create_run(exp, run_name=f"{label} (skipped by DVC)", tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")
 
 

@@ -94,7 +94,7 @@ def test_edited_pool_features_are_caught_by_name(results: dict, target: TargetDa
     features[0, 0] += 1.0
     np.save(copy_dir / linear_probe.POOL_FEATURES, features)
     with pytest.raises(DataError, match=r"pool_features.npy: sha256 does not match .*runs.json"
-                                        r".*dvc repro --force transfer@digits-linear_probe"):
+                                        r".*dvc repro --force transfer@digits"):
         linear_probe.load_pool_features(copy_dir, len(target.pool_x))
 
 

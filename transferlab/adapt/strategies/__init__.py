@@ -54,6 +54,20 @@ def resolve(params: Any) -> Any:
     return dataclasses.replace(params, transfer=blocks)
 
 
+def grid_strategies(grid: Any, source: str | None) -> list[str]:
+    """The strategies the grid runs on ``source``, in order: ``grid.strategies``, then
+    ``grid.methods.strategies`` where ``grid.methods.sources`` lists the source (what one
+    ``transfer@<source>`` stage of ``dvc.yaml`` runs).
+
+    Raises:
+        ParamsError: without a source (the baseline is named with ``--strategy``).
+    """
+    if not source:
+        fail("grid", "without a source the grid runs nothing; name the baseline's strategy")
+    methods = grid.methods.strategies if source in grid.methods.sources else ()
+    return [*grid.strategies, *methods]
+
+
 _INFRASTRUCTURE = {"base", "registry"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):

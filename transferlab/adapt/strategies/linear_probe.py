@@ -97,5 +97,5 @@ def load_pool_features(folder: Path, rows: int) -> np.ndarray | None:
     entry = json.loads(runs_json.read_text()).get("pool_features")
     if not entry or entry["shape"][0] != rows:
         return None
-    stage = f"transfer@{folder.parent.name}-{folder.name}"
+    stage = f"transfer@{folder.parent.name}"
     return load_verified(folder / entry["file"], entry["sha256"], runs_json, stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferlab.config.params import TrainParams
+from transferlab.models.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from transferlab.models.nets import block_names, build_model, freeze
 from transferlab.training.loop import (
     Stopwatch,
@@ -211,6 +213,69 @@ def test_fit_keeps_frozen_parameters_and_bn_statistics() -> None:
     fit(model, _squares(4, 0), _squares(2, 1), TrainParams(epochs=2, batch_size=4),
         _all_params(model), torch.Generator().manual_seed(0), CPU)
     assert _states_equal(model.backbone.block1.state_dict(), before)
+
+
+def _bn_stats(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("mode", ["precise", "auto"])
+def test_precise_batchnorm_sets_the_exact_statistics_of_the_training_inputs(mode: str) -> None:
+    """An untrained network's fit (scratch) ends with each layer's statistics equal to its
+    inputs' over the training images (unaugmented, layer by layer), not the moving averages;
+    the weights are the same bits as with ``running``, and the passes are counted."""
+    train = _squares(4, 0)
+    fits = {}
+    for bn_stats in ("running", mode):
+        model = _model()
+        cfg = TrainParams(epochs=3, batch_size=4, augment="jitter", bn_stats=bn_stats)
+        summary = fit(model, train, None, cfg, _all_params(model),
+                      torch.Generator().manual_seed(0), CPU)
+        fits[bn_stats] = (model, summary)
+    (running, ran), (precise, pre) = fits["running"], fits[mode]
+    weights = {k: v for k, v in running.state_dict().items() if k not in _bn_stats(running)}
+    assert _states_equal(weights, {k: precise.state_dict()[k] for k in weights})
+    exact = copy.deepcopy(running)
+    recalibrate_batchnorm(exact, train[0], CPU)
+    assert _states_equal(_bn_stats(precise), _bn_stats(exact))
+    assert not _states_equal(_bn_stats(precise), _bn_stats(running))
+    layers = len(batchnorm_layers(precise))
+    assert pre["flops"] - ran["flops"] == layers * len(train[0]) * _backbone_flops(precise)
+
+
+def test_auto_keeps_statistics_that_data_estimated_before_the_fit() -> None:
+    """``auto``: a network whose BatchNorm saw data before (a source) keeps the moving
+    averages, as ``running``; ``precise`` recomputes them too."""
+    train = _squares(4, 0)
+    results = {}
+    for bn_stats in ("running", "auto", "precise"):
+        model = _model()
+        with torch.no_grad():  # a "source": its statistics estimated on other data
+            model.train()(_squares(6, 5)[0])
+        fit(model, train, None, TrainParams(epochs=2, batch_size=4, bn_stats=bn_stats),
+            _all_params(model), torch.Generator().manual_seed(0), CPU)
+        results[bn_stats] = _bn_stats(model)
+    assert _states_equal(results["auto"], results["running"])
+    assert not _states_equal(results["precise"], results["running"])
+
+
+def test_precise_batchnorm_leaves_frozen_statistics_alone() -> None:
+    model = _model()
+    freeze(model, ["block1"], bn_stats=True)
+    before = {k: v.clone() for k, v in model.backbone.block1.state_dict().items()}
+    fit(model, _squares(4, 0), None, TrainParams(epochs=2, batch_size=4, bn_stats="precise"),
+        _all_params(model), torch.Generator().manual_seed(0), CPU)
+    assert _states_equal(model.backbone.block1.state_dict(), before)
+
+
+def _backbone_flops(model: nn.Module) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval().features(_squares(1, 0)[0][:1])
+    return int(counter.get_total_flops())
 
 
 # ------------------------------------------------------------------------------- inference

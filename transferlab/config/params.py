@@ -220,6 +220,12 @@ class TrainParams:
     patience: int = 5  # epochs without validation improvement before stopping
     schedule: Literal["constant", "cosine"] = "constant"  # lr per step (cosine: decay to 0)
     warmup_epochs: int = 0  # linear lr warmup, in epochs, before the schedule
+    # BatchNorm statistics of the trained network, for the layers the fit moved: running (the
+    # moving averages training left) | precise (recomputed exactly on the fit's training
+    # inputs, unaugmented; transferlab.models.batchnorm) | auto (precise for the layers whose
+    # statistics no data had estimated before the fit, running for the others: a source's
+    # statistics are kept, an untrained network's defaults are not). Pretraining: running
+    bn_stats: Literal["running", "precise", "auto"] = "running"
 
     def validate(self, key: str) -> None:
         check_range(f"{key}.epochs", self.epochs, 0, 100_000)

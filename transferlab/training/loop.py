@@ -23,6 +23,7 @@ from transferlab.config.params import TrainParams
 from transferlab.core.runtime import peak_rss_bytes, reset_peak_rss
 from transferlab.core.tasks import CLASSIFICATION, Task
 from transferlab.data.modalities.image import to_tensor  # noqa: F401  (re-exported)
+from transferlab.models.batchnorm import batches_tracked, recalibrate_batchnorm
 from transferlab.training.distributed import SINGLE, World, all_sum, shard, sync_buffers, wrap
 from transferlab.training.optim import AdamW
 
@@ -180,6 +181,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     run = _FitRun.start(model, cfg, groups, len(train[0]), generator, device,
                         cfg.augment if augment is None else augment, loss_term,
                         task or CLASSIFICATION, world)
+    tracked_before = batches_tracked(model)
     score_key = run.task.val_key.removeprefix("best_")  # val_accuracy | val_r2
     history, best, flops = [], _BestEpoch(), _FlopBook()
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
@@ -196,7 +198,26 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         bar.set_postfix({score_key: f"{score:.3f}"})
         if best.stop_after(epoch, score, val_loss, model, cfg.patience):
             break
-    return _fit_summary(run, val, history, best, flops)
+    summary = _fit_summary(run, val, history, best, flops)
+    if cfg.bn_stats != "running":
+        summary["flops"] += _precise_batchnorm(model, train[0], tracked_before, device,
+                                               untrained_only=cfg.bn_stats == "auto")
+    return summary
+
+
+def _precise_batchnorm(model: nn.Module, inputs: torch.Tensor, before: dict[str, int],
+                       device: torch.device, untrained_only: bool) -> int:
+    """Recompute, on the fit's training inputs (unaugmented), the running statistics of the
+    BatchNorm layers the fit moved (frozen ones keep theirs); with ``untrained_only``, only
+    of those whose statistics had seen no batch before the fit. Every rank computes them from
+    all the inputs, so they agree. Returns the FLOPs of the passes."""
+    moved = [name for name, seen in batches_tracked(model).items()
+             if seen != before[name] and not (untrained_only and before[name])]
+    if not moved or len(inputs) < 2:
+        return 0
+    with counted_flops() as tally:
+        recalibrate_batchnorm(model, inputs, device, names=moved)
+    return tally.total
 
 
 @dataclass

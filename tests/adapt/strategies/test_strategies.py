@@ -153,11 +153,16 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
         assert r["steps"] == (r["epochs_run"] * math.ceil((n - held) / cfg.batch_size)
                               + r["best_epoch"] * math.ceil(n / cfg.batch_size))
         assert r["trainable_params"] == trainable
-        # plus one forward pass over the held-out labels per epoch of the choosing run
+        # plus one forward pass over the held-out labels per epoch of the choosing run, and
+        # after each of the two fits precise BatchNorm (bn_stats: auto): a backbone pass over
+        # its inputs per BatchNorm layer that had no statistics before and that the fit moved:
+        # scratch's three; the source's layers keep theirs
         val_forward = head if name == "linear_probe" else forward
+        moved = 3 if name == "scratch" else 0
         assert r["train_flops"] == (per_example * ((n - held) * r["epochs_run"]
                                                    + n * r["best_epoch"])
-                                    + val_forward * held * r["epochs_run"])
+                                    + val_forward * held * r["epochs_run"]
+                                    + moved * sum(conv) * ((n - held) + n))
     for ckpt in folder.glob("*.pt"):
         model, config = load_checkpoint(ckpt)
         assert model.head.out_features == 3

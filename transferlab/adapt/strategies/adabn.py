@@ -4,13 +4,11 @@ Li, Wang, Shi, Liu and Hou (2016/2018), "Revisiting Batch Normalization For Prac
 Adaptation" (AdaBN). The paper's Algorithm 1: for every BatchNorm neuron, the mean and variance
 of its responses over all target images replace the source statistics; nothing else changes.
 
-Implemented exactly as Algorithm 1 states it, for every BatchNorm layer in forward order: the
-whole target pool (its images only, no labels) passes through the network in eval mode, so the
-layers before already normalise with their target statistics; the layer's inputs are
-accumulated over the pool in float64 (count, mean, sum of squared deviations, merged across
-batches), and its running mean and running variance (unbiased, as BatchNorm stores it) become
-the pool's per-channel mean and variance. One pass per BatchNorm layer; the result does not
-depend on the pass's batch size. (The common shortcut, one pass in train mode with
+Implemented exactly as Algorithm 1 states it, in
+:func:`transferlab.models.batchnorm.recalibrate_batchnorm` (which the training loop's precise
+BatchNorm shares): layer by layer in forward order over the
+whole target pool (its images only, no labels), in eval mode, in float64; the running variance
+is stored unbiased, as BatchNorm stores it. (The common shortcut, one pass in train mode with
 ``momentum=None``, averages per-batch statistics instead: later layers then see inputs
 normalised with batch statistics, and the averaged variance misses the spread of the batch
 means, so it depends on the batch size.)
@@ -44,9 +42,8 @@ from transferlab.adapt.strategies.base import Strategy, source_head_model
 from transferlab.adapt.strategies.finetune import FinetuneParams, head_and_backbone_groups
 from transferlab.adapt.strategies.registry import register
 from transferlab.config.typed import fail
+from transferlab.models.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from transferlab.models.nets import TransferNet, block_names, freeze
-
-STATS_BATCH = 1024  # images per forward pass of the recalibration (the result does not depend)
 
 
 @dataclass(frozen=True)
@@ -63,60 +60,6 @@ class AdaBNParams(FinetuneParams):
         if self.then == "none" and self.search:
             fail(f"{key}.search", f"then: none trains nothing; there is nothing to search "
                  f"(got {', '.join(self.search)})")
-
-
-def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    """(name, module) of every BatchNorm layer that keeps running statistics, in forward
-    (registration) order."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: TransferNet, images: torch.Tensor, device: torch.device,
-                          batch_size: int = STATS_BATCH) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Set every BatchNorm layer's running statistics to those of its inputs over ``images``.
-
-    Layer by layer in forward order, each from one eval-mode pass over all ``images``, so every
-    earlier layer already normalises with its recalibrated statistics.
-
-    Args:
-        model: the network (modified in place; left on ``device`` in its previous mode).
-        images: (N, 1, H, W) target images, N >= 2.
-        device: where the passes run.
-        batch_size: images per forward pass.
-    Returns:
-        {layer name: (running_mean, running_var)} as set, on CPU.
-    """
-    if len(images) < 2:
-        raise ValueError(f"adabn: {len(images)} pool image(s); the variance needs at least 2")
-    was_training = model.training
-    model.to(device).eval()
-    stats = {}
-    for name, bn in batchnorm_layers(model):
-        acc = {"n": 0, "mean": 0.0, "m2": 0.0}
-
-        def accumulate(module: nn.Module, args: tuple, acc: dict = acc) -> None:
-            h = args[0].double().transpose(0, 1).flatten(1)  # (C, B * spatial)
-            n, mean = h.shape[1], h.mean(1)
-            m2 = ((h - mean[:, None]) ** 2).sum(1)
-            total = acc["n"] + n  # Chan et al.'s merge of (count, mean, M2)
-            delta = mean - acc["mean"]
-            acc["mean"] = acc["mean"] + delta * (n / total)
-            acc["m2"] = acc["m2"] + m2 + delta ** 2 * (acc["n"] * n / total)
-            acc["n"] = total
-
-        handle = bn.register_forward_pre_hook(accumulate)
-        try:
-            for start in range(0, len(images), batch_size):
-                model.features(images[start:start + batch_size].to(device))
-        finally:
-            handle.remove()
-        bn.running_mean.copy_(acc["mean"])
-        bn.running_var.copy_(acc["m2"] / (acc["n"] - 1))
-        stats[name] = (bn.running_mean.cpu().clone(), bn.running_var.cpu().clone())
-    model.train(was_training)
-    return stats
 
 
 def freeze_batchnorm_statistics(model: TransferNet) -> None:

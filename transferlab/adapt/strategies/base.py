@@ -66,6 +66,9 @@ class TransferTrainParams(TrainParams):
     # rows of the target classes that a source class maps onto; fresh rows for the others)
     head_init: Literal["fresh", "source"] = "fresh"
     search: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # a few steps on a few labels leave the moving averages of an untrained network's
+    # BatchNorm far from the data's statistics (TrainParams.bn_stats; docs/strategies.md)
+    bn_stats: Literal["running", "precise", "auto"] = "auto"
 
     def validate(self, key: str) -> None:
         super().validate(key)

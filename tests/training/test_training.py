@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -242,6 +243,25 @@ def test_precise_batchnorm_sets_the_exact_statistics_of_the_training_inputs(mode
     assert not _states_equal(_bn_stats(precise), _bn_stats(running))
     layers = len(batchnorm_layers(precise))
     assert pre["flops"] - ran["flops"] == layers * len(train[0]) * _backbone_flops(precise)
+
+
+def test_held_out_labels_score_each_epoch_with_precise_statistics() -> None:
+    """With held-out labels, each epoch is scored with the statistics it would be used with:
+    the restored best epoch's statistics are the exact ones of its weights on the training
+    inputs, and each validation pass and statistics pass is counted."""
+    train, val = _squares(4, 0), _squares(2, 1)
+    model = _model()
+    cfg = TrainParams(epochs=4, batch_size=4, patience=10, bn_stats="precise")
+    summary = fit(model, train, val, cfg, _all_params(model), torch.Generator().manual_seed(0),
+                  CPU)
+    exact = copy.deepcopy(model)
+    recalibrate_batchnorm(exact, train[0], CPU)
+    assert _states_equal(_bn_stats(model), _bn_stats(exact))
+    running = _model()
+    ran = fit(running, train, val, dataclasses.replace(cfg, bn_stats="running"),
+              _all_params(running), torch.Generator().manual_seed(0), CPU)
+    passes = len(batchnorm_layers(model)) * len(train[0]) * summary["epochs_run"]
+    assert summary["flops"] - ran["flops"] == passes * _backbone_flops(model)
 
 
 def test_auto_keeps_statistics_that_data_estimated_before_the_fit() -> None:

@@ -181,7 +181,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     run = _FitRun.start(model, cfg, groups, len(train[0]), generator, device,
                         cfg.augment if augment is None else augment, loss_term,
                         task or CLASSIFICATION, world)
-    tracked_before = batches_tracked(model)
+    precise = (_PreciseBatchNorm(model, train[0], device, untrained_only=cfg.bn_stats == "auto")
+               if cfg.bn_stats != "running" else None)
     score_key = run.task.val_key.removeprefix("best_")  # val_accuracy | val_r2
     history, best, flops = [], _BestEpoch(), _FlopBook()
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, disable=None, unit="ep")
@@ -193,31 +194,49 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         history.append(row)
         if val is None:  # fixed schedule: nothing to choose with
             continue
+        if precise is not None:  # scored with the statistics it would be used with
+            flops.total += precise.apply()
         val_loss, score = _validate(run, val, flops)
         row.update({"val_loss": val_loss, score_key: score})
         bar.set_postfix({score_key: f"{score:.3f}"})
         if best.stop_after(epoch, score, val_loss, model, cfg.patience):
             break
-    summary = _fit_summary(run, val, history, best, flops)
-    if cfg.bn_stats != "running":
-        summary["flops"] += _precise_batchnorm(model, train[0], tracked_before, device,
-                                               untrained_only=cfg.bn_stats == "auto")
-    return summary
+    if precise is not None and val is None:  # with val, the best epoch's were set before it
+        flops.total += precise.apply()
+    return _fit_summary(run, val, history, best, flops)
 
 
-def _precise_batchnorm(model: nn.Module, inputs: torch.Tensor, before: dict[str, int],
-                       device: torch.device, untrained_only: bool) -> int:
-    """Recompute, on the fit's training inputs (unaugmented), the running statistics of the
-    BatchNorm layers the fit moved (frozen ones keep theirs); with ``untrained_only``, only
-    of those whose statistics had seen no batch before the fit. Every rank computes them from
-    all the inputs, so they agree. Returns the FLOPs of the passes."""
-    moved = [name for name, seen in batches_tracked(model).items()
-             if seen != before[name] and not (untrained_only and before[name])]
-    if not moved or len(inputs) < 2:
-        return 0
-    with counted_flops() as tally:
-        recalibrate_batchnorm(model, inputs, device, names=moved)
-    return tally.total
+class _PreciseBatchNorm:
+    """Precise BatchNorm statistics for one fit (``TrainParams.bn_stats``): the running
+    statistics of the BatchNorm layers the fit moved (frozen ones keep theirs; under ``auto``
+    only those whose statistics had seen no batch before the fit) set to the exact statistics
+    of the fit's training inputs, unaugmented (:func:`recalibrate_batchnorm`). Training in
+    train mode normalises with batch statistics, so this changes no weight: only what the
+    network predicts in eval mode, where the held-out labels score it and where it is used.
+    Every rank computes them from all the inputs, so they agree."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, device: torch.device,
+                 untrained_only: bool) -> None:
+        self.model, self.inputs, self.device = model, inputs, device
+        self.untrained_only = untrained_only
+        self.before = batches_tracked(model)
+        self._flops: dict[tuple[str, ...], int] = {}  # the same pass costs the same
+
+    def apply(self) -> int:
+        """Set the statistics now; returns the FLOPs of the passes (counted once per set of
+        layers, then reused)."""
+        moved = tuple(name for name, seen in batches_tracked(self.model).items()
+                      if seen != self.before[name]
+                      and not (self.untrained_only and self.before[name]))
+        if not moved or len(self.inputs) < 2:
+            return 0
+        if moved in self._flops:
+            recalibrate_batchnorm(self.model, self.inputs, self.device, names=moved)
+        else:
+            with counted_flops() as tally:
+                recalibrate_batchnorm(self.model, self.inputs, self.device, names=moved)
+            self._flops[moved] = tally.total
+        return self._flops[moved]
 
 
 @dataclass

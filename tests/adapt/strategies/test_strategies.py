@@ -154,15 +154,15 @@ def test_records_and_checkpoints(name: str, results: dict, target: TargetData) -
                               + r["best_epoch"] * math.ceil(n / cfg.batch_size))
         assert r["trainable_params"] == trainable
         # plus one forward pass over the held-out labels per epoch of the choosing run, and
-        # after each of the two fits precise BatchNorm (bn_stats: auto): a backbone pass over
-        # its inputs per BatchNorm layer that had no statistics before and that the fit moved:
-        # scratch's three; the source's layers keep theirs
+        # precise BatchNorm (bn_stats: auto) before each of its validations and at the end of
+        # the refit: a backbone pass over the fit's inputs per BatchNorm layer that had no
+        # statistics before and that the fit moved (scratch's three; a source's keep theirs)
         val_forward = head if name == "linear_probe" else forward
         moved = 3 if name == "scratch" else 0
         assert r["train_flops"] == (per_example * ((n - held) * r["epochs_run"]
                                                    + n * r["best_epoch"])
                                     + val_forward * held * r["epochs_run"]
-                                    + moved * sum(conv) * ((n - held) + n))
+                                    + moved * sum(conv) * ((n - held) * r["epochs_run"] + n))
     for ckpt in folder.glob("*.pt"):
         model, config = load_checkpoint(ckpt)
         assert model.head.out_features == 3

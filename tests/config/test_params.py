@@ -46,7 +46,8 @@ def test_round_trip(params_file: Path) -> None:
     [
         # unknown keys, with the valid choices named
         (lambda p: p["transfer"].update(fintune={}), r"transfer\.fintune: unknown key; "
-         r"expected one of source_only, linear_probe, .*finetune, .*scratch"),
+         r"expected one of source_only, zero_shot, in_context, linear_probe, .*finetune, "
+         r".*scratch"),
         (lambda p: p.update(bogus=1), r"bogus: unknown key"),
         (lambda p: p["transfer"]["finetune"].update(learning_rate=1),
          r"transfer\.finetune\.learning_rate: unknown key"),

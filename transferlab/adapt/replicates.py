@@ -318,7 +318,10 @@ def refit_check(chosen: dict, refit: dict, ratio: float) -> dict:
     against the choosing run's at the chosen epoch (pooled over folds under kfold). A refit
     whose last loss is above ``ratio`` times that ended on a spike (an adversarial term, a
     high-rank adapter): ``unstable``, reported with the curve's seed spread. Losses that
-    differ by at most :data:`LOSS_NOISE` are never a spike (near 0 a ratio means nothing)."""
+    differ by at most :data:`LOSS_NOISE` are never a spike (near 0 a ratio means nothing).
+    A choice that trained no epoch (``in_context``: epochs 0) has no loss to compare: None."""
+    if not chosen["history"]:
+        return {"chosen_train_loss": None, "final_train_loss": None, "unstable": False}
     at_choice = chosen["history"][chosen["best_epoch"] - 1]["train_loss"]
     final = refit["history"][-1]["train_loss"] if refit["history"] else at_choice
     return {"chosen_train_loss": at_choice, "final_train_loss": final,

@@ -29,6 +29,7 @@ class TargetData:
     modality: str = "image"  # what the inputs are (transferlab.data.modalities)
     task: str = "classification"  # what a label is (transferlab.core.tasks)
     pool_strata: torch.Tensor | None = None  # a regression's quantile strata of pool_y
+    class_names: tuple[str, ...] = ()  # the name of each class index (what a prompt says)
 
     @property
     def strata(self) -> torch.Tensor:
@@ -52,4 +53,5 @@ def load_target(folder: str | Path) -> TargetData:
         strata = torch.from_numpy(data.load("train").labels)
     return TargetData(pool_x, pool_y, val_x, val_y, data.task.outputs(len(data.class_names)),
                       data.budgets(), data.modality.normalization(data.manifest),
-                      data.modality.name, data.task.name, strata)
+                      data.modality.name, data.task.name, strata,
+                      tuple(map(str, data.class_names)))

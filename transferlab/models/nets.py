@@ -261,12 +261,14 @@ def freeze(model: TransferNet, blocks: list[str], bn_stats: bool = True) -> list
 
 # what a backbone offers that some strategies need, with the words a skip reason uses
 TRAITS = {"batchnorm": "BatchNorm layers (running statistics to recalibrate)",
-          "channel_maps": "channel feature maps (B, C, H, W) in its blocks"}
+          "channel_maps": "channel feature maps (B, C, H, W) in its blocks",
+          "next_token": "language-model head (next-token logits) to prompt"}
 
 
 def backbone_traits(config: dict[str, Any] | None) -> frozenset[str]:
     """The :data:`TRAITS` of the backbone a checkpoint config describes: every image arch has
-    BatchNorm and channel maps; a text encoder (``hf:``) has neither."""
+    BatchNorm and channel maps; a text encoder (``hf:``) has neither; a causal LM (``llm:``)
+    has next-token logits."""
     if not config:
         return frozenset()
     backbone = backbones.find(str(config.get("arch", "")))

@@ -109,7 +109,7 @@ def test_replicate_seed_is_distinct_and_stable() -> None:
 
 def test_skip_reason_unknown_strategy() -> None:
     with pytest.raises(ValueError, match="unknown strategy 'fintune'; expected one of "
-                                         "source_only, linear_probe"):
+                                         "source_only, zero_shot, in_context, linear_probe"):
         skip_reason("fintune", None, None)
 
 

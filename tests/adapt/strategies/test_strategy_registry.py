@@ -108,7 +108,7 @@ def test_every_strategy_has_a_block_in_params_yaml() -> None:
 
 def test_unknown_strategy_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"unknown strategy 'fintune'; expected one of "
-                                         r"source_only, linear_probe"):
+                                         r"source_only, zero_shot, in_context, linear_probe"):
         strategies.get("fintune")
 
 

@@ -21,7 +21,7 @@ class CausalLM(Backbone):
     prefix = True
     usage = "llm:<checkpoint directory, .gguf file or package>"
     modality = "text"
-    traits = frozenset()  # no BatchNorm, no channel maps
+    traits = frozenset({"next_token"})  # no BatchNorm, no channel maps; prompts (zero_shot)
     rank = 60
 
     def check(self, key: str, arch: str) -> None:

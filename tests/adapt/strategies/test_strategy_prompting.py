@@ -1,0 +1,246 @@
+"""``zero_shot`` and ``in_context`` on a tiny causal LM the tests write: the classes' scores
+against transformers' own model on the whole prompt, contextual calibration against a hand
+computation, the prefix cache against recomputing the prefix, and both strategies end to end
+through the replicate loop (checkpoints that rebuild the prompted model)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.adapt.strategies.helpers import CPU, SELECTION
+from tests.llm_fixtures import write_tiny_causal_lm
+from tests.text_fixtures import sentiment_rows
+from transferlab.adapt.replicates import run_replicates
+from transferlab.adapt.strategies import get
+from transferlab.adapt.strategies._prompting import prompted_model
+from transferlab.adapt.strategies.in_context import demonstrations
+from transferlab.adapt.target import TargetData
+from transferlab.config.typed import from_dict
+from transferlab.core.errors import ParamsError
+from transferlab.data.checkpoints import load_causal_tokenizer
+from transferlab.data.kinds.base import tokenize
+from transferlab.models.nets import build_model, load_checkpoint, load_init, save_checkpoint
+from transferlab.models.prompting import calibrated, encode_template
+from transferlab.training.loop import predict_logits
+
+TEMPLATE = "Review:\n{text}\nSentiment:"
+WORDS = {"neg": "bad", "pos": "good"}
+CLASSES = ("neg", "pos")
+
+
+@pytest.fixture(scope="module", name="tiny")
+def tiny_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="module", name="tokenizer")
+def tokenizer_fixture(tiny: Path):
+    return load_causal_tokenizer(f"llm:{tiny}")
+
+
+@pytest.fixture(scope="module", name="source_path")
+def source_path_fixture(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LM as a source checkpoint, as ``pretrain`` saves one (its head unused)."""
+    model = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0)
+    load_init(model, f"llm:{tiny}")
+    path = tmp_path_factory.mktemp("source") / "source.pt"
+    save_checkpoint(model, path, {"arch": f"llm:{tiny}", "width": 0, "num_classes": 2,
+                                  "mean": 0.0, "std": 1.0, "source_classes": []})
+    return path
+
+
+def _inputs(rows: list[tuple[str, str]], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(tokenize([t for t, _ in rows], tokenizer, 16).astype(np.int64))
+    return x, torch.tensor([CLASSES.index(label) for _, label in rows])
+
+
+@pytest.fixture(scope="module", name="target")
+def target_fixture(tokenizer) -> TargetData:
+    """8 texts per class in the pool, 5 in the validation set; budgets 2 and 4 per class."""
+    pool_x, pool_y = _inputs(sentiment_rows(8, seed=0), tokenizer)
+    val_x, val_y = _inputs(sentiment_rows(5, seed=1), tokenizer)
+    budgets = {}
+    for seed in ("0", "1"):
+        rng = np.random.default_rng(int(seed))
+        order = [rng.permutation(np.flatnonzero(pool_y.numpy() == k)).tolist() for k in (0, 1)]
+        budgets[seed] = {b: sorted(i for o in order for i in o[:int(b)]) for b in ("2", "4")}
+    return TargetData(pool_x, pool_y, val_x, val_y, 2, budgets, {"mean": 0.0, "std": 1.0},
+                      "text", "classification", None, CLASSES)
+
+
+def _cfg(name: str, **overrides: object):
+    return from_dict(get(name).Params, {"template": TEMPLATE, "label_words": WORDS,
+                                        **overrides}, f"transfer.{name}")
+
+
+def _reference_scores(tiny: Path, sequences: list[list[int]], labels: list[int]) -> torch.Tensor:
+    """Label-word log-probabilities, renormalised over the label words, after each whole token
+    sequence: transformers' own model on the full prompt, no cache."""
+    from transformers import AutoModelForCausalLM
+
+    net = AutoModelForCausalLM.from_pretrained(str(tiny)).eval()
+    out = []
+    with torch.inference_mode():
+        for ids in sequences:
+            logits = net(input_ids=torch.tensor([ids])).logits[0, -1]
+            out.append(torch.log_softmax(torch.log_softmax(logits, -1)[labels], -1))
+    return torch.stack(out)
+
+
+# ------------------------------------------------------------------------------- calibration
+def test_calibration_matches_a_hand_computation() -> None:
+    """p(x) = (0.7, 0.3) and (0.4, 0.6); content-free p = (0.8, 0.2) and (0.6, 0.4), mean
+    (0.7, 0.3). Calibrated: log(0.7/0.7), log(0.3/0.3) = (0, 0); log(0.4/0.7) = -0.5596158,
+    log(0.6/0.3) = log 2. Zhao et al.'s softmax(W p), W = diag(1/0.7, 1/0.3): (2/9, 7/9)."""
+    scores = calibrated(torch.tensor([[0.7, 0.3], [0.4, 0.6]], dtype=torch.float64).log(),
+                        torch.tensor([[0.8, 0.2], [0.6, 0.4]], dtype=torch.float64).log())
+    torch.testing.assert_close(scores, torch.tensor([[0.0, 0.0], [-0.5596157879354227,
+                                                                  math.log(2)]],
+                                                    dtype=torch.float64))
+    torch.testing.assert_close(torch.softmax(scores[1], 0),
+                               torch.tensor([2 / 9, 7 / 9], dtype=torch.float64))
+    # the uncalibrated prediction of row 0 (class 0) becomes a tie: its bias was the prior's
+    assert calibrated(scores, None) is scores
+
+
+# --------------------------------------------------------------------------------- zero_shot
+def test_zero_shot_scores_are_the_models_calibrated_label_log_probs(
+        tiny: Path, tokenizer, source_path: Path, target: TargetData, tmp_path: Path) -> None:
+    """End to end: the one saved model scores every text as transformers' model does on the
+    whole prompt (BOS, template, text, label word next), minus the log of the content-free
+    inputs' mean label probabilities; every replicate is scored on its held-out labels."""
+    result = run_replicates("zero_shot", _cfg("zero_shot"), source_path, target, CPU, tmp_path,
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    assert result["skipped"] is None and result["prompt"]["calibrated"] is True
+    assert [r["checkpoint"] for r in result["runs"]] == ["model.pt"] * 4
+    assert all(0 <= r["selection_score"] <= 1 for r in result["runs"])
+    model, config = load_checkpoint(tmp_path / "model.pt")
+    assert config["prompt"]["labels"] == [tokenizer.convert_tokens_to_ids(w) for w in
+                                          ("bad", "good")]
+    got = predict_logits(model, target.val_x, CPU)
+
+    labels = config["prompt"]["labels"]
+    bos, = tokenizer("x")["input_ids"][:1]
+    opening = tokenizer("Review:\n", add_special_tokens=False)["input_ids"]
+    closing = tokenizer("\nSentiment:", add_special_tokens=False)["input_ids"]
+    texts = [[int(i) for i, m in zip(*row.tolist(), strict=True) if m and i != bos]
+             for row in target.val_x]
+    scores = _reference_scores(tiny, [[bos, *opening, *t, *closing] for t in texts], labels)
+    free = [tokenizer(c, add_special_tokens=False)["input_ids"] if c else []
+            for c in ("N/A", "", "[MASK]")]
+    prior = _reference_scores(tiny, [[bos, *opening, *f, *closing] for f in free], labels)
+    expected = scores - prior.exp().mean(0).log()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_zero_shot_without_calibration_and_its_skips(tiny: Path, source_path: Path,
+                                                      target: TargetData,
+                                                      tmp_path: Path) -> None:
+    result = run_replicates("zero_shot", _cfg("zero_shot", calibrate=False), source_path,
+                            target, CPU, tmp_path, {"arch": f"llm:{tiny}", "width": 0},
+                            SELECTION)
+    model, _ = load_checkpoint(tmp_path / "model.pt")
+    assert result["prompt"]["calibrated"] is False
+    assert torch.equal(model.backbone.log_prior, torch.zeros(2))
+    # a backbone without next-token logits cannot be prompted
+    reason = get("zero_shot").skip_reason({"arch": "hf:x"}, None)
+    assert reason and "language-model head" in reason
+    with pytest.raises(ParamsError, match=r"transfer.zero_shot.template: needs exactly one"):
+        _cfg("zero_shot", template="no slot")
+
+
+def test_label_words_must_be_the_classes_and_single_tokens(tokenizer) -> None:
+    with pytest.raises(ValueError, match=r"transfer.zero_shot.label_words: 'good film' is 2"):
+        encode_template(tokenizer, TEMPLATE, ["bad", "good film"], "", key="transfer.zero_shot")
+    from transferlab.adapt.strategies._prompting import label_words
+
+    with pytest.raises(ParamsError, match=r"label_words: needs exactly the target's classes"):
+        label_words(_cfg("zero_shot", label_words={"neg": "bad", "good": "good"}), CLASSES,
+                    "transfer.zero_shot")
+
+
+# -------------------------------------------------------------------------------- in_context
+def test_prefix_cache_gives_the_same_scores_as_recomputing(tiny: Path, tokenizer,
+                                                           source_path: Path,
+                                                           target: TargetData) -> None:
+    """An in-context prompt: with the prefix's key/value cache (computed once, reused for
+    every batch) and without it (the prefix run again with each text), the same scores and
+    predictions; both equal transformers' model on the whole prompt."""
+    template = encode_template(tokenizer, TEMPLATE, ["bad", "good"], "\n\n")
+    demos = [(text_row, int(target.pool_y[i])) for i, text_row in
+             ((i, [int(t) for t, m in zip(*target.pool_x[i].tolist(), strict=True)
+                   if m and t not in template.drop]) for i in (0, 3, 5))]
+    prompt = template.in_context(demos)
+    source, _ = load_checkpoint(source_path)
+    model = prompted_model(source, prompt, template.content_free)
+    cached = predict_logits(model, target.val_x, CPU, batch_size=4)  # 3 batches, one prefix
+    assert model.backbone._prefix is not None and model.backbone._prefix.length == len(
+        prompt.prefix)
+    model.backbone.use_cache = False
+    recomputed = predict_logits(model, target.val_x, CPU)
+    torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cached.argmax(1), recomputed.argmax(1))
+    texts = [[int(t) for t, m in zip(*row.tolist(), strict=True) if m and t not in template.drop]
+             for row in target.val_x]
+    reference = _reference_scores(tiny, [[*prompt.prefix, *t, *prompt.suffix] for t in texts],
+                                  list(prompt.labels))
+    torch.testing.assert_close(cached, reference - model.backbone.log_prior,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_demonstrations_per_class_and_order() -> None:
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 1])
+    g = torch.Generator().manual_seed(0)
+    rows = demonstrations(labels, 2, "interleaved", g)
+    assert [int(labels[r]) for r in rows] == [0, 1, 0, 1] and len(set(rows)) == 4
+    shuffled = demonstrations(labels, 3, "shuffled", torch.Generator().manual_seed(0))
+    assert sorted(int(labels[r]) for r in shuffled) == [0, 0, 0, 1, 1, 1]
+    again = demonstrations(labels, 3, "shuffled", torch.Generator().manual_seed(0))
+    assert shuffled == again  # drawn from the generator alone
+
+
+def test_in_context_end_to_end_shows_only_budget_texts(tiny: Path, tokenizer,
+                                                        source_path: Path, target: TargetData,
+                                                        tmp_path: Path) -> None:
+    """Every replicate's checkpoint rebuilds its prompted model; its demonstrations are texts of
+    that replicate's budget, ``shots`` per class; the order is chosen on held-out labels."""
+    cfg = _cfg("in_context", shots=1, search={"order": ["shuffled", "interleaved"]})
+    result = run_replicates("in_context", cfg, source_path, target, CPU, tmp_path,
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    assert result["skipped"] is None and len(result["runs"]) == 4
+    template = encode_template(tokenizer, TEMPLATE, ["bad", "good"], "\n\n")
+    for run in result["runs"]:
+        assert run["trainable_params"] == 0 and run["steps"] == 0
+        assert len(run["search"]) == 2  # both orders scored on the held-out labels
+        model, config = load_checkpoint(tmp_path / run["checkpoint"])
+        prefix = config["prompt"]["prefix"]
+        budget = target.budgets[str(run["seed"])][run["budget"]]
+        shown = _shown_texts(prefix, template)
+        assert len(shown) == 2  # one per class
+        budget_texts = [[int(t) for t, m in zip(*target.pool_x[i].tolist(), strict=True)
+                         if m and t not in template.drop] for i in budget]
+        assert all(text in budget_texts for text in shown)
+        logits = predict_logits(model, target.val_x, CPU)
+        assert logits.shape == (len(target.val_x), 2) and torch.isfinite(logits).all()
+
+
+def _shown_texts(prefix: list[int], template) -> list[list[int]]:
+    """The demonstrations' texts in a prompt prefix: what stands between each template
+    opening and the closing that a label word follows."""
+    out, body = [], prefix[len(template.bos):]
+    opening, closing = list(template.opening), list(template.closing)
+    while body[:len(opening)] == opening:
+        body = body[len(opening):]
+        end = next((i for i in range(len(body)) if body[i:i + len(closing)] == closing
+                    and i + len(closing) < len(body)
+                    and body[i + len(closing)] in template.labels), None)
+        if end is None:
+            break
+        out.append(body[:end])
+        body = body[end + len(closing) + 1 + len(template.separator):]
+    return out

@@ -13,8 +13,9 @@ import torch
 from tests.llm_fixtures import write_tiny_causal_lm
 from transferlab.adapt.strategies.lora import wrap
 from transferlab.core.errors import ParamsError
-from transferlab.data.checkpoints import load_causal_tokenizer, resolve_causal
+from transferlab.data.checkpoints import load_causal_tokenizer, load_tokenizer, resolve_causal
 from transferlab.data.kinds.base import tokenize
+from transferlab.data.text import tokenizer_info
 from transferlab.models import backbones, causal_lm
 from transferlab.models.nets import (
     block_names,
@@ -141,6 +142,15 @@ def test_init_checkpoint_and_lora(tiny: Path, inputs: torch.Tensor, tmp_path: Pa
     with torch.inference_mode():
         adapted_out = net(inputs)
         torch.testing.assert_close(net.merge_and_unload()(inputs), adapted_out)
+
+
+def test_prepare_reads_a_causal_tokenizer(tiny: Path) -> None:
+    """``prepare.tokenizer: llm:<...>`` loads the causal LM's tokenizer; its manifest record
+    takes BOS and EOS for the [CLS] and [SEP] it lacks."""
+    tokenizer = load_tokenizer(f"llm:{tiny}")
+    assert tokenizer.cls_token_id is None and tokenizer.sep_token_id is None
+    info = tokenizer_info(tokenizer, f"llm:{tiny}")
+    assert (info["cls_id"], info["sep_id"], info["pad_id"], info["unk_id"]) == (2, 3, 0, 1)
 
 
 def test_resolve_names_the_key(tmp_path: Path) -> None:

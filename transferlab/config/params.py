@@ -165,7 +165,7 @@ class PrepareParams:
     val_per_class: int = 10
     source_test_fraction: float = 0.2
     source_val_fraction: float = 0.1
-    tokenizer: str | None = None  # text: hf:<checkpoint dir or package>, tokenizes in prepare
+    tokenizer: str | None = None  # text: hf:<...> or llm:<...>, as pretrain.arch; used by prepare
     max_length: int = 64  # text: tokens per example after truncation ([CLS] and [SEP] included)
 
     def validate(self, key: str) -> None:
@@ -173,8 +173,10 @@ class PrepareParams:
         object.__setattr__(self, "sources", {
             name: _typed_dataset(spec, f"{key}.sources.{name}")
             for name, spec in self.sources.items()})
-        if self.tokenizer is not None:
+        if self.tokenizer is not None and not self.tokenizer.startswith("llm:"):
             check_hf(f"{key}.tokenizer", self.tokenizer)
+        if self.tokenizer is not None and self.tokenizer == "llm:":
+            fail(f"{key}.tokenizer", "expected llm:<checkpoint directory, .gguf file or package>")
         check_range(f"{key}.max_length", self.max_length, 4, 4096)
         if not self.sources:
             fail(f"{key}.sources", "must name at least one candidate source")

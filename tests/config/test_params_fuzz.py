@@ -55,6 +55,17 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789"))
 
 
+def _one_line_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """A string with a line break (a prompt template) double-quoted with ``\\n`` escapes, so
+    that every line of a dump is a whole entry: a mutation of a line never lands inside a
+    quoted scalar that spans lines (where a bracket or a quote would still parse)."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value,
+                                   style='"' if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _one_line_str)
+
+
 def _dump(data: object, **kwargs: object) -> str:
     return yaml.dump(data, Dumper=_Dumper, **kwargs)
 
@@ -270,7 +281,9 @@ def broken_yaml(draw: st.DrawFn) -> Mutation:
     if how == "bracket":
         line = indent + draw(st.sampled_from("[{")) + body
     elif how == "quote":
-        line = indent + '"' + body  # the dumps hold no other double quote: it never closes
+        # it never closes, or closes lines later at a template's opening quote: a scalar over
+        # several lines where a key (or a `- ` item) must start, which never parses
+        line = indent + '"' + body
     elif how == "tab":
         line = draw(st.sampled_from([indent + "\t", "\t" + indent, "\t"])) + body
     elif how in ("colon", "scalar"):

@@ -89,12 +89,12 @@ def main() -> None:
     forward_seconds = statistics.median(_timed(forward, device) for _ in range(args.repeats))
 
     template = encode_template(tokenizer, TEMPLATE, [WORDS[c] for c in classes], "\n\n")
-    demos = []
-    for c in range(len(classes)):  # the first snippets of each class after the timed ones
-        rows = [i for i in range(args.texts, len(y)) if int(y[i]) == c][:args.shots]
-        demos += [([int(t) for t, m in zip(*x[i].tolist(), strict=True)
-                    if m and t not in template.drop], c) for i in rows]
-    demos = demos[0::2] + demos[1::2] if len(classes) == 2 else demos  # classes alternate
+    # the first snippets of each class after the timed ones, one class after another
+    per_class = [[i for i in range(args.texts, len(y)) if int(y[i]) == c][:args.shots]
+                 for c in range(len(classes))]
+    demos = [([int(t) for t, m in zip(*x[rows[k]].tolist(), strict=True)
+               if m and t not in template.drop], c)
+             for k in range(args.shots) for c, rows in enumerate(per_class) if k < len(rows)]
     prompted = prompted_model(model, template.in_context(demos), template.content_free)
     prompted.to(device)
     runs: dict[bool, list[float]] = {True: [], False: []}

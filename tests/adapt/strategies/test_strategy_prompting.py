@@ -154,9 +154,17 @@ def test_zero_shot_without_calibration_and_its_skips(tiny: Path, source_path: Pa
         _cfg("zero_shot", template="no slot")
 
 
-def test_label_words_must_be_the_classes_and_single_tokens(tokenizer) -> None:
+def test_label_words_must_be_the_classes_and_single_tokens(tokenizer, tiny: Path,
+                                                            source_path: Path,
+                                                            target: TargetData,
+                                                            tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"transfer.zero_shot.label_words: 'good film' is 2"):
         encode_template(tokenizer, TEMPLATE, ["bad", "good film"], "", key="transfer.zero_shot")
+    cfg = _cfg("zero_shot", label_words={"neg": "bad", "pos": "good film"})
+    with pytest.raises(ParamsError, match=r"^transfer.zero_shot.label_words: 'good film' is 2 "
+                                          r"tokens"):  # at the stage's setup, before any run
+        run_replicates("zero_shot", cfg, source_path, target, CPU, tmp_path,
+                       {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
     from transferlab.adapt.strategies._prompting import label_words
 
     with pytest.raises(ParamsError, match=r"label_words: needs exactly the target's classes"):

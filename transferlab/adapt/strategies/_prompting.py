@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 
 from transferlab.config.typed import fail
+from transferlab.core.errors import ParamsError
 from transferlab.models.nets import Passthrough, TransferNet
 from transferlab.models.prompting import CONTENT_FREE, Prompt, PromptedLM, Template
 
@@ -66,8 +67,8 @@ def encode(cfg: PromptParams, arch: str, class_names: tuple[str, ...], key: str,
     try:
         return encode_template(tokenizer, cfg.template, label_words(cfg, class_names, key),
                                separator, cfg.content_free, key)
-    except ValueError as err:  # a label word of several tokens: the message names the key
-        fail(key, str(err).removeprefix(f"{key}."))
+    except ValueError as err:  # e.g. a label word of several tokens; the message names the key
+        raise ParamsError(str(err)) from None
 
 
 def text_ids(x: torch.Tensor, drop: tuple[int, ...]) -> list[int]:

@@ -26,6 +26,7 @@ from torch import nn
 
 from transferlab.adapt.strategies._prompting import (
     PromptParams,
+    encode,
     prompted_model,
     setup_template,
     text_ids,
@@ -88,8 +89,6 @@ class InContext(Strategy):
 
     def before_fit(self, model: TransferNet, train: tuple[torch.Tensor, torch.Tensor],
                    cfg: InContextParams, generator: torch.Generator) -> TransferNet:
-        from transferlab.adapt.strategies._prompting import encode
-
         template = self.ctx.shared["template"]
         if (cfg.template, cfg.separator) != (self.cfg.template, self.cfg.separator):
             searched = self.ctx.shared.setdefault("searched_templates", {})

@@ -70,8 +70,10 @@ class PromptedLM(nn.Module):
 
     ``log_prior`` (a buffer, zeros until :meth:`calibrate`) is subtracted. With ``use_cache``
     (the default) the prefix's key/value cache is computed on the first call in eval mode and
-    reused until the module is moved or switched to training; without it every call runs the
-    prefix again with each text (the reference the cache is checked against).
+    reused for every later batch until the module is moved or its mode set again (so once per
+    :func:`~transferlab.training.loop.predict_logits` pass, which does both: the weights it
+    was computed from cannot have changed); without it every call runs the prefix again with
+    each text (the reference the cache is checked against).
     """
 
     def __init__(self, lm: CausalLMBackbone, prompt: Prompt) -> None:

@@ -25,7 +25,9 @@ refused with an error naming its model type.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +224,8 @@ def load_pretrained(backbone: CausalLMBackbone, spec: str, key: str = "pretrain.
                     ) -> list[str]:
     """Load the weights of ``llm:<spec>`` into ``backbone`` (strict: the architecture must
     match). Returns the names of the loaded entries."""
-    state = _wrap(load_pretrained_net(spec, key), backbone.pooling).state_dict()
+    resolve_causal(spec, key)  # an error names ``key``
+    state = pretrained_state(spec)
     backbone.load_state_dict(state)
     return list(state)
 
@@ -233,3 +236,68 @@ def pretrained_backbone(spec: str, pooling: str = "mean", key: str = "pretrain.a
     from the checkpoint (no random initialisation first), and its ``arch_config``."""
     config = arch_config(spec, pooling, key)
     return _wrap(load_pretrained_net(spec, key), pooling).eval(), config
+
+
+# Checkpoints that keep a causal LM's pretrained weights untouched (the prompting strategies,
+# linear_probe, an untrained source) record where the weights come from instead of holding them
+# (about 540 MB for SmolLM2): ``arch_config["weights"]`` = {"init": "llm:<spec>", "sha256"}.
+
+
+def weights_digest(lm: nn.Module) -> str:
+    """sha256 of a module's state (names, dtypes, shapes and values, in state-dict order)."""
+    digest = hashlib.sha256()
+    for name, tensor in lm.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)  # evaluate loads every replicate's checkpoint of one source in turn
+def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
+    """The backbone state of ``llm:<spec>``'s pretrained weights (not to be modified)."""
+    return _wrap(load_pretrained_net(spec), "mean").state_dict()
+
+
+def find_lm(model: nn.Module) -> tuple[str, CausalLMBackbone] | None:
+    """(qualified name, module) of the first causal LM inside ``model``, or None."""
+    for name, module in model.named_modules():
+        if isinstance(module, CausalLMBackbone):
+            return name, module
+    return None
+
+
+def slim_state(model: nn.Module, weights: dict[str, Any] | None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """What a checkpoint of ``model`` saves: its state without the causal LM's entries where
+    that LM still holds exactly the weights ``weights`` (its ``arch_config["weights"]``)
+    records, else the whole state.
+
+    Returns:
+        (state dict, the ``weights`` record with "module" (where the LM sits) or None where the
+        whole state is saved: an LM trained since, lora or llrd, keeps all of its weights).
+    """
+    found = find_lm(model)
+    state = model.state_dict()
+    if weights is None or found is None or weights_digest(found[1]) != weights["sha256"]:
+        return state, None
+    prefix = f"{found[0]}."
+    return ({k: v for k, v in state.items() if not k.startswith(prefix)},
+            {"init": weights["init"], "sha256": weights["sha256"], "module": found[0]})
+
+
+def restore_state(model: nn.Module, state: dict[str, torch.Tensor], weights: dict[str, Any],
+                  source: str = "checkpoint") -> None:
+    """Load a state saved by :func:`slim_state`: the LM's entries from ``weights["init"]``,
+    checked against the recorded sha256, the rest from ``state`` (strict).
+
+    Raises:
+        ValueError: naming ``source`` and the init where the weights it gives today differ
+            from those the checkpoint was saved with.
+    """
+    module = weights["module"]
+    full = {f"{module}.{k}": v for k, v in pretrained_state(weights["init"]).items()}
+    model.load_state_dict({**full, **state})
+    if weights_digest(model.get_submodule(module)) != weights["sha256"]:
+        raise ValueError(f"{source}: the weights of {weights['init']} differ from those it was "
+                         "saved with (sha256 mismatch); reinstall the pinned model")

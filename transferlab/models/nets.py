@@ -144,7 +144,11 @@ def load_init(model: TransferNet, init: str) -> list[str]:
     if init.startswith("llm:"):
         from transferlab.models import causal_lm
 
-        return causal_lm.load_pretrained(model.backbone, init)
+        loaded = causal_lm.load_pretrained(model.backbone, init)
+        # a checkpoint of a model whose LM still holds these weights saves only the record
+        model.arch_config["weights"] = {"init": init,
+                                        "sha256": causal_lm.weights_digest(model.backbone)}
+        return loaded
     return load_torchvision_init(model, init)
 
 
@@ -282,17 +286,30 @@ def count_trainable(model: nn.Module) -> int:
 def save_checkpoint(model: TransferNet, path: str | Path, config: dict[str, Any]) -> None:
     """Save the state dict with what :func:`load_checkpoint` needs to rebuild the model.
 
+    A causal LM that still holds the weights it was loaded with (``arch_config["weights"]``,
+    e.g. a prompted model, which trains nothing) is not saved: the checkpoint records its init
+    and sha256, and :func:`load_checkpoint` loads them again
+    (:func:`~transferlab.models.causal_lm.slim_state`).
+
     The saved config's ``head``/``head_hidden`` keys describe ``model.head`` (they are set for
     an MLP head and dropped for a linear one), so a linear-head config is saved as given.
     """
-    config = {k: v for k, v in config.items() if k not in ("head", "head_hidden")}
+    # "weights" (where a causal LM's weights come from) is the model's own to say, never copied
+    config = {k: v for k, v in config.items() if k not in ("head", "head_hidden", "weights")}
     config.update(head_config(model.head))
     config.update(model.arch_config)  # empty for image models
-    torch.save({"config": config, "state_dict": model.state_dict()}, path)
+    state = model.state_dict()
+    if "weights" in config:  # a causal LM loaded from llm:<...>
+        from transferlab.models import causal_lm
+
+        state, config["weights"] = causal_lm.slim_state(model, config["weights"])
+        if config["weights"] is None:
+            del config["weights"]
+    torch.save({"config": config, "state_dict": state}, path)
 
 
 # the keys of a checkpoint's config that a backbone's arch_config wrote (hf: and llm: models)
-ARCH_CONFIG = ("hf_config", "pooling", "origin", "prompt")
+ARCH_CONFIG = ("hf_config", "pooling", "origin", "prompt", "weights")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
@@ -307,5 +324,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     if "head" in cfg:  # only non-linear heads are recorded
         reset_head(model, max(cfg["num_classes"], 1), seed=0, kind=cfg["head"],
                    hidden=cfg.get("head_hidden", 0))
-    model.load_state_dict(ckpt["state_dict"])
+    if "weights" in cfg:  # the LM's weights are rebuilt from their init (see save_checkpoint)
+        from transferlab.models import causal_lm
+
+        causal_lm.restore_state(model, ckpt["state_dict"], cfg["weights"], str(path))
+    else:
+        model.load_state_dict(ckpt["state_dict"])
     return model.eval(), cfg

@@ -274,3 +274,54 @@ def test_trained_strategies_run_on_the_causal_lm(name: str, tiny: Path, source_p
     else:
         assert any(n.startswith("layer") for n in moved), moved
     assert predict_logits(model, target.val_x, CPU).shape == (len(target.val_x), 2)
+
+
+# ------------------------------------------------------------------------ prompted checkpoints
+@pytest.mark.parametrize("name", ["zero_shot", "in_context"])
+def test_a_prompted_checkpoint_records_its_weights_instead_of_holding_them(
+        name: str, source_path: Path, tiny: Path, target: TargetData, tmp_path: Path) -> None:
+    """A prompted model trains nothing: its checkpoint holds the prompt, the calibration prior
+    and the head, not the causal LM (whose init and sha256 it records); loading it scores every
+    text exactly as the model did when it was saved."""
+    saved = {}
+    cfg = _cfg(name) if name == "zero_shot" else _cfg(name, shots=1)
+    result = run_replicates(name, cfg, source_path, target, CPU, tmp_path,
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION,
+                            on_result=lambda record, model, _: saved.setdefault(
+                                record["checkpoint"], predict_logits(model, target.val_x, CPU)))
+    assert result["skipped"] is None and saved
+    lm_bytes = sum(t.numel() * t.element_size()
+                   for t in load_checkpoint(source_path)[0].backbone.state_dict().values())
+    for checkpoint, logits in saved.items():
+        path = tmp_path / checkpoint
+        stored = torch.load(path, weights_only=True)
+        assert stored["config"]["weights"]["init"] == f"llm:{tiny}"
+        assert stored["config"]["weights"]["module"] == "backbone.lm"
+        assert not [k for k in stored["state_dict"] if k.startswith("backbone.lm.")]
+        assert "backbone.log_prior" in stored["state_dict"]
+        assert path.stat().st_size < min(1_000_000, lm_bytes // 2)
+        model, _ = load_checkpoint(path)
+        assert torch.equal(predict_logits(model, target.val_x, CPU), logits)
+
+
+def test_a_checkpoint_whose_lm_moved_keeps_its_weights(source_path: Path, tiny: Path,
+                                                       target: TargetData,
+                                                       tmp_path: Path) -> None:
+    """LoRA moves the LM: its checkpoint holds every weight and records no init to rebuild
+    from; a recorded sha256 that the init no longer gives is an error naming the checkpoint."""
+    cfg = from_dict(get("lora").Params, {"epochs": 1, "batch_size": 8, "augment": False},
+                    "transfer.lora")
+    (tmp_path / "lora").mkdir()
+    result = run_replicates("lora", cfg, source_path, target, CPU, tmp_path / "lora",
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    stored = torch.load(tmp_path / "lora" / result["runs"][0]["checkpoint"], weights_only=True)
+    assert "weights" not in stored["config"]
+    assert any(k.startswith("backbone.layer0.") for k in stored["state_dict"])
+
+    run_replicates("zero_shot", _cfg("zero_shot"), source_path, target, CPU, tmp_path,
+                   {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    stored = torch.load(tmp_path / "model.pt", weights_only=True)
+    stored["config"]["weights"]["sha256"] = "0" * 64
+    torch.save(stored, tmp_path / "altered.pt")
+    with pytest.raises(ValueError, match=r"altered\.pt.*sha256 mismatch"):
+        load_checkpoint(tmp_path / "altered.pt")

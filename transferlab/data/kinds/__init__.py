@@ -60,8 +60,9 @@ def resolve_prepare(prepare: Any, key: str = "prepare") -> Any:
     if modality == "text":
         if prepare.tokenizer is None:
             fail(f"{key}.tokenizer", "text data needs a tokenizer: hf:<checkpoint directory "
-                 "or installed package>")
-        check_hf(f"{key}.tokenizer", prepare.tokenizer)
+                 "or installed package> or llm:<checkpoint directory, .gguf file or package>")
+        if not prepare.tokenizer.startswith("llm:"):  # a causal LM's: checked by PrepareParams
+            check_hf(f"{key}.tokenizer", prepare.tokenizer)
     elif prepare.tokenizer is not None:
         fail(f"{key}.tokenizer", f"only text data is tokenized; remove it for {modality} data")
     return dataclasses.replace(prepare, target=target, sources=sources)

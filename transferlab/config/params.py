@@ -246,6 +246,8 @@ class TrainParams:
 class PretrainParams(TrainParams):
     arch: str = "small_cnn"  # a registered backbone (transferlab.models.backbones)
     width: int = 32  # small_cnn: channels of the first block (doubles per block)
+    # the pooled feature of a backbone that offers a choice (llm: last | mean); None: its default
+    pooling: str | None = None
     # random | torchvision:<arch>:<weights name or local state-dict path> | hf:<dir or package>
     init: str = "random"
     seed: int = 0

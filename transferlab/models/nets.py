@@ -104,7 +104,8 @@ class TransferNet(nn.Module):
 
 
 def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
-                width: int = 32, arch_config: dict[str, Any] | None = None) -> TransferNet:
+                width: int = 32, arch_config: dict[str, Any] | None = None,
+                pooling: str | None = None) -> TransferNet:
     """Build a randomly initialised network, the initialisation drawn from ``seed`` alone.
 
     Args:
@@ -118,11 +119,14 @@ def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
         width: small_cnn channels of the first block.
         arch_config: an ``hf:`` model's {"hf_config", "pooling"} as a checkpoint recorded it;
             None reads them from the checkpoint directory the arch names.
+        pooling: ``pretrain.pooling``, the pooled feature of a backbone that offers a choice
+            (an ``llm:`` model: ``last`` or ``mean``); None: its default. Ignored with
+            ``arch_config``, which records it.
     Returns:
         The :class:`TransferNet`.
     """
     backbone = backbones.get(arch)
-    arch_config = backbone.arch_config(arch, arch_config)  # before the seeded build: no RNG
+    arch_config = backbone.arch_config(arch, arch_config, pooling)  # before the seeded build
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         built = backbone.build(arch, width, arch_config)

@@ -36,6 +36,13 @@ def resolve(params: Any) -> Any:
         fail("pretrain.arch", f"{arch!r} does not fit {modality} data; it reads "
              f"{backbone.modality}; {modality} data needs one of "
              + ", ".join(backbones.names(modality)))
+    pooling = params.pretrain.pooling
+    if pooling is not None and not backbone.poolings:
+        fail("pretrain.pooling", f"{arch!r} pools its own way; pretrain.pooling must be null "
+             f"for it, got {pooling!r}")
+    if pooling is not None and pooling not in backbone.poolings:
+        fail("pretrain.pooling", f"unknown pooling {pooling!r} for {arch!r}; expected one of "
+             + ", ".join(backbone.poolings))
     for name, spec in params.prepare.sources.items():
         if spec.init is not None:
             check_init(f"prepare.sources.{name}.init", spec.init, arch)

@@ -44,7 +44,8 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
     norm = data.modality.normalization(data.manifest)
     classes = data.class_names
     init = init or p.init
-    model = build_model(p.arch, len(classes), norm["mean"], norm["std"], p.seed, p.width)
+    model = build_model(p.arch, len(classes), norm["mean"], norm["std"], p.seed, p.width,
+                        pooling=p.pooling)
     config = model_config(p, max(len(classes), 1), norm,
                           {"source_classes": list(classes), "init": init})
     if init != "random":

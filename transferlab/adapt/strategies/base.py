@@ -111,7 +111,7 @@ class Context:
     source: TransferNet | None  # a fresh copy of the source model with its source head
     source_config: dict | None
     mapping: dict | None  # source -> target label mapping (source manifest)
-    arch: dict  # {"arch", "width"} of the source architecture (scratch builds one)
+    arch: dict  # {"arch", "width", "pooling"} of the source architecture (scratch builds one)
     device: torch.device
     seed: int = 0  # the replicate's seed: head init, batch order
     shared: dict = field(default_factory=dict)  # per-stage state from Strategy.setup

@@ -37,4 +37,4 @@ class Scratch(Strategy):
     def initial_model(self) -> TransferNet:
         norm, arch = self.ctx.target.normalization, self.ctx.arch
         return build_model(arch["arch"], self.ctx.target.num_classes, norm["mean"], norm["std"],
-                           self.ctx.seed, arch["width"])
+                           self.ctx.seed, arch["width"], pooling=arch.get("pooling"))

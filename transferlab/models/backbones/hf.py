@@ -21,7 +21,8 @@ class HuggingFace(Backbone):
     def check(self, key: str, arch: str) -> None:
         check_hf(key, arch)
 
-    def arch_config(self, arch: str, recorded: dict[str, Any] | None) -> dict[str, Any]:
+    def arch_config(self, arch: str, recorded: dict[str, Any] | None,
+                    pooling: str | None = None) -> dict[str, Any]:
         from transferlab.models import text as text_backbone
 
         if recorded is not None:

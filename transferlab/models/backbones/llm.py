@@ -23,15 +23,19 @@ class CausalLM(Backbone):
     modality = "text"
     traits = frozenset({"next_token"})  # no BatchNorm, no channel maps; prompts (zero_shot)
     rank = 60
+    poolings = ("mean", "last")  # transferlab.models.causal_lm.POOLING, the default first
 
     def check(self, key: str, arch: str) -> None:
         if not arch[len(self.name):]:
             fail(key, f"expected {self.usage}, got {arch!r}")
 
-    def arch_config(self, arch: str, recorded: dict[str, Any] | None) -> dict[str, Any]:
+    def arch_config(self, arch: str, recorded: dict[str, Any] | None,
+                    pooling: str | None = None) -> dict[str, Any]:
         from transferlab.models import causal_lm
 
-        return recorded if recorded is not None else causal_lm.arch_config(arch)
+        if recorded is not None:
+            return recorded
+        return causal_lm.arch_config(arch, pooling or self.poolings[0])
 
     def build(self, arch: str, width: int, arch_config: dict[str, Any] | None) -> Built:
         from transferlab.models import causal_lm, prompting

@@ -44,13 +44,17 @@ class Backbone:
     traits: ClassVar[frozenset[str]] = frozenset({"batchnorm", "channel_maps"})
     usage: ClassVar[str] = ""  # how an error lists a prefix family, e.g. "hf:<checkpoint ...>"
     rank: ClassVar[int] = 100  # order in error messages
+    # the pooled features pretrain.pooling may choose, the default first (empty: not a knob)
+    poolings: ClassVar[tuple[str, ...]] = ()
 
     def check(self, key: str, arch: str) -> None:
         """Raise ParamsError (naming ``key``) when ``arch`` is not a valid member."""
 
-    def arch_config(self, arch: str, recorded: dict[str, Any] | None) -> dict[str, Any] | None:
+    def arch_config(self, arch: str, recorded: dict[str, Any] | None,
+                    pooling: str | None = None) -> dict[str, Any] | None:
         """What the build needs beyond the name, read before the seeded build (no RNG use):
-        ``recorded`` is what a checkpoint saved (None for a new model)."""
+        ``recorded`` is what a checkpoint saved (None for a new model); ``pooling`` is
+        ``pretrain.pooling`` (one of :attr:`poolings`; None: the default)."""
         return recorded
 
     def build(self, arch: str, width: int, arch_config: dict[str, Any] | None) -> Built:

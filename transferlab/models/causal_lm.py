@@ -197,14 +197,11 @@ def build_backbone(config: dict[str, Any], pooling: dict[str, Any]
     Returns:
         (backbone, feature dimension).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    cfg = dict(config)
-    model_type = cfg.pop("model_type", None)
-    if model_type is None:
-        raise ValueError("the model config has no model_type")
-    hf_cfg = AutoConfig.for_model(model_type, **cfg)
-    hf_cfg._attn_implementation = "sdpa"
+    from transferlab.models.text import hf_config_of
+
+    hf_cfg = hf_config_of(config)
     net = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32)
     return _wrap(net, pooling["mode"]), int(hf_cfg.hidden_size)
 

@@ -110,7 +110,17 @@ def build_backbone(config: dict[str, Any], pool: dict[str, Any]) -> tuple[TextBa
     Returns:
         (backbone, feature dimension).
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
+
+    hf_cfg = hf_config_of(config)
+    net = AutoModel.from_config(hf_cfg)
+    return _wrap(net, pool), int(hf_cfg.hidden_size)
+
+
+def hf_config_of(config: dict[str, Any]) -> Any:
+    """The transformers config that a checkpoint's recorded ``hf_config`` describes (its
+    ``model_type`` picks the class), set to PyTorch's SDPA attention."""
+    from transformers import AutoConfig
 
     cfg = dict(config)
     model_type = cfg.pop("model_type", None)
@@ -118,8 +128,7 @@ def build_backbone(config: dict[str, Any], pool: dict[str, Any]) -> tuple[TextBa
         raise ValueError("the model config has no model_type")
     hf_cfg = AutoConfig.for_model(model_type, **cfg)
     hf_cfg._attn_implementation = "sdpa"
-    net = AutoModel.from_config(hf_cfg)
-    return _wrap(net, pool), int(hf_cfg.hidden_size)
+    return hf_cfg
 
 
 def _wrap(net: nn.Module, pool: dict[str, Any]) -> TextBackbone:

@@ -47,7 +47,7 @@ repro: setup                  ## run the whole pipeline on the built-in default 
 
 # make test: every test but those marked slow (a whole pipeline run of minutes of its own, or a
 # second variant of a service test): 13.2 min from a fresh clone on a 2-core AMD EPYC Genoa with
-# the install (2026-12-06), 17.2 min there at 2897ee4 in a slower hour; 16.7 min on a Zen 3
+# the install (2026-12-06), 16 min 40 s there at 1889cef with 884 tests; 16.7 min on a Zen 3
 # EPYC and 17.2 on Intel at earlier commits (docs/benchmarks.md); make test-all: every test, slow ones included (about an hour)
 test: setup-dev               ## lint, then every test not marked slow (the real services and one shared pipeline)
 	$(BIN)/ruff check .

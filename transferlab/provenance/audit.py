@@ -31,8 +31,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from transferlab.core.errors import TransferlabError
 from transferlab.core.helptext import plain
 from transferlab.core.runtime import dumps_json, run_stage
@@ -46,7 +44,7 @@ from transferlab.provenance.comparison import (
     worst,
 )
 from transferlab.provenance.reproduction import check_reproduction, out_paths, under
-from transferlab.tracking.mirror import is_tracked, stage_kind, stage_units
+from transferlab.tracking.mirror import is_tracked, lock_stages, stage_kind, stage_units
 
 MLFLOW_TOLERANCE = 1e-6  # the JSON files round to 6 decimals; MLflow may hold full precision
 PIPELINE_FILES = frozenset({"dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore",
@@ -74,7 +72,7 @@ def load_lock(root: Path) -> dict[str, dict]:
     path = root / "dvc.lock"
     if not path.is_file():
         raise AuditError(f"{path}: no lock file; run `dvc repro` (make repro) first")
-    return yaml.safe_load(path.read_text()).get("stages", {})
+    return lock_stages(path.read_text())
 
 
 def status_findings(status: dict) -> list[str]:

@@ -12,9 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from transferlab.provenance import drift
+from transferlab.tracking.mirror import lock_stages
 
 
 def out_paths(lock: dict) -> set[str]:
@@ -85,7 +84,7 @@ def check_reproduction(root: Path, lock: dict, stage: str | None, tol: float) ->
     if text is None:
         result["notes"].append("reproduction: no committed dvc.lock to compare with")
         return result
-    committed = yaml.safe_load(text).get("stages", {})
+    committed = lock_stages(text)
     inputs, outs = lock_changes(committed, lock)
     result["identical"] = not inputs and not outs
     result["outputs_identical"] = not outs

@@ -313,8 +313,7 @@ class Tracker:
     @_guarded
     def set_tags(self, tags: Mapping[str, str], run_id: str | None = None) -> None:
         if self.enabled:
-            for key, value in tags.items():
-                self.client.set_tag(run_id or self.run_id, key, str(value))
+            set_tags_batched(self.client, run_id or self.run_id, tags)
 
     @_guarded
     def log_summary(self, summary: Mapping[str, Mapping[str, Mapping]]
@@ -488,6 +487,16 @@ def _history_metrics(history: list[dict], now: int) -> list:
 
     return [Metric(k, float(v), now, int(row["epoch"])) for row in history
             for k, v in row.items() if k != "epoch"]
+
+
+def set_tags_batched(client: Any, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set ``tags`` on a run in batches of MLflow's limit (100 per ``log_batch``): one
+    transaction per batch, where a ``set_tag`` per key is one each."""
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, tags=items[start:start + 100])
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -1,0 +1,115 @@
+"""Linear CKA against the paper's formula, its invariances, and per-block drift and features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transferlab.evaluation.similarity import (
+    block_drift,
+    block_features,
+    linear_cka,
+    summarize,
+    what_transferred,
+)
+
+
+def hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Kornblith et al. (2019), eq. 3-4, written out: HSIC(K, L) = tr(K H L H) / (n - 1)^2 with
+    linear kernels K = X Xᵀ, L = Y Yᵀ and the centring matrix H = I - 11ᵀ/n;
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))."""
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, ell = x @ x.T, y @ y.T
+
+    def hsic(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.trace(a @ h @ b @ h)) / (n - 1) ** 2
+
+    return hsic(k, ell) / np.sqrt(hsic(k, k) * hsic(ell, ell))
+
+
+@pytest.mark.parametrize("n,p,q", [(20, 5, 7), (10, 40, 3), (30, 30, 30), (8, 100, 200)])
+def test_equals_the_papers_hsic_formula(n: int, p: int, q: int) -> None:
+    rng = np.random.default_rng(n + p + q)
+    x = rng.normal(size=(n, p))
+    y = x[:, :min(p, q)] @ rng.normal(size=(min(p, q), q)) + 0.5 * rng.normal(size=(n, q))
+    assert linear_cka(x, y) == pytest.approx(hsic_cka(x, y), rel=1e-10)
+    xc, yc = x - x.mean(0), y - y.mean(0)  # eq. 5, the feature-space form
+    feature_form = (np.linalg.norm(yc.T @ xc) ** 2
+                    / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+    assert linear_cka(x, y) == pytest.approx(feature_form, rel=1e-10)
+
+
+def test_invariant_to_orthogonal_transforms_and_isotropic_scaling_not_to_any_linear_map() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6))
+    y = np.tanh(x @ rng.normal(size=(6, 8)))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    base = linear_cka(x, y)
+    assert linear_cka(x, 3.7 * (y @ q)) == pytest.approx(base, rel=1e-10)
+    assert linear_cka(x, y + 5.0) == pytest.approx(base, rel=1e-10)  # centring
+    assert linear_cka(x @ np.linalg.qr(rng.normal(size=(6, 6)))[0], y) == pytest.approx(
+        base, rel=1e-10)
+    assert linear_cka(y, 2.0 * y @ q) == pytest.approx(1.0)
+    stretched = y @ np.diag([10.0] + [0.1] * 7)  # invertible, not orthogonal: CKA changes
+    assert abs(linear_cka(y, stretched) - 1.0) > 0.05
+
+
+def test_bounds_and_errors() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(200, 4)), rng.normal(size=(200, 4))
+    assert 0.0 <= linear_cka(x, y) < 0.1  # independent: near 0
+    assert np.isnan(linear_cka(x, np.ones((200, 3))))  # constant: no similarity defined
+    with pytest.raises(ValueError, match="same inputs"):
+        linear_cka(x, y[:10])
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential()
+            self.backbone.add_module("block1", nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()))
+            self.backbone.add_module("block2", nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()))
+            self.backbone.add_module("pool", nn.Flatten())
+            self.head = nn.Linear(4 * 4 * 4, 3)
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            return self.backbone(x)
+
+    return Net()
+
+
+def test_block_features_are_each_blocks_output_and_drift_is_relative() -> None:
+    net = _net(0)
+    x = torch.randn(9, 1, 8, 8)
+    feats = block_features(net, x, ["block1", "block2"], batch_size=4)
+    assert feats["block1"].shape == (9, 4 * 6 * 6)
+    with torch.no_grad():
+        expected = net.backbone.block2(net.backbone.block1(x)).reshape(9, -1).double().numpy()
+    np.testing.assert_allclose(feats["block2"], expected, rtol=1e-5, atol=1e-6)  # batches of 4
+
+    moved = _net(0)
+    with torch.no_grad():
+        for p in moved.backbone.block2.parameters():
+            p.mul_(1.5)
+    drift = block_drift(moved, net, ["block1", "block2"])
+    assert drift["block1"] == 0.0 and drift["block2"] == pytest.approx(0.5)
+    same = what_transferred(net, net, x, ["block1", "block2"])
+    assert all(v["cka"] == pytest.approx(1.0) and v["drift"] == 0.0 for v in same.values())
+    other = what_transferred(_net(1), net, x, ["block1", "block2"])
+    assert all(v["cka"] < 1.0 and v["drift"] > 0.1 for v in other.values())
+
+
+def test_summarize_means_over_seeds_with_intervals() -> None:
+    rows = [{"curve": "src/finetune", "budget": 3, "seed": s,
+             "blocks": {"block1": {"cka": c, "drift": d}}}
+            for s, (c, d) in enumerate([(0.9, 0.1), (0.8, 0.2), (0.7, 0.3)])]
+    out = summarize(rows)["src/finetune"]["3"]["block1"]
+    assert out["n"] == 3 and out["cka"]["mean"] == pytest.approx(0.8)
+    assert out["cka"]["ci_low"] < 0.8 < out["cka"]["ci_high"]
+    assert out["drift"]["mean"] == pytest.approx(0.2)

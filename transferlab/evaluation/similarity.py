@@ -1,0 +1,179 @@
+"""What transferred: per-block representation similarity and weight drift of an adapted network
+against its source.
+
+- **Linear CKA** (Kornblith et al., ICML 2019, "Similarity of Neural Network Representations
+  Revisited", eq. 5 with linear kernels): for features X (n, p) and Y (n, q) of the same n
+  inputs, centred column-wise, ``CKA = ||Yᵀ X||²_F / (||Xᵀ X||_F ||Yᵀ Y||_F)``, computed as
+  ``<Kx, Ky>_F / (||Kx||_F ||Ky||_F)`` with the centred Gram matrices K = X Xᵀ, so that a
+  source's Grams serve all of its runs. It is 1 for
+  representations equal up to an orthogonal transform and an isotropic scaling, and it is
+  invariant to both; it is not invariant to arbitrary invertible linear maps (the paper's point).
+- **Relative weight drift** of a block: ``||w - w_source|| / ||w_source||`` over all of the
+  block's parameters taken as one vector.
+
+Both compare blocks by name (``backbone.<block>``), so a new head never enters. The probe set is
+a fixed set of target pool inputs: never the test split, and the same inputs for every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.evaluation.stats import mean_ci
+
+__all__ = ["block_drift", "block_features", "centered_gram", "cka_from_grams", "linear_cka",
+           "probe_indices", "source_grams", "summarize", "what_transferred"]
+
+
+def centered_gram(x: np.ndarray) -> np.ndarray:
+    """The n x n Gram matrix of a representation (n, ...) after centring its columns (float64):
+    what linear CKA compares. Computed once per source block, it serves every adapted run."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = x - x.mean(0)
+    return x @ x.T
+
+
+def cka_from_grams(kx: np.ndarray, ky: np.ndarray) -> float:
+    """Linear CKA from two centred Gram matrices of the same inputs:
+    ``<Kx, Ky>_F / (||Kx||_F ||Ky||_F)``, which equals ``||Yᵀ X||²_F / (||Xᵀ X||_F ||Yᵀ Y||_F)``.
+    A constant representation (a zero Gram) has no similarity to anything: NaN."""
+    if kx.shape != ky.shape:
+        raise ValueError(f"linear_cka: {len(kx)} rows against {len(ky)}; the two "
+                         "representations must be of the same inputs")
+    nx, ny = np.linalg.norm(kx), np.linalg.norm(ky)
+    if nx == 0 or ny == 0:
+        return float("nan")
+    return float((kx * ky).sum() / (nx * ny))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA of two representations of the same n inputs, (n, p) and (n, q), in float64
+    (the n x n Gram form, as the pipeline computes it)."""
+    if len(x) != len(y):
+        raise ValueError(f"linear_cka: {len(x)} rows against {len(y)}; the two representations "
+                         "must be of the same inputs")
+    if len(x) < 2:
+        raise ValueError("linear_cka: needs at least 2 inputs")
+    return cka_from_grams(centered_gram(x), centered_gram(y))
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    """A block's output, or the first tensor of a tuple / model output (a transformer layer's
+    hidden states)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        output = tuple(output.values())
+    for item in output:
+        if isinstance(item, torch.Tensor):
+            return item
+    raise TypeError(f"a block returned no tensor ({type(output).__name__})")
+
+
+@torch.inference_mode()
+def block_features(model: nn.Module, x: torch.Tensor, blocks: Sequence[str],
+                   batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Each named backbone block's output on ``x``, flattened per input: {block: (n, d)}.
+
+    Taken with forward hooks on ``model.backbone.<block>``, so any backbone whose blocks are
+    its named children works (a CNN's stages, a transformer's layers). The model runs in eval
+    mode and is left in the mode it was in.
+    """
+    captured: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
+    handles = []
+    for name in blocks:
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            t = _first_tensor(out)
+            captured[name].append(t.reshape(len(t), -1).double().cpu().numpy())
+        handles.append(model.backbone.get_submodule(name).register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            model.features(x[start:start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {b: np.concatenate(parts) for b, parts in captured.items()}
+
+
+def block_drift(adapted: nn.Module, source: nn.Module, blocks: Sequence[str]
+                ) -> dict[str, float]:
+    """{block: ||w - w_source|| / ||w_source||} over each block's parameters (float64)."""
+    ours = {n: p.detach() for n, p in adapted.backbone.named_parameters()}
+    theirs = {n: p.detach() for n, p in source.backbone.named_parameters()}
+    drift = {}
+    for block in blocks:
+        names = [n for n in ours if n.startswith(f"{block}.")]
+        if not names or any(n not in theirs for n in names):
+            raise KeyError(f"block {block!r}: the adapted and source networks do not share its "
+                           f"parameters ({sorted(set(names) - set(theirs))[:3]} ...)")
+        diff = sum(float(((ours[n].double() - theirs[n].double()) ** 2).sum()) for n in names)
+        base = sum(float((theirs[n].double() ** 2).sum()) for n in names)
+        drift[block] = float(np.sqrt(diff / base)) if base > 0 else float("nan")
+    return drift
+
+
+def probe_indices(pool_size: int, size: int = 256) -> list[int]:
+    """A fixed probe set of the target pool: ``size`` evenly spaced indices (all of a smaller
+    pool). The same inputs for every run and seed, and never a test input."""
+    if pool_size < 2:
+        raise ValueError(f"the target pool holds {pool_size} inputs; CKA needs at least 2")
+    return np.linspace(0, pool_size - 1, min(size, pool_size)).round().astype(int).tolist()
+
+
+def _same_backbone(a: nn.Module, b: nn.Module) -> bool:
+    """Equal backbone parameters and buffers (BatchNorm statistics): the same features."""
+    ta, tb = a.backbone.state_dict(), b.backbone.state_dict()
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def source_grams(source: nn.Module, probe: torch.Tensor, blocks: Sequence[str]
+                 ) -> dict[str, np.ndarray]:
+    """The source's centred Gram matrix per block on the probe: computed once per source."""
+    return {b: centered_gram(f) for b, f in block_features(source, probe, blocks).items()}
+
+
+def what_transferred(adapted: nn.Module, source: nn.Module, probe: torch.Tensor,
+                     blocks: Sequence[str], grams: Mapping[str, np.ndarray] | None = None
+                     ) -> dict[str, dict[str, float]]:
+    """{block: {"cka": linear CKA of the block's features, "drift": relative weight drift}} of
+    an adapted network against its source, on the ``probe`` inputs. ``grams``: the source's
+    :func:`source_grams` on the same probe, where already computed (one source serves many
+    runs)."""
+    drift = block_drift(adapted, source, blocks)
+    if _same_backbone(adapted, source):  # a probe, source_only: nothing moved, CKA is 1
+        return {b: {"cka": 1.0, "drift": drift[b]} for b in blocks}
+    theirs = grams or source_grams(source, probe, blocks)
+    ours = block_features(adapted, probe, blocks)
+    return {b: {"cka": cka_from_grams(theirs[b], centered_gram(ours[b])), "drift": drift[b]}
+            for b in blocks}
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], confidence: float = 0.95
+              ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """Per curve, budget and block, the mean CKA and drift over seeds with their intervals.
+
+    Args:
+        rows: one per run, {"curve", "budget", "seed", "blocks": {block: {"cka", "drift"}}}.
+    Returns:
+        {curve: {budget: {block: {"cka": mean_ci, "drift": mean_ci, "n": seeds}}}}, budgets as
+        strings (JSON keys).
+    """
+    grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["curve"], str(row["budget"])), []).append(row)
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for (curve, budget), group in sorted(grouped.items()):
+        blocks = list(group[0]["blocks"])
+        out.setdefault(curve, {})[budget] = {
+            block: {metric: mean_ci([r["blocks"][block][metric] for r in group], confidence)
+                    for metric in ("cka", "drift")} | {"n": len(group)}
+            for block in blocks}
+    return out

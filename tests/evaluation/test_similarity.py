@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from transferlab.evaluation.similarity import (
+    _surgical,
     block_drift,
     block_features,
     linear_cka,
+    sentences,
     summarize,
     what_transferred,
 )
@@ -113,3 +115,51 @@ def test_summarize_means_over_seeds_with_intervals() -> None:
     assert out["n"] == 3 and out["cka"]["mean"] == pytest.approx(0.8)
     assert out["cka"]["ci_low"] < 0.8 < out["cka"]["ci_high"]
     assert out["drift"]["mean"] == pytest.approx(0.2)
+
+
+def _entry(cka: float, drift: float) -> dict:
+    return {"cka": {"mean": cka, "ci_low": cka - 0.01, "ci_high": cka + 0.01},
+            "drift": {"mean": drift, "ci_low": drift, "ci_high": drift}, "n": 3}
+
+
+CURVES = {
+    "src/finetune": {"10": {"block1": _entry(0.99, 0.01), "block2": _entry(0.97, 0.02),
+                            "block3": _entry(0.62, 0.30)}},
+    "src/lora": {"10": {"block1": _entry(0.99, 0.01), "block2": _entry(0.98, 0.01),
+                        "block3": _entry(0.96, 0.02)}},
+    "src/linear_probe": {"10": {"block1": _entry(1.0, 0.0), "block2": _entry(1.0, 0.0),
+                                "block3": _entry(1.0, 0.0)}},
+}
+
+
+def test_sentences_name_the_block_that_changed_most_and_the_curves_that_kept_every_block() -> None:
+    (moved, kept, still) = sentences(CURVES)["10"]
+    assert "`src/finetune` changed `block3` most (CKA 0.62, drift 0.300" in moved
+    assert "`src/lora` changed `block3` most (CKA 0.96" in moved
+    assert kept == "Every block stayed at CKA ≥ 0.95 with the source in `src/lora`."
+    assert "`src/linear_probe`" in still and "finetune" not in still
+
+
+def test_surgical_sets_the_chosen_block_beside_the_lowest_cka_block() -> None:
+    rows = [{"curve": "src/finetune", "budget": 10, "seed": s, "chosen_block": b,
+             "blocks": {}} for s, b in enumerate(["block1", "block1", "block2"])]
+    out = _surgical(rows, CURVES)["src/finetune"]["10"]
+    assert out == {"chosen": {"block1": 2, "block2": 1}, "lowest_cka": "block3"}
+
+
+def test_the_report_section_and_heat_map(tmp_path) -> None:
+    from transferlab.reporting import similarity as report
+
+    ev = {"what_transferred": {"probe_size": 256, "curves": CURVES,
+                               "blocks": {"src": ["block1", "block2", "block3"]},
+                               "sentences": sentences(CURVES), "surgical": {}}}
+    png = report.heat_map(ev["what_transferred"], ["10"], tmp_path / "h.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    blocks = report.section(ev, ["10"], "h.png")
+    table = blocks[-1]
+    assert table.header == ("curve", "budget", "block1: CKA / drift", "block2: CKA / drift",
+                            "block3: CKA / drift")
+    assert ("src/finetune", "10", "0.990 [0.980, 1.000] / 0.010",
+            "0.970 [0.960, 0.980] / 0.020", "0.620 [0.610, 0.630] / 0.300") in table.rows
+    assert any("changed `block3` most" in b for b in blocks if isinstance(b, str))
+    assert report.section({}, ["10"], None)[0].startswith("Not measured")

@@ -365,9 +365,14 @@ class EvaluateParams:
     shift_rotation_deg: float = 15.0  # shifted test set: max rotation, degrees
     shift_token_drop: float = 0.15  # text shifted test set: share of word tokens replaced by [UNK]
     reach_fraction: float = 0.95  # label efficiency: fraction of scratch@largest budget accuracy
+    similarity_probe: int = 256  # what transferred: target pool inputs CKA compares on; 0: off
 
     def validate(self, key: str) -> None:
         check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
+        check_range(f"{key}.similarity_probe", self.similarity_probe, 0, 100_000)
+        if self.similarity_probe == 1:
+            raise ValueError(f"{key}.similarity_probe: {self.similarity_probe}; CKA needs at "
+                             "least 2 probe inputs (0 switches it off)")
         check_range(f"{key}.power", self.power, 0.5, 0.999)
         check_range(f"{key}.target_effect", self.target_effect, 0, 1e6, low_open=True)
         check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)

@@ -85,17 +85,26 @@ def block_features(model: nn.Module, x: torch.Tensor, blocks: Sequence[str],
     mode and is left in the mode it was in.
     """
     captured: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
-    handles = []
+    handles, mask = [], [None]
     for name in blocks:
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-            t = _first_tensor(out)
+            t = _first_tensor(out).detach()
+            m = mask[0]
+            if m is not None and t.dim() == 3 and t.shape[1] == m.shape[1]:
+                # a text block's token states (B, L, H): the mean over the text's tokens,
+                # padding left out (a flattened (L x H) vector would compare pad positions)
+                w = m.to(t.dtype)[..., None]
+                t = (t * w).sum(1) / w.sum(1).clamp(min=1)
             captured[name].append(t.reshape(len(t), -1).double().cpu().numpy())
         handles.append(model.backbone.get_submodule(name).register_forward_hook(hook))
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(x), batch_size):
-            model.features(x[start:start + batch_size])
+            batch = x[start:start + batch_size]
+            # token inputs are (B, 2, L): ids and attention mask
+            mask[0] = batch[:, 1] if batch.dim() == 3 and batch.shape[1] == 2 else None
+            model.features(batch)
     finally:
         for h in handles:
             h.remove()
@@ -173,7 +182,125 @@ def summarize(rows: Sequence[Mapping[str, Any]], confidence: float = 0.95
     for (curve, budget), group in sorted(grouped.items()):
         blocks = list(group[0]["blocks"])
         out.setdefault(curve, {})[budget] = {
-            block: {metric: mean_ci([r["blocks"][block][metric] for r in group], confidence)
+            block: {metric: _mean_ci([r["blocks"][block][metric] for r in group], confidence)
                     for metric in ("cka", "drift")} | {"n": len(group)}
             for block in blocks}
+    return out
+
+
+def _mean_ci(values: Sequence[float], confidence: float) -> dict[str, Any]:
+    """:func:`~transferlab.evaluation.stats.mean_ci` of the finite values (a constant block
+    has no CKA: NaN); all undefined: a NaN mean over n = 0."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    if not finite:
+        return {"mean": float("nan"), "std": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "n": 0, "method": "t"}
+    return mean_ci(finite, confidence)
+
+
+# -- the evaluate stage's "what transferred" ---------------------------------------------------
+
+def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, Any],
+                     probe: torch.Tensor, confidence: float = 0.95) -> dict[str, Any]:
+    """Per-block CKA and drift of every run of a strategy that starts from its source, against
+    that source, summarized over seeds per curve and budget, with the sentences the report
+    prints.
+
+    Args:
+        runs: the run folders' ``runs.json`` contents with their ``folder``
+            (:func:`transferlab.evaluation.evaluate.discover_runs`).
+        sources: source name -> its checkpoint path.
+        probe: the fixed probe inputs (:func:`probe_indices` of the target pool).
+    Returns:
+        {"probe_size", "blocks": {source: [block, ...]}, "curves": :func:`summarize`,
+        "sentences": {budget: [sentence, ...]}, "surgical": {curve: {budget: ...}}}; empty
+        "curves" where no run starts from a source.
+    """
+    from transferlab.adapt import strategies
+    from transferlab.models.nets import block_names, load_checkpoint
+
+    rows, blocks_of, loaded = [], {}, {}
+    for info in runs:
+        name = info["source"]
+        if name not in sources or not strategies.get(info["strategy"]).uses_source:
+            continue
+        if name not in loaded:
+            source, _ = load_checkpoint(sources[name])
+            blocks_of[name] = block_names(source)
+            loaded[name] = (source, source_grams(source, probe, blocks_of[name]))
+        source, grams = loaded[name]
+        seen: dict[str, dict] = {}  # checkpoints shared by replicates are measured once
+        for run in info["runs"]:
+            ckpt = str(info["folder"] / run["checkpoint"])
+            if ckpt not in seen:
+                model, _ = load_checkpoint(ckpt)
+                seen[ckpt] = what_transferred(model, source, probe, blocks_of[name], grams)
+            rows.append({"curve": f"{name}/{info['strategy']}", "budget": run["budget"],
+                         "seed": run["seed"], "blocks": seen[ckpt],
+                         "chosen_block": ((run.get("search") or {}).get("chosen") or {}).get(
+                             "block")})
+    curves = summarize(rows, confidence)
+    return {"probe_size": len(probe), "blocks": blocks_of, "curves": curves,
+            "sentences": sentences(curves), "surgical": _surgical(rows, curves)}
+
+
+KEPT = 0.95  # a block whose mean CKA with the source is at least this is called "kept"
+
+
+def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+    """Per budget, where adaptation happened, in words: for each curve whose backbone moved,
+    its lowest-CKA block (CKA and drift), and which curves kept every block at CKA ≥ 0.95."""
+    out: dict[str, list[str]] = {}
+    budgets = sorted({b for by_budget in curves.values() for b in by_budget}, key=_budget_key)
+    for budget in budgets:
+        moved, kept, still = [], [], []
+        for curve, by_budget in curves.items():
+            entry = by_budget.get(budget)
+            if not entry:
+                continue
+            cka = {b: e["cka"]["mean"] for b, e in entry.items()}
+            drift = {b: e["drift"]["mean"] for b, e in entry.items()}
+            if all(d == 0 for d in drift.values()):
+                still.append(curve)
+                continue
+            low = min(cka, key=lambda b: (not np.isfinite(cka[b]), cka[b]))
+            profile = " → ".join(f"{cka[b]:.2f}" for b in cka)
+            moved.append(f"`{curve}` changed `{low}` most (CKA {cka[low]:.2f}, drift "
+                         f"{drift[low]:.3f}; CKA per block {profile})")
+            if all(v >= KEPT for v in cka.values()):
+                kept.append(f"`{curve}`")
+        per = "label" if budget == "1" else "labels"
+        lines = [f"At {budget} {per} per class, " + "; ".join(moved) + "."] if moved else []
+        if kept:
+            lines.append(f"Every block stayed at CKA ≥ {KEPT} with the source in "
+                         f"{', '.join(kept)}.")
+        if still:
+            lines.append("Backbone weights as the source's (the features may still differ by "
+                         f"BatchNorm statistics): {', '.join(f'`{c}`' for c in still)}.")
+        out[budget] = lines
+    return out
+
+
+def _budget_key(budget: str) -> tuple[int, float]:
+    try:
+        return (0, float(budget))
+    except ValueError:  # "all"
+        return (1, 0.0)
+
+
+def _surgical(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Any]
+              ) -> dict[str, dict[str, dict[str, Any]]]:
+    """For runs whose search chose a block (``surgical``): per curve and budget, how often
+    each block was chosen, beside the block whose mean CKA fell most."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("chosen_block"):
+            entry = out.setdefault(row["curve"], {}).setdefault(str(row["budget"]),
+                                                                 {"chosen": {}})
+            entry["chosen"][row["chosen_block"]] = entry["chosen"].get(row["chosen_block"],
+                                                                       0) + 1
+    for curve, by_budget in out.items():
+        for budget, entry in by_budget.items():
+            blocks = curves[curve][budget]
+            entry["lowest_cka"] = min(blocks, key=lambda b: blocks[b]["cka"]["mean"])
     return out

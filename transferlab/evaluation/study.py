@@ -28,6 +28,7 @@ from transferlab.evaluation.evaluate import (
     transferability_scores,
 )
 from transferlab.evaluation.helped import what_helped
+from transferlab.evaluation.similarity import probe_indices, study_similarity
 
 
 @dataclass
@@ -139,9 +140,20 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
         "statistics": verdicts["statistics"],
         "what_helped": what_helped(results, summary, budgets, p, headline),
         "data_hygiene": _data_hygiene(target),
+        "what_transferred": _what_transferred(inputs, p.similarity_probe, p.confidence),
         **extra,
     }
     return Evaluation(inputs, results, report, score_timing, p.calibration_bins)
+
+
+def _what_transferred(inputs: StudyInputs, probe_size: int, confidence: float) -> dict:
+    """Per-block CKA and drift against the source (:mod:`~transferlab.evaluation.similarity`)
+    on a fixed probe of target pool inputs (never the test split); {} when switched off."""
+    if probe_size == 0:
+        return {}
+    pool = inputs.target.modality.to_inputs(inputs.target.load("train").examples)
+    probe = pool[probe_indices(len(pool), probe_size)]
+    return study_similarity(inputs.runs, inputs.sources, probe, confidence)
 
 
 def _data_hygiene(target: PreparedDataset) -> dict:

@@ -21,7 +21,7 @@ import pandas as pd
 from transferlab.config.params import Params
 from transferlab.core.errors import DataError
 from transferlab.data import modalities
-from transferlab.reporting import figures, results
+from transferlab.reporting import figures, results, similarity
 from transferlab.reporting.helped import helped_figure, helped_section
 from transferlab.reporting.render import (
     NA,
@@ -37,9 +37,9 @@ from transferlab.reporting.render import (
 )
 
 SECTIONS = ("What was run", "Recommendation per label budget", "Accuracy per curve and budget",
-            "Transfer gain over scratch", "What helped", "Label efficiency", "Transferability",
-            "What transfer costs and breaks", "Data hygiene", "Source models", "Skipped runs",
-            "Provenance")
+            "Transfer gain over scratch", "What helped", "What transferred", "Label efficiency",
+            "Transferability", "What transfer costs and breaks", "Data hygiene", "Source models",
+            "Skipped runs", "Provenance")
 PLOT_COLUMNS = {
     "learning_curves": ("curve", "budget", "labels_per_class", "accuracy", "ci_low", "ci_high"),
     "gain": ("curve", "budget", "labels_per_class", "gain", "ci_low", "ci_high"),
@@ -195,6 +195,10 @@ def draw_figures(inputs: ReportInputs, params: Params, folder: Path) -> dict[str
     if helped.get("sources"):  # a run with methods beside the reference
         drawn["helped"] = helped_figure(helped, results.budget_keys(params),
                                         folder / "helped.png", m)
+    if (inputs.evaluate.get("what_transferred") or {}).get("curves"):
+        drawn["what_transferred"] = similarity.heat_map(
+            inputs.evaluate["what_transferred"], results.budget_keys(params),
+            folder / "what_transferred.png")
     return {key: path.name for key, path in drawn.items()}
 
 
@@ -210,6 +214,7 @@ def build_sections(inputs: ReportInputs, params: Params, provenance: dict,
         results.accuracy(ev, params, fig),
         results.gain(ev, params, fig),
         helped_section(ev, results.budget_keys(params), fig.get("helped"), m),
+        similarity.section(ev, results.budget_keys(params), fig.get("what_transferred")),
         results.label_efficiency(ev, params),
         results.transferability(ev, params, fig),
         results.costs(inputs.plots["per_curve"], inputs.target, params, fig, m),

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transferlab.adapt import strategies
 from transferlab.adapt.strategies.linear_probe import load_pool_features
 from transferlab.config.params import EvaluateParams
-from transferlab.core.runtime import read_timing, timing_path
+from transferlab.core.runtime import read_timing, sha256_file, timing_path
 from transferlab.data.store import PreparedDataset
 from transferlab.evaluation.analysis import curve_name
 from transferlab.evaluation.transferability import score_all, score_regression
@@ -97,6 +97,7 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
     headline = task.headline
     x_test = target.modality.to_inputs(test.examples)
     x_shift = target.modality.shifted(x_test, p, 0, target.manifest)
+    unshifted = bool(torch.equal(x_shift, x_test))  # a shift of strength 0: reuse the test pass
     source_tests: dict = {}
     results, skipped, cache = [], {}, {}
     # many checkpoints share a backbone (a linear probe's or a source-only model is the
@@ -108,18 +109,21 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         if info["skipped"]:
             skipped[f"{info['source']}/{info['strategy']}"] = info["skipped"]
     for info, run in tqdm(todo, desc="evaluate", unit="run", disable=None):
-        ckpt = info["folder"] / run["checkpoint"]
+        path = info["folder"] / run["checkpoint"]
+        # replicates whose checkpoints are the same bytes (a prompt that reads no label, AdaBN's
+        # statistics) are scored once: keyed by content, within one source and strategy
+        ckpt = (sha256_file(path), info["source"], info["strategy"])
         if ckpt not in cache:
-            model, config = load_checkpoint(ckpt)
+            model, config = load_checkpoint(path)
             if task.name == "regression":
                 proba = predict_values(model, config, x_test, device)
-                shifted_score = float(task.per_example(
-                    truth, predict_values(model, config, x_shift, device)).mean())
+                shifted = proba if unshifted else predict_values(model, config, x_shift, device)
+                shifted_score = float(task.per_example(truth, shifted).mean())
             else:
                 proba = shared.proba(model, "test", x_test)
                 # only the shifted copy's predicted labels are kept: (N,) not (N, C) per run
-                shifted_score = float((shared.proba(model, "shift", x_shift).argmax(1)
-                                       == truth).mean())
+                shifted = proba if unshifted else shared.proba(model, "shift", x_shift)
+                shifted_score = float((shifted.argmax(1) == truth).mean())
             forget = _forgetting(model, info, sources, source_data, source_tests, device,
                                  shared)
             cache[ckpt] = (proba, shifted_score, forget)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from transferlab.evaluation.similarity import (
-    _surgical,
+    _chosen_blocks,
     block_drift,
     block_features,
     linear_cka,
@@ -143,7 +143,7 @@ def test_sentences_name_the_block_that_changed_most_and_the_curves_that_kept_eve
 def test_surgical_sets_the_chosen_block_beside_the_lowest_cka_block() -> None:
     rows = [{"curve": "src/finetune", "budget": 10, "seed": s, "chosen_block": b,
              "blocks": {}} for s, b in enumerate(["block1", "block1", "block2"])]
-    out = _surgical(rows, CURVES)["src/finetune"]["10"]
+    out = _chosen_blocks(rows, CURVES)["src/finetune"]["10"]
     assert out == {"chosen": {"block1": 2, "block2": 1}, "lowest_cka": "block3"}
 
 
@@ -152,7 +152,7 @@ def test_the_report_section_and_heat_map(tmp_path) -> None:
 
     ev = {"what_transferred": {"probe_size": 256, "curves": CURVES,
                                "blocks": {"src": ["block1", "block2", "block3"]},
-                               "sentences": sentences(CURVES), "surgical": {}}}
+                               "sentences": sentences(CURVES), "chosen_blocks": {}}}
     png = report.heat_map(ev["what_transferred"], ["10"], tmp_path / "h.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     blocks = report.section(ev, ["10"], "h.png")

@@ -23,7 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from transferlab.adapt.execution import Executor
-from transferlab.adapt.selection import EXTERNAL, FIXED, HOLDOUT, KFOLD, plan_selection
+from transferlab.adapt.selection import (
+    EXTERNAL,
+    FIXED,
+    HOLDOUT,
+    KFOLD,
+    SelectionPlan,
+    plan_selection,
+)
 from transferlab.adapt.strategies import Context, Strategy, get
 from transferlab.adapt.strategies.registry import variant
 from transferlab.adapt.target import TargetData
@@ -36,7 +43,6 @@ from transferlab.models.nets import TransferNet, load_checkpoint, save_checkpoin
 from transferlab.training.loop import (
     Stopwatch,
     counted_flops,
-    fit,
     predict_logits,
 )
 
@@ -98,6 +104,10 @@ def selection_frame(target: TargetData, cfg: Any, seed: str, budget: str,
     generators start from ``gen_seed`` (in a stage: :func:`replicate_seed`)."""
     budget_idx = np.asarray(target.budgets[seed][budget], dtype=np.int64)
     plan = plan_selection(budget_idx, target.strata.numpy(), selection, gen_seed)
+    if not getattr(cfg, "chooses_on_labels", True) and plan.method in (HOLDOUT, KFOLD):
+        # a strategy whose labels are private chooses nothing on them (a fixed schedule); a
+        # fixed validation set (selection.protocol external_val) stays usable
+        plan = SelectionPlan(FIXED, budget_idx, None, None)
     task = tasks.get(target.task)
     scale = None
     if task.name == "regression":
@@ -187,10 +197,10 @@ def _train(rep: Replicate, run_cfg: Any, idx: np.ndarray, val: tuple | None, epo
         model = strategy.before_fit(model, data, run_cfg, generator)
         net, groups = strategy.trainable(model, run_cfg)
         loss_term = strategy.loss_term(model, run_cfg)
-    summary = fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
-                  strategy.ctx.device, label, loss_term=loss_term,
-                  on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
-                  task=rep.frame.task)
+    summary = strategy.fit(net, data, val, replace(run_cfg, epochs=epochs), groups, generator,
+                           label, loss_term=loss_term,
+                           on_epoch=lambda epoch: strategy.on_epoch(model, epoch, run_cfg),
+                           task=rep.frame.task)
     trainable = trained_parameters(groups)
     with counted_flops() as after:
         model, choices = strategy.after_fit(model, net, val, run_cfg, chosen)
@@ -303,6 +313,8 @@ def assemble(frame: SelectionFrame, candidates: list[tuple], best: int,
                             "best_epoch": c[3]["best_epoch"], **c[4]} for c in candidates]}
     if "folds" in chosen:
         record["folds"] = chosen["folds"]
+    if "privacy" in (refit[1] if refit is not None else chosen):  # the model kept: its ε
+        record["privacy"] = (refit[1] if refit is not None else chosen)["privacy"]
     if refit is not None:
         record["refit_check"] = refit_check(chosen, refit[1], frame.refit_loss_ratio)
     if frame.scale is not None:

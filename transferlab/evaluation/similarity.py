@@ -213,7 +213,7 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
         probe: the fixed probe inputs (:func:`probe_indices` of the target pool).
     Returns:
         {"probe_size", "blocks": {source: [block, ...]}, "curves": :func:`summarize`,
-        "sentences": {budget: [sentence, ...]}, "surgical": {curve: {budget: ...}}}; empty
+        "sentences": {budget: [sentence, ...]}, "chosen_blocks": {curve: {budget: ...}}}; empty
         "curves" where no run starts from a source.
     """
     from transferlab.adapt import strategies
@@ -241,7 +241,7 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
                              "block")})
     curves = summarize(rows, confidence)
     return {"probe_size": len(probe), "blocks": blocks_of, "curves": curves,
-            "sentences": sentences(curves), "surgical": _surgical(rows, curves)}
+            "sentences": sentences(curves), "chosen_blocks": _chosen_blocks(rows, curves)}
 
 
 KEPT = 0.95  # a block whose mean CKA with the source is at least this is called "kept"
@@ -288,7 +288,7 @@ def _budget_key(budget: str) -> tuple[int, float]:
         return (1, 0.0)
 
 
-def _surgical(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Any]
+def _chosen_blocks(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Any]
               ) -> dict[str, dict[str, dict[str, Any]]]:
     """For runs whose search chose a block (``surgical``): per curve and budget, how often
     each block was chosen, beside the block whose mean CKA fell most."""

@@ -20,6 +20,7 @@ from transferlab.core.runtime import dumps_json
 from transferlab.data.cleaning import cleaning_report
 from transferlab.data.store import PreparedDataset
 from transferlab.evaluation import analysis, tables
+from transferlab.evaluation.analysis import curve_name
 from transferlab.evaluation.evaluate import (
     RunResult,
     champion_checkpoints,
@@ -141,6 +142,7 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
         "what_helped": what_helped(results, summary, budgets, p, headline),
         "data_hygiene": _data_hygiene(target),
         "what_transferred": _what_transferred(inputs, p.similarity_probe, p.confidence),
+        **({"privacy": privacy} if (privacy := _privacy(inputs.runs)) else {}),
         **extra,
     }
     return Evaluation(inputs, results, report, score_timing, p.calibration_bins)
@@ -154,6 +156,26 @@ def _what_transferred(inputs: StudyInputs, probe_size: int, confidence: float) -
     pool = inputs.target.modality.to_inputs(inputs.target.load("train").examples)
     probe = pool[probe_indices(len(pool), probe_size)]
     return study_similarity(inputs.runs, inputs.sources, probe, confidence)
+
+
+def _privacy(runs: list[dict]) -> dict:
+    """Per curve and budget, the privacy the runs of a private strategy spent (their records'
+    ``privacy``): the largest ε over seeds, δ and the noise multiplier."""
+    out: dict = {}
+    for info in runs:
+        for run in info["runs"]:
+            if "privacy" not in run:
+                continue
+            entry = out.setdefault(curve_name(info["source"], info["strategy"]), {}).setdefault(
+                str(run["budget"]), {"epsilon": 0.0, "dp_delta": [], "noise_multiplier": []})
+            entry["epsilon"] = max(entry["epsilon"], run["privacy"]["epsilon"])
+            entry["dp_delta"].append(run["privacy"]["dp_delta"])
+            entry["noise_multiplier"].append(run["privacy"]["noise_multiplier"])
+    for by_budget in out.values():
+        for entry in by_budget.values():
+            entry["dp_delta"] = max(entry["dp_delta"])
+            entry["noise_multiplier"] = min(entry["noise_multiplier"])
+    return out
 
 
 def _data_hygiene(target: PreparedDataset) -> dict:

@@ -158,4 +158,22 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None,
                     "(mean over seeds): where a method tunes one block at a time, this shows "
                     "where the shift lives.",
                     Table(("Method", "Budget", "Candidates"), tuple(search_rows))]
-    return out
+    return out + privacy_blocks(ev)
+
+
+def privacy_blocks(ev: dict) -> list[Block]:
+    """The privacy that private runs spent (evaluate's ``privacy``): the largest ε over seeds
+    per curve and budget, at δ, with the noise multiplier; nothing when no run was private."""
+    block = ev.get("privacy") or {}
+    if not block:
+        return []
+    rows = tuple((curve, budget, f3(e["epsilon"]), f"{e['dp_delta']:.3g}",
+                  f3(e["noise_multiplier"]))
+                 for curve, by_budget in sorted(block.items())
+                 for budget, e in by_budget.items())
+    return ["Private runs (DP-SGD on the target labels): the privacy each spent, the largest ε "
+            "over seeds at δ = 1 / the budget's labels, and the noise multiplier it took. "
+            "They choose nothing on the private labels (a fixed schedule), so their held-out "
+            "score is undefined and they are never recommended on it; their gain over the "
+            "non-private reference above is the cost of privacy at that ε.",
+            Table(("Curve", "Budget", "ε", "δ", "Noise multiplier"), rows)]

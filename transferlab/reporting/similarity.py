@@ -78,11 +78,11 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
     ]
     for budget in budgets:
         out += list(block.get("sentences", {}).get(budget, []))
-    surgical = block.get("surgical") or {}
-    for curve, by_budget in surgical.items():
+    chosen = block.get("chosen_blocks") or {}
+    for curve, by_budget in chosen.items():
         for budget, entry in by_budget.items():
-            chosen = ", ".join(f"`{b}` ({n} seeds)" for b, n in sorted(entry["chosen"].items()))
-            out.append(f"`{curve}` at {budget}: the block it chose to tune, {chosen}; the block "
+            picks = ", ".join(f"`{b}` ({n} seeds)" for b, n in sorted(entry["chosen"].items()))
+            out.append(f"`{curve}` at {budget}: the block it chose to tune, {picks}; the block "
                        f"whose CKA fell most, `{entry['lowest_cka']}`.")
     blocks = _blocks(block)
     rows = []

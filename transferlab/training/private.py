@@ -98,19 +98,22 @@ def freeze_batchnorm(model: nn.Module) -> list[str]:
 
 
 def dp_fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], *, epochs: int,
-           batch_size: int, lr: float, max_grad_norm: float, delta: float,
+           batch_size: int, max_grad_norm: float, delta: float, lr: float = 0.1,
            noise_multiplier: float | None = None, target_epsilon: float | None = None,
            seed: int = 0, momentum: float = 0.9, device: torch.device | None = None,
-           batchnorm: str = "freeze") -> tuple[nn.Module, dict[str, Any]]:
+           batchnorm: str = "freeze", optimizer: torch.optim.Optimizer | None = None
+           ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` with DP-SGD for a fixed number of epochs (nothing chosen on the labels).
 
     Give either ``noise_multiplier`` (σ) or ``target_epsilon`` (σ is then the smallest that
     reaches it at ``delta`` after ``epochs``, by Opacus's search). Batches are Poisson samples
     of expected size ``batch_size``; the sampling and the noise are drawn from generators
     seeded by ``seed``. With σ = 0 and an unreachable clipping norm the steps are plain SGD's.
+    ``optimizer``: over ``model``'s trainable parameters (default: SGD at ``lr`` with
+    ``momentum``); Opacus wraps it.
 
     Returns:
-        (the trained model, unwrapped; {"epsilon", "delta", "noise_multiplier",
+        (the trained model, unwrapped; {"epsilon", "dp_delta" (δ), "noise_multiplier",
         "max_grad_norm", "sample_rate", "steps", "history": [{"epoch", "train_loss"}],
         "batchnorm"}).
     """
@@ -134,8 +137,11 @@ def dp_fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], *, epochs
               if "BatchNorm" not in str(e) or batchnorm != "freeze"]
     if errors:
         raise ValueError(f"Opacus cannot train this model privately: {errors[0]}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if optimizer is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    for group in optimizer.param_groups:  # what the BatchNorm replacement froze trains no more
+        group["params"] = [p for p in group["params"] if p.requires_grad]
     data = torch.utils.data.TensorDataset(*train)
     loader = torch.utils.data.DataLoader(
         data, batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
@@ -155,14 +161,12 @@ def dp_fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], *, epochs
     for epoch in range(1, epochs + 1):
         total, seen = 0.0, 0
         for xb, yb in dl:
-            if len(yb) == 0:  # a Poisson sample can be empty: Opacus still steps (noise only)
-                opt.zero_grad(set_to_none=True)
-                opt.step()
-                steps += 1
-                continue
             xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(net(xb), yb)
+            # a Poisson sample can be empty: the step still runs (its update is the noise
+            # alone), or whether a step happened would tell who is in the data
+            loss = nn.functional.cross_entropy(net(xb), yb, reduction="mean" if len(yb)
+                                               else "sum")
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(yb)
@@ -172,6 +176,6 @@ def dp_fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], *, epochs
     sigma = float(opt.noise_multiplier)
     epsilon = float(engine.get_epsilon(delta)) if sigma > 0 else math.inf
     trained = net._module if hasattr(net, "_module") else net
-    return trained, {"epsilon": epsilon, "delta": delta, "noise_multiplier": sigma,
+    return trained, {"epsilon": epsilon, "dp_delta": delta, "noise_multiplier": sigma,
                      "max_grad_norm": max_grad_norm, "sample_rate": dl.sample_rate,
                      "steps": steps, "history": history, "batchnorm": batchnorm}

@@ -283,6 +283,16 @@ class Strategy:
     def on_epoch(self, model: TransferNet, epoch: int, cfg: Any) -> None:
         """Called before each epoch (1-based), e.g. to unfreeze the next block."""
 
+    def fit(self, net: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+            val: tuple[torch.Tensor, torch.Tensor] | None, cfg: Any, groups: list[dict],
+            generator: torch.Generator, label: str, **hooks: Any) -> dict:
+        """The main fit: the shared loop's :func:`~transferlab.training.loop.fit` (``hooks``:
+        its ``loss_term``, ``on_epoch`` and ``task``). A strategy that trains otherwise (DP-SGD)
+        returns the same summary keys."""
+        from transferlab.training.loop import fit
+
+        return fit(net, train, val, cfg, groups, generator, self.ctx.device, label, **hooks)
+
     def after_fit(self, model: TransferNet, net: nn.Module,
                   val: tuple[torch.Tensor, torch.Tensor] | None, cfg: Any,
                   chosen: dict | None) -> tuple[TransferNet, dict]:

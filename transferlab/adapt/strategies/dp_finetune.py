@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from transferlab.adapt.strategies.base import Strategy, TransferTrainParams, check_multiplier
+from transferlab.adapt.strategies.finetune import head_and_backbone_groups
 from transferlab.adapt.strategies.registry import register
 from transferlab.config.typed import check_range, fail
 from transferlab.models.nets import TransferNet
@@ -76,9 +77,7 @@ class DpFinetune(Strategy):
 
     def trainable(self, model: TransferNet, cfg: DpFinetuneParams
                   ) -> tuple[nn.Module, list[dict]]:
-        backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-        return model, [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
-                       {"params": list(model.head.parameters()), "lr": cfg.lr}]
+        return model, head_and_backbone_groups(model, cfg.lr, cfg.lr * cfg.backbone_lr_mult)
 
     def fit(self, net: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             val: tuple[torch.Tensor, torch.Tensor] | None, cfg: DpFinetuneParams,

@@ -213,13 +213,14 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
         probe: the fixed probe inputs (:func:`probe_indices` of the target pool).
     Returns:
         {"probe_size", "blocks": {source: [block, ...]}, "curves": :func:`summarize`,
-        "sentences": {budget: [sentence, ...]}, "chosen_blocks": {curve: {budget: ...}}}; empty
-        "curves" where no run starts from a source.
+        "sentences": {budget: [sentence, ...]}, "chosen_blocks": {curve: {budget: ...}},
+        "not_compared": curves whose network's blocks are not the source's}; empty "curves"
+        where no run starts from a source.
     """
     from transferlab.adapt import strategies
     from transferlab.models.nets import block_names, load_checkpoint
 
-    rows, blocks_of, loaded = [], {}, {}
+    rows, blocks_of, loaded, not_compared = [], {}, {}, set()
     for info in runs:
         name = info["source"]
         if name not in sources or not strategies.get(info["strategy"]).uses_source:
@@ -229,19 +230,27 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
             blocks_of[name] = block_names(source)
             loaded[name] = (source, source_grams(source, probe, blocks_of[name]))
         source, grams = loaded[name]
-        seen: dict[str, dict] = {}  # checkpoints shared by replicates are measured once
+        seen: dict[str, dict | None] = {}  # checkpoints shared by replicates: measured once
         for run in info["runs"]:
             ckpt = str(info["folder"] / run["checkpoint"])
             if ckpt not in seen:
                 model, _ = load_checkpoint(ckpt)
-                seen[ckpt] = what_transferred(model, source, probe, blocks_of[name], grams)
+                # a network whose blocks are not the source's (a causal LM behind a prompt:
+                # its weights are the source's, read through label words) has no per-block
+                # comparison
+                seen[ckpt] = (what_transferred(model, source, probe, blocks_of[name], grams)
+                              if block_names(model) == blocks_of[name] else None)
+            if seen[ckpt] is None:
+                not_compared.add(f"{name}/{info['strategy']}")
+                continue
             rows.append({"curve": f"{name}/{info['strategy']}", "budget": run["budget"],
                          "seed": run["seed"], "blocks": seen[ckpt],
                          "chosen_block": ((run.get("search") or {}).get("chosen") or {}).get(
                              "block")})
     curves = summarize(rows, confidence)
     return {"probe_size": len(probe), "blocks": blocks_of, "curves": curves,
-            "sentences": sentences(curves), "chosen_blocks": _chosen_blocks(rows, curves)}
+            "sentences": sentences(curves), "chosen_blocks": _chosen_blocks(rows, curves),
+            "not_compared": sorted(not_compared)}
 
 
 KEPT = 0.95  # a block whose mean CKA with the source is at least this is called "kept"

@@ -65,7 +65,11 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
     """The blocks of the "What transferred" section."""
     block = ev.get("what_transferred") or {}
     if not block.get("curves"):
-        return ["Not measured: no run starts from a source, or `evaluate.similarity_probe` is 0."]
+        skipped = block.get("not_compared") or []
+        return ["Not measured: no run starts from a source with its blocks, or "
+                "`evaluate.similarity_probe` is 0."
+                + (f" Not comparable block by block: {', '.join(f'`{c}`' for c in skipped)}."
+                   if skipped else "")]
     out: list[Block] = [
         "Which parts of each source network carried over and which were rewritten. For every "
         "curve that starts from a source, each backbone block's features on a fixed probe of "
@@ -84,6 +88,10 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
             picks = ", ".join(f"`{b}` ({n} seeds)" for b, n in sorted(entry["chosen"].items()))
             out.append(f"`{curve}` at {budget}: the block it chose to tune, {picks}; the block "
                        f"whose CKA fell most, `{entry['lowest_cka']}`.")
+    if block.get("not_compared"):
+        out.append("Not compared block by block (the network is not the source's blocks, e.g. "
+                   "a causal LM read through a prompt, whose weights are the source's): "
+                   + ", ".join(f"`{c}`" for c in block["not_compared"]) + ".")
     blocks = _blocks(block)
     rows = []
     for curve in _rows(block):

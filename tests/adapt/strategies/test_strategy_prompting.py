@@ -325,3 +325,28 @@ def test_a_checkpoint_whose_lm_moved_keeps_its_weights(source_path: Path, tiny: 
     torch.save(stored, tmp_path / "altered.pt")
     with pytest.raises(ValueError, match=r"altered\.pt.*sha256 mismatch"):
         load_checkpoint(tmp_path / "altered.pt")
+
+
+def test_what_transferred_skips_a_prompted_network_and_compares_a_probe(
+        tiny: Path, source_path: Path, target: TargetData, tmp_path: Path) -> None:
+    """The evaluate stage's per-block comparison on a causal LM: the prompted network (the LM
+    behind a prompt, its blocks not the source's) is named as not compared, and a linear probe
+    on the same LM keeps every block, CKA 1 and drift 0."""
+    from transferlab.evaluation.similarity import study_similarity
+
+    arch = {"arch": f"llm:{tiny}", "width": 0}
+    runs = []
+    for strategy in ("zero_shot", "linear_probe"):
+        folder = tmp_path / strategy
+        folder.mkdir()
+        cfg = _cfg("zero_shot") if strategy == "zero_shot" else from_dict(
+            get(strategy).Params, {"epochs": 2}, "transfer.linear_probe")
+        result = run_replicates(strategy, cfg, source_path, target, CPU, folder, arch,
+                                SELECTION)
+        runs.append({**result, "source": "lm", "strategy": strategy, "folder": folder})
+    out = study_similarity(runs, {"lm": source_path}, target.pool_x[:6])
+    assert out["not_compared"] == ["lm/zero_shot"]
+    assert set(out["curves"]) == {"lm/linear_probe"}
+    for by_block in out["curves"]["lm/linear_probe"].values():
+        assert all(e["cka"]["mean"] == 1.0 and e["drift"]["mean"] == 0.0
+                   for e in by_block.values() if isinstance(e, dict))

@@ -5,9 +5,9 @@ Needs the outputs of a finished `dvc repro` (or `make repro`) of the default. In
   - transfer: `dvc repro --force --single-item` of every transfer@<source> stage, in a copy of
     the working tree with its prepared data and source models (the stages' wall time, start-up
     included, as `dvc repro` pays it);
-  - similarity: for every checkpoint of those stages, its per-block CKA against its source on a
-    fixed probe of target pool inputs, and its per-block drift (the checkpoints loaded
-    beforehand, as the evaluate stage already has them in memory; the loading is timed apart).
+  - similarity: the evaluate stage's own call, ``what_transferred_report``: for every distinct
+    checkpoint of those stages, its per-block CKA against its source on a fixed probe of
+    target pool inputs and its per-block drift, loading the checkpoints included.
 It prints similarity / transfer (the target is under 2 %).
 
     python benchmarks/similarity_cost.py [--probe 256]
@@ -16,19 +16,16 @@ It prints similarity / transfer (the target is under 2 %).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from transferlab.adapt import strategies
-from transferlab.adapt.target import load_target
 from transferlab.config.params import load_params
 from transferlab.core.runtime import seed_everything
 from transferlab.core.workspace import copy_worktree, run_repro
-from transferlab.evaluation.similarity import probe_indices, source_grams, what_transferred
-from transferlab.models.nets import block_names, load_checkpoint
+from transferlab.evaluation.study import StudyInputs, what_transferred_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,28 +49,18 @@ def main() -> None:
 
     seed_everything(0, params.common.num_threads, params.common.gemm_branch,
                     params.common.determinism)
-    target = load_target(ROOT / "data" / "prepared" / "target")
-    probe = target.pool_x[probe_indices(len(target.pool_x), args.probe)]
     start = time.perf_counter()
-    todo = []
-    for source in sources:
-        src, _ = load_checkpoint(ROOT / "models" / source / "model.pt")
-        for folder in sorted(p for p in (ROOT / "runs" / source).iterdir() if p.is_dir()):
-            info = json.loads((folder / "runs.json").read_text())
-            for run in info["runs"]:
-                todo.append((src, load_checkpoint(folder / run["checkpoint"])[0]))
-    load_s = time.perf_counter() - start
+    inputs = StudyInputs.open(params, ROOT / "data" / "prepared", ROOT / "models", ROOT / "runs")
+    open_s = time.perf_counter() - start
     start = time.perf_counter()
-    cache: dict[int, dict] = {}
-    for src, model in todo:
-        blocks = block_names(src)
-        if id(src) not in cache:
-            cache[id(src)] = source_grams(src, probe, blocks)
-        what_transferred(model, src, probe, blocks, cache[id(src)])
+    found = what_transferred_report(inputs, args.probe, params.evaluate.confidence)
     similarity_s = time.perf_counter() - start
+    checkpoints = {str(info["folder"] / run["checkpoint"]) for info in inputs.runs
+                   for run in info["runs"] if info["source"] in found.get("blocks", {})}
     print(f"transfer stages ({', '.join(stages)}), dvc repro: {transfer_s:.2f} s")
-    print(f"similarity of {len(todo)} checkpoints on {len(probe)} probe inputs: "
-          f"{similarity_s:.3f} s (loading them: {load_s:.2f} s)")
+    print(f"what_transferred_report, {len(checkpoints)} checkpoints on {args.probe} probe "
+          f"inputs, loading included: {similarity_s:.3f} s (opening the study's inputs, which "
+          f"evaluate does anyway: {open_s:.2f} s)")
     print(f"similarity / transfer: {similarity_s / transfer_s:.2%}")
 
 

@@ -14,6 +14,20 @@ from typing import Any
 CONFIG = "config.json"
 
 
+def _package_folder(name: str) -> Path | None:
+    """The folder of the installed package ``name`` (dashes read as underscores), if any."""
+    module = name.replace("-", "_")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    """``folder/model`` or ``folder`` where it holds a ``config.json``."""
+    return next((c for c in (folder / "model", folder) if (c / CONFIG).is_file()), None)
+
+
 def resolve(spec: str, key: str = "pretrain.arch") -> Path:
     """The checkpoint directory that ``hf:<dir or package>`` names.
 
@@ -30,13 +44,10 @@ def resolve(spec: str, key: str = "pretrain.arch") -> Path:
             return path
         raise ValueError(f"{key}: {path} has no {CONFIG}; expected a Hugging Face checkpoint "
                          "directory")
-    module = name.replace("-", "_")
-    found = importlib.util.find_spec(module) if module.isidentifier() else None
-    if found is not None and found.submodule_search_locations:
-        folder = Path(next(iter(found.submodule_search_locations)))
-        for candidate in (folder / "model", folder):
-            if (candidate / CONFIG).is_file():
-                return candidate
+    folder = _package_folder(name)
+    checkpoint = _checkpoint_in(folder) if folder else None
+    if checkpoint:
+        return checkpoint
     raise ValueError(f"{key}: {name!r} is neither a checkpoint directory nor an installed "
                      f"package that ships one (with {CONFIG})")
 
@@ -74,19 +85,17 @@ def resolve_causal(spec: str, key: str = "pretrain.arch") -> tuple[Path, str | N
             return path, None
         raise ValueError(f"{key}: {path} has no {CONFIG}; expected a Hugging Face checkpoint "
                          "directory or a .gguf file")
-    module = name.replace("-", "_")
-    found = importlib.util.find_spec(module) if module.isidentifier() else None
-    if found is not None and found.submodule_search_locations:
-        folder = Path(next(iter(found.submodule_search_locations)))
+    folder = _package_folder(name)
+    if folder:
         ggufs = sorted(p.name for p in folder.glob(f"*{GGUF}"))
         if len(ggufs) > 1:
             raise ValueError(f"{key}: package {name!r} ships several GGUF files "
                              f"({', '.join(ggufs)}); name one as llm:<path to the file>")
         if ggufs:
             return folder, ggufs[0]
-        for candidate in (folder / "model", folder):
-            if (candidate / CONFIG).is_file():
-                return candidate, None
+        checkpoint = _checkpoint_in(folder)
+        if checkpoint:
+            return checkpoint, None
     raise ValueError(f"{key}: {name!r} is neither a checkpoint directory, a .gguf file nor an "
                      f"installed package that ships one")
 

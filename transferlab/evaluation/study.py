@@ -141,14 +141,14 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
         "statistics": verdicts["statistics"],
         "what_helped": what_helped(results, summary, budgets, p, headline),
         "data_hygiene": _data_hygiene(target),
-        "what_transferred": _what_transferred(inputs, p.similarity_probe, p.confidence),
+        "what_transferred": what_transferred_report(inputs, p.similarity_probe, p.confidence),
         **({"privacy": privacy} if (privacy := _privacy(inputs.runs)) else {}),
         **extra,
     }
     return Evaluation(inputs, results, report, score_timing, p.calibration_bins)
 
 
-def _what_transferred(inputs: StudyInputs, probe_size: int, confidence: float) -> dict:
+def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: float) -> dict:
     """Per-block CKA and drift against the source (:mod:`~transferlab.evaluation.similarity`)
     on a fixed probe of target pool inputs (never the test split); {} when switched off."""
     if probe_size == 0:

@@ -5,8 +5,8 @@ q = batch size / N), clips each example's gradient to ``max_grad_norm``, adds Ga
 standard deviation ``noise_multiplier * max_grad_norm`` to their sum, and steps. The privacy
 spent is accounted in Rényi DP (Mironov 2017; the subsampled Gaussian of Mironov, Talwar and
 Zhang 2019) and converted to (ε, δ) by Balle et al. (2020, Thm. 21), as Opacus's ``rdp``
-accountant does; :func:`rdp_sampled_gaussian` and :func:`epsilon_from_rdp` are the same
-formulas written out, which the tests hold Opacus's accountant to.
+accountant does (the tests hold it to those formulas, written out in
+``tests/training/test_private.py``).
 
 The sampling and the noise are drawn from generators seeded by the run's seed, so that a run
 repeats bit for bit; Opacus's ``secure_mode`` (a cryptographic noise source) is off. The ε
@@ -29,48 +29,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-
-DEFAULT_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))  # Opacus's
-
-
-def rdp_sampled_gaussian(q: float, sigma: float, orders: Sequence[int]) -> np.ndarray:
-    """RDP of one step of the Poisson-subsampled Gaussian mechanism at integer orders α ≥ 2
-    (Mironov, Talwar and Zhang 2019, Sec. 3.3): ``log(A_α) / (α - 1)`` with
-    ``A_α = Σ_k C(α, k) (1-q)^(α-k) q^k exp((k² - k) / (2σ²))``, summed in log space."""
-    out = []
-    for alpha in orders:
-        if alpha != int(alpha) or alpha < 2:
-            raise ValueError(f"integer orders >= 2 only, got {alpha}")
-        alpha = int(alpha)
-        if q == 0:
-            out.append(0.0)
-            continue
-        if q == 1.0:
-            out.append(alpha / (2 * sigma ** 2))
-            continue
-        terms = [math.lgamma(alpha + 1) - math.lgamma(k + 1) - math.lgamma(alpha - k + 1)
-                 + (alpha - k) * math.log1p(-q) + k * math.log(q) + (k * k - k) / (2 * sigma ** 2)
-                 for k in range(alpha + 1)]
-        top = max(terms)
-        log_a = top + math.log(sum(math.exp(t - top) for t in terms))
-        out.append(log_a / (alpha - 1))
-    return np.asarray(out)
-
-
-def epsilon_from_rdp(rdp: Sequence[float], orders: Sequence[float], delta: float
-                     ) -> tuple[float, float]:
-    """(ε, the order that gives it) of an RDP curve at ``delta``: Balle et al. (2020), Thm. 21,
-    ``ε = rdp_α + log((α-1)/α) - (log δ + log α) / (α - 1)``, minimised over α."""
-    rdp, a = np.asarray(rdp, dtype=float), np.asarray(orders, dtype=float)
-    eps = rdp - (np.log(delta) + np.log(a)) / (a - 1) + np.log((a - 1) / a)
-    i = int(np.nanargmin(eps))
-    return float(max(eps[i], 0.0)), float(a[i])
 
 
 def epsilon_spent(sample_rate: float, noise_multiplier: float, steps: int, delta: float
@@ -83,16 +45,21 @@ def epsilon_spent(sample_rate: float, noise_multiplier: float, steps: int, delta
     return float(accountant.get_epsilon(delta))
 
 
+def _stay_in_eval(module: nn.Module, _args: tuple) -> None:
+    module.training = False  # a frozen BatchNorm normalises by the source's statistics
+
+
 def freeze_batchnorm(model: nn.Module) -> list[str]:
-    """Every BatchNorm keeps its statistics and affine parameters (eval mode, no gradient, and
-    kept in eval mode by a hook on ``train``). Returns the layers' names."""
+    """Every BatchNorm keeps its statistics and affine parameters: no gradient, and eval mode
+    at every forward (a forward pre-hook, so a later ``model.train()`` cannot undo it). Returns
+    the layers' names."""
     names = []
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
             for p in module.parameters():
                 p.requires_grad_(False)
-            module.train = lambda mode=True, m=module: nn.Module.train(m, False)  # type: ignore
+            module.register_forward_pre_hook(_stay_in_eval)
             names.append(name)
     return names
 

@@ -8,6 +8,7 @@ folders: the same inputs give the same bytes. Only the transferability scores' w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: fl
 
 def _privacy(runs: list[dict]) -> dict:
     """Per curve and budget, the privacy the runs of a private strategy spent (their records'
-    ``privacy``): the largest ε over seeds, δ and the noise multiplier."""
+    ``privacy``): the largest ε over seeds (∞ where a run added no noise), δ and the noise
+    multiplier."""
     out: dict = {}
     for info in runs:
         for run in info["runs"]:
@@ -168,7 +170,8 @@ def _privacy(runs: list[dict]) -> dict:
                 continue
             entry = out.setdefault(curve_name(info["source"], info["strategy"]), {}).setdefault(
                 str(run["budget"]), {"epsilon": 0.0, "dp_delta": [], "noise_multiplier": []})
-            entry["epsilon"] = max(entry["epsilon"], run["privacy"]["epsilon"])
+            spent = run["privacy"]["epsilon"]  # null in a record: no noise, ε = ∞
+            entry["epsilon"] = max(entry["epsilon"], math.inf if spent is None else spent)
             entry["dp_delta"].append(run["privacy"]["dp_delta"])
             entry["noise_multiplier"].append(run["privacy"]["noise_multiplier"])
     for by_budget in out.values():

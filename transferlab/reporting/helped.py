@@ -162,18 +162,30 @@ def helped_section(ev: dict, budgets: list[str], figure: str | None,
 
 
 def privacy_blocks(ev: dict) -> list[Block]:
-    """The privacy that private runs spent (evaluate's ``privacy``): the largest ε over seeds
-    per curve and budget, at δ, with the noise multiplier; nothing when no run was private."""
+    """The privacy that private runs spent (evaluate's ``privacy``) beside their test accuracy:
+    the largest ε over seeds per curve and budget, at δ, with the noise multiplier, and the mean
+    accuracy over seeds with its interval (accuracy against ε per budget); nothing when no run
+    was private. A run without noise spent no privacy it could bound: ε is ∞."""
     block = ev.get("privacy") or {}
     if not block:
         return []
-    rows = tuple((curve, budget, f3(e["epsilon"]), f"{e['dp_delta']:.3g}",
-                  f3(e["noise_multiplier"]))
+    summary = ev.get("summary") or {}
+
+    def accuracy(curve: str, budget: str) -> str:
+        acc = (summary.get(curve, {}).get(budget) or {}).get("accuracy") or {}
+        return f"{f3(acc.get('mean'))} [{f3(acc.get('ci_low'))}, {f3(acc.get('ci_high'))}]"
+
+    def epsilon(e: dict) -> str:
+        return "∞ (no noise)" if number(e["epsilon"]) is None else f3(e["epsilon"])
+
+    rows = tuple((curve, budget, epsilon(e), f"{e['dp_delta']:.3g}", f3(e["noise_multiplier"]),
+                  accuracy(curve, budget))
                  for curve, by_budget in sorted(block.items())
                  for budget, e in by_budget.items())
     return ["Private runs (DP-SGD on the target labels): the privacy each spent, the largest ε "
-            "over seeds at δ = 1 / the budget's labels, and the noise multiplier it took. "
+            "over seeds at δ = 1 / the budget's labels, the noise multiplier it took, and its "
+            "mean test accuracy over seeds with its interval. "
             "They choose nothing on the private labels (a fixed schedule), so their held-out "
             "score is undefined and they are never recommended on it; their gain over the "
             "non-private reference above is the cost of privacy at that ε.",
-            Table(("Curve", "Budget", "ε", "δ", "Noise multiplier"), rows)]
+            Table(("Curve", "Budget", "ε", "δ", "Noise multiplier", "Test accuracy"), rows)]

@@ -72,12 +72,34 @@ def test_bad_params_name_the_key(changes: dict, message: str) -> None:
         replace(CFG, **changes).validate("transfer.dp_finetune")
 
 
-def test_the_report_lists_the_privacy_spent() -> None:
+def test_the_report_lists_the_privacy_spent_beside_the_accuracy() -> None:
     from transferlab.reporting.helped import privacy_blocks
 
     assert privacy_blocks({}) == []
     ev = {"privacy": {"src/dp_finetune": {"3": {"epsilon": 7.991, "dp_delta": 1 / 30,
-                                                "noise_multiplier": 0.58}}}}
+                                                "noise_multiplier": 0.58}},
+                      "src/dp_noiseless": {"3": {"epsilon": None, "dp_delta": 1 / 30,
+                                                 "noise_multiplier": 0.0}}},
+          "summary": {"src/dp_finetune": {"3": {"accuracy": {"mean": 0.41, "ci_low": 0.35,
+                                                             "ci_high": 0.47}}}}}
     text, table = privacy_blocks(ev)
     assert "fixed schedule" in text
-    assert table.rows == (("src/dp_finetune", "3", "7.991", "0.0333", "0.580"),)
+    assert table.rows == (("src/dp_finetune", "3", "7.991", "0.0333", "0.580",
+                           "0.410 [0.350, 0.470]"),
+                          ("src/dp_noiseless", "3", "∞ (no noise)", "0.0333", "0.000",
+                           "n/a [n/a, n/a]"))
+
+
+def test_the_private_linear_probe_trains_the_head_alone(
+        target: TargetData, source_path: Path, source: nn.Module, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    probe = replace(CFG, train="head")
+    runs, states = run_and_load("dp_finetune", probe, source_path, target, tmp_path)
+    src = source.state_dict()
+    for run, (name, state) in zip(runs, states.items(), strict=True):
+        assert 0 < run["privacy"]["epsilon"] <= CFG.target_epsilon + 1e-6
+        backbone = {k: v for k, v in state.items() if not k.startswith("head.")}
+        assert states_equal(backbone, {k: src[k] for k in backbone}), name
+        assert run["trainable_params"] == sum(v.numel() for k, v in state.items()
+                                              if k.startswith("head.")), name

@@ -18,8 +18,11 @@ accounted in Rényi DP and reported as (ε, δ) per run (the run record's ``priv
   source's statistics and affine parameters, ``groupnorm`` replaces each BatchNorm by a trained
   GroupNorm (the source's BatchNorm parameters are dropped; a checkpoint then records a
   different architecture, so only ``freeze`` is supported inside the pipeline).
-- The backbone trains at ``lr * backbone_lr_mult``, the new head at ``lr``, with the
-  optimizer of ``optimizer``; ``augment`` must be false (the private loop does not augment).
+- ``train: all`` trains the backbone at ``lr * backbone_lr_mult`` and the new head at ``lr``;
+  ``train: head`` is the **private linear probe**: the whole backbone is frozen (its BatchNorm
+  layers are in both modes, under ``batchnorm: freeze``), so only the head's per-example
+  gradients are clipped and noised. Both use the optimizer of ``optimizer``; ``augment`` must
+  be false (the private loop does not augment).
 - The sampling and the noise are drawn from generators seeded by the replicate: a run repeats
   bit for bit, and Opacus's ``secure_mode`` is off (docs/strategies.md).
 """
@@ -47,6 +50,7 @@ class DpFinetuneParams(TransferTrainParams):
     delta: float | None = None  # δ of (ε, δ); null: 1 / the run's training examples
     batchnorm: Literal["freeze"] = "freeze"  # BatchNorm keeps the source's statistics
     backbone_lr_mult: float = 1.0  # backbone lr = lr * this; the new head trains at lr
+    train: Literal["all", "head"] = "all"  # head: the private linear probe (a frozen backbone)
     augment: bool = False  # the private loop does not augment
     chooses_on_labels: ClassVar[bool] = False  # a fixed schedule: no choice on private labels
 
@@ -77,7 +81,13 @@ class DpFinetune(Strategy):
 
     def trainable(self, model: TransferNet, cfg: DpFinetuneParams
                   ) -> tuple[nn.Module, list[dict]]:
-        return model, head_and_backbone_groups(model, cfg.lr, cfg.lr * cfg.backbone_lr_mult)
+        if cfg.train == "all":
+            return model, head_and_backbone_groups(model, cfg.lr, cfg.lr * cfg.backbone_lr_mult)
+        head = set(map(id, model.head.parameters()))
+        for p in model.parameters():
+            if id(p) not in head:
+                p.requires_grad_(False)
+        return model, [{"params": list(model.head.parameters()), "lr": cfg.lr}]
 
     def fit(self, net: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
             val: tuple[torch.Tensor, torch.Tensor] | None, cfg: DpFinetuneParams,

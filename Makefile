@@ -13,7 +13,7 @@ COMPILE = $(BIN)/python -m compileall -q -j 0 \
 	> $(VENV)/compileall.log 2>&1 || true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: fingerprint setup setup-dev repro scenarios scenario study sync test test-all lint ui server bench gpu-check audit
+.PHONY: fingerprint setup setup-dev repro scenarios scenario study studies sync test test-all lint ui server bench gpu-check audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,9 @@ scenario: setup               ## run scenario S as a DVC experiment (dvc exp run
 
 study: setup                  ## rerun scenario S from nothing in a copy; write docs/results/S/ (report, figures, provenance)
 	$(BIN)/transferlab study "$(S)"
+
+studies: setup                ## which published studies (docs/results/) are at this tree's pipeline code and params
+	$(BIN)/transferlab studies
 
 fingerprint: setup            ## this CPU's kernels in the portable mode against every golden (tests/data/golden)
 	$(BIN)/transferlab fingerprint compare

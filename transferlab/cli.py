@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("scenarios", help="the scenarios and the question each asks")
     p = sub.add_parser("study", help="rerun a scenario from nothing; write docs/results/NAME/")
     p.add_argument("scenario")
+    sub.add_parser("studies", help="which published studies (docs/results/) are current")
     sub.add_parser("report", help="rebuild the report from evaluate's outputs")
     sub.add_parser("sync", help="rebuild the MLflow mirror from the DVC outputs")
     p = sub.add_parser("ui", help="the MLflow UI on the local store")
@@ -138,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _module_main("transferlab.scenarios")(["list"])
     elif args.command == "study":
         _module_main("transferlab.scenarios")(["study", args.scenario])
+    elif args.command == "studies":
+        _module_main("transferlab.scenarios")(["status"])
     elif args.command == "report":
         code = _run([_dvc(), "repro", "report"])
         if code == 0:

@@ -10,6 +10,7 @@ means exactly what ``dvc exp run -S ...`` with the same overrides means.
     python -m transferlab.scenarios compose NAME OUT  # the composed params file, validated
     python -m transferlab.scenarios run NAME          # dvc exp run --temp -n NAME -S ...
     python -m transferlab.scenarios study NAME        # rerun in a copy; docs/results/NAME
+    python -m transferlab.scenarios status            # which published studies are current
 
 Above the library's layers (beside :mod:`transferlab.cli`): composing validates with every
 check a stage makes, and a study runs the whole pipeline.
@@ -17,7 +18,10 @@ check a stage makes, and a study runs the whole pipeline.
 ``run`` leaves the workspace's ``params.yaml`` untouched (``--temp``): ``dvc exp show`` lists
 the experiment and ``dvc exp apply NAME`` brings it into the workspace. ``study`` reruns the
 scenario from nothing in a temporary copy of the working tree and writes its
-report, figures, headline metrics and provenance to ``docs/results/<name>/``.
+report, figures, headline metrics and provenance to ``docs/results/<name>/``. ``status`` says
+which of them still stand for this tree: a study is current while its composed params hash the
+same and no file of the pipeline's code (every ``deps`` path in ``dvc.yaml``) differs from its
+commit.
 """
 
 from __future__ import annotations
@@ -249,6 +253,58 @@ def study(scenario: Scenario, root: Path, results: Path | None = None,
         return write_results(scenario, root, repo, row, results)
 
 
+def pipeline_code(dvc_yaml: Path) -> list[str]:
+    """Every path a stage of ``dvc_yaml`` lists in its ``deps``, but another stage's outputs,
+    ``params.yaml`` (its keys are compared as composed params) and templated paths (data, per
+    source)."""
+    stages = [s.get("do", s) for s in
+              ((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}).values()]
+    deps = {dep for stage in stages for dep in stage.get("deps") or [] if "${" not in dep}
+    outs = {next(iter(o)) if isinstance(o, dict) else o for stage in stages
+            for key in ("outs", "metrics", "plots") for o in stage.get(key) or []}
+    return sorted(deps - outs - {"params.yaml"})
+
+
+def status(root: Path) -> list[dict]:
+    """Per scenario, whether ``root/docs/results/<name>`` is from this tree's pipeline: its
+    commit's version of every file of :func:`pipeline_code` equals the working tree's (git
+    diff), its run was from a clean tree, and the scenario composes onto today's
+    ``params.yaml`` into params with the hash it recorded. Rows: {"scenario", "state"
+    (current | stale | never published), "commit", "reasons"}.
+
+    Raises:
+        ParamsError: a provenance names a commit this clone does not have (a shallow clone).
+    """
+    code = pipeline_code(root / "dvc.yaml")
+    rows = []
+    for name in names(root / SCENARIO_DIR):
+        path = root / RESULTS_DIR / name / "provenance.json"
+        if not path.is_file():
+            rows.append({"scenario": name, "state": "never published", "commit": None,
+                         "reasons": []})
+            continue
+        prov = json.loads(path.read_text())
+        diff = subprocess.run(["git", "diff", "--name-only", prov["git_commit"], "--", *code],
+                              cwd=root, capture_output=True, text=True, check=False)
+        if diff.returncode != 0:
+            raise ParamsError(f"{path}: git cannot compare with commit {prov['git_commit']} "
+                              f"({diff.stderr.strip()}); a full clone has it")
+        changed = diff.stdout.split()
+        with tempfile.TemporaryDirectory() as tmp:
+            composed = compose(load(name, root / SCENARIO_DIR), root / "params.yaml",
+                               Path(tmp) / "params.yaml")
+            same_params = params_digest(composed) == prov["params_sha256"]
+        reasons = (["run from a tree with uncommitted changes"] if prov.get("git_dirty") else [])
+        if changed:
+            reasons.append(f"pipeline code changed since: {', '.join(changed[:4])}"
+                           + (f" and {len(changed) - 4} more" if len(changed) > 4 else ""))
+        if not same_params:
+            reasons.append("its composed params changed")
+        rows.append({"scenario": name, "state": "stale" if reasons else "current",
+                     "commit": prov["git_commit"][:7], "reasons": reasons})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m transferlab.scenarios",
                                      description="List, compose, run and study scenarios.")
@@ -262,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--queue", action="store_true", help="queue it (dvc queue start runs it)")
     p = sub.add_parser("study", help="rerun in a copy; write docs/results/<name>/")
     p.add_argument("name")
+    sub.add_parser("status", help="which published studies (docs/results/) are current")
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
@@ -270,6 +327,12 @@ def main(argv: list[str] | None = None) -> None:
             for name in names():
                 print(f"{name:18s} {load(name).question}")
             return
+        if args.command == "status":
+            rows = status(root)
+            for row in rows:
+                print(f"{row['scenario']:18s} {row['state']:16s} {row['commit'] or '':8s}"
+                      f"{'; '.join(row['reasons'])}")
+            sys.exit(0 if all(r["state"] == "current" for r in rows) else 1)
         scenario = load(args.name)
         if args.command == "compose":
             compose(scenario, root / "params.yaml", args.out)

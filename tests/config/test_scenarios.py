@@ -155,3 +155,61 @@ def test_a_study_records_the_commit_it_copied_not_the_one_at_its_end(tmp_path: P
                                   results=tmp_path / "results" / "s")
     provenance = json.loads((out / "provenance.json").read_text())
     assert (provenance["git_commit"], provenance["git_dirty"]) == ("a" * 40, False)
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_status_says_which_published_studies_this_tree_still_stands_behind(tmp_path):
+    """A study is current until a file of the pipeline's code (a dvc.yaml dep that no stage
+    writes) or its composed params change; docs, tests and outputs do not count."""
+    repo = tmp_path / "repo"
+    (repo / "scenarios").mkdir(parents=True)
+    (repo / "stages").mkdir()
+    (repo / "params.yaml").write_text(PARAMS.read_text())
+    (repo / "scenarios" / "default.yaml").write_text("question: q\noverrides: []\n")
+    (repo / "scenarios" / "other.yaml").write_text("question: q\noverrides: []\n")
+    (repo / "stages" / "evaluate.py").write_text("x = 1\n")
+    (repo / "README.md").write_text("read me\n")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "evaluate": {"cmd": "python stages/evaluate.py",
+                     "deps": ["stages/evaluate.py", "params.yaml", "runs"],
+                     "outs": ["metrics/evaluate.json"]},
+        "report": {"cmd": "true", "deps": ["metrics/evaluate.json"]},
+        "pretrain": {"foreach": ["a"], "do": {"cmd": "true",
+                                              "deps": ["data/${item}", "stages/evaluate.py"]}},
+    }}))
+    assert scenarios.pipeline_code(repo / "dvc.yaml") == ["runs", "stages/evaluate.py"]
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a",
+         "--allow-empty")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "b")
+    digest = scenarios.params_digest(repo / "params.yaml")
+    published = repo / "docs" / "results" / "default"
+    published.mkdir(parents=True)
+    (published / "provenance.json").write_text(json.dumps(
+        {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False,
+         "params_sha256": digest}))
+
+    def states() -> dict:
+        return {r["scenario"]: (r["state"], r["reasons"]) for r in scenarios.status(repo)}
+
+    assert states() == {"default": ("current", []), "other": ("never published", [])}
+    (repo / "README.md").write_text("changed\n")  # not pipeline code
+    assert states()["default"] == ("current", [])
+    (repo / "stages" / "evaluate.py").write_text("x = 2\n")  # uncommitted counts too
+    state, reasons = states()["default"]
+    assert state == "stale" and reasons == ["pipeline code changed since: stages/evaluate.py"]
+    (repo / "stages" / "evaluate.py").write_text("x = 1\n")
+    text = (repo / "params.yaml").read_text().replace("seeds: [0, 1, 2, 3]", "seeds: [0, 1, 2]")
+    (repo / "params.yaml").write_text(text)
+    assert states()["default"] == ("stale", ["its composed params changed"])
+    (published / "provenance.json").write_text(json.dumps(
+        {"git_commit": "0" * 40, "git_dirty": False, "params_sha256": digest}))
+    with pytest.raises(ParamsError, match="git cannot compare with commit 0000000"):
+        scenarios.status(repo)

@@ -149,6 +149,14 @@ def _typed_dataset(data: Any, key: str) -> Any:
 Budget = int | Literal["all"]
 
 
+def budget_order(budget: str) -> tuple[int, float]:
+    """Sort key of a budget's name: labels per class in numeric order, then "all"."""
+    try:
+        return (0, float(budget))
+    except ValueError:  # "all"
+        return (1, 0.0)
+
+
 @dataclass(frozen=True)
 class PrepareParams:
     # each dataset block: a DatasetBlock here, its kind's own spec once resolved by

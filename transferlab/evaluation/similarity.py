@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferlab.config.params import budget_order
 from transferlab.evaluation.stats import mean_ci
 
 __all__ = ["block_drift", "block_features", "centered_gram", "cka_from_grams", "linear_cka",
@@ -257,7 +258,7 @@ def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str
     """Per budget, where adaptation happened, in words: for each curve whose backbone moved,
     its lowest-CKA block (CKA and drift), and which curves kept every block at CKA ≥ 0.95."""
     out: dict[str, list[str]] = {}
-    budgets = sorted({b for by_budget in curves.values() for b in by_budget}, key=_budget_key)
+    budgets = sorted({b for by_budget in curves.values() for b in by_budget}, key=budget_order)
     for budget in budgets:
         moved, kept, still = [], [], []
         for curve, by_budget in curves.items():
@@ -285,13 +286,6 @@ def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str
                          f"BatchNorm statistics): {', '.join(f'`{c}`' for c in still)}.")
         out[budget] = lines
     return out
-
-
-def _budget_key(budget: str) -> tuple[int, float]:
-    try:
-        return (0, float(budget))
-    except ValueError:  # "all"
-        return (1, 0.0)
 
 
 def _chosen_blocks(rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Any]

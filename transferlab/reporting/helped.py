@@ -11,6 +11,7 @@ import numpy as np
 
 from transferlab.adapt import strategies
 from transferlab.adapt.strategies.base import config_label
+from transferlab.config.params import budget_order
 from transferlab.reporting import figures
 from transferlab.reporting.render import (
     NA,
@@ -181,7 +182,7 @@ def privacy_blocks(ev: dict) -> list[Block]:
     rows = tuple((curve, budget, epsilon(e), f"{e['dp_delta']:.3g}", f3(e["noise_multiplier"]),
                   accuracy(curve, budget))
                  for curve, by_budget in sorted(block.items())
-                 for budget, e in by_budget.items())
+                 for budget, e in sorted(by_budget.items(), key=lambda kv: budget_order(kv[0])))
     return ["Private runs (DP-SGD on the target labels): the privacy each spent, the largest ε "
             "over seeds at δ = 1 / the budget's labels, the noise multiplier it took, and its "
             "mean test accuracy over seeds with its interval. "

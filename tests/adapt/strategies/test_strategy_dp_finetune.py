@@ -78,7 +78,9 @@ def test_the_report_lists_the_privacy_spent_beside_the_accuracy() -> None:
     assert privacy_blocks({}) == []
     ev = {"privacy": {"src/dp_finetune": {"3": {"epsilon": 7.991, "dp_delta": 1 / 30,
                                                 "noise_multiplier": 0.58}},
-                      "src/dp_noiseless": {"3": {"epsilon": None, "dp_delta": 1 / 30,
+                      "src/dp_noiseless": {"all": {"epsilon": None, "dp_delta": 1 / 30,
+                                                   "noise_multiplier": 0.0},
+                                           "3": {"epsilon": None, "dp_delta": 1 / 30,
                                                  "noise_multiplier": 0.0}}},
           "summary": {"src/dp_finetune": {"3": {"accuracy": {"mean": 0.41, "ci_low": 0.35,
                                                              "ci_high": 0.47}}}}}
@@ -87,6 +89,8 @@ def test_the_report_lists_the_privacy_spent_beside_the_accuracy() -> None:
     assert table.rows == (("src/dp_finetune", "3", "7.991", "0.0333", "0.580",
                            "0.410 [0.350, 0.470]"),
                           ("src/dp_noiseless", "3", "∞ (no noise)", "0.0333", "0.000",
+                           "n/a [n/a, n/a]"),  # budgets in their order, "all" last
+                          ("src/dp_noiseless", "all", "∞ (no noise)", "0.0333", "0.000",
                            "n/a [n/a, n/a]"))
 
 

@@ -159,6 +159,13 @@ def _machine() -> dict:
             "packages": package_versions(("torch", "dvc", "mlflow", "numpy"))}
 
 
+def _dirty_paths(root: Path) -> list[str]:
+    """The tracked files whose working copy differs from HEAD (what made a tree dirty)."""
+    out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "diff", "HEAD",
+                          "--name-only"], capture_output=True, text=True, check=False)
+    return sorted(out.stdout.split()) if out.returncode == 0 else []
+
+
 def reproduce(scenario: Scenario, root: Path, workdir: Path,
               timeout_s: float | None = None) -> tuple[Path, dict]:
     """``dvc repro`` of the scenario from nothing, in a copy of ``root``'s working tree made
@@ -176,6 +183,7 @@ def reproduce(scenario: Scenario, root: Path, workdir: Path,
     repo = workdir / "repo"
     repo.mkdir(parents=True)
     state = git_state(root)  # what is copied, not what the repository holds once it ends
+    state["dirty_paths"] = _dirty_paths(root) if state.get("dirty") else []
     copy_worktree(root, repo)
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
     compose(scenario, repo / "params.yaml", repo / "params.yaml")
@@ -213,6 +221,7 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
         "scenario": scenario.name, "question": scenario.question,
         "overrides": list(scenario.overrides),
         "git_commit": state["commit"], "git_dirty": state["dirty"],
+        "git_dirty_paths": state.get("dirty_paths", []),
         "params_sha256": params_digest(repo / "params.yaml"),
         "determinism": load_params(repo / "params.yaml").common.determinism,
         "dvc_lock_sha256": hashlib.sha256((repo / "dvc.lock").read_bytes()).hexdigest(),
@@ -268,7 +277,8 @@ def pipeline_code(dvc_yaml: Path) -> list[str]:
 def status(root: Path) -> list[dict]:
     """Per scenario, whether ``root/docs/results/<name>`` is from this tree's pipeline: its
     commit's version of every file of :func:`pipeline_code` equals the working tree's (git
-    diff), its run was from a clean tree, and the scenario composes onto today's
+    diff), its run had no uncommitted change to that code, ``params.yaml``, ``dvc.yaml`` or a
+    scenario (changes to results and docs do not count), and the scenario composes onto today's
     ``params.yaml`` into params with the hash it recorded. Rows: {"scenario", "state"
     (current | stale | never published), "commit", "reasons"}.
 
@@ -294,7 +304,15 @@ def status(root: Path) -> list[dict]:
             composed = compose(load(name, root / SCENARIO_DIR), root / "params.yaml",
                                Path(tmp) / "params.yaml")
             same_params = params_digest(composed) == prov["params_sha256"]
-        reasons = (["run from a tree with uncommitted changes"] if prov.get("git_dirty") else [])
+        reasons = []
+        if prov.get("git_dirty"):  # uncommitted changes to results or docs do not count
+            paths = prov.get("git_dirty_paths")
+            if paths is None:
+                reasons.append("run from a tree with uncommitted changes (which: not recorded)")
+            elif touched := [p for p in paths if p in ("params.yaml", "dvc.yaml")
+                             or p.startswith(SCENARIO_DIR.as_posix() + "/")
+                             or any(p == c or p.startswith(c.rstrip("/") + "/") for c in code)]:
+                reasons.append(f"run with uncommitted changes to {', '.join(touched[:4])}")
         if changed:
             reasons.append(f"pipeline code changed since: {', '.join(changed[:4])}"
                            + (f" and {len(changed) - 4} more" if len(changed) > 4 else ""))

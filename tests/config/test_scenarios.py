@@ -149,12 +149,27 @@ def test_a_study_records_the_commit_it_copied_not_the_one_at_its_end(tmp_path: P
     (repo / "dvc.lock").write_text("schema: '2.0'\n")
     scenario = scenarios.Scenario("s", "q", ())
     scenarios.compose(scenario, PARAMS, repo / "params.yaml")
-    copied = {"commit": "a" * 40, "dirty": False, "note": None}
+    copied = {"commit": "a" * 40, "dirty": True, "note": None,
+              "dirty_paths": ["docs/results/t/report.md"]}
     out = scenarios.write_results(scenario, tmp_path, repo,
                                   {"seconds": 1.0, "stage_seconds": {}, "git": copied},
                                   results=tmp_path / "results" / "s")
     provenance = json.loads((out / "provenance.json").read_text())
-    assert (provenance["git_commit"], provenance["git_dirty"]) == ("a" * 40, False)
+    assert (provenance["git_commit"], provenance["git_dirty"],
+            provenance["git_dirty_paths"]) == ("a" * 40, True, ["docs/results/t/report.md"])
+
+
+def test_dirty_paths_name_the_changed_tracked_files(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.txt").write_text("1\n")
+    (repo / "b.txt").write_text("1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    (repo / "b.txt").write_text("2\n")
+    (repo / "c.txt").write_text("untracked\n")
+    assert scenarios._dirty_paths(repo) == ["b.txt"]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -209,6 +224,16 @@ def test_status_says_which_published_studies_this_tree_still_stands_behind(tmp_p
     text = (repo / "params.yaml").read_text().replace("seeds: [0, 1, 2, 3]", "seeds: [0, 1, 2]")
     (repo / "params.yaml").write_text(text)
     assert states()["default"] == ("stale", ["its composed params changed"])
+    (repo / "params.yaml").write_text(PARAMS.read_text())
+    head = _git(repo, "rev-parse", "HEAD")
+    for dirty, expected in (  # a study run beside uncommitted results is still the commit's
+            ({"git_dirty_paths": ["docs/results/other/report.md"]}, ("current", [])),
+            ({"git_dirty_paths": ["stages/evaluate.py", "README.md"]},
+             ("stale", ["run with uncommitted changes to stages/evaluate.py"])),
+            ({}, ("stale", ["run from a tree with uncommitted changes (which: not recorded)"]))):
+        (published / "provenance.json").write_text(json.dumps(
+            {"git_commit": head, "git_dirty": True, "params_sha256": digest, **dirty}))
+        assert states()["default"] == expected, dirty
     (published / "provenance.json").write_text(json.dumps(
         {"git_commit": "0" * 40, "git_dirty": False, "params_sha256": digest}))
     with pytest.raises(ParamsError, match="git cannot compare with commit 0000000"):

@@ -88,8 +88,8 @@ def main() -> None:
         for bn, eps in configs:
             model = copy.deepcopy(source)
             model.head = copy.deepcopy(head)
-            if bn == "groupnorm":  # replaced before the optimizer sees the parameters
-                model = ModuleValidator.fix(model)
+            if bn == "groupnorm":  # replaced before the optimizer sees the parameters (dp_fit's
+                model = ModuleValidator.fix(model)  # own replacement would copy the model)
             optimizer = torch.optim.AdamW(
                 head_and_backbone_groups(model, args.lr, args.lr * 0.1), weight_decay=1e-4)
             start = time.perf_counter()
@@ -98,7 +98,7 @@ def main() -> None:
                 optimizer=optimizer,
                 max_grad_norm=1.0 if eps else 1e6, delta=1.0 / len(train[1]),
                 target_epsilon=eps, noise_multiplier=None if eps else 0.0, seed=seed,
-                batchnorm=bn)
+                batchnorm="freeze")  # after the GroupNorm replacement no BatchNorm is left
             seconds[(bn, eps)].append(time.perf_counter() - start)
             acc[(bn, eps)].append(_accuracy(trained, target.pool_x[held_idx],
                                             target.pool_y[held_idx]))

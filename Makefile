@@ -13,7 +13,7 @@ COMPILE = $(BIN)/python -m compileall -q -j 0 \
 	> $(VENV)/compileall.log 2>&1 || true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: fingerprint setup setup-dev repro scenarios scenario study studies sync test test-all lint ui server bench gpu-check audit
+.PHONY: fingerprint setup setup-dev repro scenarios scenario study studies studies-refresh sync test test-all lint ui server bench gpu-check audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,9 @@ study: setup                  ## rerun scenario S from nothing in a copy; write 
 
 studies: setup                ## which published studies (docs/results/) are at this tree's pipeline code and params
 	$(BIN)/transferlab studies
+
+studies-refresh: setup        ## rerun every study that is not current, quickest first (hours: see make studies)
+	$(BIN)/transferlab studies --refresh
 
 fingerprint: setup            ## this CPU's kernels in the portable mode against every golden (tests/data/golden)
 	$(BIN)/transferlab fingerprint compare

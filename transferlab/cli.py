@@ -5,6 +5,8 @@
                                    experiment (dvc exp run --temp) with its overrides
     transferlab scenarios          the scenarios and the question each asks
     transferlab study SCENARIO     rerun a scenario from nothing in a copy; write docs/results/
+    transferlab studies [--refresh]  which published studies are current; --refresh reruns the
+                                   rest, quickest first
     transferlab report             rebuild the report from evaluate's outputs (dvc repro report)
     transferlab audit [...]        can the results be trusted and rerun? (audit/audit.md)
     transferlab sync               rebuild the MLflow mirror from the DVC outputs
@@ -116,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("scenarios", help="the scenarios and the question each asks")
     p = sub.add_parser("study", help="rerun a scenario from nothing; write docs/results/NAME/")
     p.add_argument("scenario")
-    sub.add_parser("studies", help="which published studies (docs/results/) are current")
+    p = sub.add_parser("studies", help="which published studies (docs/results/) are current")
+    p.add_argument("--refresh", action="store_true",
+                   help="rerun every study that is not current, quickest first")
     sub.add_parser("report", help="rebuild the report from evaluate's outputs")
     sub.add_parser("sync", help="rebuild the MLflow mirror from the DVC outputs")
     p = sub.add_parser("ui", help="the MLflow UI on the local store")
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "study":
         _module_main("transferlab.scenarios")(["study", args.scenario])
     elif args.command == "studies":
-        _module_main("transferlab.scenarios")(["status"])
+        _module_main("transferlab.scenarios")(["status", *(["--refresh"] if args.refresh else [])])
     elif args.command == "report":
         code = _run([_dvc(), "repro", "report"])
         if code == 0:

@@ -11,6 +11,7 @@ means exactly what ``dvc exp run -S ...`` with the same overrides means.
     python -m transferlab.scenarios run NAME          # dvc exp run --temp -n NAME -S ...
     python -m transferlab.scenarios study NAME        # rerun in a copy; docs/results/NAME
     python -m transferlab.scenarios status            # which published studies are current
+    python -m transferlab.scenarios status --refresh  # rerun those that are not, quickest first
 
 Above the library's layers (beside :mod:`transferlab.cli`): composing validates with every
 check a stage makes, and a study runs the whole pipeline.
@@ -274,6 +275,14 @@ def pipeline_code(dvc_yaml: Path) -> list[str]:
     return sorted(deps - outs - {"params.yaml"})
 
 
+def _pipeline_paths(paths: list[str], code: list[str]) -> list[str]:
+    """The ``paths`` a study's results depend on: pipeline ``code`` (files, or files under its
+    folders), ``params.yaml``, ``dvc.yaml`` and the scenarios (not results, docs or tests)."""
+    return [p for p in paths if p in ("params.yaml", "dvc.yaml")
+            or p.startswith(SCENARIO_DIR.as_posix() + "/")
+            or any(p == c or p.startswith(c.rstrip("/") + "/") for c in code)]
+
+
 def status(root: Path) -> list[dict]:
     """Per scenario, whether ``root/docs/results/<name>`` is from this tree's pipeline: its
     commit's version of every file of :func:`pipeline_code` equals the working tree's (git
@@ -309,9 +318,7 @@ def status(root: Path) -> list[dict]:
             paths = prov.get("git_dirty_paths")
             if paths is None:
                 reasons.append("run from a tree with uncommitted changes (which: not recorded)")
-            elif touched := [p for p in paths if p in ("params.yaml", "dvc.yaml")
-                             or p.startswith(SCENARIO_DIR.as_posix() + "/")
-                             or any(p == c or p.startswith(c.rstrip("/") + "/") for c in code)]:
+            elif touched := _pipeline_paths(paths, code):
                 reasons.append(f"run with uncommitted changes to {', '.join(touched[:4])}")
         if changed:
             reasons.append(f"pipeline code changed since: {', '.join(changed[:4])}"
@@ -321,6 +328,51 @@ def status(root: Path) -> list[dict]:
         rows.append({"scenario": name, "state": "stale" if reasons else "current",
                      "commit": prov["git_commit"][:7], "reasons": reasons})
     return rows
+
+
+def _last_seconds(root: Path, name: str) -> float | None:
+    path = root / RESULTS_DIR / name / "provenance.json"
+    return json.loads(path.read_text()).get("wall_seconds") if path.is_file() else None
+
+
+def refresh(root: Path, run=None) -> dict[str, str]:
+    """Rerun every study :func:`status` does not call current, one after another, the quickest
+    first (by the time its last run took; never-published ones last), each with :func:`study`
+    (or ``run(scenario, root)``). A study that fails is logged and the rest still run.
+
+    Returns:
+        {scenario: "ok" or the error}, in the order they ran.
+    Raises:
+        ParamsError: the tree has uncommitted changes to pipeline code, params, ``dvc.yaml`` or a
+            scenario: every study written from it would be stale at once (commit them first).
+    """
+    run = run or study
+    touched = _pipeline_paths(_dirty_paths(root), pipeline_code(root / "dvc.yaml"))
+    if touched:
+        raise ParamsError(f"uncommitted changes to {', '.join(touched[:4])}: a study run from "
+                          "this tree is stale as soon as it is written; commit them first")
+    todo = [r["scenario"] for r in status(root) if r["state"] != "current"]
+    todo.sort(key=lambda name: (_last_seconds(root, name) is None,
+                                _last_seconds(root, name) or 0.0, name))
+    if not todo:
+        log.info("studies: every published study is current; nothing to rerun")
+        return {}
+    known = sum(_last_seconds(root, name) or 0.0 for name in todo)
+    log.info("studies: rerunning %d (%s); their last runs took %.0f min in all%s", len(todo),
+             ", ".join(todo), known / 60,
+             "" if all(_last_seconds(root, n) for n in todo) else ", plus the never-published")
+    outcome: dict[str, str] = {}
+    for i, name in enumerate(todo, 1):
+        last = _last_seconds(root, name)
+        log.info("study %d/%d: %s (last run %s)", i, len(todo), name,
+                 f"{last / 60:.1f} min" if last else "never")
+        try:
+            log.info("study %s: wrote %s", name, run(load(name, root / SCENARIO_DIR), root))
+            outcome[name] = "ok"
+        except (RuntimeError, ParamsError) as err:
+            log.error("study %s failed: %s", name, err)
+            outcome[name] = str(err)
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -336,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--queue", action="store_true", help="queue it (dvc queue start runs it)")
     p = sub.add_parser("study", help="rerun in a copy; write docs/results/<name>/")
     p.add_argument("name")
-    sub.add_parser("status", help="which published studies (docs/results/) are current")
+    p = sub.add_parser("status", help="which published studies (docs/results/) are current")
+    p.add_argument("--refresh", action="store_true",
+                   help="rerun every study that is not current (quickest first)")
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
@@ -345,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in names():
                 print(f"{name:18s} {load(name).question}")
             return
+        if args.command == "status" and args.refresh:
+            failed = [name for name, result in refresh(root).items() if result != "ok"]
+            sys.exit(f"error: studies failed: {', '.join(failed)}" if failed else 0)
         if args.command == "status":
             rows = status(root)
             for row in rows:

@@ -179,15 +179,16 @@ def _git(repo: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def test_status_says_which_published_studies_this_tree_still_stands_behind(tmp_path):
-    """A study is current until a file of the pipeline's code (a dvc.yaml dep that no stage
-    writes) or its composed params change; docs, tests and outputs do not count."""
+def _scratch_repo(tmp_path: Path, *others: str) -> Path:
+    """A git repository with the default params, a dvc.yaml whose pipeline code is
+    stages/evaluate.py and runs/, and the scenarios default and ``others`` (no overrides),
+    committed."""
     repo = tmp_path / "repo"
     (repo / "scenarios").mkdir(parents=True)
     (repo / "stages").mkdir()
     (repo / "params.yaml").write_text(PARAMS.read_text())
-    (repo / "scenarios" / "default.yaml").write_text("question: q\noverrides: []\n")
-    (repo / "scenarios" / "other.yaml").write_text("question: q\noverrides: []\n")
+    for name in ("default", *others):
+        (repo / "scenarios" / f"{name}.yaml").write_text("question: q\noverrides: []\n")
     (repo / "stages" / "evaluate.py").write_text("x = 1\n")
     (repo / "README.md").write_text("read me\n")
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
@@ -198,18 +199,30 @@ def test_status_says_which_published_studies_this_tree_still_stands_behind(tmp_p
         "pretrain": {"foreach": ["a"], "do": {"cmd": "true",
                                               "deps": ["data/${item}", "stages/evaluate.py"]}},
     }}))
-    assert scenarios.pipeline_code(repo / "dvc.yaml") == ["runs", "stages/evaluate.py"]
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a",
          "--allow-empty")
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "b")
-    digest = scenarios.params_digest(repo / "params.yaml")
-    published = repo / "docs" / "results" / "default"
-    published.mkdir(parents=True)
+    return repo
+
+
+def _publish(repo: Path, name: str, **provenance) -> Path:
+    published = repo / "docs" / "results" / name
+    published.mkdir(parents=True, exist_ok=True)
     (published / "provenance.json").write_text(json.dumps(
         {"git_commit": _git(repo, "rev-parse", "HEAD"), "git_dirty": False,
-         "params_sha256": digest}))
+         "params_sha256": scenarios.params_digest(repo / "params.yaml"), **provenance}))
+    return published
+
+
+def test_status_says_which_published_studies_this_tree_still_stands_behind(tmp_path):
+    """A study is current until a file of the pipeline's code (a dvc.yaml dep that no stage
+    writes) or its composed params change; docs, tests and outputs do not count."""
+    repo = _scratch_repo(tmp_path, "other")
+    assert scenarios.pipeline_code(repo / "dvc.yaml") == ["runs", "stages/evaluate.py"]
+    digest = scenarios.params_digest(repo / "params.yaml")
+    published = _publish(repo, "default")
 
     def states() -> dict:
         return {r["scenario"]: (r["state"], r["reasons"]) for r in scenarios.status(repo)}
@@ -238,3 +251,29 @@ def test_status_says_which_published_studies_this_tree_still_stands_behind(tmp_p
         {"git_commit": "0" * 40, "git_dirty": False, "params_sha256": digest}))
     with pytest.raises(ParamsError, match="git cannot compare with commit 0000000"):
         scenarios.status(repo)
+
+
+def test_refresh_reruns_what_is_not_current_quickest_first(tmp_path):
+    """``studies --refresh``: the stale and the never-published studies rerun, the quickest
+    (by its last run) first; a failure is reported and the rest still run; a tree with
+    uncommitted pipeline code is refused, since every study it wrote would be stale."""
+    repo = _scratch_repo(tmp_path, "never", "slow", "quick")
+    _publish(repo, "default", wall_seconds=10.0)  # current
+    _publish(repo, "slow", wall_seconds=600.0, params_sha256="0" * 64)  # stale params
+    _publish(repo, "quick", wall_seconds=60.0, params_sha256="0" * 64)
+    ran = []
+
+    def run(scenario, root):
+        ran.append(scenario.name)
+        if scenario.name == "slow":
+            raise RuntimeError("dvc repro failed")
+        return root / "docs" / "results" / scenario.name
+
+    outcome = scenarios.refresh(repo, run=run)
+    assert ran == ["quick", "slow", "never"]
+    assert outcome == {"quick": "ok", "slow": "dvc repro failed", "never": "ok"}
+    (repo / "README.md").write_text("a docs change does not block a refresh\n")
+    (repo / "stages" / "evaluate.py").write_text("x = 3\n")
+    with pytest.raises(ParamsError, match="uncommitted changes to stages/evaluate.py"):
+        scenarios.refresh(repo, run=run)
+    assert ran == ["quick", "slow", "never"]

@@ -372,6 +372,10 @@ def refresh(root: Path, run=None) -> dict[str, str]:
         except (RuntimeError, ParamsError) as err:
             log.error("study %s failed: %s", name, err)
             outcome[name] = str(err)
+    done = [name for name, result in outcome.items() if result == "ok"]
+    log.info("studies: %d rerun (%s)%s; commit docs/results/ to publish them", len(done),
+             ", ".join(done) or "none",
+             f", {len(outcome) - len(done)} failed" if len(done) < len(outcome) else "")
     return outcome
 
 

@@ -8,32 +8,74 @@ Needs the outputs of a finished `dvc repro` (or `make repro`) of the default. In
   - similarity: the evaluate stage's own call, ``what_transferred_report``: for every distinct
     checkpoint of those stages, its per-block CKA against its source on a fixed probe of
     target pool inputs and its per-block drift, loading the checkpoints included.
-It prints similarity / transfer (the target is under 2 %).
+It prints similarity / transfer (the target is under 2 %), and where the similarity's time
+goes: loading checkpoints, the blocks' features on the probe, the centred Gram matrices, the
+weight drift, the check that a backbone did not move (the rest: CKA from the Grams and the
+summaries). Several ``--probe`` sizes are timed one after another on the same
+transfer time (each with every checkpoint loaded afresh).
 
-    python benchmarks/similarity_cost.py [--probe 256]
+    python benchmarks/similarity_cost.py [--probe 256 [--probe 64 ...]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from transferlab.adapt import strategies
 from transferlab.config.params import load_params
 from transferlab.core.runtime import seed_everything
 from transferlab.core.workspace import copy_worktree, run_repro
+from transferlab.evaluation import similarity
 from transferlab.evaluation.study import StudyInputs, what_transferred_report
+from transferlab.models import nets
 
 ROOT = Path(__file__).resolve().parents[1]
+# where the time goes: the (module, function) pairs timed while the report runs; none calls
+# another, so the parts do not overlap
+PARTS = {"loading checkpoints": (nets, "load_checkpoint"),
+         "block features on the probe": (similarity, "block_features"),
+         "centred Gram matrices": (similarity, "centered_gram"),
+         "weight drift": (similarity, "block_drift"),
+         "backbone equality check": (similarity, "_same_backbone")}
+
+
+@contextlib.contextmanager
+def timed_parts() -> Iterator[dict[str, float]]:
+    """Wrap each of :data:`PARTS` with a timer for the duration; yields {part: seconds}."""
+    spent: dict[str, float] = defaultdict(float)
+    originals = {part: getattr(module, name) for part, (module, name) in PARTS.items()}
+
+    def timer(part, fn):
+        def wrapped(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[part] += time.perf_counter() - start
+        return wrapped
+
+    for part, (module, name) in PARTS.items():
+        setattr(module, name, timer(part, originals[part]))
+    try:
+        yield spent
+    finally:
+        for part, (module, name) in PARTS.items():
+            setattr(module, name, originals[part])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--probe", type=int, default=256, help="probe inputs from the pool")
+    parser.add_argument("--probe", type=int, action="append",
+                        help="probe inputs from the pool (repeatable; default 256)")
     args = parser.parse_args()
+    probes = args.probe or [256]
     params = strategies.resolve(load_params(ROOT / "params.yaml"))
     sources = [s for s in params.prepare.sources]
     stages = [f"transfer@{s}" for s in sources]
@@ -52,16 +94,19 @@ def main() -> None:
     start = time.perf_counter()
     inputs = StudyInputs.open(params, ROOT / "data" / "prepared", ROOT / "models", ROOT / "runs")
     open_s = time.perf_counter() - start
-    start = time.perf_counter()
-    found = what_transferred_report(inputs, args.probe, params.evaluate.confidence)
-    similarity_s = time.perf_counter() - start
-    checkpoints = {str(info["folder"] / run["checkpoint"]) for info in inputs.runs
-                   for run in info["runs"] if info["source"] in found.get("blocks", {})}
-    print(f"transfer stages ({', '.join(stages)}), dvc repro: {transfer_s:.2f} s")
-    print(f"what_transferred_report, {len(checkpoints)} checkpoints on {args.probe} probe "
-          f"inputs, loading included: {similarity_s:.3f} s (opening the study's inputs, which "
-          f"evaluate does anyway: {open_s:.2f} s)")
-    print(f"similarity / transfer: {similarity_s / transfer_s:.2%}")
+    print(f"transfer stages ({', '.join(stages)}), dvc repro: {transfer_s:.2f} s "
+          f"(opening the study's inputs, which evaluate does anyway: {open_s:.2f} s)")
+    for probe in probes:
+        with timed_parts() as spent:
+            start = time.perf_counter()
+            found = what_transferred_report(inputs, probe, params.evaluate.confidence)
+            similarity_s = time.perf_counter() - start
+        checkpoints = {str(info["folder"] / run["checkpoint"]) for info in inputs.runs
+                       for run in info["runs"] if info["source"] in found.get("blocks", {})}
+        parts = ", ".join(f"{part} {spent[part]:.2f} s" for part in PARTS)
+        print(f"what_transferred_report, {len(checkpoints)} checkpoints on {probe} probe "
+              f"inputs, loading included: {similarity_s:.3f} s ({parts}); "
+              f"similarity / transfer: {similarity_s / transfer_s:.2%}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,37 @@ def test_refresh_reruns_what_is_not_current_quickest_first(tmp_path):
     with pytest.raises(ParamsError, match="uncommitted changes to stages/evaluate.py"):
         scenarios.refresh(repo, run=run)
     assert ran == ["quick", "slow", "never"]
+
+
+def test_a_run_in_a_copy_keeps_its_mlflow_artifacts_in_the_project(tmp_path, monkeypatch, caplog):
+    """MLflow puts a new experiment's artifacts under the creating process's ./mlruns: created
+    by a stage in a study's (or dvc exp run's) temporary copy, they would go where the copy is
+    deleted. ensure_experiment creates it first, in the project's mlruns, and names an existing
+    experiment whose artifact folder is gone."""
+    from mlflow.tracking import MlflowClient
+
+    root, copy = tmp_path / "root", tmp_path / "copy"
+    root.mkdir()
+    copy.mkdir()
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.chdir(copy)  # where the stages of a run in a copy start
+    scenarios.ensure_experiment(root, PARAMS, uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("transferlab")
+    assert exp.artifact_location == (root / "mlruns").as_uri()
+    run = client.create_run(exp.experiment_id)
+    assert run.info.artifact_uri.startswith((root / "mlruns").as_uri())
+    with caplog.at_level("WARNING", logger="transferlab.scenarios"):
+        scenarios.ensure_experiment(root, PARAMS, uri)  # there already: left as it is
+    assert client.get_experiment_by_name("transferlab").experiment_id == exp.experiment_id
+    assert caplog.text == ""  # its folder in the project is made with the first artifact
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"  # what a stage in the copy did before
+    MlflowClient(tracking_uri=other).create_experiment("transferlab")
+    shutil.rmtree(copy / "mlruns", ignore_errors=True)
+    with caplog.at_level("WARNING", logger="transferlab.scenarios"):
+        scenarios.ensure_experiment(root, PARAMS, other)
+    assert "which does not exist" in caplog.text and str(copy / "mlruns") in caplog.text
+    caplog.clear()
+    scenarios.ensure_experiment(root, PARAMS, "http://127.0.0.1:1")  # a server: not touched
+    assert caplog.text == ""

@@ -329,13 +329,20 @@ def _pipeline_paths(paths: list[str], code: list[str]) -> list[str]:
             or any(p == c or p.startswith(c.rstrip("/") + "/") for c in code)]
 
 
+def _took(provenance: dict) -> str:
+    """How long a published study ran, and where: "33.0 min on AMD EPYC"."""
+    seconds = provenance.get("wall_seconds")
+    cpu = (provenance.get("machine") or {}).get("cpu", "an unrecorded CPU")
+    return f"{seconds / 60:.1f} min on {cpu}" if seconds else ""
+
+
 def status(root: Path) -> list[dict]:
     """Per scenario, whether ``root/docs/results/<name>`` is from this tree's pipeline: its
     commit's version of every file of :func:`pipeline_code` equals the working tree's (git
     diff), its run had no uncommitted change to that code, ``params.yaml``, ``dvc.yaml`` or a
     scenario (changes to results and docs do not count), and the scenario composes onto today's
     ``params.yaml`` into params with the hash it recorded. Rows: {"scenario", "state"
-    (current | stale | never published), "commit", "reasons"}.
+    (current | stale | never published), "commit", "reasons", "took" (its wall time and CPU)}.
 
     Raises:
         ParamsError: a provenance names a commit this clone does not have (a shallow clone).
@@ -346,7 +353,7 @@ def status(root: Path) -> list[dict]:
         path = root / RESULTS_DIR / name / "provenance.json"
         if not path.is_file():
             rows.append({"scenario": name, "state": "never published", "commit": None,
-                         "reasons": []})
+                         "reasons": [], "took": ""})
             continue
         prov = json.loads(path.read_text())
         diff = subprocess.run(["git", "diff", "--name-only", prov["git_commit"], "--", *code],
@@ -372,7 +379,8 @@ def status(root: Path) -> list[dict]:
         if not same_params:
             reasons.append("its composed params changed")
         rows.append({"scenario": name, "state": "stale" if reasons else "current",
-                     "commit": prov["git_commit"][:7], "reasons": reasons})
+                     "commit": prov["git_commit"][:7], "reasons": reasons,
+                     "took": _took(prov)})
     return rows
 
 
@@ -456,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = status(root)
             for row in rows:
                 print(f"{row['scenario']:18s} {row['state']:16s} {row['commit'] or '':8s}"
-                      f"{'; '.join(row['reasons'])}")
+                      f"{row['took']:34s} {'; '.join(row['reasons'])}".rstrip())
             sys.exit(0 if all(r["state"] == "current" for r in rows) else 1)
         scenario = load(args.name)
         if args.command == "compose":

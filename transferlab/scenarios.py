@@ -174,15 +174,15 @@ def _tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"
 
 
-def ensure_experiment(root: Path, params_file: Path, uri: str) -> None:
-    """Create the params' MLflow experiment in the local store ``uri`` (``sqlite:///...``)
-    with its artifacts in ``root/mlruns``, where it does not exist yet.
+def ensure_experiment(params_file: Path, uri: str) -> None:
+    """Create the params' MLflow experiment in the local store ``uri`` (``sqlite:///<dir>/...``)
+    with its artifacts in ``<dir>/mlruns``, beside the store, where it does not exist yet.
 
     A run in a temporary copy (a study, ``dvc exp run --temp``) that created the experiment
     itself would put its artifact folder in the copy (MLflow's default: the creating process's
     ``./mlruns``), deleted when the copy is, and every later run's artifacts would land there.
     A server's store is left alone (its ``--default-artifact-root`` decides); an existing
-    experiment whose local artifact folder, outside ``root``, is gone is named in a warning
+    experiment whose local artifact folder, away from the store, is gone is named in a warning
     (MLflow cannot move an experiment's artifact location: delete the experiment or rename
     ``tracking.experiment``).
     """
@@ -195,17 +195,18 @@ def ensure_experiment(root: Path, params_file: Path, uri: str) -> None:
 
     from transferlab.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
+    home = Path(uri.removeprefix("sqlite:///")).resolve().parent
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(tracking.experiment)
     if exp is None:
         client.create_experiment(tracking.experiment,
-                                 artifact_location=(root.resolve() / "mlruns").as_uri(),
+                                 artifact_location=(home / "mlruns").as_uri(),
                                  tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         return
     location = exp.artifact_location
     folder = Path(location.removeprefix("file://")) if location.startswith(("file://", "/")) \
         else None
-    if folder is not None and not folder.is_dir() and not folder.is_relative_to(root.resolve()):
+    if folder is not None and not folder.is_dir() and not folder.is_relative_to(home):
         log.warning("MLflow experiment %r keeps its artifacts in %s, which does not exist (a "
                     "run in a deleted copy created it): this run's artifacts go there too; "
                     "delete the experiment or rename tracking.experiment", tracking.experiment,
@@ -234,7 +235,7 @@ def reproduce(scenario: Scenario, root: Path, workdir: Path,
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
     compose(scenario, repo / "params.yaml", repo / "params.yaml")
     uri = _tracking_uri(root)
-    ensure_experiment(root, repo / "params.yaml", uri)
+    ensure_experiment(repo / "params.yaml", uri)
     row = run_repro(repo, [], repo / "repro.log", timeout_s, tracking_uri=uri)
     if row["status"] != "ok":
         raise RuntimeError(f"scenario '{scenario.name}': dvc repro {row['status']}:\n"
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "run":
             with tempfile.TemporaryDirectory() as tmp:  # fail here, not in the experiment
                 composed = compose(scenario, root / "params.yaml", Path(tmp) / "params.yaml")
-                ensure_experiment(root, composed, _tracking_uri(root))
+                ensure_experiment(composed, _tracking_uri(root))
             sys.exit(subprocess.run(exp_run_command(scenario, args.queue), check=False)
                      .returncode)
         else:

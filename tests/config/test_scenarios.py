@@ -283,8 +283,9 @@ def test_refresh_reruns_what_is_not_current_quickest_first(tmp_path):
 def test_a_run_in_a_copy_keeps_its_mlflow_artifacts_in_the_project(tmp_path, monkeypatch, caplog):
     """MLflow puts a new experiment's artifacts under the creating process's ./mlruns: created
     by a stage in a study's (or dvc exp run's) temporary copy, they would go where the copy is
-    deleted. ensure_experiment creates it first, in the project's mlruns, and names an existing
-    experiment whose artifact folder is gone."""
+    deleted. ensure_experiment creates it first, with its artifacts beside the store (the
+    project's mlruns for the default store), and names an existing experiment whose artifact
+    folder is gone."""
     from mlflow.tracking import MlflowClient
 
     root, copy = tmp_path / "root", tmp_path / "copy"
@@ -292,23 +293,24 @@ def test_a_run_in_a_copy_keeps_its_mlflow_artifacts_in_the_project(tmp_path, mon
     copy.mkdir()
     uri = f"sqlite:///{root / 'mlflow.db'}"
     monkeypatch.chdir(copy)  # where the stages of a run in a copy start
-    scenarios.ensure_experiment(root, PARAMS, uri)
+    scenarios.ensure_experiment(PARAMS, uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("transferlab")
     assert exp.artifact_location == (root / "mlruns").as_uri()
     run = client.create_run(exp.experiment_id)
     assert run.info.artifact_uri.startswith((root / "mlruns").as_uri())
     with caplog.at_level("WARNING", logger="transferlab.scenarios"):
-        scenarios.ensure_experiment(root, PARAMS, uri)  # there already: left as it is
+        scenarios.ensure_experiment(PARAMS, uri)  # there already: left as it is
     assert client.get_experiment_by_name("transferlab").experiment_id == exp.experiment_id
     assert caplog.text == ""  # its folder in the project is made with the first artifact
 
-    other = f"sqlite:///{tmp_path / 'other.db'}"  # what a stage in the copy did before
+    (tmp_path / "store").mkdir()
+    other = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # what a stage in a copy did before
     MlflowClient(tracking_uri=other).create_experiment("transferlab")
     shutil.rmtree(copy / "mlruns", ignore_errors=True)
     with caplog.at_level("WARNING", logger="transferlab.scenarios"):
-        scenarios.ensure_experiment(root, PARAMS, other)
+        scenarios.ensure_experiment(PARAMS, other)
     assert "which does not exist" in caplog.text and str(copy / "mlruns") in caplog.text
     caplog.clear()
-    scenarios.ensure_experiment(root, PARAMS, "http://127.0.0.1:1")  # a server: not touched
+    scenarios.ensure_experiment(PARAMS, "http://127.0.0.1:1")  # a server: not touched
     assert caplog.text == ""

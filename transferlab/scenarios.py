@@ -203,8 +203,10 @@ def ensure_experiment(params_file: Path, uri: str) -> None:
                                  artifact_location=(home / "mlruns").as_uri(),
                                  tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         return
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
     location = exp.artifact_location
-    folder = Path(location.removeprefix("file://")) if location.startswith(("file://", "/")) \
+    folder = Path(local_file_uri_to_path(location)) if location.startswith(("file:", "/")) \
         else None
     if folder is not None and not folder.is_dir() and not folder.is_relative_to(home):
         log.warning("MLflow experiment %r keeps its artifacts in %s, which does not exist (a "
@@ -330,11 +332,9 @@ def _pipeline_paths(paths: list[str], code: list[str]) -> list[str]:
             or any(p == c or p.startswith(c.rstrip("/") + "/") for c in code)]
 
 
-def _took(provenance: dict) -> str:
-    """How long a published study ran, and where: "33.0 min on AMD EPYC"."""
-    seconds = provenance.get("wall_seconds")
-    cpu = (provenance.get("machine") or {}).get("cpu", "an unrecorded CPU")
-    return f"{seconds / 60:.1f} min on {cpu}" if seconds else ""
+def _took(row: dict) -> str:
+    """How long a published study ran, and where: "33.0 min on AMD EPYC" ("" if not known)."""
+    return f"{row['seconds'] / 60:.1f} min on {row['cpu']}" if row["seconds"] else ""
 
 
 def status(root: Path) -> list[dict]:
@@ -343,7 +343,8 @@ def status(root: Path) -> list[dict]:
     diff), its run had no uncommitted change to that code, ``params.yaml``, ``dvc.yaml`` or a
     scenario (changes to results and docs do not count), and the scenario composes onto today's
     ``params.yaml`` into params with the hash it recorded. Rows: {"scenario", "state"
-    (current | stale | never published), "commit", "reasons", "took" (its wall time and CPU)}.
+    (current | stale | never published), "commit", "reasons", "seconds" and "cpu" (its
+    last run's wall time and CPU; None if never published)}.
 
     Raises:
         ParamsError: a provenance names a commit this clone does not have (a shallow clone).
@@ -354,7 +355,7 @@ def status(root: Path) -> list[dict]:
         path = root / RESULTS_DIR / name / "provenance.json"
         if not path.is_file():
             rows.append({"scenario": name, "state": "never published", "commit": None,
-                         "reasons": [], "took": ""})
+                         "reasons": [], "seconds": None, "cpu": None})
             continue
         prov = json.loads(path.read_text())
         diff = subprocess.run(["git", "diff", "--name-only", prov["git_commit"], "--", *code],
@@ -381,13 +382,9 @@ def status(root: Path) -> list[dict]:
             reasons.append("its composed params changed")
         rows.append({"scenario": name, "state": "stale" if reasons else "current",
                      "commit": prov["git_commit"][:7], "reasons": reasons,
-                     "took": _took(prov)})
+                     "seconds": prov.get("wall_seconds"),
+                     "cpu": (prov.get("machine") or {}).get("cpu", "an unrecorded CPU")})
     return rows
-
-
-def _last_seconds(root: Path, name: str) -> float | None:
-    path = root / RESULTS_DIR / name / "provenance.json"
-    return json.loads(path.read_text()).get("wall_seconds") if path.is_file() else None
 
 
 def refresh(root: Path, run=None) -> dict[str, str]:
@@ -406,21 +403,19 @@ def refresh(root: Path, run=None) -> dict[str, str]:
     if touched:
         raise ParamsError(f"uncommitted changes to {', '.join(touched[:4])}: a study run from "
                           "this tree is stale as soon as it is written; commit them first")
-    todo = [r["scenario"] for r in status(root) if r["state"] != "current"]
-    todo.sort(key=lambda name: (_last_seconds(root, name) is None,
-                                _last_seconds(root, name) or 0.0, name))
+    todo = sorted((r for r in status(root) if r["state"] != "current"),
+                  key=lambda r: (r["seconds"] is None, r["seconds"] or 0.0, r["scenario"]))
     if not todo:
         log.info("studies: every published study is current; nothing to rerun")
         return {}
-    known = sum(_last_seconds(root, name) or 0.0 for name in todo)
     log.info("studies: rerunning %d (%s); their last runs took %.0f min in all%s", len(todo),
-             ", ".join(todo), known / 60,
-             "" if all(_last_seconds(root, n) for n in todo) else ", plus the never-published")
+             ", ".join(r["scenario"] for r in todo),
+             sum(r["seconds"] or 0.0 for r in todo) / 60,
+             "" if all(r["seconds"] for r in todo) else ", plus the never-published")
     outcome: dict[str, str] = {}
-    for i, name in enumerate(todo, 1):
-        last = _last_seconds(root, name)
-        log.info("study %d/%d: %s (last run %s)", i, len(todo), name,
-                 f"{last / 60:.1f} min" if last else "never")
+    for i, row in enumerate(todo, 1):
+        name = row["scenario"]
+        log.info("study %d/%d: %s (last run %s)", i, len(todo), name, _took(row) or "never")
         try:
             log.info("study %s: wrote %s", name, run(load(name, root / SCENARIO_DIR), root))
             outcome[name] = "ok"
@@ -465,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = status(root)
             for row in rows:
                 print(f"{row['scenario']:18s} {row['state']:16s} {row['commit'] or '':8s}"
-                      f"{row['took']:34s} {'; '.join(row['reasons'])}".rstrip())
+                      f"{_took(row):34s} {'; '.join(row['reasons'])}".rstrip())
             sys.exit(0 if all(r["state"] == "current" for r in rows) else 1)
         scenario = load(args.name)
         if args.command == "compose":

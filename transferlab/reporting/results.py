@@ -422,6 +422,36 @@ def gain(ev: dict, params: Params, fig: dict) -> list[Block]:
         Image(fig["gain"], "Transfer gain over scratch with its unadjusted t interval, per curve "
               "and budget; hollow markers: no detectable effect after the adjustment, †: the "
               "unadjusted interval excludes 0 where the adjusted verdict does not."),
+        *fixed_blocks(ev),
+    ]
+
+
+def fixed_blocks(ev: dict) -> list[Block]:
+    """Curves with the same predictions for every seed and budget (evaluate's
+    ``fixed_predictions``): each against chance and against each other, per test example."""
+    fx = ev.get("fixed_predictions")
+    if not fx:
+        return []
+    short = MULTIPLICITY_SHORT.get(fx["multiplicity"], fx["multiplicity"])
+    rows = [(f"`{c}`", "chance (the most frequent test class)", f3(t["accuracy"]),
+             f3(t["chance"]), f3(t["diff"], signed=True), NA, f3(t["p_value"]),
+             f3(t["p_adjusted"]), t["verdict"]) for c, t in fx["curves"].items()]
+    rows += [(f"`{t['a']}`", f"`{t['b']}`", f3(fx["curves"][t["a"]]["accuracy"]),
+              f3(fx["curves"][t["b"]]["accuracy"]), f3(t["diff"], signed=True),
+              f"{t['only_a']} / {t['only_b']}", f3(t["p_value"]), f3(t["p_adjusted"]),
+              t["verdict"]) for t in fx["pairs"]]
+    return [
+        "Curves whose test predictions are the same for every seed and budget (a prompt that "
+        "reads no label, a source model as it is): "
+        + ", ".join(f"`{c}`" for c in fx["curves"]) + ". Their per-seed differences have no "
+        "spread, so the seed-paired test above cannot judge them against each other; here the "
+        f"unit is the test example ({fx['n']} of them), and the question is about this model "
+        "on texts like the test set: an exact binomial test against chance, McNemar's exact "
+        "test between two of them (only A right / only B right: the discordant pairs), the "
+        f"p-values adjusted ({short}) as one family apart from the seed-level one, at α = "
+        f"{fx['alpha']:.2f}.",
+        Table(("Curve (A)", "Against (B)", "A", "B", "A − B", "Only A / only B right", "p",
+               f"p ({short})", "Verdict on A"), tuple(rows)),
     ]
 
 

@@ -191,6 +191,24 @@ def test_experiment_opens_on_training_runs(store: str) -> None:
         f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
 
 
+def test_a_new_experiment_keeps_its_artifacts_beside_the_local_store(
+        store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage in another folder (a study's temporary copy) that creates the experiment puts
+    its artifact folder beside the sqlite store, not in its own ./mlruns (deleted with the
+    copy); a server's store is left to its --default-artifact-root."""
+    from transferlab.tracking.tracker import local_artifact_location
+
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with tracked(Tracker(TrackingParams(live=True, experiment="made_in_a_copy"), "pretrain")):
+        pass
+    exp = MlflowClient(store).get_experiment_by_name("made_in_a_copy")
+    assert exp.artifact_location == (tmp_path / "mlruns").as_uri()
+    assert local_artifact_location(store) == (tmp_path / "mlruns").as_uri()
+    assert local_artifact_location("http://127.0.0.1:5000") is None
+
+
 def test_stage_runs_record_the_cpu_pins(store: str) -> None:
     with tracked(Tracker(TrackingParams(live=True), "pretrain")):
         pass

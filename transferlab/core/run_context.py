@@ -34,9 +34,12 @@ def repo_root() -> Path:
     return here
 
 
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else an absolute ``sqlite:///<root>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+def tracking_uri(root: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else an absolute ``sqlite:///<root>/mlflow.db``, with
+    ``root`` the project root (:func:`repo_root`) unless given (an orchestrator naming the
+    workspace whose copy runs the stages)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{(root or repo_root()).resolve() / 'mlflow.db'}"
 
 
 def execution_id() -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,10 +91,51 @@ def mirror_transfer_record(tracker: Tracker, source: str, strategy: str, record:
 
 
 def mirror_evaluate(tracker: Tracker, report: dict) -> dict[tuple[str, str], str]:
-    """Child runs per curve x budget; returns their run ids."""
+    """Child runs per curve x budget, each with what transferred (per block: mean CKA with the
+    source and relative drift over seeds) and the privacy spent (ε, δ), where measured; the
+    per-example verdicts of fixed curves on the parent. Returns the children's run ids."""
     ids = tracker.log_summary(report["summary"]) or {}
-    tracker.log_metrics(tracker.run_id, {"label_efficiency": report["label_efficiency"]})
+    tracker.log_metrics(tracker.run_id, {"label_efficiency": report["label_efficiency"],
+                                         **_fixed_metrics(report.get("fixed_predictions"))})
+    for (curve, budget), run_id in ids.items():
+        extra = _curve_extras(report, curve, budget)
+        if extra:
+            tracker.log_metrics(run_id, extra)
     return ids
+
+
+def _finite(metrics: dict) -> dict:
+    """The finite numbers of a flat mapping (MLflow stores no NaN CKA of a constant block, and
+    an ε of ∞ is said by the report, not charted)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _curve_extras(report: dict, curve: str, budget: str) -> dict:
+    blocks = ((report.get("what_transferred") or {}).get("curves", {}).get(curve, {})
+              .get(budget, {}))
+    out = _finite({f"what_transferred.{block}.{m}": entry[m]["mean"]
+                   for block, entry in blocks.items() for m in ("cka", "drift")})
+    privacy = (report.get("privacy") or {}).get(curve, {}).get(budget)
+    if privacy:
+        out.update(_finite({"privacy.epsilon": privacy["epsilon"],
+                            "privacy.dp_delta": privacy["dp_delta"],
+                            "privacy.noise_multiplier": privacy["noise_multiplier"]}))
+    return out
+
+
+def _fixed_metrics(fixed: dict | None) -> dict:
+    """Per fixed curve its accuracy and adjusted p-value against chance; per pair the
+    adjusted McNemar p-value (evaluate's ``fixed_predictions``)."""
+    if not fixed:
+        return {}
+    out = {}
+    for curve, t in fixed["curves"].items():
+        out[f"fixed.{curve}.accuracy"] = t["accuracy"]
+        out[f"fixed.{curve}.vs_chance_p_adjusted"] = t["p_adjusted"]
+    for t in fixed["pairs"]:
+        out[f"fixed.{t['a']}.vs.{t['b']}.p_adjusted"] = t["p_adjusted"]
+    return _finite(out)
 
 
 def register_champions(tracker: Tracker, champions: Mapping[str, tuple[str, Path]],

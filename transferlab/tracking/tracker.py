@@ -164,6 +164,17 @@ def execution_run(client: Any, experiment_id: str, execution: str,
         time.sleep(0.5)
 
 
+def local_artifact_location(uri: str) -> str | None:
+    """Where a new experiment of the local store ``uri`` (``sqlite:///<dir>/<file>``) keeps its
+    artifacts: ``<dir>/mlruns``, beside the store. MLflow's default is the creating process's
+    ``./mlruns``: for a stage in a temporary copy (a study, ``dvc exp run --temp``) a folder
+    deleted with the copy, where every later run's artifacts would go too. None for a server
+    (its ``--default-artifact-root`` decides)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
 class Tracker:
     """Mirror one stage into MLflow; a no-op when tracking is disabled."""
 
@@ -247,6 +258,7 @@ class Tracker:
 
             try:
                 self.client.create_experiment(self.params.experiment,
+                                              artifact_location=local_artifact_location(uri),
                                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":

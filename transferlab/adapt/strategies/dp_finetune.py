@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from transferlab.adapt.strategies.base import Strategy, TransferTrainParams, check_multiplier
-from transferlab.adapt.strategies.finetune import head_and_backbone_groups
+from transferlab.adapt.strategies.finetune import head_and_backbone_groups, non_head_parameters
 from transferlab.adapt.strategies.registry import register
 from transferlab.config.typed import check_range, fail
 from transferlab.models.nets import TransferNet
@@ -83,10 +83,8 @@ class DpFinetune(Strategy):
                   ) -> tuple[nn.Module, list[dict]]:
         if cfg.train == "all":
             return model, head_and_backbone_groups(model, cfg.lr, cfg.lr * cfg.backbone_lr_mult)
-        head = set(map(id, model.head.parameters()))
-        for p in model.parameters():
-            if id(p) not in head:
-                p.requires_grad_(False)
+        for p in non_head_parameters(model):
+            p.requires_grad_(False)
         return model, [{"params": list(model.head.parameters()), "lr": cfg.lr}]
 
     def fit(self, net: nn.Module, train: tuple[torch.Tensor, torch.Tensor],

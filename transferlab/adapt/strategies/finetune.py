@@ -23,11 +23,17 @@ class FinetuneParams(TransferTrainParams):
         check_multiplier(f"{key}.backbone_lr_mult", self.backbone_lr_mult)
 
 
+def non_head_parameters(model: TransferNet) -> list[nn.Parameter]:
+    """Every parameter of ``model`` that is not its head's (the backbone and the input
+    normalisation), in ``model.parameters()`` order."""
+    head = set(map(id, model.head.parameters()))
+    return [p for p in model.parameters() if id(p) not in head]
+
+
 def head_and_backbone_groups(model: TransferNet, lr: float, backbone_lr: float) -> list[dict]:
     """Optimizer groups: the backbone (every non-head parameter) at ``backbone_lr``, then the
     head at ``lr``."""
-    head = set(map(id, model.head.parameters()))
-    backbone = [p for p in model.parameters() if id(p) not in head]
+    backbone = non_head_parameters(model)
     return [{"params": backbone, "lr": backbone_lr},
             {"params": list(model.head.parameters()), "lr": lr}]
 

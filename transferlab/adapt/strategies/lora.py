@@ -66,11 +66,19 @@ def lora_targets(model: TransferNet) -> list[str]:
 def wrap(model: TransferNet, rank: int, alpha: float, seed: int) -> nn.Module:
     """The peft model around ``model`` (modified in place): the backbone and its BatchNorm
     statistics frozen, LoRA adapters on every backbone conv/linear, the head trainable."""
+    freeze(model, block_names(model), bn_stats=True)
+    return adapters(model, lora_targets(model), rank, alpha, seed, ["head"])
+
+
+def adapters(model: nn.Module, targets: list[str], rank: int, alpha: float, seed: int,
+             modules_to_save: list[str] | None = None) -> nn.Module:
+    """peft's model around ``model``: LoRA adapters of rank ``rank`` (scaled by alpha / rank,
+    no dropout) on the ``targets`` (full module names), ``modules_to_save`` training whole.
+    The adapters' ``A`` is drawn from ``seed``, the global RNG left as it was."""
     import peft  # ~10 s cold: only stages that run LoRA pay for it
 
-    freeze(model, block_names(model), bn_stats=True)
     config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
-                             target_modules=lora_targets(model), modules_to_save=["head"])
+                             target_modules=targets, modules_to_save=modules_to_save)
     with torch.random.fork_rng(devices=[]):  # peft draws A's init from global RNG
         torch.manual_seed(seed)
         return peft.get_peft_model(model, config)

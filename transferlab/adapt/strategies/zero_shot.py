@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferlab.adapt.strategies._prompting import PromptParams, prompted_model, setup_template
+from transferlab.adapt.strategies._prompting import PromptParams, setup_template, zero_shot_model
 from transferlab.adapt.strategies.base import Strategy
 from transferlab.adapt.strategies.registry import register
 from transferlab.models.nets import TransferNet
@@ -41,6 +41,4 @@ class ZeroShot(Strategy):
         return setup_template(self)
 
     def untrained_model(self) -> TransferNet:
-        template = self.ctx.shared["template"]
-        return prompted_model(self.ctx.source, template.zero_shot(),
-                              template.content_free if self.cfg.calibrate else None)
+        return zero_shot_model(self)

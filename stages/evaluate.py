@@ -46,7 +46,7 @@ def main() -> None:
         tracker.set_tags({"transferlab.outputs_digest": outputs_digest(
             dict(zip(outputs, staged, strict=True)))})
     write_timing(args.timing or timing_path(Path(args.metrics).with_suffix("")),
-                 {"scores": evaluation.score_timing})
+                 {"scores": evaluation.score_timing, "seconds": evaluation.part_seconds})
     log.info(evaluation.line())
 
 

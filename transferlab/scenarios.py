@@ -40,11 +40,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from transferlab.core.errors import ParamsError
 from transferlab.core.logs import LogLevelError, configure
+from transferlab.core.run_context import tracking_uri
 
 SCENARIO_DIR = Path("scenarios")
 RESULTS_DIR = Path("docs/results")
@@ -167,13 +169,6 @@ def _dirty_paths(root: Path) -> list[str]:
     return sorted(out.stdout.split()) if out.returncode == 0 else []
 
 
-def _tracking_uri(root: Path) -> str:
-    """Where the stages of a run in a copy of ``root`` mirror to: ``$MLFLOW_TRACKING_URI``, else
-    ``root``'s local store (what :func:`transferlab.core.run_context.tracking_uri` gives a
-    ``dvc exp run`` copy)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"
-
-
 def ensure_experiment(params_file: Path, uri: str) -> None:
     """Create the params' MLflow experiment in the local store ``uri`` (``sqlite:///<dir>/...``)
     with its artifacts in ``<dir>/mlruns``, beside the store, where it does not exist yet.
@@ -193,14 +188,18 @@ def ensure_experiment(params_file: Path, uri: str) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    from transferlab.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+    from transferlab.tracking.tracker import (
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        local_artifact_location,
+    )
 
     home = Path(uri.removeprefix("sqlite:///")).resolve().parent
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(tracking.experiment)
     if exp is None:
         client.create_experiment(tracking.experiment,
-                                 artifact_location=(home / "mlruns").as_uri(),
+                                 artifact_location=local_artifact_location(uri),
                                  tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         return
     from mlflow.utils.file_utils import local_file_uri_to_path
@@ -236,7 +235,7 @@ def reproduce(scenario: Scenario, root: Path, workdir: Path,
     copy_worktree(root, repo)
     (repo / "dvc.lock").unlink(missing_ok=True)  # from nothing
     compose(scenario, repo / "params.yaml", repo / "params.yaml")
-    uri = _tracking_uri(root)
+    uri = tracking_uri(root)
     ensure_experiment(repo / "params.yaml", uri)
     row = run_repro(repo, [], repo / "repro.log", timeout_s, tracking_uri=uri)
     if row["status"] != "ok":
@@ -278,6 +277,7 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_seconds": round(row["seconds"], 1),
         "stage_seconds": {k: round(v, 1) for k, v in row["stage_seconds"].items()},
+        **({"evaluate_seconds": seconds} if (seconds := _evaluate_seconds(repo)) else {}),
         "machine": _machine(),
         "command": command or f"make study S={scenario.name}",
     }
@@ -285,6 +285,22 @@ def write_results(scenario: Scenario, root: Path, repo: Path, row: dict,
     shutil.rmtree(results, ignore_errors=True)
     staging.rename(results)
     return results
+
+
+def _evaluate_seconds(repo: Path) -> dict:
+    """Where the evaluate stage's time went (its timing file's ``seconds``: each curve's
+    checkpoints, the transferability scores, what transferred), rounded; {} where not
+    recorded."""
+    path = repo / "timing" / "metrics" / "evaluate.json"
+    try:
+        seconds = json.loads(path.read_text()).get("seconds") or {}
+    except (OSError, ValueError):
+        return {}
+
+    def rounded(value: Any) -> Any:
+        return ({k: rounded(v) for k, v in value.items()} if isinstance(value, dict)
+                else round(value, 1))
+    return rounded(seconds)
 
 
 def family_statistics(evaluate: dict) -> dict:
@@ -469,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "run":
             with tempfile.TemporaryDirectory() as tmp:  # fail here, not in the experiment
                 composed = compose(scenario, root / "params.yaml", Path(tmp) / "params.yaml")
-                ensure_experiment(composed, _tracking_uri(root))
+                ensure_experiment(composed, tracking_uri(root))
             sys.exit(subprocess.run(exp_run_command(scenario, args.queue), check=False)
                      .returncode)
         else:

@@ -325,3 +325,17 @@ def _warnings(caplog) -> list[str]:
     """transferlab.scenarios' own warnings (MLflow logs its database set-up beside them)."""
     return [r.getMessage() for r in caplog.records
             if r.name == "transferlab.scenarios" and r.levelname == "WARNING"]
+
+
+def test_evaluate_seconds_come_from_the_stage_timing_file(tmp_path: Path) -> None:
+    """A study's provenance records where evaluate's time went (its timing file, kept out of
+    the DVC outputs), rounded; nothing where the file is absent or unreadable."""
+    assert scenarios._evaluate_seconds(tmp_path) == {}
+    timing = tmp_path / "timing" / "metrics"
+    timing.mkdir(parents=True)
+    (timing / "evaluate.json").write_text(json.dumps({
+        "scores": [], "seconds": {"runs": {"lm/zero_shot": 12.345}, "transferability": 3.21}}))
+    assert scenarios._evaluate_seconds(tmp_path) == {"runs": {"lm/zero_shot": 12.3},
+                                                     "transferability": 3.2}
+    (timing / "evaluate.json").write_text("{not json")
+    assert scenarios._evaluate_seconds(tmp_path) == {}

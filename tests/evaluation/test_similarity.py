@@ -14,6 +14,7 @@ from transferlab.evaluation.similarity import (
     linear_cka,
     sentences,
     summarize,
+    unmoved,
     what_transferred,
 )
 
@@ -133,11 +134,17 @@ CURVES = {
 
 
 def test_sentences_name_the_block_that_changed_most_and_the_curves_that_kept_every_block() -> None:
-    (moved, kept, still) = sentences(CURVES)["10"]
+    (moved, kept) = sentences(CURVES)["10"]
     assert "`src/finetune` changed `block3` most (CKA 0.62, drift 0.300" in moved
     assert "`src/lora` changed `block3` most (CKA 0.96" in moved
+    assert "linear_probe" not in moved
     assert kept == "Every block stayed at CKA ≥ 0.95 with the source in `src/lora`."
-    assert "`src/linear_probe`" in still and "finetune" not in still
+    # a backbone that did not move is said once, for every budget, not once per budget
+    assert unmoved(CURVES) == {"src/linear_probe": ["10"]}
+    assert sentences({"src/linear_probe": CURVES["src/linear_probe"]}) == {}
+    # a regression target's budgets count labels per stratum
+    assert moved.startswith("At 10 labels per class, ")
+    assert sentences(CURVES, "stratum")["10"][0].startswith("At 10 labels per stratum, ")
 
 
 def test_surgical_sets_the_chosen_block_beside_the_lowest_cka_block() -> None:
@@ -152,7 +159,8 @@ def test_the_report_section_and_heat_map(tmp_path) -> None:
 
     ev = {"what_transferred": {"probe_size": 256, "curves": CURVES,
                                "blocks": {"src": ["block1", "block2", "block3"]},
-                               "sentences": sentences(CURVES), "chosen_blocks": {}}}
+                               "sentences": sentences(CURVES), "unmoved": unmoved(CURVES),
+                               "chosen_blocks": {}}}
     png = report.heat_map(ev["what_transferred"], ["10"], tmp_path / "h.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     blocks = report.section(ev, ["10"], "h.png")
@@ -162,4 +170,8 @@ def test_the_report_section_and_heat_map(tmp_path) -> None:
     assert ("src/finetune", "10", "0.990 [0.980, 1.000] / 0.010",
             "0.970 [0.960, 0.980] / 0.020", "0.620 [0.610, 0.630] / 0.300") in table.rows
     assert any("changed `block3` most" in b for b in blocks if isinstance(b, str))
+    # the probe's backbone is the source's at every budget: said once, and not in the table
+    said = [b for b in blocks if isinstance(b, str) and "`src/linear_probe`" in b]
+    assert len(said) == 1 and "CKA 1 by construction" in said[0]
+    assert not any(row[0] == "src/linear_probe" for row in table.rows)
     assert report.section({}, ["10"], None)[0].startswith("Not measured")

@@ -78,7 +78,8 @@ def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[
 
 def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, Path],
                   source_data: dict[str, PreparedDataset], p: EvaluateParams,
-                  device: torch.device) -> tuple[list[RunResult], dict]:
+                  device: torch.device, seconds: dict[str, float] | None = None
+                  ) -> tuple[list[RunResult], dict]:
     """Evaluate every checkpoint on the test set, its shifted copy and (forgetting) the source.
 
     Args:
@@ -88,6 +89,8 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         source_data: source name -> prepared source dataset (for forgetting).
         p: the evaluate block.
         device: where to run inference.
+        seconds: where given, gains each curve's wall time (loading and scoring its
+            checkpoints), ``<source>/<strategy>`` -> seconds.
     Returns:
         (one RunResult per run, {"skipped": {"<source>/<strategy>": reason}}).
     """
@@ -109,6 +112,7 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         if info["skipped"]:
             skipped[f"{info['source']}/{info['strategy']}"] = info["skipped"]
     for info, run in tqdm(todo, desc="evaluate", unit="run", disable=None):
+        clock = time.perf_counter()
         path = info["folder"] / run["checkpoint"]
         # replicates whose checkpoints are the same bytes (a prompt that reads no label, AdaBN's
         # statistics) are scored once: keyed by content, within one source and strategy
@@ -143,6 +147,9 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
                                  math.nan if score is None else float(score),
                                  run.get("search"),
                                  bool((run.get("refit_check") or {}).get("unstable"))))
+        if seconds is not None:
+            curve = f"{info['source']}/{info['strategy']}"
+            seconds[curve] = seconds.get(curve, 0.0) + time.perf_counter() - clock
     return results, {"skipped": skipped}
 
 
@@ -166,9 +173,23 @@ class _SharedBackbones:
 
     @staticmethod
     def key(model: torch.nn.Module) -> str:
+        """sha256 of the backbone's kind, its prompt (a prompted LM's token ids, which are not
+        in its state) and the normalisation's and backbone's state. A causal LM that a
+        checkpoint restored from its init (``arch_config["weights"]`` with its ``module``: the
+        digest was checked against the weights on loading) stands in by that digest instead
+        of its hundreds of megabytes."""
         h = hashlib.sha256(type(model.backbone).__name__.encode())
-        for part in (model.normalize, model.backbone):
+        config = getattr(model, "arch_config", {}) or {}
+        h.update(json.dumps(config.get("prompt"), sort_keys=True).encode())
+        weights = config.get("weights") or {}
+        skip = f"{weights['module']}." if weights.get("module") and weights.get(
+            "sha256") else None
+        if skip:
+            h.update(f"{skip}{weights['sha256']}".encode())
+        for prefix, part in (("normalize.", model.normalize), ("backbone.", model.backbone)):
             for name, t in part.state_dict().items():
+                if skip and f"{prefix}{name}".startswith(skip):
+                    continue
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()

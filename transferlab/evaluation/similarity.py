@@ -199,7 +199,8 @@ def _mean_ci(values: Sequence[float], confidence: float) -> dict[str, Any]:
 # -- the evaluate stage's "what transferred" ---------------------------------------------------
 
 def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, Any],
-                     probe: torch.Tensor, confidence: float = 0.95) -> dict[str, Any]:
+                     probe: torch.Tensor, confidence: float = 0.95, group: str = "class"
+                     ) -> dict[str, Any]:
     """Per-block CKA and drift of every run of a strategy that starts from its source, against
     that source, summarized over seeds per curve and budget, with the sentences the report
     prints.
@@ -209,14 +210,16 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
             (:func:`transferlab.evaluation.evaluate.discover_runs`).
         sources: source name -> its checkpoint path.
         probe: the fixed probe inputs (:func:`probe_indices` of the target pool).
+        group: what a budget counts labels per, in the sentences: ``class``, or a regression
+            target's ``stratum``.
     Returns:
         {"probe_size", "blocks": {source: [block, ...]}, "curves": :func:`summarize`,
-        "sentences": {budget: [sentence, ...]}, "chosen_blocks": {curve: {budget: ...}},
-        "not_compared": curves whose network's blocks are not the source's}; empty "curves"
-        where no run starts from a source.
+        "sentences": {budget: [sentence, ...]}, "unmoved": :func:`unmoved`,
+        "chosen_blocks": {curve: {budget: ...}}, "not_compared": curves whose network's
+        blocks are not the source's}; empty "curves" where no run starts from a source.
     """
     from transferlab.adapt import strategies
-    from transferlab.models.nets import block_names, load_checkpoint
+    from transferlab.models.nets import block_names, checkpoint_config, load_checkpoint
 
     rows, blocks_of, loaded, not_compared = [], {}, {}, set()
     for info in runs:
@@ -224,20 +227,19 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
         if name not in sources or not strategies.get(info["strategy"]).uses_source:
             continue
         if name not in loaded:
-            source, _ = load_checkpoint(sources[name])
+            source, source_cfg = load_checkpoint(sources[name])
             blocks_of[name] = block_names(source)
-            loaded[name] = (source, source_grams(source, probe, blocks_of[name]))
-        source, grams = loaded[name]
+            # the source's Gram matrices: computed at the first run whose backbone moved (a
+            # probe's never does; on a causal LM the probe's pass is most of the cost)
+            loaded[name] = {"source": source, "grams": None, "lm": _lm_record(source_cfg),
+                            "unmoved": None}
+        entry = loaded[name]
         seen: dict[str, dict | None] = {}  # checkpoints shared by replicates: measured once
         for run in info["runs"]:
             ckpt = str(info["folder"] / run["checkpoint"])
             if ckpt not in seen:
-                model, _ = load_checkpoint(ckpt)
-                # a network whose blocks are not the source's (a causal LM behind a prompt:
-                # its weights are the source's, read through label words) has no per-block
-                # comparison
-                seen[ckpt] = (what_transferred(model, source, probe, blocks_of[name], grams)
-                              if block_names(model) == blocks_of[name] else None)
+                seen[ckpt] = _compare(ckpt, checkpoint_config(ckpt), entry, probe,
+                                      blocks_of[name], load_checkpoint)
             if seen[ckpt] is None:
                 not_compared.add(f"{name}/{info['strategy']}")
                 continue
@@ -247,29 +249,91 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
                              "block")})
     curves = summarize(rows, confidence)
     return {"probe_size": len(probe), "blocks": blocks_of, "curves": curves,
-            "sentences": sentences(curves), "chosen_blocks": _chosen_blocks(rows, curves),
-            "not_compared": sorted(not_compared)}
+            "sentences": sentences(curves, group), "unmoved": unmoved(curves),
+            "chosen_blocks": _chosen_blocks(rows, curves), "not_compared": sorted(not_compared)}
+
+
+def _lm_record(config: dict) -> tuple[str, str] | None:
+    """(init, sha256) of a checkpoint whose whole backbone is a causal LM restored from its
+    init (``save_checkpoint``'s ``weights`` record), else None."""
+    weights = config.get("weights") or {}
+    if weights.get("module") != "backbone" or "prompt" in config:
+        return None
+    return weights["init"], weights["sha256"]
+
+
+def _compare(ckpt: str, config: dict, entry: dict, probe: torch.Tensor, blocks: list[str],
+             load: Any) -> dict | None:
+    """One checkpoint's per-block CKA and drift against its source (``entry``), or None where
+    its network is not the source's blocks. Read from the checkpoint's config alone where
+    that settles it (no model built): the source's LM read through a prompt as it is (nothing
+    to compare), or a backbone that is the source's LM restored from the same init and digest
+    (CKA 1 and drift 0 by construction, as :func:`what_transferred` finds them). An LM trained
+    through its prompt (``lora_prompt``) is compared block by block, without the prompt."""
+    from transferlab.models.nets import block_names
+
+    if "prompt" in config and config.get("weights"):  # the source's LM, read through a prompt
+        return None
+    if entry["lm"] is not None and _lm_record(config) == entry["lm"]:
+        if entry["unmoved"] is None:
+            source = entry["source"]
+            entry["unmoved"] = what_transferred(source, source, probe, blocks)
+        return entry["unmoved"]
+    model, _ = load(ckpt)
+    if "prompt" in config:  # an LM trained through its prompt (lora_prompt): its own blocks
+        model = _inner_lm(model, entry["source"])
+    if model is None or block_names(model) != blocks:
+        return None
+    if entry["grams"] is None and not _same_backbone(model, entry["source"]):
+        entry["grams"] = source_grams(entry["source"], probe, blocks)
+    return what_transferred(model, entry["source"], probe, blocks, entry["grams"])
+
+
+def _inner_lm(prompted: nn.Module, source: nn.Module) -> nn.Module | None:
+    """The causal LM behind a prompt as a network of the source's shape (the source's input
+    normalisation, that LM as the backbone), so its blocks compare with the source's on the
+    same probe texts; None where there is no inner LM."""
+    from transferlab.models.nets import TransferNet
+
+    lm = getattr(prompted.backbone, "lm", None)
+    if lm is None:
+        return None
+    with torch.random.fork_rng(devices=[]):  # its head is never read: keep the global RNG
+        return TransferNet(source.normalize, lm, source.feature_dim, 1).eval()
 
 
 KEPT = 0.95  # a block whose mean CKA with the source is at least this is called "kept"
 
 
-def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+def _still(entry: Mapping[str, Any]) -> bool:
+    """Every block's weights as the source's (drift 0 in every seed)."""
+    return all(e["drift"]["mean"] == 0 for e in entry.values())
+
+
+def unmoved(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+    """{curve: the budgets at which its backbone's weights are the source's in every seed} (a
+    probe, a source model as it is: CKA 1 by construction but for BatchNorm statistics)."""
+    out = {curve: sorted((b for b, entry in by_budget.items() if _still(entry)),
+                         key=budget_order)
+           for curve, by_budget in curves.items()}
+    return {curve: budgets for curve, budgets in out.items() if budgets}
+
+
+def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], group: str = "class"
+              ) -> dict[str, list[str]]:
     """Per budget, where adaptation happened, in words: for each curve whose backbone moved,
-    its lowest-CKA block (CKA and drift), and which curves kept every block at CKA ≥ 0.95."""
+    its lowest-CKA block (CKA and drift), and which curves kept every block at CKA ≥ 0.95.
+    Curves whose backbone did not move are :func:`unmoved`'s, said once for all budgets."""
     out: dict[str, list[str]] = {}
     budgets = sorted({b for by_budget in curves.values() for b in by_budget}, key=budget_order)
     for budget in budgets:
-        moved, kept, still = [], [], []
+        moved, kept = [], []
         for curve, by_budget in curves.items():
             entry = by_budget.get(budget)
-            if not entry:
+            if not entry or _still(entry):
                 continue
             cka = {b: e["cka"]["mean"] for b, e in entry.items()}
             drift = {b: e["drift"]["mean"] for b, e in entry.items()}
-            if all(d == 0 for d in drift.values()):
-                still.append(curve)
-                continue
             low = min(cka, key=lambda b: (not np.isfinite(cka[b]), cka[b]))
             profile = " → ".join(f"{cka[b]:.2f}" for b in cka)
             moved.append(f"`{curve}` changed `{low}` most (CKA {cka[low]:.2f}, drift "
@@ -277,14 +341,12 @@ def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str
             if all(v >= KEPT for v in cka.values()):
                 kept.append(f"`{curve}`")
         per = "label" if budget == "1" else "labels"
-        lines = [f"At {budget} {per} per class, " + "; ".join(moved) + "."] if moved else []
+        lines = [f"At {budget} {per} per {group}, " + "; ".join(moved) + "."] if moved else []
         if kept:
             lines.append(f"Every block stayed at CKA ≥ {KEPT} with the source in "
                          f"{', '.join(kept)}.")
-        if still:
-            lines.append("Backbone weights as the source's (the features may still differ by "
-                         f"BatchNorm statistics): {', '.join(f'`{c}`' for c in still)}.")
-        out[budget] = lines
+        if lines:
+            out[budget] = lines
     return out
 
 

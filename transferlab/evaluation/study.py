@@ -9,8 +9,10 @@ folders: the same inputs give the same bytes. Only the transferability scores' w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +31,7 @@ from transferlab.evaluation.evaluate import (
     evaluate_runs,
     transferability_scores,
 )
+from transferlab.evaluation.fixed import judge_fixed
 from transferlab.evaluation.helped import what_helped
 from transferlab.evaluation.similarity import probe_indices, study_similarity
 
@@ -73,6 +76,9 @@ class Evaluation:
     report: dict  # the metrics JSON (summary, recommendations, statistics, ...)
     score_timing: list[dict]  # the transferability scores' wall time: not reproducible
     calibration_bins: int
+    # where evaluate's own wall time went, seconds: {"runs": {curve: s}, "transferability",
+    # "what_transferred", ...}; not reproducible, kept apart from the outputs like score_timing
+    part_seconds: dict = field(default_factory=dict)
 
     @property
     def summary(self) -> dict:
@@ -118,12 +124,17 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
     task = target.task
     headline, regression = task.headline, task.name == "regression"
     all_lpc = inputs.all_labels_per_class
+    seconds: dict = {"runs": {}}
+    clock = time.perf_counter()
     results, extra = evaluate_runs(inputs.runs, target, inputs.sources, inputs.source_data, p,
-                                   device)
+                                   device, seconds["runs"])
+    seconds["runs_total"] = time.perf_counter() - clock
     summary = analysis.summarize(results, budgets, all_lpc, p)
+    clock = time.perf_counter()
     scores, score_timing = transferability_scores(
         inputs.sources, target, inputs.runs_root, device,
         strategies.by_role("feature_probe") in params.grid.strategies)
+    seconds["transferability"] = time.perf_counter() - clock
     transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence,
                                                 headline, regression)
     verdicts = analysis.control_family(
@@ -142,11 +153,23 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
         "statistics": verdicts["statistics"],
         "what_helped": what_helped(results, summary, budgets, p, headline),
         "data_hygiene": _data_hygiene(target),
-        "what_transferred": what_transferred_report(inputs, p.similarity_probe, p.confidence),
+        "what_transferred": _timed(seconds, "what_transferred", what_transferred_report,
+                                   inputs, p.similarity_probe, p.confidence),
+        **({} if regression or not (fixed := judge_fixed(results, target.load("test").truth, p))
+           else {"fixed_predictions": fixed}),
         **({"privacy": privacy} if (privacy := _privacy(inputs.runs)) else {}),
         **extra,
     }
-    return Evaluation(inputs, results, report, score_timing, p.calibration_bins)
+    return Evaluation(inputs, results, report, score_timing, p.calibration_bins, seconds)
+
+
+def _timed(seconds: dict, part: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, its wall time added to ``seconds[part]``."""
+    clock = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - clock
 
 
 def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: float) -> dict:
@@ -156,7 +179,8 @@ def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: fl
         return {}
     pool = inputs.target.modality.to_inputs(inputs.target.load("train").examples)
     probe = pool[probe_indices(len(pool), probe_size)]
-    return study_similarity(inputs.runs, inputs.sources, probe, confidence)
+    return study_similarity(inputs.runs, inputs.sources, probe, confidence,
+                            inputs.target.task.group)
 
 
 def _privacy(runs: list[dict]) -> dict:

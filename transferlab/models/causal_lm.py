@@ -242,8 +242,13 @@ def pretrained_backbone(spec: str, pooling: str = "mean", key: str = "pretrain.a
 
 def weights_digest(lm: nn.Module) -> str:
     """sha256 of a module's state (names, dtypes, shapes and values, in state-dict order)."""
+    return state_digest(lm.state_dict())
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict (names, dtypes, shapes and values, in its order)."""
     digest = hashlib.sha256()
-    for name, tensor in lm.state_dict().items():
+    for name, tensor in state.items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
@@ -254,6 +259,14 @@ def weights_digest(lm: nn.Module) -> str:
 def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
     """The backbone state of ``llm:<spec>``'s pretrained weights (not to be modified)."""
     return _wrap(load_pretrained_net(spec), "mean").state_dict()
+
+
+@lru_cache(maxsize=1)
+def pretrained_digest(spec: str) -> str:
+    """:func:`state_digest` of :func:`pretrained_state`: what :func:`weights_digest` gives an LM
+    that holds those weights (``load_state_dict`` copies them bit for bit), computed once per
+    process instead of once per checkpoint restored."""
+    return state_digest(pretrained_state(spec))
 
 
 def find_lm(model: nn.Module) -> tuple[str, CausalLMBackbone] | None:
@@ -293,8 +306,8 @@ def restore_state(model: nn.Module, state: dict[str, torch.Tensor], weights: dic
             from those the checkpoint was saved with.
     """
     module = weights["module"]
-    full = {f"{module}.{k}": v for k, v in pretrained_state(weights["init"]).items()}
-    model.load_state_dict({**full, **state})
-    if weights_digest(model.get_submodule(module)) != weights["sha256"]:
+    if pretrained_digest(weights["init"]) != weights["sha256"]:
         raise ValueError(f"{source}: the weights of {weights['init']} differ from those it was "
                          "saved with (sha256 mismatch); reinstall the pinned model")
+    full = {f"{module}.{k}": v for k, v in pretrained_state(weights["init"]).items()}
+    model.load_state_dict({**full, **state})

@@ -316,6 +316,12 @@ def save_checkpoint(model: TransferNet, path: str | Path, config: dict[str, Any]
 ARCH_CONFIG = ("hf_config", "pooling", "origin", "prompt", "weights")
 
 
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The config a checkpoint was saved with, without building its model (the file is
+    memory-mapped: its tensors are not read)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[TransferNet, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_checkpoint`. Returns (model in eval mode, config)."""

@@ -82,6 +82,17 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
     ]
     for budget in budgets:
         out += list(block.get("sentences", {}).get(budget, []))
+    still = block.get("unmoved") or {}
+    everywhere = [c for c, at in still.items()
+                  if set(at) >= {b for b in budgets if b in block["curves"][c]}]
+    if still:
+        out.append(
+            "Backbone weights as the source's, so CKA 1 by construction (the features may "
+            "still differ by BatchNorm statistics): "
+            + ", ".join(f"`{c}`" + ("" if c in everywhere else f" at {', '.join(at)}")
+                        for c, at in still.items())
+            + (". The table leaves out the curves this holds for at every budget."
+               if everywhere else "."))
     chosen = block.get("chosen_blocks") or {}
     for curve, by_budget in chosen.items():
         for budget, entry in by_budget.items():
@@ -89,18 +100,20 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
             out.append(f"`{curve}` at {budget}: the block it chose to tune, {picks}; the block "
                        f"whose CKA fell most, `{entry['lowest_cka']}`.")
     if block.get("not_compared"):
-        out.append("Not compared block by block (the network is not the source's blocks, e.g. "
-                   "a causal LM read through a prompt, whose weights are the source's): "
+        out.append("Not compared block by block (the network is not the source's blocks: a "
+                   "causal LM read through a prompt as it is, its weights the source's): "
                    + ", ".join(f"`{c}`" for c in block["not_compared"]) + ".")
     blocks = _blocks(block)
     rows = []
-    for curve in _rows(block):
+    for curve in (c for c in _rows(block) if c not in everywhere):
         for budget in budgets:
             entry = block["curves"][curve].get(budget)
             if not entry:
                 continue
             rows.append((curve, budget, *(_cell(entry.get(b)) for b in blocks)))
-    out.append(Table(("curve", "budget", *(f"{b}: CKA / drift" for b in blocks)), tuple(rows)))
+    if rows:
+        out.append(Table(("curve", "budget", *(f"{b}: CKA / drift" for b in blocks)),
+                         tuple(rows)))
     return out
 
 

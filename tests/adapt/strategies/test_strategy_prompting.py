@@ -26,7 +26,7 @@ from transferlab.data.checkpoints import load_causal_tokenizer
 from transferlab.data.kinds.base import tokenize
 from transferlab.models.nets import build_model, load_checkpoint, load_init, save_checkpoint
 from transferlab.models.prompting import calibrated, encode_template
-from transferlab.training.loop import predict_logits
+from transferlab.training.loop import predict_logits, predict_proba
 
 TEMPLATE = "Review:\n{text}\nSentiment:"
 WORDS = {"neg": "bad", "pos": "good"}
@@ -276,6 +276,60 @@ def test_trained_strategies_run_on_the_causal_lm(name: str, tiny: Path, source_p
     assert predict_logits(model, target.val_x, CPU).shape == (len(target.val_x), 2)
 
 
+# ------------------------------------------------ prompt-based fine-tuning (LM-BFF) with LoRA
+def test_lora_prompt_starts_at_the_zero_shot_classifier_and_trains_the_decoder_only(
+        tiny: Path, source_path: Path, target: TargetData, tmp_path: Path) -> None:
+    """``lora_prompt``: before any step the adapted model is the uncalibrated zero-shot
+    classifier (LoRA's B is zero); training moves only the decoder blocks' linear layers (the
+    embeddings, final norm and LM head stay the source's); the merged checkpoint holds the moved
+    LM and scores every text as the model did when it was saved."""
+    from transferlab.adapt.strategies import lora_prompt
+
+    cfg = _cfg("lora_prompt", epochs=3, batch_size=4, lr=0.01)
+    source, _ = load_checkpoint(source_path)
+    template = encode_template(load_causal_tokenizer(f"llm:{tiny}"), TEMPLATE,
+                               [WORDS[c] for c in CLASSES], "", (), "transfer.lora_prompt")
+    zero = prompted_model(load_checkpoint(source_path)[0], template.zero_shot(), None)
+    start = prompted_model(load_checkpoint(source_path)[0], template.zero_shot(), None)
+    net = lora_prompt.wrap(start, cfg.rank, cfg.alpha, seed=0)
+    assert all(n.startswith("backbone.lm.layer") for n in lora_prompt.decoder_linears(start))
+    net.eval()
+    assert torch.allclose(net(target.val_x), predict_logits(zero, target.val_x, CPU), atol=1e-6)
+
+    saved = {}
+    result = run_replicates("lora_prompt", cfg, source_path, target, CPU, tmp_path,
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION,
+                            on_result=lambda record, model, _: saved.setdefault(
+                                record["checkpoint"], predict_logits(model, target.val_x, CPU)))
+    assert result["skipped"] is None and len(result["runs"]) == 4 and saved
+    lm = source.backbone.state_dict()
+    for checkpoint, logits in saved.items():
+        model, _ = load_checkpoint(tmp_path / checkpoint)
+        assert torch.equal(predict_logits(model, target.val_x, CPU), logits)
+        state = model.backbone.lm.state_dict()
+        moved = {n for n, t in state.items() if not torch.equal(t, lm[n])}
+        assert moved and all(n.startswith("layer") for n in moved), moved
+        assert not any(n.endswith(".bias") and "norm" in n for n in moved)
+        assert torch.equal(model.head.weight, torch.eye(2))  # the label words are the head
+    # what transferred compares the LM behind the prompt with the source's, block by block:
+    # the embeddings kept (drift 0, CKA 1), the decoder blocks moved
+    from transferlab.evaluation.similarity import study_similarity
+
+    out = study_similarity([{**result, "source": "lm", "strategy": "lora_prompt",
+                             "folder": tmp_path}], {"lm": source_path}, target.pool_x[:6])
+    assert out["not_compared"] == [] and set(out["curves"]) == {"lm/lora_prompt"}
+    for by_block in out["curves"]["lm/lora_prompt"].values():
+        assert by_block["embeddings"]["drift"]["mean"] == 0.0
+        assert by_block["embeddings"]["cka"]["mean"] == pytest.approx(1.0)
+        assert any(e["drift"]["mean"] > 0 for b, e in by_block.items()
+                   if b.startswith("layer"))
+
+
+def test_lora_prompt_refuses_a_head() -> None:
+    with pytest.raises(ParamsError, match=r"transfer\.lora_prompt\.head"):
+        _cfg("lora_prompt", head="mlp")
+
+
 # ------------------------------------------------------------------------ prompted checkpoints
 @pytest.mark.parametrize("name", ["zero_shot", "in_context"])
 def test_a_prompted_checkpoint_records_its_weights_instead_of_holding_them(
@@ -328,11 +382,18 @@ def test_a_checkpoint_whose_lm_moved_keeps_its_weights(source_path: Path, tiny: 
 
 
 def test_what_transferred_skips_a_prompted_network_and_compares_a_probe(
-        tiny: Path, source_path: Path, target: TargetData, tmp_path: Path) -> None:
+        tiny: Path, source_path: Path, target: TargetData, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The evaluate stage's per-block comparison on a causal LM: the prompted network (the LM
     behind a prompt, its blocks not the source's) is named as not compared, and a linear probe
-    on the same LM keeps every block, CKA 1 and drift 0."""
+    on the same LM keeps every block, CKA 1 and drift 0, without a pass of the source over the
+    probe (no backbone moved: nothing to compare the source's features with)."""
+    from transferlab.evaluation import similarity
     from transferlab.evaluation.similarity import study_similarity
+
+    passes = []
+    monkeypatch.setattr(similarity, "source_grams",
+                        lambda *a, **k: passes.append(a) or pytest.fail("a source pass"))
 
     arch = {"arch": f"llm:{tiny}", "width": 0}
     runs = []
@@ -347,6 +408,46 @@ def test_what_transferred_skips_a_prompted_network_and_compares_a_probe(
     out = study_similarity(runs, {"lm": source_path}, target.pool_x[:6])
     assert out["not_compared"] == ["lm/zero_shot"]
     assert set(out["curves"]) == {"lm/linear_probe"}
+    assert out["unmoved"] == {"lm/linear_probe": sorted(out["curves"]["lm/linear_probe"],
+                                                        key=int)}
+    assert not passes
+    # the probe's checkpoints were settled from their config (the source's LM, restored from
+    # the same init and digest): the same numbers as building and comparing each network
+    from transferlab.models.nets import checkpoint_config
+
+    probe_ckpt = runs[1]["folder"] / runs[1]["runs"][0]["checkpoint"]
+    assert similarity._lm_record(checkpoint_config(source_path)) is not None
+    assert similarity._lm_record(checkpoint_config(probe_ckpt)) == similarity._lm_record(
+        checkpoint_config(source_path))
+    monkeypatch.setattr(similarity, "_lm_record", lambda config: None)
+    built = study_similarity(runs, {"lm": source_path}, target.pool_x[:6])
+    assert built == out
     for by_block in out["curves"]["lm/linear_probe"].values():
         assert all(e["cka"]["mean"] == 1.0 and e["drift"]["mean"] == 0.0
                    for e in by_block.values() if isinstance(e, dict))
+
+
+def test_shared_backbone_keys_tell_prompts_apart_and_stand_in_for_a_restored_lm(
+        tiny: Path, source_path: Path, target: TargetData, tmp_path: Path) -> None:
+    """evaluate's backbone sharing: two prompted models on the same LM weights but with other
+    prompts (uncalibrated, so their states are equal) get other keys; a checkpoint restored
+    from its init is keyed by its recorded digest, and its shared predictions are the model's
+    own, bit for bit."""
+    from transferlab.evaluation.evaluate import _SharedBackbones
+
+    template = encode_template(load_causal_tokenizer(f"llm:{tiny}"), TEMPLATE,
+                               [WORDS[c] for c in CLASSES], "\n\n", (), "transfer.in_context")
+    demo = [(list(template.opening), 0)]
+    plain = prompted_model(load_checkpoint(source_path)[0], template.zero_shot(), None)
+    shown = prompted_model(load_checkpoint(source_path)[0], template.in_context(demo), None)
+    shared = _SharedBackbones(CPU)
+    assert shared.key(plain) != shared.key(shown)
+
+    run_replicates("zero_shot", _cfg("zero_shot"), source_path, target, CPU, tmp_path,
+                   {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    first, _ = load_checkpoint(tmp_path / "model.pt")
+    again, _ = load_checkpoint(tmp_path / "model.pt")
+    assert first.arch_config["weights"]["module"] == "backbone.lm"
+    assert shared.key(first) == shared.key(again)
+    assert np.array_equal(shared.proba(first, "val", target.val_x),
+                          predict_proba(again, target.val_x, CPU))

@@ -142,6 +142,13 @@ def test_sentences_name_the_block_that_changed_most_and_the_curves_that_kept_eve
     # a backbone that did not move is said once, for every budget, not once per budget
     assert unmoved(CURVES) == {"src/linear_probe": ["10"]}
     assert sentences({"src/linear_probe": CURVES["src/linear_probe"]}) == {}
+    # weights as the source's but other BatchNorm statistics (AdaBN): its features moved, so
+    # it is not unmoved, and the sentence says how
+    adabn = {"src/adabn": {"10": {"block1": _entry(0.99, 0.0), "block2": _entry(0.96, 0.0),
+                                  "block3": _entry(0.93, 0.0)}}}
+    assert unmoved(adabn) == {}
+    assert "`src/adabn` changed `block3` most through its BatchNorm statistics alone (weights "\
+        "as the source's; CKA 0.93" in sentences(adabn)["10"][0]
     # a regression target's budgets count labels per stratum
     assert moved.startswith("At 10 labels per class, ")
     assert sentences(CURVES, "stratum")["10"][0].startswith("At 10 labels per stratum, ")
@@ -174,4 +181,10 @@ def test_the_report_section_and_heat_map(tmp_path) -> None:
     said = [b for b in blocks if isinstance(b, str) and "`src/linear_probe`" in b]
     assert len(said) == 1 and "CKA 1 by construction" in said[0]
     assert not any(row[0] == "src/linear_probe" for row in table.rows)
+    # an AdaBN curve (weights kept, statistics not) stays in the table
+    curves = {**CURVES, "src/adabn": {"10": {b: _entry(0.95, 0.0)
+                                             for b in ("block1", "block2", "block3")}}}
+    ev["what_transferred"].update(curves=curves, unmoved=unmoved(curves))
+    rows = report.section(ev, ["10"], "h.png")[-1].rows
+    assert any(row[0] == "src/adabn" for row in rows)
     assert report.section({}, ["10"], None)[0].startswith("Not measured")

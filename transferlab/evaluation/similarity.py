@@ -305,14 +305,21 @@ def _inner_lm(prompted: nn.Module, source: nn.Module) -> nn.Module | None:
 KEPT = 0.95  # a block whose mean CKA with the source is at least this is called "kept"
 
 
-def _still(entry: Mapping[str, Any]) -> bool:
+def _same_weights(entry: Mapping[str, Any]) -> bool:
     """Every block's weights as the source's (drift 0 in every seed)."""
     return all(e["drift"]["mean"] == 0 for e in entry.values())
 
 
+def _still(entry: Mapping[str, Any]) -> bool:
+    """Nothing changed: the source's weights and, in every seed, its features (CKA exactly 1,
+    as :func:`what_transferred` gives a backbone equal to the source's, statistics included)."""
+    return _same_weights(entry) and all(e["cka"]["mean"] == 1.0 for e in entry.values())
+
+
 def unmoved(curves: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
-    """{curve: the budgets at which its backbone's weights are the source's in every seed} (a
-    probe, a source model as it is: CKA 1 by construction but for BatchNorm statistics)."""
+    """{curve: the budgets at which its backbone is the source's in every seed, weights and
+    BatchNorm statistics} (a probe, a source model as it is: CKA 1 by construction). A
+    backbone whose weights are the source's but whose statistics are not (AdaBN) is not."""
     out = {curve: sorted((b for b, entry in by_budget.items() if _still(entry)),
                          key=budget_order)
            for curve, by_budget in curves.items()}
@@ -336,7 +343,9 @@ def sentences(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], group: str 
             drift = {b: e["drift"]["mean"] for b, e in entry.items()}
             low = min(cka, key=lambda b: (not np.isfinite(cka[b]), cka[b]))
             profile = " → ".join(f"{cka[b]:.2f}" for b in cka)
-            moved.append(f"`{curve}` changed `{low}` most (CKA {cka[low]:.2f}, drift "
+            how = ("through its BatchNorm statistics alone (weights as the source's; "
+                   if _same_weights(entry) else "(")
+            moved.append(f"`{curve}` changed `{low}` most {how}CKA {cka[low]:.2f}, drift "
                          f"{drift[low]:.3f}; CKA per block {profile})")
             if all(v >= KEPT for v in cka.values()):
                 kept.append(f"`{curve}`")

@@ -87,8 +87,8 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
                   if set(at) >= {b for b in budgets if b in block["curves"][c]}]
     if still:
         out.append(
-            "Backbone weights as the source's, so CKA 1 by construction (the features may "
-            "still differ by BatchNorm statistics): "
+            "Backbone as the source's, weights and BatchNorm statistics, so CKA 1 by "
+            "construction: "
             + ", ".join(f"`{c}`" + ("" if c in everywhere else f" at {', '.join(at)}")
                         for c, at in still.items())
             + (". The table leaves out the curves this holds for at every budget."

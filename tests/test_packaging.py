@@ -3,6 +3,7 @@ that `pip install` takes in a fresh venv, and the `transferlab` command it puts 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -75,8 +76,6 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_cli_lists_the_scenarios_and_refuses_a_bad_log_level() -> None:
-    import os
-
     out = _cli("scenarios")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].split()[0] == "default"
@@ -95,3 +94,18 @@ def test_cli_hands_a_tool_its_own_arguments_and_plain_help() -> None:
     assert out.stdout.startswith("usage: transferlab audit")
     assert "``" not in out.stdout and ":mod:" not in out.stdout  # docstring markup stripped
     assert _cli("-q", "fingerprint", "--help").stdout.startswith("usage: transferlab fingerprint")
+
+
+def test_cli_ends_quietly_when_its_reader_has_gone() -> None:
+    """``transferlab studies | head``: the reader closes the pipe early; the command stops with
+    the shell's SIGPIPE status and no traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes its first line
+    try:
+        proc = subprocess.run([str(Path(sys.executable).parent / "transferlab"), "scenarios"],
+                              cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr

@@ -93,6 +93,21 @@ def _passthrough(argv: list[str]) -> tuple[str, list[str], bool, bool] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The ``transferlab`` command. A reader that closes the pipe early (``transferlab studies
+    | head``) ends it quietly, as it does any Unix tool."""
+    try:
+        try:
+            _main(argv)
+        finally:  # a pipe's buffered output is written here, so its error is caught here too
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader has gone: no traceback, and no second error when Python flushes stdout at
+        # exit (the Python docs' recipe, "Note on SIGPIPE" in the signal module)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool the pipe ended
+
+
+def _main(argv: Sequence[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     direct = _passthrough(argv)
     if direct is not None:  # the module's own parser answers, --help included

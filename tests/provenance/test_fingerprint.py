@@ -54,7 +54,7 @@ def test_the_goldens_include_issue_23s_intel_machine() -> None:
 # AdamW and the small net trained with it (fp.TORCH_ADAMW_OPS). The project trains with its own
 # AdamW (an exact sqrt): its kernels and trace (fp.TRAINING_OPS) must agree on every CPU, as
 # must everything else; a golden recorded before them is silent about them.
-MAY_DIFFER_ACROSS_VENDORS = {"opt_sqrt", *fp.TORCH_ADAMW_OPS}
+MAY_DIFFER_ACROSS_VENDORS = fp.CROSS_VENDOR_OPS
 
 
 @pytest.mark.parametrize("golden", PORTABLE, ids=[p.stem for p in PORTABLE])
@@ -66,6 +66,25 @@ def test_portable_fingerprint_equals_every_golden(here: dict, golden: Path) -> N
         return
     differ = {d.op for d in fp.differences(here, gold, "portable")}
     assert differ <= MAY_DIFFER_ACROSS_VENDORS, line
+    assert fp.vendor_only(here, gold, "portable") == bool(differ)
+
+
+def test_vendor_only_differences_pass_only_across_vendors(here: dict) -> None:
+    """`make fingerprint` on an AMD CPU against an Intel golden: torch's own sqrt and AdamW may
+    differ and the comparison still passes; any other op fails it, and so does the same
+    difference between two CPUs of one vendor."""
+    portable = fp.SECTIONS["portable"]
+    other = json.loads(json.dumps(here))
+    other["machine"]["vendor"] = "GenuineOther"
+    for op in fp.CROSS_VENDOR_OPS & set(other[portable]):
+        other[portable][op] = "0" * 16 if isinstance(other[portable][op], str) else ["0"]
+    assert fp.differences(here, other, "portable")
+    assert fp.vendor_only(here, other, "portable")
+    same_vendor = json.loads(json.dumps(other))
+    same_vendor["machine"]["vendor"] = here["machine"].get("vendor")
+    assert not fp.vendor_only(here, same_vendor, "portable")
+    other[portable]["softmax"] = "f" * 16
+    assert not fp.vendor_only(here, other, "portable")
 
 
 def test_a_golden_records_the_project_adamw() -> None:

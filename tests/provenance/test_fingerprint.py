@@ -48,13 +48,8 @@ def test_the_goldens_include_issue_23s_intel_machine() -> None:
     assert ISSUE_23_GOLDEN not in {p.name for p in PORTABLE}  # it predates the mode
 
 
-# Across vendors (measured 2026-12-06, docs/reproducibility.md "Intel and AMD"): an AMD EPYC
-# (Zen 3, AVX2) and the Intel Xeons agree on every kernel of the portable mode but torch's CPU
-# sqrt (opt_sqrt: MKL's vector math, which rounds differently per vendor), and so on torch's own
-# AdamW and the small net trained with it (fp.TORCH_ADAMW_OPS). The project trains with its own
-# AdamW (an exact sqrt): its kernels and trace (fp.TRAINING_OPS) must agree on every CPU, as
-# must everything else; a golden recorded before them is silent about them.
-MAY_DIFFER_ACROSS_VENDORS = fp.CROSS_VENDOR_OPS
+# Across vendors only torch's own sqrt and AdamW may differ (fp.CROSS_VENDOR_OPS says why);
+# the project's training kernels (fp.TRAINING_OPS) must agree on every CPU.
 
 
 @pytest.mark.parametrize("golden", PORTABLE, ids=[p.stem for p in PORTABLE])
@@ -65,7 +60,7 @@ def test_portable_fingerprint_equals_every_golden(here: dict, golden: Path) -> N
         assert equal, line
         return
     differ = {d.op for d in fp.differences(here, gold, "portable")}
-    assert differ <= MAY_DIFFER_ACROSS_VENDORS, line
+    assert differ <= fp.CROSS_VENDOR_OPS, line
     assert fp.vendor_only(here, gold, "portable") == bool(differ)
 
 

@@ -163,6 +163,35 @@ def test_init_checkpoint_and_lora(tiny: Path, inputs: torch.Tensor, tmp_path: Pa
         torch.testing.assert_close(net.merge_and_unload()(inputs), adapted_out)
 
 
+def test_model_config_builds_a_smaller_lm_that_a_checkpoint_rebuilds(
+        tiny: Path, inputs: torch.Tensor, tmp_path: Path) -> None:
+    """scratch's ``model_config``: the same family with fewer layers and a narrower width; the
+    checkpoint records the changed config and rebuilds that model; bad keys and values and an
+    architecture without a model config fail naming the key."""
+    small = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=3, model_config={
+        "num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 24},
+        key="transfer.scratch.model_config")
+    assert block_names(small) == ["embeddings", "layer0", "norm"]
+    assert small.feature_dim == 16
+    assert small.arch_config["hf_config"]["num_hidden_layers"] == 1
+    save_checkpoint(small, tmp_path / "s.pt", {"arch": f"llm:{tiny}", "width": 0,
+                                               "num_classes": 2, "mean": 0.0, "std": 1.0})
+    again, _ = load_checkpoint(tmp_path / "s.pt")
+    assert block_names(again) == ["embeddings", "layer0", "norm"]
+    with torch.inference_mode():
+        torch.testing.assert_close(again(inputs), small.eval()(inputs))
+    with pytest.raises(ParamsError, match=r"transfer.scratch.model_config: 'layers' not in .*"
+                                          r"num_hidden_layers"):
+        build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0, model_config={"layers": 1},
+                    key="transfer.scratch.model_config")
+    with pytest.raises(ParamsError, match=r"model_config.hidden_size: expected int"):
+        build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0, model_config={"hidden_size": 16.0},
+                    key="transfer.scratch.model_config")
+    with pytest.raises(ParamsError, match=r"model_config: 'small_cnn' has no model config"):
+        build_model("small_cnn", 2, 0.0, 1.0, seed=0, model_config={"width": 8},
+                    key="transfer.scratch.model_config")
+
+
 def test_prepare_reads_a_causal_tokenizer(tiny: Path) -> None:
     """``prepare.tokenizer: llm:<...>`` loads the causal LM's tokenizer; its manifest record
     takes BOS and EOS for the [CLS] and [SEP] it lacks."""

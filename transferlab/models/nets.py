@@ -105,7 +105,8 @@ class TransferNet(nn.Module):
 
 def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
                 width: int = 32, arch_config: dict[str, Any] | None = None,
-                pooling: str | None = None) -> TransferNet:
+                pooling: str | None = None, model_config: dict[str, Any] | None = None,
+                key: str = "model_config") -> TransferNet:
     """Build a randomly initialised network, the initialisation drawn from ``seed`` alone.
 
     Args:
@@ -122,11 +123,16 @@ def build_model(arch: str, num_classes: int, mean: float, std: float, seed: int,
         pooling: ``pretrain.pooling``, the pooled feature of a backbone that offers a choice
             (an ``llm:`` model: ``last`` or ``mean``); None: its default. Ignored with
             ``arch_config``, which records it.
+        model_config: keys of the model config to change (an ``hf:`` or ``llm:`` model's
+            ``hf_config``: a smaller model of the same family, as scratch's ``model_config``);
+            the checkpoint records the changed config. A ParamsError names ``key``.
     Returns:
         The :class:`TransferNet`.
     """
     backbone = backbones.get(arch)
     arch_config = backbone.arch_config(arch, arch_config, pooling)  # before the seeded build
+    if model_config:
+        arch_config = backbone.resize(key, arch, arch_config, model_config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         built = backbone.build(arch, width, arch_config)

@@ -276,6 +276,22 @@ def test_trained_strategies_run_on_the_causal_lm(name: str, tiny: Path, source_p
     assert predict_logits(model, target.val_x, CPU).shape == (len(target.val_x), 2)
 
 
+def test_scratch_model_config_trains_a_smaller_lm_of_the_family(tiny: Path, target: TargetData,
+                                                               tmp_path: Path) -> None:
+    """scratch with ``model_config``: every replicate trains a 1-layer, 16-wide LM on the same
+    token ids from random weights, and its checkpoint rebuilds that model."""
+    cfg = from_dict(get("scratch").Params, {
+        "epochs": 2, "batch_size": 8, "augment": False,
+        "model_config": {"num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 24}},
+        "transfer.scratch")
+    result = run_replicates("scratch", cfg, None, target, CPU, tmp_path,
+                            {"arch": f"llm:{tiny}", "width": 0}, SELECTION)
+    assert result["skipped"] is None and len(result["runs"]) == 4
+    model, config = load_checkpoint(tmp_path / result["runs"][0]["checkpoint"])
+    assert config["hf_config"]["num_hidden_layers"] == 1 and model.feature_dim == 16
+    assert predict_logits(model, target.val_x, CPU).shape == (len(target.val_x), 2)
+
+
 # ------------------------------------------------ prompt-based fine-tuning (LM-BFF) with LoRA
 def test_lora_prompt_starts_at_the_zero_shot_classifier_and_trains_the_decoder_only(
         tiny: Path, source_path: Path, target: TargetData, tmp_path: Path) -> None:

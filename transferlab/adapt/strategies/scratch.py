@@ -2,12 +2,19 @@
 
 The baseline: every transfer gain is this curve subtracted from another at the same budget and
 seed.
+
+``model_config`` makes it a smaller model of the same family: keys of an ``hf:`` or ``llm:``
+architecture's model config (``{num_hidden_layers: 2, hidden_size: 128, ...}``), the tokenizer
+and pooled feature unchanged. From random weights, a 135M-parameter causal LM trained on a few
+dozen labels costs as much as fine-tuning the pretrained one and learns no more than a small
+one; "what the labels alone give" is then asked of a model sized to them
+(``scenarios/llm_text.yaml``). Empty (the default): the source architecture as it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from transferlab.adapt.strategies.base import Strategy, TransferTrainParams
 from transferlab.adapt.strategies.registry import register
@@ -18,6 +25,8 @@ from transferlab.models.nets import TransferNet, build_model
 @dataclass(frozen=True)
 class ScratchParams(TransferTrainParams):
     normalization: Literal["source", "target"] = "target"
+    # keys of the architecture's model config to change (hf: and llm: models); {}: as it is
+    model_config: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         super().validate(key)
@@ -37,4 +46,6 @@ class Scratch(Strategy):
     def initial_model(self) -> TransferNet:
         norm, arch = self.ctx.target.normalization, self.ctx.arch
         return build_model(arch["arch"], self.ctx.target.num_classes, norm["mean"], norm["std"],
-                           self.ctx.seed, arch["width"], pooling=arch.get("pooling"))
+                           self.ctx.seed, arch["width"], pooling=arch.get("pooling"),
+                           model_config=self.cfg.model_config,
+                           key=f"transfer.{self.name}.model_config")

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from transferlab.config.params import check_hf
-from transferlab.models.backbones.registry import Backbone, Built, register
+from transferlab.models.backbones.registry import Built, HFConfigBackbone, register
 
 
 @register
-class HuggingFace(Backbone):
+class HuggingFace(HFConfigBackbone):
     name = "hf:"
     prefix = True
     usage = "hf:<checkpoint directory or package>"

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from transferlab.config.typed import fail
-from transferlab.models.backbones.registry import Backbone, Built, register
+from transferlab.models.backbones.registry import Built, HFConfigBackbone, register
 
 
 @register
-class CausalLM(Backbone):
+class CausalLM(HFConfigBackbone):
     name = "llm:"
     prefix = True
     usage = "llm:<checkpoint directory, .gguf file or package>"

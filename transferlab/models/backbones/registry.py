@@ -60,6 +60,36 @@ class Backbone:
     def build(self, arch: str, width: int, arch_config: dict[str, Any] | None) -> Built:
         raise NotImplementedError
 
+    def resize(self, key: str, arch: str, arch_config: dict[str, Any] | None,
+               overrides: dict[str, Any]) -> dict[str, Any] | None:
+        """``arch_config`` with the model config's keys in ``overrides`` changed (a smaller
+        model of the same family, e.g. scratch's ``model_config``); ParamsError naming ``key``
+        where this backbone has no such config or a key is not one of it."""
+        fail(key, f"{arch!r} has no model config to override (an hf: or llm: architecture has "
+                  "one; small_cnn's size is pretrain.width)")
+        return arch_config
+
+
+class HFConfigBackbone(Backbone):
+    """A backbone whose ``arch_config["hf_config"]`` is a transformers config as a dict: its
+    :meth:`resize` changes that config's keys."""
+
+    def resize(self, key: str, arch: str, arch_config: dict[str, Any] | None,
+               overrides: dict[str, Any]) -> dict[str, Any] | None:
+        if not overrides:
+            return arch_config
+        config = dict(arch_config["hf_config"])
+        unknown = sorted(set(overrides) - set(config))
+        if unknown:
+            valid = ", ".join(k for k in sorted(config) if isinstance(config[k], (int, float)))
+            fail(key, f"{', '.join(map(repr, unknown))} not in the model config of {arch!r}; "
+                      f"its numeric keys: {valid}")
+        for name, value in overrides.items():
+            if type(value) is not type(config[name]):
+                fail(f"{key}.{name}", f"expected {type(config[name]).__name__} like the model "
+                                      f"config's {config[name]!r}, got {value!r}")
+        return {**arch_config, "hf_config": {**config, **overrides}}
+
 
 def register(cls: type[Backbone]) -> type[Backbone]:
     """Class decorator: add a backbone to the registry under ``cls.name``."""

@@ -40,6 +40,7 @@ from transferlab.core.runtime import (
     timing_path,
     write_timing,
 )
+from transferlab.models.nets import checkpoint_config
 from transferlab.models.resolved import load_params
 from transferlab.tracking.mirror import mirror_transfer_record, outputs_digest
 from transferlab.tracking.tracker import Tracker, tracked
@@ -57,8 +58,11 @@ def main() -> None:
     seed_everything(params.pretrain.seed, params.common.num_threads,
                     params.common.gemm_branch, params.common.determinism)
     device = resolve_device(params.common.device)
-    target = load_target(args.target)
     source_model, source_data = _path(args.source_model), _path(args.source_data)
+    # the target as the source's model reads it (a text source of another tokenizer: its own
+    # encoding of the same splits); scratch's is pretrain.arch's
+    target = load_target(args.target, checkpoint_config(source_model)["arch"]
+                         if source_model else None)
     mapping = load_mapping(source_data)
     arch = {"arch": params.pretrain.arch, "width": params.pretrain.width,
             "pooling": params.pretrain.pooling}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -348,3 +349,101 @@ def test_a_branch_this_cpu_lacks_is_refused_with_the_choice_that_works(monkeypat
                                            r"on this CPU .*set common\.gemm_branch: compatible"):
         cpu_pinning.set_gemm_branch("avx2")
     assert not cpu_pinning.branch_supported("avx2") and cpu_pinning.branch_supported("compatible")
+
+
+# ------------------------------------------- two text models of their own tokenizers, one study
+def test_a_causal_lm_and_an_encoder_read_the_same_target_in_their_own_encodings(
+        tmp_path: Path, checkpoint: Path) -> None:
+    """A source whose init names another text model is that model: prepare writes the target in
+    its tokenizer too (the same texts, labels, splits and budgets); its null-source manifest,
+    its pretrain, the transfer stage's target, evaluate's test pass, the transferability scores
+    and what transferred all read that encoding; a dataset holding no encoding for an
+    architecture says so, naming the ones it holds."""
+    from tests.llm_fixtures import write_tiny_causal_lm
+    from transferlab.adapt.replicates import run_replicates
+    from transferlab.adapt.target import load_target
+    from transferlab.config.params import SelectionParams
+    from transferlab.config.typed import from_dict
+    from transferlab.data.prepare import prepare_all
+    from transferlab.data.store import PreparedDataset
+    from transferlab.evaluation.evaluate import (
+        discover_runs,
+        evaluate_runs,
+        transferability_scores,
+    )
+    from transferlab.evaluation.similarity import study_similarity
+    from transferlab.training.pretrain import pretrain_source
+
+    llm = f"llm:{write_tiny_causal_lm(tmp_path / 'tiny_lm')}"
+    hf = f"hf:{checkpoint}"
+
+    def edit(p: dict) -> None:
+        p["prepare"]["tokenizer"] = p["pretrain"]["arch"] = llm
+        p["prepare"]["sources"] = {"encoder": {"kind": "none", "init": hf},
+                                   "lm": {"kind": "none", "init": llm},
+                                   "random_init": {"kind": "none"}}
+        p["grid"]["methods"] = {"sources": [], "strategies": []}
+
+    params = strategies.resolve(load_params(text_yaml(tmp_path, checkpoint, edit)))
+    data = tmp_path / "prepared"
+    prepare_all(params, data)
+    target = PreparedDataset.open(data / "target")
+    assert target.manifest["tokenizer"]["source"] == llm
+    encoder_view = target.encoded_for(hf)
+    assert encoder_view.folder.parent == data / "target" / "encodings"
+    assert encoder_view.manifest["tokenizer"]["source"] == hf
+    assert encoder_view.budgets() == target.budgets()
+    for split in ("train", "val", "test"):
+        ours, theirs = target.load(split), encoder_view.load(split)
+        assert np.array_equal(ours.labels, theirs.labels)
+        assert not np.array_equal(ours.examples, theirs.examples)  # other token ids
+    bert_cls = load_tokenizer(hf).cls_token_id
+    assert (encoder_view.load("train").examples[:, 0, 0] == bert_cls).all()
+    assert target.encoded_for(llm) is target and target.encoded_for(None) is target
+    with pytest.raises(DataError, match=r"no encoding for 'hf:elsewhere'; it holds 'llm:.*', "
+                                        r"'hf:.*'"):
+        target.encoded_for("hf:elsewhere")
+    null = PreparedDataset.open(data / "sources" / "encoder")
+    assert null.manifest["tokenizer"]["source"] == hf
+    assert PreparedDataset.open(data / "sources" / "random_init").manifest["tokenizer"][
+        "source"] == llm
+
+    model, config, _, _ = pretrain_source(params.pretrain, null, torch.device("cpu"), "encoder",
+                                          hf)
+    assert config["arch"] == hf and block_names(model)[0] == "embeddings"
+    models = tmp_path / "models"
+    models.mkdir()
+    save_checkpoint(model, models / "encoder.pt", config)
+    pool = load_target(data / "target", hf)
+    assert torch.equal(pool.pool_x, torch.from_numpy(
+        encoder_view.load("train").examples.astype(np.int64)))
+
+    runs_root = tmp_path / "runs"
+    # the encoder's probe on its encoding, scratch (pretrain.arch, the LM) on the LM's
+    for source, strategy, path, view in (("encoder", "linear_probe", models / "encoder.pt", pool),
+                                         ("none", "scratch", None, load_target(data / "target"))):
+        cfg = from_dict(strategies.get(strategy).Params, {"epochs": 3, "augment": False},
+                        f"transfer.{strategy}")
+        out = runs_root / (strategy if source == "none" else f"{source}/{strategy}")
+        out.mkdir(parents=True)
+        result = run_replicates(strategy, cfg, path, view, torch.device("cpu"), out,
+                                {"arch": llm, "width": 0}, SelectionParams())
+        result.pop("timing")
+        (out / "runs.json").write_text(json.dumps({**result, "source": source}))
+    runs = discover_runs(runs_root, ["encoder"], ["linear_probe"], [])
+    results, _ = evaluate_runs(runs, target, {"encoder": models / "encoder.pt"},
+                               {"encoder": null}, params.evaluate, torch.device("cpu"))
+    assert len(results) == 8 and all(0 <= r.metrics["accuracy"] <= 1 for r in results)
+    scores, _ = transferability_scores({"encoder": models / "encoder.pt"}, target, runs_root,
+                                       torch.device("cpu"))
+    assert {s["feature_dim"] for s in scores} == {32}
+    seen = []
+
+    def probe(arch: str | None) -> torch.Tensor:
+        seen.append(arch)
+        return target.encoded_for(arch).modality.to_inputs(
+            target.encoded_for(arch).load("train").examples)[:8]
+
+    similarity = study_similarity(runs, {"encoder": models / "encoder.pt"}, probe)
+    assert hf in seen and similarity["probe_size"] == 8
+    assert similarity["curves"]["encoder/linear_probe"]  # a probe: its encoder did not move

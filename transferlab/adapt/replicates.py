@@ -419,8 +419,9 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
         device: where to train.
         out_dir: receives ``<seed>_<budget>.pt`` checkpoints (``model.pt`` for a strategy that
             does not train).
-        arch: {"arch", "width"} of the source architecture, and "pooling" (pretrain.pooling,
-            scratch builds with it; absent: the backbone's default).
+        arch: {"arch", "width"} of ``pretrain.arch``, and "pooling" (pretrain.pooling,
+            scratch builds with it; absent: the backbone's default); with a source, "arch" is
+            the source's own (a text source may be another model than pretrain.arch).
         selection: the ``selection`` params block (how each replicate chooses).
         on_result: called with (record, model, the device it trained on) after each
             replicate (e.g. tracking; on a cluster, each task's device is where it ran).
@@ -436,6 +437,8 @@ def run_replicates(strategy: str, cfg: Any, source_path: Path | None, target: Ta
     cls = get(strategy)
     executor = executor or Executor(ExecutionParams(), torch.get_num_threads(), "compatible")
     source, config = load_checkpoint(source_path) if source_path is not None else (None, None)
+    if config is not None:  # a model adapted from a source is the source's architecture
+        arch = {**arch, "arch": config["arch"]}
     reason = cls.skip_reason(config, mapping, cfg) or cls.task_reason(target.task)
     result: dict = {"strategy": strategy, "skipped": reason, "runs": [], "timing": {}}
     if reason:

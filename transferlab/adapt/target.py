@@ -44,9 +44,11 @@ class TargetData:
                 yield seed, budget
 
 
-def load_target(folder: str | Path) -> TargetData:
-    """The prepared target's pool, validation set and budgets (sha256-verified)."""
-    data = PreparedDataset.open(folder)
+def load_target(folder: str | Path, arch: str | None = None) -> TargetData:
+    """The prepared target's pool, validation set and budgets (sha256-verified), as a model of
+    ``arch`` reads them (:meth:`~transferlab.data.store.PreparedDataset.encoded_for`; None:
+    as prepared for ``pretrain.arch``)."""
+    data = PreparedDataset.open(folder).encoded_for(arch)
     (pool_x, pool_y), (val_x, val_y) = data.inputs("train"), data.inputs("val")
     strata = None
     if data.task.name == "regression":

@@ -274,6 +274,20 @@ def check_hf(key: str, value: str) -> None:
         fail(key, f"expected hf:<checkpoint directory or package>, got {value!r}")
 
 
+TEXT_MODEL_INITS = ("hf:", "llm:")  # inits that name a text model: its weights, tokenizer, layout
+
+
+def source_arch(arch: str, init: str | None, text: bool) -> str:
+    """The architecture of a source's model: on text, a source whose ``init`` names a text
+    model (``hf:<...>``, ``llm:<...>``) is that model, and reads the target in its own
+    tokenizer's encoding (``prepare`` writes one per such tokenizer); any other source is
+    ``arch`` (``pretrain.arch``). So a sentence encoder and a causal LM can be sources of one
+    study, beside the null source and scratch, which are ``pretrain.arch``."""
+    if text and init is not None and init.startswith(TEXT_MODEL_INITS):
+        return init
+    return arch
+
+
 def check_init(key: str, init: str, arch: str | None = None) -> None:
     """``random``, ``torchvision:<arch>:<weights>`` (an image arch), ``hf:<dir>`` (an hf arch) or
     ``llm:<dir, .gguf file or package>`` (an llm arch).

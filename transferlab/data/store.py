@@ -4,6 +4,8 @@ Layout under the prepare stage's output directory::
 
     target/{train,val,test}_{x,y}.npy  budgets.json  manifest.json
     target/{train,val,test}_t.npy      (regression only: the numeric targets; y holds strata)
+    target/encodings/<tokenizer>/...  (text: the target in the tokenizer of a source whose
+                                       model is another; the same files, its own manifest)
     sources/<name>/{train,val,test}_{x,y}.npy  manifest.json      (kind none: manifest only)
 
 A manifest holds the class names and counts per class, the sha256 of every array, the
@@ -186,6 +188,26 @@ class PreparedDataset:
     def example_input(self) -> np.ndarray:
         """One input batch of this modality (zero images; [CLS] [SEP]), e.g. for signatures."""
         return self.modality.example_input(self.manifest)
+
+    def encoded_for(self, arch: str | None) -> PreparedDataset:
+        """This dataset as a model of ``arch`` reads it: itself where its inputs need no
+        tokenizer (images), where ``arch`` is None or its own tokenizer's; else the encoding
+        ``prepare`` wrote for that architecture's tokenizer (the same texts, splits and
+        budgets: ``manifest["encodings"]``).
+
+        Raises:
+            DataError: naming the folder, ``arch`` and the encodings it holds, where it holds
+                none for ``arch`` (prepared before the source that needs it was configured).
+        """
+        own = (self.manifest.get("tokenizer") or {}).get("source")
+        if arch is None or own is None or own == arch:
+            return self
+        encodings = self.manifest.get("encodings", {})
+        if arch not in encodings:
+            raise DataError(f"{self.folder}: no encoding for {arch!r}; it holds "
+                            f"{', '.join(map(repr, [own, *encodings]))}. Run `dvc repro "
+                            "prepare` with the params that name the source")
+        return PreparedDataset.open(self.folder / encodings[arch])
 
     def budgets(self) -> dict[str, dict[str, list[int]]]:
         """{seed: {budget: pool indices}} as drawn by prepare (target only)."""

@@ -94,13 +94,21 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
     Returns:
         (one RunResult per run, {"skipped": {"<source>/<strategy>": reason}}).
     """
-    test = target.load("test")
     task = target.task
-    truth = test.truth
+    truth = target.load("test").truth
     headline = task.headline
-    x_test = target.modality.to_inputs(test.examples)
-    x_shift = target.modality.shifted(x_test, p, 0, target.manifest)
-    unshifted = bool(torch.equal(x_shift, x_test))  # a shift of strength 0: reuse the test pass
+    encoded: dict[str, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+
+    def test_inputs(arch: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(test inputs, their shifted copy, whether the shift changed nothing) as a model of
+        ``arch`` reads them (a text source of another tokenizer: its own encoding)."""
+        if arch not in encoded:
+            view = target.encoded_for(arch)
+            x = view.modality.to_inputs(view.load("test").examples)
+            shift = view.modality.shifted(x, p, 0, view.manifest)
+            encoded[arch] = x, shift, bool(torch.equal(shift, x))  # strength 0: one pass
+        return encoded[arch]
+
     source_tests: dict = {}
     results, skipped, cache = [], {}, {}
     # many checkpoints share a backbone (a linear probe's or a source-only model is the
@@ -119,14 +127,16 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         ckpt = (sha256_file(path), info["source"], info["strategy"])
         if ckpt not in cache:
             model, config = load_checkpoint(path)
+            x_test, x_shift, unshifted = test_inputs(config["arch"])
             if task.name == "regression":
                 proba = predict_values(model, config, x_test, device)
                 shifted = proba if unshifted else predict_values(model, config, x_shift, device)
                 shifted_score = float(task.per_example(truth, shifted).mean())
             else:
-                proba = shared.proba(model, "test", x_test)
+                proba = shared.proba(model, f"test@{config['arch']}", x_test)
                 # only the shifted copy's predicted labels are kept: (N,) not (N, C) per run
-                shifted = proba if unshifted else shared.proba(model, "shift", x_shift)
+                shifted = proba if unshifted else shared.proba(model, f"shift@{config['arch']}",
+                                                               x_shift)
                 shifted_score = float((shifted.argmax(1) == truth).mean())
             forget = _forgetting(model, info, sources, source_data, source_tests, device,
                                  shared)
@@ -248,11 +258,12 @@ def transferability_scores(sources: dict[str, Path], target: PreparedDataset, ru
     Timing is kept apart from the scores because wall time is not reproducible.
     """
     pool = target.load("train")
-    x_pool = target.modality.to_inputs(pool.examples)
     regression = target.task.name == "regression"
     rows, timing = [], []
     for name, path in sorted(sources.items()):
         model, config = load_checkpoint(path)
+        view = target.encoded_for(config["arch"])  # the same pool, as this source reads it
+        x_pool = view.modality.to_inputs((pool if view is target else view.load("train")).examples)
         linear_probe = runs_root / name / strategies.by_role("feature_probe")
         cached = load_pool_features(linear_probe, len(x_pool)) if use_cache else None
         if cached is not None:

@@ -17,7 +17,7 @@ a fixed set of target pool inputs: never the test split, and the same inputs for
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -213,8 +213,8 @@ def _mean_ci(values: Sequence[float], confidence: float) -> dict[str, Any]:
 # -- the evaluate stage's "what transferred" ---------------------------------------------------
 
 def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, Any],
-                     probe: torch.Tensor, confidence: float = 0.95, group: str = "class"
-                     ) -> dict[str, Any]:
+                     probe: torch.Tensor | Callable[[str | None], torch.Tensor],
+                     confidence: float = 0.95, group: str = "class") -> dict[str, Any]:
     """Per-block CKA and drift of every run of a strategy that starts from its source, against
     that source, summarized over seeds per curve and budget, with the sentences the report
     prints.
@@ -223,7 +223,9 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
         runs: the run folders' ``runs.json`` contents with their ``folder``
             (:func:`transferlab.evaluation.evaluate.discover_runs`).
         sources: source name -> its checkpoint path.
-        probe: the fixed probe inputs (:func:`probe_indices` of the target pool).
+        probe: the fixed probe inputs (:func:`probe_indices` of the target pool), or a function
+            of a source's architecture giving them as that source reads them (text sources
+            of several tokenizers: the same texts in each one's encoding; None: as prepared).
         group: what a budget counts labels per, in the sentences: ``class``, or a regression
             target's ``stratum``.
     Returns:
@@ -246,13 +248,14 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
             # the source's Gram matrices: computed at the first run whose backbone moved (a
             # probe's never does; on a causal LM the probe's pass is most of the cost)
             loaded[name] = {"source": source, "grams": None, "lm": _lm_record(source_cfg),
-                            "unmoved": None}
+                            "unmoved": None, "probe": probe(source_cfg["arch"])
+                            if callable(probe) else probe}
         entry = loaded[name]
         seen: dict[str, dict | None] = {}  # checkpoints shared by replicates: measured once
         for run in info["runs"]:
             ckpt = str(info["folder"] / run["checkpoint"])
             if ckpt not in seen:
-                seen[ckpt] = _compare(ckpt, checkpoint_config(ckpt), entry, probe,
+                seen[ckpt] = _compare(ckpt, checkpoint_config(ckpt), entry, entry["probe"],
                                       blocks_of[name], load_checkpoint)
             if seen[ckpt] is None:
                 not_compared.add(f"{name}/{info['strategy']}")
@@ -262,7 +265,8 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
                          "chosen_block": ((run.get("search") or {}).get("chosen") or {}).get(
                              "block")})
     curves = summarize(rows, confidence)
-    return {"probe_size": len(probe), "blocks": blocks_of, "curves": curves,
+    return {"probe_size": len(probe(None) if callable(probe) else probe), "blocks": blocks_of,
+            "curves": curves,
             "sentences": sentences(curves, group), "unmoved": unmoved(curves),
             "chosen_blocks": _chosen_blocks(rows, curves), "not_compared": sorted(not_compared)}
 

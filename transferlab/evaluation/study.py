@@ -8,6 +8,7 @@ folders: the same inputs give the same bytes. Only the transferability scores' w
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -177,10 +178,18 @@ def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: fl
     on a fixed probe of target pool inputs (never the test split); {} when switched off."""
     if probe_size == 0:
         return {}
-    pool = inputs.target.modality.to_inputs(inputs.target.load("train").examples)
-    probe = pool[probe_indices(len(pool), probe_size)]
-    return study_similarity(inputs.runs, inputs.sources, probe, confidence,
-                            inputs.target.task.group)
+    target = inputs.target
+    pool = target.load("train")
+    chosen = probe_indices(len(pool.labels), probe_size)
+
+    @functools.cache
+    def probe(arch: str | None) -> torch.Tensor:
+        """The probe texts or images as a model of ``arch`` reads them."""
+        view = target.encoded_for(arch)
+        return view.modality.to_inputs((pool if view is target else view.load("train"))
+                                       .examples)[chosen]
+
+    return study_similarity(inputs.runs, inputs.sources, probe, confidence, target.task.group)
 
 
 def _privacy(runs: list[dict]) -> dict:

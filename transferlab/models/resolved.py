@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.config import params as config_params
-from transferlab.config.params import check_init
+from transferlab.config.params import check_init, source_arch
 from transferlab.config.typed import fail
 from transferlab.data import kinds
 from transferlab.models import backbones
@@ -43,10 +43,16 @@ def resolve(params: Any) -> Any:
     if pooling is not None and pooling not in backbone.poolings:
         fail("pretrain.pooling", f"unknown pooling {pooling!r} for {arch!r}; expected one of "
              + ", ".join(backbone.poolings))
-    for name, spec in params.prepare.sources.items():
-        if spec.init is not None:
-            check_init(f"prepare.sources.{name}.init", spec.init, arch)
     text = modality == "text"
+    for name, spec in params.prepare.sources.items():
+        if spec.init is None:
+            continue
+        key = f"prepare.sources.{name}.init"
+        own = source_arch(arch, spec.init, text)
+        if own == arch:
+            check_init(key, spec.init, arch)
+        elif backbones.check(key, own).modality != "text":  # a text model of its own
+            fail(key, f"{own!r} does not read text")
     if text and params.pretrain.augment not in (False, "none"):
         fail("pretrain.augment", f"{params.pretrain.augment!r} augments images; text needs false")
     if text and params.pretrain.arch != params.prepare.tokenizer:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from transferlab.config.params import PretrainParams
+from transferlab.config.params import PretrainParams, source_arch
 from transferlab.core.metrics import classification_metrics
 from transferlab.data.store import PreparedDataset
+from transferlab.models import backbones
 from transferlab.models.nets import (
     TransferNet,
     build_model,
@@ -17,9 +18,10 @@ from transferlab.training.distributed import SINGLE, World, sync_buffers
 from transferlab.training.loop import Stopwatch, fit, predict_proba
 
 
-def model_config(p: PretrainParams, num_classes: int, norm: dict, extra: dict) -> dict:
+def model_config(arch: str, p: PretrainParams, num_classes: int, norm: dict,
+                 extra: dict) -> dict:
     """What :func:`~transferlab.models.nets.load_checkpoint` needs to rebuild a model."""
-    return {"arch": p.arch, "width": p.width, "num_classes": num_classes,
+    return {"arch": arch, "width": p.width, "num_classes": num_classes,
             "mean": norm["mean"], "std": norm["std"], **extra}
 
 
@@ -33,7 +35,10 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
         data: the source's prepared dataset.
         device: where to train.
         name: the source name, for the progress bar.
-        init: the source's own initial weights (its ``init`` key), overriding ``p.init``.
+        init: the source's own initial weights (its ``init`` key), overriding ``p.init``; on
+            text, an ``hf:`` or ``llm:`` init is also the model's architecture
+            (:func:`~transferlab.config.params.source_arch`), ``pretrain.pooling`` applying
+            where that architecture offers a choice.
         world: this process's rank when several processes train the run (DDP,
             ``execution.ddp_procs``); every rank returns the same model.
     Returns:
@@ -43,10 +48,12 @@ def pretrain_source(p: PretrainParams, data: PreparedDataset, device: torch.devi
     """
     norm = data.modality.normalization(data.manifest)
     classes = data.class_names
+    arch = source_arch(p.arch, init, data.modality.name == "text")  # the source's own init
     init = init or p.init
-    model = build_model(p.arch, len(classes), norm["mean"], norm["std"], p.seed, p.width,
-                        pooling=p.pooling)
-    config = model_config(p, max(len(classes), 1), norm,
+    pooling = p.pooling if backbones.get(arch).poolings else None
+    model = build_model(arch, len(classes), norm["mean"], norm["std"], p.seed, p.width,
+                        pooling=pooling)
+    config = model_config(arch, p, max(len(classes), 1), norm,
                           {"source_classes": list(classes), "init": init})
     if init != "random":
         load_init(model, init)

@@ -183,6 +183,40 @@ def test_control_family_does_not_modify_its_inputs() -> None:
     assert (summary, recs) == before
 
 
+def test_a_contrast_is_a_minus_b_paired_by_seed_and_judged_in_the_family() -> None:
+    """evaluate.contrasts: per budget both curves ran, A - B paired by seed (the same numbers
+    as a hand paired t), Holm-adjusted with the gains and the runner-up comparison; a curve no
+    run has is named with the curves the study has."""
+    a, b = [0.80, 0.84, 0.79], [0.70, 0.72, 0.71]
+    results = (curve_runs("big/linear_probe", "10", a) + curve_runs("small/linear_probe", "10", b)
+               + curve_runs("big/linear_probe", "20", a) + curve_runs("scratch", "10", b)
+               + curve_runs("scratch", "20", b))
+    p = dataclasses.replace(HOLM, contrasts=(("big/linear_probe", "small/linear_probe"),))
+    raw = analysis.contrasts(results, ["10", "20"], p)
+    assert [(t["a"], t["b"], t["budget"]) for t in raw] == [
+        ("big/linear_probe", "small/linear_probe", "10")]  # small did not run at 20
+    ref = sps.ttest_rel(a, b)
+    assert raw[0]["diff"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert raw[0]["p_value"] == pytest.approx(ref.pvalue)
+    summary = analysis.summarize(results, ["10", "20"], 100.0, p)
+    recs = analysis.recommend(summary, results, ["10", "20"], NO_TRANSFER, p)
+    out = analysis.control_family(summary, recs, p, raw)
+    family = [g["p_value"] for c in sorted(out["summary"]) for g in
+              [out["summary"][c][bud].get("gain") for bud in out["summary"][c]] if g]
+    family += [r["vs_runner_up"]["p_value"] for _, r in sorted(out["recommendations"].items())
+               if r.get("vs_runner_up")]
+    family.append(raw[0]["p_value"])
+    assert out["statistics"]["family_size"] == len(family)
+    judged = out["contrasts"][0]
+    assert judged["p_adjusted"] == pytest.approx(holm_bonferroni(family)[-1])
+    assert judged["verdict"] in ("better", "no detectable difference")
+    assert "verdict" not in raw[0]  # the input list is not modified
+    with pytest.raises(ValueError, match=r"contrasts\[0\]: no runs of curve 'gone/x'; this "
+                                         r"study has big/linear_probe, scratch"):
+        analysis.contrasts(results, ["10"], dataclasses.replace(
+            HOLM, contrasts=(("gone/x", "big/linear_probe"),)))
+
+
 # -------------------------------------------------------------------------- recommendation
 def test_recommendation_follows_the_selection_score_not_the_test_split() -> None:
     # x is better on test (0.90 vs 0.80) but worse by selection score (0.60 vs 0.70)

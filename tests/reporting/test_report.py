@@ -420,10 +420,11 @@ def test_analysis_output_renders_through_json() -> None:
                for c in ("scratch", "glyphs/finetune") for b in ("1", "2", "all")
                for s in (0, 1)]
     params = load_params_text(PARAMS)
-    p = EvaluateParams(multiplicity="bh")
+    p = EvaluateParams(multiplicity="bh", contrasts=(("glyphs/finetune", "scratch"),))
     summary = analysis.summarize(results, ["1", "2", "all"], 6.0, p)
     recs = analysis.recommend(summary, results, ["1", "2", "all"], {"picks": {}}, p)
-    ev = json.loads(dumps_json(analysis.control_family(summary, recs, p)))
+    ev = json.loads(dumps_json(analysis.control_family(
+        summary, recs, p, analysis.contrasts(results, ["1", "2", "all"], p))))
     assert ev["recommendations"]["1"]["best"] is None
     assert ev["recommendations"]["2"]["best"] == "scratch"  # by selection score, not by test
     blocks = (recommendations(ev, {}, params, {"confusion": "c.png"})
@@ -433,7 +434,9 @@ def test_analysis_output_renders_through_json() -> None:
     assert "No recommendation: no curve has a finite selection score" in text
     assert "Best: `scratch` with accuracy **0.560**" in text  # seeds 0.51, 0.61
     assert "p (BH)" in text and "Benjamini-Hochberg" in text
-    assert "The 5 verdicts of this report" in text  # 3 gains, 2 runner-up comparisons
+    # 3 gains, 2 runner-up comparisons, 3 head-to-head (one contrast at 3 budgets)
+    assert "The 8 verdicts of this report" in text and "every head-to-head contrast" in text
+    assert "Head to head" in text and "('`glyphs/finetune`', '`scratch`', '2', '+0.200'" in text
     assert not re.search(r"\b(nan|NaN|None|inf)\b", text)
 
 

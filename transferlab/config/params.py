@@ -388,6 +388,9 @@ class EvaluateParams:
     shift_token_drop: float = 0.15  # text shifted test set: share of word tokens replaced by [UNK]
     reach_fraction: float = 0.95  # label efficiency: fraction of scratch@largest budget accuracy
     similarity_probe: int = 256  # what transferred: target pool inputs CKA compares on; 0: off
+    # head-to-head questions: [curve A, curve B] pairs (<source>/<strategy>, or scratch), A - B
+    # paired by seed at every budget both ran, in the family of the verdicts
+    contrasts: tuple[tuple[str, str], ...] = ()
 
     def validate(self, key: str) -> None:
         check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
@@ -403,6 +406,10 @@ class EvaluateParams:
         check_range(f"{key}.shift_rotation_deg", self.shift_rotation_deg, 0, 180)
         check_range(f"{key}.shift_token_drop", self.shift_token_drop, 0, 1)
         check_range(f"{key}.reach_fraction", self.reach_fraction, 0, 1, low_open=True)
+        for i, pair in enumerate(self.contrasts):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"{key}.contrasts[{i}]: expected two different curves "
+                                 f"[<source>/<strategy>, <source>/<strategy>], got {list(pair)}")
 
 
 @dataclass(frozen=True)

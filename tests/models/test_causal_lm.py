@@ -96,6 +96,32 @@ def test_prefix_cache_equals_one_pass(tiny: Path, inputs: torch.Tensor) -> None:
     assert prefix.keys[0].shape[2] == 6  # not extended by the calls
 
 
+def test_chunks_of_like_length_give_the_one_pass_states_in_order(tiny: Path) -> None:
+    """by_length: 21 texts of mixed lengths in chunks of 8 sorted by length give each text's
+    pooled state as one call over the whole batch does (the same rows, to float tolerance), in
+    the input order; gradients flow to the weights; a batch of at most 8 goes whole."""
+    tok = load_causal_tokenizer(f"llm:{tiny}")
+    rng = random.Random(0)
+    words = [w for t in TEXTS for w in t.split()]
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 11))) for _ in range(21)]
+    x = torch.from_numpy(tokenize(texts, tok, 12).astype("int64"))
+    backbone, _ = causal_lm.pretrained_backbone(f"llm:{tiny}")
+    with torch.inference_mode():
+        whole = backbone._pooled(x)
+        chunked = backbone(x)
+        torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+        singles = torch.cat([backbone._pooled(x[i:i + 1]) for i in range(len(x))])
+        torch.testing.assert_close(chunked, singles, rtol=1e-5, atol=1e-6)
+    calls = []
+    out = causal_lm.by_length(lambda b: calls.append(len(b)) or b[:, 0, :1].float(), x)
+    assert calls == [8, 8, 5] and torch.equal(out, x[:, 0, :1].float())
+    assert causal_lm.by_length(lambda b: calls.append(len(b)) or b, x[:8]) is not None
+    assert calls[-1] == 8
+    backbone.train()
+    backbone(x).sum().backward()
+    assert backbone.embeddings.weight.grad is not None
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_pooling(tiny: Path, inputs: torch.Tensor, pooling: str) -> None:
     """``last``: the state at each text's last real token; ``mean``: the mean over its tokens;

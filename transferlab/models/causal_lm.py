@@ -26,6 +26,7 @@ refused with an error naming its model type.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -157,13 +158,39 @@ class CausalLMBackbone(nn.Module):
         return head(hidden) if head is not None else F.linear(hidden, self.embeddings.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 2, L) int64 ids and mask -> (B, hidden_size): the pooled final-norm states."""
+        """(B, 2, L) int64 ids and mask -> (B, hidden_size): the pooled final-norm states
+        (on CPU in chunks of texts of like length, :func:`by_length`)."""
+        return by_length(self._pooled, x)
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = compact(x[:, 0], x[:, 1], pad_id=0)
         hidden = self.token_states(ids, mask)
         if self.pooling == "last":
             return hidden[torch.arange(len(ids)), (mask.sum(1) - 1).clamp(min=0)]
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+# rows per decoder call on CPU once a batch is sorted by length. SmolLM2 on 100 Rotten Tomatoes
+# snippets (23.7 tokens on average, cut at 48): 6.3 texts/s in one call, 10.4 in chunks of 8
+# (benchmarks/llm_speed.py, 2 threads, AMD EPYC Genoa); on llm_text's 100 test snippets
+# (cut at 54) chunks of 8, 16 and 32 read 11.0, 9.4 and 7.6 texts/s against 4.9 in one call
+LENGTH_CHUNK = 8
+
+
+def by_length(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+              chunk: int = LENGTH_CHUNK) -> torch.Tensor:
+    """``fn`` of the (B, 2, L) texts ``x`` (ids, mask) -> (B, ...), computed on CPU in chunks
+    of ``chunk`` texts sorted by length (stable), so that each chunk is cut to its own longest
+    text (:func:`compact`) instead of the batch's: padding is most of a batch of short texts.
+    The rows come back in ``x``'s order; autograd flows through. Deterministic: the chunks
+    follow from ``x`` alone. A batch of at most ``chunk`` texts, or one on another device
+    (where one large call is faster), goes whole."""
+    if len(x) <= chunk or x.device.type != "cpu":
+        return fn(x)
+    order = torch.argsort(x[:, 1].sum(1), stable=True)
+    out = torch.cat([fn(x[order[i:i + chunk]]) for i in range(0, len(x), chunk)])
+    return out[torch.argsort(order)]
 
 
 def compact(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transferlab.models.causal_lm import CausalLMBackbone, Prefix, compact
+from transferlab.models.causal_lm import CausalLMBackbone, Prefix, by_length, compact
 
 CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al. 2021's content-free inputs
 
@@ -98,7 +98,11 @@ class PromptedLM(nn.Module):
 
     def label_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, L) -> (B, C) label-word log-probabilities, renormalised over the label words,
-        uncalibrated."""
+        uncalibrated (on CPU in chunks of texts of like length,
+        :func:`~transferlab.models.causal_lm.by_length`)."""
+        return by_length(self._label_log_probs, x)
+
+    def _label_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = x[:, 0], x[:, 1].long()
         if self.prompt.drop:
             mask = mask * ~torch.isin(ids, torch.tensor(self.prompt.drop, device=ids.device))

@@ -41,7 +41,7 @@ def main() -> None:
         evaluation = evaluate_study(inputs, params, device)
         evaluation.write(*staged)
         child_ids = mirror_evaluate(tracker, evaluation.report)
-        register_champions(tracker, evaluation.champions(), inputs.target.example_input(),
+        register_champions(tracker, evaluation.champions(), inputs.target,
                            child_ids)
         tracker.set_tags({"transferlab.outputs_digest": outputs_digest(
             dict(zip(outputs, staged, strict=True)))})

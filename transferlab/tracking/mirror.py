@@ -139,19 +139,23 @@ def _fixed_metrics(fixed: dict | None) -> dict:
 
 
 def register_champions(tracker: Tracker, champions: Mapping[str, tuple[str, Path]],
-                       example: Any, child_ids: Mapping[tuple[str, str], str]) -> None:
+                       target: Any, child_ids: Mapping[tuple[str, str], str]) -> None:
     """Register each budget's champion model as ``<experiment>-<budget>``, alias ``champion``.
 
     Args:
         champions: {budget: (curve, checkpoint path)} from
             :func:`transferlab.evaluation.evaluate.champion_checkpoints`.
+        target: the prepared target (a ``PreparedDataset``): each model's input example is
+            one of its own architecture's encoding (a text source of another tokenizer).
     """
     from transferlab.models.nets import in_target_units, load_checkpoint
 
     if not (tracker.enabled and tracker.params.log_models):
         return
     for budget, (curve, path) in champions.items():
-        model = in_target_units(*load_checkpoint(path))  # a regression predicts target units
+        model, config = load_checkpoint(path)
+        example = target.encoded_for(config["arch"]).example_input()
+        model = in_target_units(model, config)  # a regression predicts target units
         tracker.log_model(child_ids.get((curve, budget)), model, example, "model",
                           registered_name=f"{tracker.params.experiment}-{budget}",
                           alias="champion")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.config.params import Params
+from transferlab.config.params import Params, source_arch
 from transferlab.core.errors import DataError
 from transferlab.data import modalities
 from transferlab.reporting import figures, results, similarity
@@ -263,7 +263,18 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
     modality = modalities.of(t)
     network = (f"{params.pretrain.arch}, width {params.pretrain.width}, init "
                f"{params.pretrain.init}") if modality.name == "image" else (
-        f"{params.pretrain.arch}, init {params.pretrain.init} unless the source says otherwise")
+        f"{params.pretrain.arch}, init {params.pretrain.init} unless the source says otherwise"
+        + ("; a source whose init names another text model is that model, reading the target "
+           "in its own tokenizer" if any(
+               source_arch(params.pretrain.arch, spec.init, True) != params.pretrain.arch
+               for spec in p.sources.values()) else ""))
+    scratch = params.transfer.get("scratch")
+    resized = (scratch.get("model_config") if isinstance(scratch, dict)
+               else getattr(scratch, "model_config", None))
+    baseline = (" the same network trained on the target alone" if not resized else
+                " a smaller network of the same family ("
+                + ", ".join(f"{k} {v}" for k, v in resized.items())
+                + ", `transfer.scratch.model_config`) trained on the target alone")
     sources = []
     for name in sorted(p.sources):
         manifest, kind = inputs.sources[name], p.sources[name].kind
@@ -291,7 +302,7 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
         f"{sum(counts.get('test', {}).values()):,} test {modality.noun}). Candidate sources: "
         f"{_join(sources)}. Each source network ({network}) is transferred with "
         f"{_join(f'`{s}`' for s in params.grid.strategies)}, and compared with `scratch`,"
-        f" the same network trained on the target alone. Label budgets (labels per {group}): "
+        f"{baseline}. Label budgets (labels per {group}): "
         f"{_join(budgets)}; {results.seeds_words(params)}. The runs table holds "
         f"{len(inputs.runs):,} evaluated runs over {inputs.runs['curve'].nunique()} curves. "
         f"Intervals are {results.confidence_level(params)} confidence intervals. "

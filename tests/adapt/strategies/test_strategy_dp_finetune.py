@@ -25,9 +25,17 @@ pytest.importorskip("opacus")
 CFG = DpFinetuneParams(epochs=2, batch_size=4, lr=0.05, target_epsilon=4.0)
 
 
+@pytest.fixture(scope="module", name="cfg_run")
+def cfg_run_fixture(target: TargetData, source_path: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> tuple[list, dict]:
+    """One run of CFG (records, states), shared by the tests that read it: each run costs
+    seconds of per-sample gradients."""
+    return run_and_load("dp_finetune", CFG, source_path, target, tmp_path_factory.mktemp("cfg"))
+
+
 def test_runs_a_fixed_schedule_and_records_the_epsilon_reached(
-        target: TargetData, source_path: Path, source: nn.Module, tmp_path: Path) -> None:
-    runs, states = run_and_load("dp_finetune", CFG, source_path, target, tmp_path)
+        target: TargetData, source: nn.Module, cfg_run: tuple[list, dict]) -> None:
+    runs, states = cfg_run
     for run in runs:
         # within_budget would hold labels out at 2 per class: a private run chooses on none
         assert run["selection_method"] == "fixed_schedule" and run["holdout_examples"] == 0, run
@@ -44,16 +52,16 @@ def test_runs_a_fixed_schedule_and_records_the_epsilon_reached(
                                src["backbone.block1.0.weight"]), name
 
 
-def test_repeats_bit_for_bit(target: TargetData, source_path: Path, tmp_path: Path) -> None:
-    assert_reproducible(run_and_load("dp_finetune", CFG, source_path, target, tmp_path / "a"),
-                        run_and_load("dp_finetune", CFG, source_path, target, tmp_path / "b"))
+def test_repeats_bit_for_bit(target: TargetData, source_path: Path, tmp_path: Path,
+                             cfg_run: tuple[list, dict]) -> None:
+    assert_reproducible(cfg_run, run_and_load("dp_finetune", CFG, source_path, target, tmp_path))
 
 
-def test_more_privacy_costs_more_noise(target: TargetData, source_path: Path,
-                                       tmp_path: Path) -> None:
+def test_more_privacy_costs_more_noise(target: TargetData, source_path: Path, tmp_path: Path,
+                                       cfg_run: tuple[list, dict]) -> None:
     strict = DpFinetuneParams(epochs=2, batch_size=4, lr=0.05, target_epsilon=1.0)
-    loose, _ = run_and_load("dp_finetune", CFG, source_path, target, tmp_path / "a")
-    tight, _ = run_and_load("dp_finetune", strict, source_path, target, tmp_path / "b")
+    loose, _ = cfg_run
+    tight, _ = run_and_load("dp_finetune", strict, source_path, target, tmp_path)
     for a, b in zip(loose, tight, strict=True):
         assert b["privacy"]["noise_multiplier"] > a["privacy"]["noise_multiplier"]
         assert b["privacy"]["epsilon"] <= 1.0 + 1e-6

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,6 +121,31 @@ def test_chunks_of_like_length_give_the_one_pass_states_in_order(tiny: Path) -> 
     backbone.train()
     backbone(x).sum().backward()
     assert backbone.embeddings.weight.grad is not None
+
+
+def test_block_features_of_a_causal_lm_pool_each_texts_own_tokens(tiny: Path) -> None:
+    """What transferred's block hooks on a causal LM: 21 texts of mixed lengths in batches of
+    5 and of 21 (more than a chunk of like length) give each text's mean token state over its
+    own tokens, in input order: the same as one text at a time (a batch used to be chunked and
+    compacted under the hooks, and its rows reached them out of order and padded)."""
+    from transferlab.evaluation.similarity import block_features
+
+    tok = load_causal_tokenizer(f"llm:{tiny}")
+    rng = random.Random(1)
+    words = [w for t in TEXTS for w in t.split()]
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 11))) for _ in range(21)]
+    x = torch.from_numpy(tokenize(texts, tok, 12).astype("int64"))
+    model = build_model(f"llm:{tiny}", 2, 0.0, 1.0, seed=0)
+    load_init(model, f"llm:{tiny}")
+    blocks = ["layer0", "norm"]
+    singles = [block_features(model, x[i:i + 1], blocks) for i in range(len(x))]
+    for batch_size in (5, 21):
+        got = block_features(model, x, blocks, batch_size=batch_size)
+        for b in blocks:
+            assert got[b].shape == (21, 32)
+            np.testing.assert_allclose(got[b], np.concatenate([s[b] for s in singles]),
+                                       rtol=1e-5, atol=1e-6)
+    assert model.backbone.length_chunk == causal_lm.LENGTH_CHUNK  # restored
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])

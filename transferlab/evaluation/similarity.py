@@ -95,10 +95,13 @@ def block_features(model: nn.Module, x: torch.Tensor, blocks: Sequence[str],
     """
     captured: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
     handles, mask = [], [None]
+    backbone = model.backbone
     for name in blocks:
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
             t = _first_tensor(out).detach()
-            m = mask[0]
+            # a backbone that compacts its texts (a causal LM) says which mask its tokens have
+            m = getattr(backbone, "token_mask", None)
+            m = mask[0] if m is None else m
             if m is not None and t.dim() == 3 and t.shape[1] == m.shape[1]:
                 # a text block's token states (B, L, H): the mean over the text's tokens,
                 # padding left out (a flattened (L x H) vector would compare pad positions)
@@ -107,6 +110,11 @@ def block_features(model: nn.Module, x: torch.Tensor, blocks: Sequence[str],
             captured[name].append(t.reshape(len(t), -1).float().cpu().numpy())
         handles.append(model.backbone.get_submodule(name).register_forward_hook(hook))
     was_training = model.training
+    # a causal LM's batch in one call (not chunks sorted by length): the hooks see its rows in
+    # order, under one mask
+    chunk = getattr(backbone, "length_chunk", None)
+    if chunk is not None:
+        backbone.length_chunk = 0
     model.eval()
     try:
         for start in range(0, len(x), batch_size):
@@ -117,6 +125,8 @@ def block_features(model: nn.Module, x: torch.Tensor, blocks: Sequence[str],
     finally:
         for h in handles:
             h.remove()
+        if chunk is not None:
+            backbone.length_chunk = chunk
         model.train(was_training)
     return {b: np.concatenate(parts) for b, parts in captured.items()}
 

@@ -78,6 +78,13 @@ def arch_config(spec: str, pooling: str = "mean", key: str = "pretrain.arch") ->
             "origin": gguf_origin(folder, gguf_file)}
 
 
+# rows per decoder call on CPU once a batch is sorted by length. SmolLM2 on 100 Rotten Tomatoes
+# snippets (23.7 tokens on average, cut at 48): 6.3 texts/s in one call, 10.4 in chunks of 8
+# (benchmarks/llm_speed.py, 2 threads, AMD EPYC Genoa); on llm_text's 100 test snippets
+# (cut at 54) chunks of 8, 16 and 32 read 11.0, 9.4 and 7.6 texts/s against 4.9 in one call
+LENGTH_CHUNK = 8
+
+
 @dataclass(frozen=True)
 class Prefix:
     """The key/value cache of a fixed token prefix, one sequence: (1, heads, P, head dim) keys
@@ -157,13 +164,21 @@ class CausalLMBackbone(nn.Module):
         head = getattr(self, "lm_head", None)
         return head(hidden) if head is not None else F.linear(hidden, self.embeddings.weight)
 
+    # texts per decoder call on CPU (:func:`by_length`); 0: the whole batch in one call, its rows
+    # in order (what transferred's block hooks need)
+    length_chunk: int = LENGTH_CHUNK
+    # the (B, L') mask of the texts the decoder runs on now, after :func:`compact`: what a block
+    # hook pools the token states with (its L' is not the input's L)
+    token_mask: torch.Tensor | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, L) int64 ids and mask -> (B, hidden_size): the pooled final-norm states
         (on CPU in chunks of texts of like length, :func:`by_length`)."""
-        return by_length(self._pooled, x)
+        return by_length(self._pooled, x, self.length_chunk)
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = compact(x[:, 0], x[:, 1], pad_id=0)
+        self.token_mask = mask
         hidden = self.token_states(ids, mask)
         if self.pooling == "last":
             return hidden[torch.arange(len(ids)), (mask.sum(1) - 1).clamp(min=0)]
@@ -171,11 +186,6 @@ class CausalLMBackbone(nn.Module):
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
-# rows per decoder call on CPU once a batch is sorted by length. SmolLM2 on 100 Rotten Tomatoes
-# snippets (23.7 tokens on average, cut at 48): 6.3 texts/s in one call, 10.4 in chunks of 8
-# (benchmarks/llm_speed.py, 2 threads, AMD EPYC Genoa); on llm_text's 100 test snippets
-# (cut at 54) chunks of 8, 16 and 32 read 11.0, 9.4 and 7.6 texts/s against 4.9 in one call
-LENGTH_CHUNK = 8
 
 
 def by_length(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -184,9 +194,9 @@ def by_length(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     of ``chunk`` texts sorted by length (stable), so that each chunk is cut to its own longest
     text (:func:`compact`) instead of the batch's: padding is most of a batch of short texts.
     The rows come back in ``x``'s order; autograd flows through. Deterministic: the chunks
-    follow from ``x`` alone. A batch of at most ``chunk`` texts, or one on another device
-    (where one large call is faster), goes whole."""
-    if len(x) <= chunk or x.device.type != "cpu":
+    follow from ``x`` alone. A batch of at most ``chunk`` texts, one on another device
+    (where one large call is faster), or ``chunk`` 0 goes whole."""
+    if chunk <= 0 or len(x) <= chunk or x.device.type != "cpu":
         return fn(x)
     order = torch.argsort(x[:, 1].sum(1), stable=True)
     out = torch.cat([fn(x[order[i:i + chunk]]) for i in range(0, len(x), chunk)])

@@ -268,13 +268,13 @@ def _what_was_run(inputs: ReportInputs, params: Params) -> list[Block]:
            "in its own tokenizer" if any(
                source_arch(params.pretrain.arch, spec.init, True) != params.pretrain.arch
                for spec in p.sources.values()) else ""))
-    scratch = params.transfer.get("scratch")
+    scratch = params.transfer.get(figures.SCRATCH)
     resized = (scratch.get("model_config") if isinstance(scratch, dict)
                else getattr(scratch, "model_config", None))
     baseline = (" the same network trained on the target alone" if not resized else
                 " a smaller network of the same family ("
                 + ", ".join(f"{k} {v}" for k, v in resized.items())
-                + ", `transfer.scratch.model_config`) trained on the target alone")
+                + f", `transfer.{figures.SCRATCH}.model_config`) trained on the target alone")
     sources = []
     for name in sorted(p.sources):
         manifest, kind = inputs.sources[name], p.sources[name].kind

@@ -96,7 +96,7 @@ def test_run_repro_kills_the_whole_run_at_its_timeout(tmp_path: Path) -> None:
     # the second stage writes its pid, then sleeps far past the timeout
     repo = _toy_pipeline(tmp_path / "toy", "python -c \"import os, time; "
                          "open('pid', 'w').write(str(os.getpid())); time.sleep(600)\"")
-    row = run_repro(repo, [], tmp_path / "repro.log", timeout_s=15)
+    row = run_repro(repo, [], tmp_path / "repro.log", timeout_s=8)
     assert row["status"] == "timeout" and row["stages_run"] == ["first", "second"]
     assert row["seconds"] < 60 and row["log_tail"]
     pid = int((repo / "pid").read_text())

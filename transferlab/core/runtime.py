@@ -13,13 +13,15 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from transferlab.core.errors import TransferlabError
 from transferlab.core.logs import configure
+
+if TYPE_CHECKING:  # torch is imported where it is used: the tracking CLI never needs it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ def seed_everything(seed: int, num_threads: int | None = None,
     use oneDNN (:func:`transferlab.core.cpu_pinning.set_determinism`); None leaves it as it is.
     Returns a CPU generator seeded with ``seed``.
     """
+    import torch
+
     if determinism is not None:
         from transferlab.core.cpu_pinning import set_determinism
 
@@ -65,6 +69,8 @@ def use_deterministic_algorithms() -> None:
     """``torch.use_deterministic_algorithms(True)`` for eager PyTorch, without its import of
     torch._inductor (about 1.8 s per process, paid by every stage) to set the compiler's flag:
     nothing here compiles. Where the compiler is already loaded, its flag is set too."""
+    import torch
+
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None:  # a torch without the private switch: the public call does both
         torch.use_deterministic_algorithms(True, warn_only=False)
@@ -77,6 +83,8 @@ def use_deterministic_algorithms() -> None:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto | cpu | cuda | mps`` to an available device, failing clearly if absent."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -92,6 +100,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def device_description(device: torch.device) -> str:
     """A human-readable name of the device, e.g. for provenance."""
+    import torch
+
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type

@@ -7,14 +7,17 @@ Needs the outputs of a finished `dvc repro` (or `make repro`) of the default. In
     included, as `dvc repro` pays it);
   - similarity: the evaluate stage's own call, ``what_transferred_report``: for every distinct
     checkpoint of those stages, its per-block CKA against its source on a fixed probe of
-    target pool inputs and its per-block drift, loading the checkpoints included.
+    target pool inputs and its per-block drift. As evaluate runs it, after the scoring pass
+    (``evaluate_runs``, not timed here), whose :class:`LoadedModels` keeps the checkpoints it
+    read (``--fresh``: every checkpoint read from disk again, as before evaluate shared them).
 It prints similarity / transfer (the target is under 2 %), and where the similarity's time
 goes: loading checkpoints, the blocks' features on the probe, the centred Gram matrices, the
 weight drift, the check that a backbone did not move (the rest: CKA from the Grams and the
-summaries). Several ``--probe`` sizes are timed one after another on the same
-transfer time (each with every checkpoint loaded afresh).
+summaries). Every ``--probe`` size with every ``--cka`` estimator is timed, one after
+another, against the same transfer time.
 
-    python benchmarks/similarity_cost.py [--probe 256 [--probe 64 ...]]
+    python benchmarks/similarity_cost.py [--probe 64 [--probe 256 ...]] [--cka debiased
+        [--cka biased]] [--fresh]
 """
 
 from __future__ import annotations
@@ -28,29 +31,32 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from transferlab.adapt import strategies
 from transferlab.config.params import load_params
 from transferlab.core.runtime import seed_everything
 from transferlab.core.workspace import copy_worktree, run_repro
-from transferlab.evaluation import similarity
+from transferlab.evaluation import evaluate, similarity
 from transferlab.evaluation.study import StudyInputs, what_transferred_report
 from transferlab.models import nets
 
 ROOT = Path(__file__).resolve().parents[1]
 # where the time goes: the (module, function) pairs timed while the report runs; none calls
 # another, so the parts do not overlap
-PARTS = {"loading checkpoints": (nets, "load_checkpoint"),
-         "block features on the probe": (similarity, "block_features"),
-         "centred Gram matrices": (similarity, "centered_gram"),
-         "weight drift": (similarity, "block_drift"),
-         "backbone equality check": (similarity, "_same_backbone")}
+PARTS = {"loading checkpoints": ((nets, "load_checkpoint"), (evaluate, "load_checkpoint")),
+         "block features on the probe": ((similarity, "block_features"),),
+         "centred Gram matrices": ((similarity, "centered_gram"),),
+         "weight drift": ((similarity, "block_drift"),),
+         "backbone equality check": ((similarity, "_same_backbone"),)}
 
 
 @contextlib.contextmanager
 def timed_parts() -> Iterator[dict[str, float]]:
     """Wrap each of :data:`PARTS` with a timer for the duration; yields {part: seconds}."""
     spent: dict[str, float] = defaultdict(float)
-    originals = {part: getattr(module, name) for part, (module, name) in PARTS.items()}
+    originals = {(module, name): getattr(module, name)
+                 for targets in PARTS.values() for module, name in targets}
 
     def timer(part, fn):
         def wrapped(*args, **kwargs):
@@ -61,22 +67,29 @@ def timed_parts() -> Iterator[dict[str, float]]:
                 spent[part] += time.perf_counter() - start
         return wrapped
 
-    for part, (module, name) in PARTS.items():
-        setattr(module, name, timer(part, originals[part]))
+    for part, targets in PARTS.items():
+        for module, name in targets:
+            setattr(module, name, timer(part, originals[module, name]))
     try:
         yield spent
     finally:
-        for part, (module, name) in PARTS.items():
-            setattr(module, name, originals[part])
+        for (module, name), original in originals.items():
+            setattr(module, name, original)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--probe", type=int, action="append",
-                        help="probe inputs from the pool (repeatable; default 256)")
+                        help="probe inputs from the pool (repeatable; default params.yaml's)")
+    parser.add_argument("--cka", action="append", choices=similarity.CKA_ESTIMATORS,
+                        help="CKA estimator (repeatable; default params.yaml's)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="read every checkpoint from disk again (no models kept by the "
+                             "scoring pass)")
     args = parser.parse_args()
-    probes = args.probe or [256]
     params = strategies.resolve(load_params(ROOT / "params.yaml"))
+    probes = args.probe or [params.evaluate.similarity_probe]
+    estimators = args.cka or [params.evaluate.similarity_cka]
     sources = [s for s in params.prepare.sources]
     stages = [f"transfer@{s}" for s in sources]
     with tempfile.TemporaryDirectory(prefix="transferlab-similarity-") as tmp:
@@ -96,17 +109,26 @@ def main() -> None:
     open_s = time.perf_counter() - start
     print(f"transfer stages ({', '.join(stages)}), dvc repro: {transfer_s:.2f} s "
           f"(opening the study's inputs, which evaluate does anyway: {open_s:.2f} s)")
+    device = torch.device("cpu")
     for probe in probes:
-        with timed_parts() as spent:
-            start = time.perf_counter()
-            found = what_transferred_report(inputs, probe, params.evaluate.confidence)
-            similarity_s = time.perf_counter() - start
-        checkpoints = {str(info["folder"] / run["checkpoint"]) for info in inputs.runs
-                       for run in info["runs"] if info["source"] in found.get("blocks", {})}
-        parts = ", ".join(f"{part} {spent[part]:.2f} s" for part in PARTS)
-        print(f"what_transferred_report, {len(checkpoints)} checkpoints on {probe} probe "
-              f"inputs, loading included: {similarity_s:.3f} s ({parts}); "
-              f"similarity / transfer: {similarity_s / transfer_s:.2%}")
+        for estimator in estimators:
+            models = None
+            if not args.fresh:  # the scoring pass, as evaluate runs it first (not timed)
+                models = evaluate.LoadedModels()
+                evaluate.evaluate_runs(inputs.runs, inputs.target, inputs.sources,
+                                       inputs.source_data, params.evaluate, device, load=models)
+            with timed_parts() as spent:
+                start = time.perf_counter()
+                found = what_transferred_report(inputs, probe, params.evaluate.confidence,
+                                                estimator, models)
+                similarity_s = time.perf_counter() - start
+            checkpoints = {str(info["folder"] / run["checkpoint"]) for info in inputs.runs
+                           for run in info["runs"] if info["source"] in found.get("blocks", {})}
+            parts = ", ".join(f"{part} {spent[part]:.2f} s" for part in PARTS)
+            kept = "read afresh" if args.fresh else "kept from the scoring pass"
+            print(f"what_transferred_report, {estimator} CKA, {len(checkpoints)} checkpoints "
+                  f"({kept}) on {probe} probe inputs: {similarity_s:.3f} s ({parts}); "
+                  f"similarity / transfer: {similarity_s / transfer_s:.2%}")
 
 
 if __name__ == "__main__":

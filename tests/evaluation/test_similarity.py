@@ -16,6 +16,7 @@ from transferlab.evaluation.similarity import (
     linear_cka,
     sentences,
     summarize,
+    u_centered,
     unmoved,
     what_transferred,
 )
@@ -69,6 +70,95 @@ def test_bounds_and_errors() -> None:
     assert np.isnan(linear_cka(x, np.ones((200, 3))))  # constant: no similarity defined
     with pytest.raises(ValueError, match="same inputs"):
         linear_cka(x, y[:10])
+
+
+def unbiased_hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Song et al. (JMLR 2012), eq. 5, written out: the unbiased HSIC
+    [tr(K̃ L̃) + 1ᵀK̃1 1ᵀL̃1 / ((n-1)(n-2)) - 2/(n-2) 1ᵀK̃L̃1] / (n(n-3)) of the linear kernels
+    with their diagonals zeroed (K̃), uncentred; CKA is its ratio as in Kornblith et al."""
+    n = len(x)
+    one = np.ones(n)
+
+    def hsic(k: np.ndarray, ell: np.ndarray) -> float:
+        k, ell = k - np.diag(np.diag(k)), ell - np.diag(np.diag(ell))
+        return float(np.trace(k @ ell) + (one @ k @ one) * (one @ ell @ one) / ((n - 1) * (n - 2))
+                     - 2 / (n - 2) * (one @ k @ ell @ one)) / (n * (n - 3))
+
+    k, ell = x @ x.T, y @ y.T
+    return hsic(k, ell) / np.sqrt(hsic(k, k) * hsic(ell, ell))
+
+
+@pytest.mark.parametrize("n,p,q", [(20, 5, 7), (10, 40, 3), (30, 30, 30), (8, 100, 200), (4, 3, 2)])
+def test_the_debiased_cka_equals_the_unbiased_hsic_formula(n: int, p: int, q: int) -> None:
+    rng = np.random.default_rng(10 * n + p + q)
+    x = rng.normal(1.0, 1.0, size=(n, p))  # not centred: the formula's kernels are raw
+    y = x[:, :min(p, q)] @ rng.normal(size=(min(p, q), q)) + 0.5 * rng.normal(size=(n, q))
+    assert linear_cka(x, y, debiased=True) == pytest.approx(unbiased_hsic_cka(x, y), rel=1e-9)
+    # the pipeline's path: float32 features, their Gram U-centred in float64
+    fast = cka_from_grams(centered_gram(x.astype(np.float32), debiased=True),
+                          centered_gram(y.astype(np.float32), debiased=True))
+    assert fast == pytest.approx(unbiased_hsic_cka(x, y), abs=1e-5)
+
+
+def test_the_debiased_cka_keeps_the_invariances_and_removes_the_small_sample_bias() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 6))
+    y = np.tanh(x @ rng.normal(size=(6, 8)))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    base = linear_cka(x, y, debiased=True)
+    assert linear_cka(x, 3.7 * (y @ q) + 5.0, debiased=True) == pytest.approx(base, rel=1e-9)
+    assert linear_cka(y, 2.0 * y @ q, debiased=True) == pytest.approx(1.0)
+    stretched = y @ np.diag([10.0] + [0.1] * 7)
+    assert abs(linear_cka(y, stretched, debiased=True) - 1.0) > 0.05
+    # two independent representations with more features than inputs (a CNN block's on a
+    # small probe): the plug-in estimator sees similarity that is not there, the debiased not
+    biased, debiased = [], []
+    for seed in range(20):
+        r = np.random.default_rng(100 + seed)
+        a, b = r.normal(size=(64, 1000)), r.normal(size=(64, 1000))
+        biased.append(linear_cka(a, b))
+        debiased.append(linear_cka(a, b, debiased=True))
+    assert np.mean(biased) > 0.8
+    assert abs(np.mean(debiased)) < 0.01 and np.max(np.abs(debiased)) < 0.05
+    with pytest.raises(ValueError, match="at least 4 inputs"):
+        u_centered(np.eye(3))
+
+
+def test_the_evaluate_params_refuse_a_probe_the_estimator_cannot_use() -> None:
+    from transferlab.config.params import EvaluateParams
+
+    EvaluateParams(similarity_probe=3, similarity_cka="biased").validate("evaluate")
+    EvaluateParams(similarity_probe=0).validate("evaluate")  # off
+    with pytest.raises(ValueError, match=r"evaluate.similarity_probe: 3; the debiased CKA "
+                                         r"needs at least 4"):
+        EvaluateParams(similarity_probe=3).validate("evaluate")
+
+
+def test_loaded_models_reads_each_small_checkpoint_once_and_holds_a_bounded_number(
+        tmp_path, monkeypatch) -> None:
+    from transferlab.evaluation import evaluate
+
+    reads = []
+
+    def fake_load(path):
+        reads.append(str(path))
+        return nn.Linear(10, 10), {"arch": "x"}  # 110 weights
+
+    monkeypatch.setattr(evaluate, "load_checkpoint", fake_load)
+    models = evaluate.LoadedModels(max_params=250)  # two of them
+    a = models(tmp_path / "a.pt")
+    assert models(tmp_path / "a.pt")[0] is a[0] and reads == [str(tmp_path / "a.pt")]
+    models(tmp_path / "b.pt")
+    models(tmp_path / "a.pt")  # a used last: b goes first
+    models(tmp_path / "c.pt")
+    assert models.held == 220 and list(models.kept) == [str(tmp_path / "a.pt"),
+                                                         str(tmp_path / "c.pt")]
+    models(tmp_path / "b.pt")
+    assert reads.count(str(tmp_path / "b.pt")) == 2
+    big = evaluate.LoadedModels(max_params=100)  # a model over the bound is never held
+    big(tmp_path / "a.pt")
+    big(tmp_path / "a.pt")
+    assert not big.kept and reads.count(str(tmp_path / "a.pt")) == 3
 
 
 def _net(seed: int) -> nn.Module:

@@ -387,7 +387,10 @@ class EvaluateParams:
     shift_rotation_deg: float = 15.0  # shifted test set: max rotation, degrees
     shift_token_drop: float = 0.15  # text shifted test set: share of word tokens replaced by [UNK]
     reach_fraction: float = 0.95  # label efficiency: fraction of scratch@largest budget accuracy
-    similarity_probe: int = 256  # what transferred: target pool inputs CKA compares on; 0: off
+    similarity_probe: int = 64  # what transferred: target pool inputs CKA compares on; 0: off
+    # what transferred's estimator: debiased (unbiased HSIC: a small probe measures what a large
+    # one does) | biased (Kornblith et al. 2019's plug-in, biased upward at small probes)
+    similarity_cka: Literal["debiased", "biased"] = "debiased"
     # head-to-head questions: [curve A, curve B] pairs (<source>/<strategy>, or scratch), A - B
     # paired by seed at every budget both ran, in the family of the verdicts
     contrasts: tuple[tuple[str, str], ...] = ()
@@ -395,9 +398,11 @@ class EvaluateParams:
     def validate(self, key: str) -> None:
         check_range(f"{key}.confidence", self.confidence, 0.5, 0.999)
         check_range(f"{key}.similarity_probe", self.similarity_probe, 0, 100_000)
-        if self.similarity_probe == 1:
-            raise ValueError(f"{key}.similarity_probe: {self.similarity_probe}; CKA needs at "
-                             "least 2 probe inputs (0 switches it off)")
+        least = 4 if self.similarity_cka == "debiased" else 2
+        if 0 < self.similarity_probe < least:
+            raise ValueError(f"{key}.similarity_probe: {self.similarity_probe}; the "
+                             f"{self.similarity_cka} CKA needs at least {least} probe inputs "
+                             "(0 switches it off)")
         check_range(f"{key}.power", self.power, 0.5, 0.999)
         check_range(f"{key}.target_effect", self.target_effect, 0, 1e6, low_open=True)
         check_range(f"{key}.calibration_bins", self.calibration_bins, 2, 1000)

@@ -10,7 +10,8 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +77,39 @@ def discover_runs(runs_root: Path, sources: Sequence[str], strategies: Sequence[
     return found
 
 
+class LoadedModels:
+    """:func:`load_checkpoint` for the evaluate stage's passes over the same checkpoints (the
+    scoring, then what transferred): each model read is kept while the kept ones hold at most
+    ``max_params`` weights in all (least recently used out first), so a small network is read
+    from disk once; a language model's hundreds of millions of weights are read again rather
+    than held. For CPU inference only: the scoring leaves a CPU model as it was loaded (eval
+    mode aside, which every pass sets itself), where on a GPU it moves it."""
+
+    def __init__(self, max_params: int = 50_000_000) -> None:
+        self.max_params = max_params
+        self.kept: OrderedDict[str, tuple[torch.nn.Module, dict, int]] = OrderedDict()
+        self.held = 0
+
+    def __call__(self, path: Path | str) -> tuple[torch.nn.Module, dict]:
+        key = str(path)
+        if key in self.kept:
+            self.kept.move_to_end(key)
+            model, config, _ = self.kept[key]
+            return model, config
+        model, config = load_checkpoint(path)
+        size = sum(t.numel() for t in model.parameters())
+        if size <= self.max_params:
+            self.kept[key] = (model, config, size)
+            self.held += size
+            while self.held > self.max_params:
+                self.held -= self.kept.popitem(last=False)[1][2]
+        return model, config
+
+
 def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, Path],
                   source_data: dict[str, PreparedDataset], p: EvaluateParams,
-                  device: torch.device, seconds: dict[str, float] | None = None
+                  device: torch.device, seconds: dict[str, float] | None = None,
+                  load: Callable[[Path], tuple[torch.nn.Module, dict]] = load_checkpoint
                   ) -> tuple[list[RunResult], dict]:
     """Evaluate every checkpoint on the test set, its shifted copy and (forgetting) the source.
 
@@ -91,6 +122,7 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         device: where to run inference.
         seconds: where given, gains each curve's wall time (loading and scoring its
             checkpoints), ``<source>/<strategy>`` -> seconds.
+        load: how a checkpoint is read (:class:`LoadedModels` keeps them for a later pass).
     Returns:
         (one RunResult per run, {"skipped": {"<source>/<strategy>": reason}}).
     """
@@ -126,7 +158,7 @@ def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, 
         # statistics) are scored once: keyed by content, within one source and strategy
         ckpt = (sha256_file(path), info["source"], info["strategy"])
         if ckpt not in cache:
-            model, config = load_checkpoint(path)
+            model, config = load(path)
             x_test, x_shift, unshifted = test_inputs(config["arch"])
             if task.name == "regression":
                 proba = predict_values(model, config, x_test, device)

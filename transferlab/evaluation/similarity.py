@@ -8,6 +8,17 @@ against its source.
   source's Grams serve all of its runs. It is 1 for
   representations equal up to an orthogonal transform and an isotropic scaling, and it is
   invariant to both; it is not invariant to arbitrary invertible linear maps (the paper's point).
+- **Debiased linear CKA** (the default, ``evaluate.similarity_cka``): the same ratio with each
+  HSIC replaced by its unbiased estimator (Song et al., JMLR 2012, "Feature Selection via
+  Dependence Maximization", eq. 5; as CKA in Nguyen, Raghu and Kornblith, ICLR 2021, "Do Wide
+  and Deep Networks Learn the Same Things?"). The plug-in estimator above is biased upward
+  when features outnumber inputs: two independent 1,000-dimensional representations of 64
+  inputs have a biased CKA near 0.9, a debiased one near 0. Debiased, a small probe measures
+  what a large one does without a bias (on the default's runs, 64 inputs against the whole
+  pool of 1,197: bias -0.0002, mean difference 0.0017; the plug-in estimator +0.0044 and
+  0.0044; benchmarks/similarity_probe.py), at a quarter of the forward passes. It is computed
+  as the plug-in formula on U-centred Gram matrices (Székely and Rizzo 2014), which equals
+  Song et al.'s estimator; it keeps both invariances and needs at least 4 inputs.
 - **Relative weight drift** of a block: ``||w - w_source|| / ||w_source||`` over all of the
   block's parameters taken as one vector.
 
@@ -27,14 +38,18 @@ from torch import nn
 from transferlab.config.params import budget_order
 from transferlab.evaluation.stats import mean_ci
 
-__all__ = ["block_drift", "block_features", "centered_gram", "cka_from_grams", "linear_cka",
-           "probe_indices", "source_grams", "summarize", "what_transferred"]
+__all__ = ["CKA_ESTIMATORS", "block_drift", "block_features", "centered_gram", "cka_from_grams",
+           "linear_cka", "probe_indices", "source_grams", "summarize", "u_centered",
+           "what_transferred"]
 
 
-def centered_gram(x: np.ndarray) -> np.ndarray:
+CKA_ESTIMATORS = ("debiased", "biased")  # evaluate.similarity_cka
+
+
+def centered_gram(x: np.ndarray, debiased: bool = False) -> np.ndarray:
     """The n x n Gram matrix of a representation (n, ...) after centring its columns, returned
     in float64: what linear CKA compares. Computed once per source block, it serves every
-    adapted run.
+    adapted run. ``debiased``: U-centred (:func:`u_centered`), for the debiased estimator.
 
     The product is taken in the features' own precision where they are float32 (a network's
     block outputs, :func:`block_features`): n x n x d multiply-adds per block and checkpoint,
@@ -46,7 +61,29 @@ def centered_gram(x: np.ndarray) -> np.ndarray:
     dtype = np.float32 if x.dtype == np.float32 else np.float64
     x = x.reshape(len(x), -1)
     x = (x - x.mean(0, dtype=np.float64)).astype(dtype, copy=False)
-    return (x @ x.T).astype(np.float64, copy=False)
+    gram = (x @ x.T).astype(np.float64, copy=False)
+    return u_centered(gram) if debiased else gram
+
+
+def u_centered(gram: np.ndarray) -> np.ndarray:
+    """The U-centred form of a symmetric n x n Gram matrix (Székely and Rizzo 2014, "Partial
+    distance correlation with methods for dissimilarities", eq. 3.1): the diagonal zeroed, and
+    row and column means taken over the n - 2 off-diagonal terms. The inner product of two
+    U-centred Grams over n (n - 3) is Song et al.'s unbiased HSIC, so the CKA formula of
+    :func:`cka_from_grams` on them is the debiased CKA. Column centring the features first (as
+    :func:`centered_gram` does) changes nothing but rounding: U-centring removes any
+    row-plus-column term."""
+    n = len(gram)
+    if n < 4:
+        raise ValueError(f"the debiased CKA needs at least 4 inputs; the probe holds {n}")
+    g = np.array(gram, dtype=np.float64)
+    np.fill_diagonal(g, 0.0)
+    means = g.sum(0) / (n - 2)
+    means -= means.sum() / (2 * (n - 1))
+    g -= means[:, None]
+    g -= means[None, :]
+    np.fill_diagonal(g, 0.0)
+    return g
 
 
 def cka_from_grams(kx: np.ndarray, ky: np.ndarray) -> float:
@@ -62,12 +99,13 @@ def cka_from_grams(kx: np.ndarray, ky: np.ndarray) -> float:
     return float((kx * ky).sum() / (nx * ny))
 
 
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+def linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
     """Linear CKA of two representations of the same n inputs, (n, p) and (n, q), in float64
-    (the n x n Gram form, as the pipeline computes it); :func:`cka_from_grams` checks the rows."""
+    (the n x n Gram form, as the pipeline computes it); :func:`cka_from_grams` checks the rows.
+    ``debiased``: the unbiased-HSIC estimator (at least 4 inputs)."""
     if min(len(x), len(y)) < 2:
         raise ValueError("linear_cka: needs at least 2 inputs")
-    return cka_from_grams(centered_gram(x), centered_gram(y))
+    return cka_from_grams(centered_gram(x, debiased), centered_gram(y, debiased))
 
 
 def _first_tensor(output: Any) -> torch.Tensor:
@@ -162,29 +200,33 @@ def _same_backbone(a: nn.Module, b: nn.Module) -> bool:
     return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
-def source_grams(source: nn.Module, probe: torch.Tensor, blocks: Sequence[str]
-                 ) -> dict[str, np.ndarray]:
-    """The source's centred Gram matrix per block on the probe: computed once per source."""
-    return {b: centered_gram(f) for b, f in block_features(source, probe, blocks).items()}
+def source_grams(source: nn.Module, probe: torch.Tensor, blocks: Sequence[str],
+                 debiased: bool = False) -> dict[str, np.ndarray]:
+    """The source's centred (``debiased``: U-centred) Gram matrix per block on the probe:
+    computed once per source."""
+    return {b: centered_gram(f, debiased)
+            for b, f in block_features(source, probe, blocks).items()}
 
 
 def what_transferred(adapted: nn.Module, source: nn.Module, probe: torch.Tensor,
                      blocks: Sequence[str], grams: Mapping[str, np.ndarray] | None = None,
-                     same: bool | None = None) -> dict[str, dict[str, float]]:
+                     same: bool | None = None, debiased: bool = False
+                     ) -> dict[str, dict[str, float]]:
     """{block: {"cka": linear CKA of the block's features, "drift": relative weight drift}} of
     an adapted network against its source, on the ``probe`` inputs. ``grams``: the source's
-    :func:`source_grams` on the same probe, where already computed (one source serves many
-    runs); ``same``: whether the two backbones are equal, where the caller has checked it
-    already (None: checked here)."""
+    :func:`source_grams` on the same probe (of the same estimator), where already computed
+    (one source serves many runs); ``same``: whether the two backbones are equal, where the
+    caller has checked it already (None: checked here); ``debiased``: the unbiased-HSIC
+    estimator of CKA."""
     drift = block_drift(adapted, source, blocks)
     if same is None:
         same = _same_backbone(adapted, source)
-    if same:  # a probe, source_only: nothing moved, CKA is 1
+    if same:  # a probe, source_only: nothing moved, CKA is 1 (either estimator)
         return {b: {"cka": 1.0, "drift": drift[b]} for b in blocks}
-    theirs = grams or source_grams(source, probe, blocks)
+    theirs = grams or source_grams(source, probe, blocks, debiased)
     ours = block_features(adapted, probe, blocks)
-    return {b: {"cka": cka_from_grams(theirs[b], centered_gram(ours[b])), "drift": drift[b]}
-            for b in blocks}
+    return {b: {"cka": cka_from_grams(theirs[b], centered_gram(ours[b], debiased)),
+                "drift": drift[b]} for b in blocks}
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], confidence: float = 0.95
@@ -224,7 +266,9 @@ def _mean_ci(values: Sequence[float], confidence: float) -> dict[str, Any]:
 
 def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, Any],
                      probe: torch.Tensor | Callable[[str | None], torch.Tensor],
-                     confidence: float = 0.95, group: str = "class") -> dict[str, Any]:
+                     confidence: float = 0.95, group: str = "class",
+                     estimator: str = "debiased", load: Callable | None = None
+                     ) -> dict[str, Any]:
     """Per-block CKA and drift of every run of a strategy that starts from its source, against
     that source, summarized over seeds per curve and budget, with the sentences the report
     prints.
@@ -238,8 +282,13 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
             of several tokenizers: the same texts in each one's encoding; None: as prepared).
         group: what a budget counts labels per, in the sentences: ``class``, or a regression
             target's ``stratum``.
+        estimator: ``debiased`` or ``biased`` CKA (:data:`CKA_ESTIMATORS`).
+        load: how a checkpoint is loaded, ``path -> (model, config)`` (None:
+            :func:`~transferlab.models.nets.load_checkpoint`; evaluate passes its
+            :class:`~transferlab.evaluation.evaluate.LoadedModels`, so a checkpoint it has
+            scored is not read twice).
     Returns:
-        {"probe_size", "blocks": {source: [block, ...]}, "curves": :func:`summarize`,
+        {"probe_size", "estimator", "blocks": {source: [block, ...]}, "curves": :func:`summarize`,
         "sentences": {budget: [sentence, ...]}, "unmoved": :func:`unmoved`,
         "chosen_blocks": {curve: {budget: ...}}, "not_compared": curves whose network's
         blocks are not the source's}; empty "curves" where no run starts from a source.
@@ -247,6 +296,10 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
     from transferlab.adapt import strategies
     from transferlab.models.nets import block_names, checkpoint_config, load_checkpoint
 
+    if estimator not in CKA_ESTIMATORS:
+        raise ValueError(f"evaluate.similarity_cka: unknown estimator {estimator!r}; expected "
+                         f"one of {', '.join(CKA_ESTIMATORS)}")
+    load = load or load_checkpoint
     rows, blocks_of, loaded, not_compared = [], {}, {}, set()
     for info in runs:
         name = info["source"]
@@ -258,6 +311,7 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
             # the source's Gram matrices: computed at the first run whose backbone moved (a
             # probe's never does; on a causal LM the probe's pass is most of the cost)
             loaded[name] = {"source": source, "grams": None, "lm": _lm_record(source_cfg),
+                            "debiased": estimator == "debiased",
                             "unmoved": None, "probe": probe(source_cfg["arch"])
                             if callable(probe) else probe}
         entry = loaded[name]
@@ -266,7 +320,7 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
             ckpt = str(info["folder"] / run["checkpoint"])
             if ckpt not in seen:
                 seen[ckpt] = _compare(ckpt, checkpoint_config(ckpt), entry, entry["probe"],
-                                      blocks_of[name], load_checkpoint)
+                                      blocks_of[name], load)
             if seen[ckpt] is None:
                 not_compared.add(f"{name}/{info['strategy']}")
                 continue
@@ -275,7 +329,8 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
                          "chosen_block": ((run.get("search") or {}).get("chosen") or {}).get(
                              "block")})
     curves = summarize(rows, confidence)
-    return {"probe_size": len(probe(None) if callable(probe) else probe), "blocks": blocks_of,
+    return {"probe_size": len(probe(None) if callable(probe) else probe),
+            "estimator": estimator, "blocks": blocks_of,
             "curves": curves,
             "sentences": sentences(curves, group), "unmoved": unmoved(curves),
             "chosen_blocks": _chosen_blocks(rows, curves), "not_compared": sorted(not_compared)}
@@ -305,7 +360,8 @@ def _compare(ckpt: str, config: dict, entry: dict, probe: torch.Tensor, blocks: 
     if entry["lm"] is not None and _lm_record(config) == entry["lm"]:
         if entry["unmoved"] is None:
             source = entry["source"]
-            entry["unmoved"] = what_transferred(source, source, probe, blocks)
+            entry["unmoved"] = what_transferred(source, source, probe, blocks,
+                                                debiased=entry["debiased"])
         return entry["unmoved"]
     model, _ = load(ckpt)
     if "prompt" in config:  # an LM trained through its prompt (lora_prompt): its own blocks
@@ -314,8 +370,9 @@ def _compare(ckpt: str, config: dict, entry: dict, probe: torch.Tensor, blocks: 
         return None
     same = _same_backbone(model, entry["source"])
     if entry["grams"] is None and not same:
-        entry["grams"] = source_grams(entry["source"], probe, blocks)
-    return what_transferred(model, entry["source"], probe, blocks, entry["grams"], same)
+        entry["grams"] = source_grams(entry["source"], probe, blocks, entry["debiased"])
+    return what_transferred(model, entry["source"], probe, blocks, entry["grams"], same,
+                            entry["debiased"])
 
 
 def _inner_lm(prompted: nn.Module, source: nn.Module) -> nn.Module | None:

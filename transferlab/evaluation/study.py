@@ -26,6 +26,7 @@ from transferlab.data.store import PreparedDataset
 from transferlab.evaluation import analysis, tables
 from transferlab.evaluation.analysis import curve_name
 from transferlab.evaluation.evaluate import (
+    LoadedModels,
     RunResult,
     champion_checkpoints,
     discover_runs,
@@ -35,6 +36,7 @@ from transferlab.evaluation.evaluate import (
 from transferlab.evaluation.fixed import judge_fixed
 from transferlab.evaluation.helped import what_helped
 from transferlab.evaluation.similarity import probe_indices, study_similarity
+from transferlab.models.nets import load_checkpoint
 
 
 @dataclass
@@ -127,8 +129,10 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
     all_lpc = inputs.all_labels_per_class
     seconds: dict = {"runs": {}}
     clock = time.perf_counter()
+    # on CPU, the checkpoints scored here are kept for what transferred (read once)
+    load = LoadedModels() if device.type == "cpu" else None
     results, extra = evaluate_runs(inputs.runs, target, inputs.sources, inputs.source_data, p,
-                                   device, seconds["runs"])
+                                   device, seconds["runs"], load or load_checkpoint)
     seconds["runs_total"] = time.perf_counter() - clock
     summary = analysis.summarize(results, budgets, all_lpc, p)
     clock = time.perf_counter()
@@ -157,7 +161,8 @@ def evaluate_study(inputs: StudyInputs, params: Params, device: torch.device) ->
         "what_helped": what_helped(results, summary, budgets, p, headline),
         "data_hygiene": _data_hygiene(target),
         "what_transferred": _timed(seconds, "what_transferred", what_transferred_report,
-                                   inputs, p.similarity_probe, p.confidence),
+                                   inputs, p.similarity_probe, p.confidence, p.similarity_cka,
+                                   load),
         **({} if regression or not (fixed := judge_fixed(results, target.load("test").truth, p))
            else {"fixed_predictions": fixed}),
         **({"privacy": privacy} if (privacy := _privacy(inputs.runs)) else {}),
@@ -175,9 +180,12 @@ def _timed(seconds: dict, part: str, fn: Any, *args: Any) -> Any:
         seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - clock
 
 
-def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: float) -> dict:
-    """Per-block CKA and drift against the source (:mod:`~transferlab.evaluation.similarity`)
-    on a fixed probe of target pool inputs (never the test split); {} when switched off."""
+def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: float,
+                            estimator: str = "debiased", load: Any = None) -> dict:
+    """Per-block CKA (``estimator``: debiased | biased) and drift against the source
+    (:mod:`~transferlab.evaluation.similarity`) on a fixed probe of target pool inputs (never
+    the test split); {} when switched off. ``load``: the scoring pass's
+    :class:`~transferlab.evaluation.evaluate.LoadedModels`, where it kept the checkpoints."""
     if probe_size == 0:
         return {}
     target = inputs.target
@@ -191,7 +199,8 @@ def what_transferred_report(inputs: StudyInputs, probe_size: int, confidence: fl
         return view.modality.to_inputs((pool if view is target else view.load("train"))
                                        .examples)[chosen]
 
-    return study_similarity(inputs.runs, inputs.sources, probe, confidence, target.task.group)
+    return study_similarity(inputs.runs, inputs.sources, probe, confidence, target.task.group,
+                            estimator, load)
 
 
 def _privacy(runs: list[dict]) -> dict:

@@ -61,6 +61,15 @@ def heat_map(block: dict, budgets: list[str], path: str | Path) -> Path:
     return figures._save(fig, path)
 
 
+def _estimator(block: dict) -> str:
+    """The CKA estimator, named with its reference (evaluate outputs before the choice existed
+    used the plug-in one)."""
+    if block.get("estimator", "biased") == "debiased":
+        return ("debiased linear CKA (Kornblith et al. 2019's linear CKA with Song et al. "
+                "2012's unbiased HSIC, as in Nguyen et al. 2021; unbiased at any probe size)")
+    return "linear CKA (Kornblith et al. 2019)"
+
+
 def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
     """The blocks of the "What transferred" section."""
     block = ev.get("what_transferred") or {}
@@ -74,7 +83,7 @@ def section(ev: dict, budgets: list[str], figure: str | None) -> list[Block]:
         "Which parts of each source network carried over and which were rewritten. For every "
         "curve that starts from a source, each backbone block's features on a fixed probe of "
         f"{block['probe_size']} target pool inputs (never the test split) are compared with "
-        "the same block's in the source network by linear CKA (Kornblith et al. 2019: 1 is "
+        f"the same block's in the source network by {_estimator(block)} (1 is "
         "the same representation up to rotation and scale, 0 none of it), and its weights by "
         "the relative drift ‖w − w_source‖ / ‖w_source‖. Both are means over seeds with 95 % "
         "t intervals in the table.",

@@ -11,10 +11,10 @@ Needs the outputs of a finished `dvc repro` (or `make repro`) of the default. In
     (``evaluate_runs``, not timed here), whose :class:`LoadedModels` keeps the checkpoints it
     read (``--fresh``: every checkpoint read from disk again, as before evaluate shared them).
 It prints similarity / transfer (the target is under 2 %), and where the similarity's time
-goes: loading checkpoints, the blocks' features on the probe, the centred Gram matrices, the
-weight drift, the check that a backbone did not move (the rest: CKA from the Grams and the
-summaries). Every ``--probe`` size with every ``--cka`` estimator is timed, one after
-another, against the same transfer time.
+goes: loading checkpoints, reading a checkpoint's config alone, the blocks' features on the
+probe, the centred Gram matrices, the weight drift, the check that a backbone did not move
+(the rest: CKA from the Grams and the summaries). Every ``--probe`` size with every
+``--cka`` estimator is timed, one after another, against the same transfer time.
 
     python benchmarks/similarity_cost.py [--probe 64 [--probe 256 ...]] [--cka debiased
         [--cka biased]] [--fresh]
@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # where the time goes: the (module, function) pairs timed while the report runs; none calls
 # another, so the parts do not overlap
 PARTS = {"loading checkpoints": ((nets, "load_checkpoint"), (evaluate, "load_checkpoint")),
+         "reading checkpoint configs": ((nets, "checkpoint_config"),
+                                        (evaluate, "checkpoint_config")),
          "block features on the probe": ((similarity, "block_features"),),
          "centred Gram matrices": ((similarity, "centered_gram"),),
          "weight drift": ((similarity, "block_drift"),),

@@ -145,9 +145,12 @@ def test_loaded_models_reads_each_small_checkpoint_once_and_holds_a_bounded_numb
         return nn.Linear(10, 10), {"arch": "x"}  # 110 weights
 
     monkeypatch.setattr(evaluate, "load_checkpoint", fake_load)
+    monkeypatch.setattr(evaluate, "checkpoint_config", lambda path: {"from": "file"})
     models = evaluate.LoadedModels(max_params=250)  # two of them
+    assert models.config(tmp_path / "a.pt") == {"from": "file"} and not reads
     a = models(tmp_path / "a.pt")
     assert models(tmp_path / "a.pt")[0] is a[0] and reads == [str(tmp_path / "a.pt")]
+    assert models.config(tmp_path / "a.pt") is a[1]  # a kept model's config: no file read
     models(tmp_path / "b.pt")
     models(tmp_path / "a.pt")  # a used last: b goes first
     models(tmp_path / "c.pt")

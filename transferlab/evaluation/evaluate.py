@@ -27,7 +27,7 @@ from transferlab.core.runtime import read_timing, sha256_file, timing_path
 from transferlab.data.store import PreparedDataset
 from transferlab.evaluation.analysis import curve_name
 from transferlab.evaluation.transferability import score_all, score_regression
-from transferlab.models.nets import load_checkpoint
+from transferlab.models.nets import checkpoint_config, load_checkpoint
 from transferlab.training.loop import extract_features, head_proba, predict_logits, predict_proba
 
 BASELINE = strategies.by_role("baseline")  # its runs live in runs/<its name>
@@ -104,6 +104,12 @@ class LoadedModels:
             while self.held > self.max_params:
                 self.held -= self.kept.popitem(last=False)[1][2]
         return model, config
+
+    def config(self, path: Path | str) -> dict:
+        """A checkpoint's config: the kept model's, else read from the file alone
+        (:func:`~transferlab.models.nets.checkpoint_config`, its tensors not read)."""
+        kept = self.kept.get(str(path))
+        return kept[1] if kept is not None else checkpoint_config(path)
 
 
 def evaluate_runs(runs: list[dict], target: PreparedDataset, sources: dict[str, Path],

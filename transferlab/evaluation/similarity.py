@@ -299,6 +299,7 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
     if estimator not in CKA_ESTIMATORS:
         raise ValueError(f"evaluate.similarity_cka: unknown estimator {estimator!r}; expected "
                          f"one of {', '.join(CKA_ESTIMATORS)}")
+    config_of = getattr(load, "config", checkpoint_config)  # a kept model's, or from the file
     load = load or load_checkpoint
     rows, blocks_of, loaded, not_compared = [], {}, {}, set()
     for info in runs:
@@ -319,7 +320,7 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
         for run in info["runs"]:
             ckpt = str(info["folder"] / run["checkpoint"])
             if ckpt not in seen:
-                seen[ckpt] = _compare(ckpt, checkpoint_config(ckpt), entry, entry["probe"],
+                seen[ckpt] = _compare(ckpt, config_of(ckpt), entry, entry["probe"],
                                       blocks_of[name], load)
             if seen[ckpt] is None:
                 not_compared.add(f"{name}/{info['strategy']}")

@@ -31,8 +31,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 from transferlab.adapt import strategies
 from transferlab.config.params import load_params
 from transferlab.core.runtime import seed_everything
@@ -111,6 +109,8 @@ def main() -> None:
     open_s = time.perf_counter() - start
     print(f"transfer stages ({', '.join(stages)}), dvc repro: {transfer_s:.2f} s "
           f"(opening the study's inputs, which evaluate does anyway: {open_s:.2f} s)")
+    import torch  # after transferlab, whose import pins the CPU kernels (as in a stage)
+
     device = torch.device("cpu")
     for probe in probes:
         for estimator in estimators:

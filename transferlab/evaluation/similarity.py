@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from transferlab.config.params import budget_order
@@ -302,33 +303,37 @@ def study_similarity(runs: Sequence[Mapping[str, Any]], sources: Mapping[str, An
     config_of = getattr(load, "config", checkpoint_config)  # a kept model's, or from the file
     load = load or load_checkpoint
     rows, blocks_of, loaded, not_compared = [], {}, {}, set()
-    for info in runs:
-        name = info["source"]
-        if name not in sources or not strategies.get(info["strategy"]).uses_source:
-            continue
-        if name not in loaded:
-            source, source_cfg = load_checkpoint(sources[name])
-            blocks_of[name] = block_names(source)
-            # the source's Gram matrices: computed at the first run whose backbone moved (a
-            # probe's never does; on a causal LM the probe's pass is most of the cost)
-            loaded[name] = {"source": source, "grams": None, "lm": _lm_record(source_cfg),
-                            "debiased": estimator == "debiased",
-                            "unmoved": None, "probe": probe(source_cfg["arch"])
-                            if callable(probe) else probe}
-        entry = loaded[name]
-        seen: dict[str, dict | None] = {}  # checkpoints shared by replicates: measured once
-        for run in info["runs"]:
-            ckpt = str(info["folder"] / run["checkpoint"])
-            if ckpt not in seen:
-                seen[ckpt] = _compare(ckpt, config_of(ckpt), entry, entry["probe"],
-                                      blocks_of[name], load)
-            if seen[ckpt] is None:
-                not_compared.add(f"{name}/{info['strategy']}")
+    # the probe's Gram products are small (n x n, n = the probe): one BLAS thread. Two would
+    # leave OpenBLAS's second thread spinning after each product, on the core the next
+    # network's forward pass needs (in the stage, that slowed what transferred 2 to 4x)
+    with threadpool_limits(1, user_api="blas"):
+        for info in runs:
+            name = info["source"]
+            if name not in sources or not strategies.get(info["strategy"]).uses_source:
                 continue
-            rows.append({"curve": f"{name}/{info['strategy']}", "budget": run["budget"],
-                         "seed": run["seed"], "blocks": seen[ckpt],
-                         "chosen_block": ((run.get("search") or {}).get("chosen") or {}).get(
-                             "block")})
+            if name not in loaded:
+                source, source_cfg = load_checkpoint(sources[name])
+                blocks_of[name] = block_names(source)
+                # the source's Gram matrices: computed at the first run whose backbone moved (a
+                # probe's never does; on a causal LM the probe's pass is most of the cost)
+                loaded[name] = {"source": source, "grams": None, "lm": _lm_record(source_cfg),
+                                "debiased": estimator == "debiased",
+                                "unmoved": None, "probe": probe(source_cfg["arch"])
+                                if callable(probe) else probe}
+            entry = loaded[name]
+            seen: dict[str, dict | None] = {}  # checkpoints shared by replicates: measured once
+            for run in info["runs"]:
+                ckpt = str(info["folder"] / run["checkpoint"])
+                if ckpt not in seen:
+                    seen[ckpt] = _compare(ckpt, config_of(ckpt), entry, entry["probe"],
+                                          blocks_of[name], load)
+                if seen[ckpt] is None:
+                    not_compared.add(f"{name}/{info['strategy']}")
+                    continue
+                rows.append({"curve": f"{name}/{info['strategy']}", "budget": run["budget"],
+                             "seed": run["seed"], "blocks": seen[ckpt],
+                             "chosen_block": ((run.get("search") or {}).get("chosen") or {}).get(
+                                 "block")})
     curves = summarize(rows, confidence)
     return {"probe_size": len(probe(None) if callable(probe) else probe),
             "estimator": estimator, "blocks": blocks_of,

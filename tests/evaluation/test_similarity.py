@@ -73,7 +73,7 @@ def test_bounds_and_errors() -> None:
 
 
 def unbiased_hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Song et al. (JMLR 2012), eq. 5, written out: the unbiased HSIC
+    """Song et al. (JMLR 2012)'s unbiased HSIC estimator, written out:
     [tr(K̃ L̃) + 1ᵀK̃1 1ᵀL̃1 / ((n-1)(n-2)) - 2/(n-2) 1ᵀK̃L̃1] / (n(n-3)) of the linear kernels
     with their diagonals zeroed (K̃), uncentred; CKA is its ratio as in Kornblith et al."""
     n = len(x)
